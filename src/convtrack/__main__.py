@@ -1,0 +1,3 @@
+from convtrack.cli.main import main
+
+main()

@@ -1,0 +1,62 @@
+"""``convtrack``: serve the pipeline, inspect configuration."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import msgspec
+
+from convtrack import __version__
+from convtrack.config import Settings, load_settings, settings_as_dict
+from convtrack.errors import ConvtrackError
+
+
+def _settings(config: str | None, **flags: Any) -> Settings:
+    server = {k: v for k, v in flags.items() if v is not None}
+    return load_settings(config, overrides={"server": server} if server else None)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="convtrack")
+def cli() -> None:
+    """convtrack: real-time conversion tracking."""
+
+
+@cli.command()
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML settings file.")
+@click.option("--host", default=None, help="Address to listen on (server.host).")
+@click.option("--port", type=int, default=None, help="Port to listen on (server.port).")
+@click.option("--data-dir", "data_dir", default=None, help="Where data lives (server.data_dir).")
+def serve(config: str | None, host: str | None, port: int | None, data_dir: str | None) -> None:
+    """Run the whole pipeline in this process on the embedded default."""
+    from convtrack.runtime.serve import serve as run
+
+    settings = _settings(config, host=host, port=port, data_dir=data_dir)
+    sys.exit(run(settings))
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Inspect the configuration."""
+
+
+@config_group.command("show")
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML settings file.")
+def config_show(config: str | None) -> None:
+    """Print the effective settings (file, then environment) as JSON."""
+    settings = _settings(config)
+    click.echo(msgspec.json.format(msgspec.json.encode(settings_as_dict(settings))))
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except ConvtrackError as exc:
+        click.echo(f"convtrack: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

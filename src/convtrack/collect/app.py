@@ -1,0 +1,154 @@
+"""The ASGI application: routing, keys, CORS and the operational endpoints."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from importlib import resources
+
+from convtrack.collect import cors
+from convtrack.collect.auth import ApiKey, Keyring, read_credential
+from convtrack.collect.http import Receive, Request, Response, Scope, Send, error, json_response
+from convtrack.collect.ingest import Collector
+from convtrack.log.base import EventLog
+from convtrack.model import codes
+from convtrack.observe.metrics import Metrics
+from convtrack.store.rejects.base import RejectStore
+
+log = logging.getLogger("convtrack.http")
+
+Handler = Callable[[Request, ApiKey, str], Awaitable[Response]]
+INGEST_ROUTES = frozenset({"/v1/track", "/track/conversion", "/v1/batch"})
+
+
+class App:
+    """Everything the HTTP API serves; built by ``runtime`` with its backends."""
+
+    def __init__(
+        self,
+        *,
+        collector: Collector,
+        keyring: Keyring,
+        log: EventLog,
+        rejects: RejectStore,
+        metrics: Metrics,
+        cors_max_age_secs: int,
+    ) -> None:
+        self.collector = collector
+        self.keyring = keyring
+        self.log = log
+        self.rejects = rejects
+        self.metrics = metrics
+        self.cors_max_age_secs = cors_max_age_secs
+        self.draining = False
+        # (method, path) -> (role needed, handler)
+        self.routes: dict[tuple[str, str], tuple[str, Handler]] = {
+            ("POST", "/v1/track"): ("write", collector.track),
+            ("POST", "/track/conversion"): ("write", collector.track),
+            ("POST", "/v1/batch"): ("write", collector.batch),
+            ("GET", "/v1/rejects"): ("admin", self.list_rejects),
+        }
+        self.open_routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {
+            ("GET", "/healthz"): self.healthz,
+            ("GET", "/readyz"): self.readyz,
+            ("GET", "/metrics"): self.render_metrics,
+            ("GET", "/openapi.json"): self.openapi,
+        }
+        self._paths = {path for _, path in self.routes} | {path for _, path in self.open_routes}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # lifespan and websockets: nothing to do
+        request = Request(scope, receive)
+        try:
+            response = await self.dispatch(request)
+        except ConnectionAbortedError:
+            return  # the client went away mid-body; nobody to answer
+        except Exception as exc:
+            self.metrics.http_errors.labels("http", type(exc).__name__).inc()
+            log.exception("unhandled_error", extra={"path": request.path})
+            response = error(500, codes.ERR_INTERNAL)
+        route = request.path if request.path in self._paths else "other"
+        self.metrics.http_requests.labels(route, str(response.status)).inc()
+        await response.send(send)
+
+    async def dispatch(self, request: Request) -> Response:
+        method, path = request.method, request.path
+        open_handler = self.open_routes.get((method, path))
+        if open_handler is not None:
+            return await open_handler(request)
+        if method == "OPTIONS" and path in INGEST_ROUTES:
+            return self.preflight(request)
+        entry = self.routes.get((method, path))
+        if entry is None:
+            if path in self._paths:
+                return error(405, codes.ERR_METHOD_NOT_ALLOWED)
+            return error(404, codes.ERR_NOT_FOUND)
+        role, handler = entry
+        credential = read_credential(request)
+        if credential is None:
+            return error(401, codes.ERR_KEY_MISSING)
+        key = self.keyring.lookup(credential.secret)
+        if key is None:
+            return error(401, codes.ERR_KEY_UNKNOWN)
+        if not key.may(role) or (credential.via == "query" and key.role != "write"):
+            # A secret key in a URL ends up in logs and browser history: refuse it there.
+            return error(403, codes.ERR_ROLE_NOT_ALLOWED)
+        origin = request.headers.get("origin")
+        if origin is not None and key.role == "write" and not key.allows_origin(origin):
+            return error(403, codes.ERR_ORIGIN_NOT_ALLOWED)
+        if self.draining and path in INGEST_ROUTES:
+            return error(503, codes.ERR_UNAVAILABLE, retry_after=2)
+        response = await handler(request, key, path)
+        if origin is not None and key.allows_origin(origin):
+            response.headers.extend(cors.allow_headers(origin))
+        return response
+
+    def preflight(self, request: Request) -> Response:
+        origin = request.headers.get("origin")
+        if origin is None:
+            return Response(204, b"", [])
+        query_key = request.query_one("writeKey")
+        key = self.keyring.lookup(query_key) if query_key else None
+        if not cors.preflight_allowed(self.keyring, origin, key):
+            return error(403, codes.ERR_ORIGIN_NOT_ALLOWED)
+        return Response(204, b"", cors.preflight_headers(origin, self.cors_max_age_secs))
+
+    async def healthz(self, request: Request) -> Response:
+        return json_response(200, {"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        status = self.log.status()
+        ready = status.writable and not self.draining
+        body = {
+            "status": "ready" if ready else "unavailable",
+            "draining": self.draining,
+            "log": {"writable": status.writable, "detail": status.detail,
+                    "pending_events": status.pending_events},
+        }  # fmt: skip
+        return json_response(200 if ready else 503, body)
+
+    async def render_metrics(self, request: Request) -> Response:
+        status = self.log.status()
+        self.metrics.log_end_offset.set(sum(status.end_offsets.values()))
+        self.metrics.log_pending_events.set(status.pending_events)
+        return Response(
+            200, self.metrics.render(), [(b"content-type", b"text/plain; version=0.0.4")]
+        )
+
+    async def openapi(self, request: Request) -> Response:
+        spec = resources.files("convtrack.collect").joinpath("openapi.json").read_bytes()
+        return Response(200, spec)
+
+    async def list_rejects(self, request: Request, key: ApiKey, route: str) -> Response:
+        code = request.query_one("code") or None
+        try:
+            limit = int(request.query_one("limit") or 100)
+            cursor_text = request.query_one("cursor")
+            cursor = int(cursor_text) if cursor_text else None
+        except ValueError:
+            return error(400, codes.ERR_BAD_QUERY, message="limit and cursor must be integers")
+        if not 1 <= limit <= 1000:
+            return error(400, codes.ERR_BAD_QUERY, message="limit must be between 1 and 1000")
+        page = self.rejects.page(code=code, limit=limit, before_id=cursor)
+        return json_response(200, page)

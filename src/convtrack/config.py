@@ -1,0 +1,176 @@
+"""One typed, frozen configuration: TOML file, then CONVTRACK_* environment, then flags.
+
+Every setting is ``section.key``; the environment form is
+``CONVTRACK_<SECTION>_<KEY>`` and wins over the file. Unknown keys in the
+file, and unknown ``CONVTRACK_<SECTION>_*`` variables of a known section, are
+errors that name the key. Secrets never appear here: keys and tokens are
+named by the environment variable that holds them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_origin, get_type_hints
+
+import msgspec
+
+from convtrack.errors import ConfigError
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
+    data_dir: str = "./convtrack-data"
+    shutdown_timeout_secs: Annotated[float, msgspec.Meta(gt=0, le=60)] = 8.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    kind: Literal["sqlite"] = "sqlite"
+    sqlite_synchronous: Literal["full", "normal"] = "full"
+    max_pending_events: Positive = 200_000
+    max_commit_events: Positive = 20_000
+
+
+class LimitsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    user_events_per_sec: NonNegative = 10.0
+    user_burst: Annotated[int, msgspec.Meta(ge=0)] = 0
+    key_events_per_sec: NonNegative = 0.0
+    max_event_age_secs: Positive = 604_800
+    max_future_secs: Positive = 600
+    max_event_bytes: Positive = 65_536
+    max_batch_bytes: Positive = 524_288
+    max_batch_events: Annotated[int, msgspec.Meta(ge=1, le=500)] = 500
+    max_properties: Positive = 200
+    max_properties_depth: Annotated[int, msgspec.Meta(ge=1, le=32)] = 8
+    max_string_chars: Positive = 8192
+
+
+class CollectSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    source: str = "default"
+    allowed_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
+    cors_max_age_secs: Annotated[int, msgspec.Meta(ge=0)] = 600
+
+
+class KeySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    role: Literal["write", "server", "admin"]
+    key_env: str
+    source: str = "default"
+    allowed_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
+
+
+class RejectsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    max_rows: Positive = 100_000
+    max_body_bytes: Positive = 65_536
+
+
+class ColdSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    uri: str = ""
+    flush_interval_secs: Positive = 300
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
+    limits: LimitsSettings = msgspec.field(default_factory=LimitsSettings)
+    collect: CollectSettings = msgspec.field(default_factory=CollectSettings)
+    rejects: RejectsSettings = msgspec.field(default_factory=RejectsSettings)
+    cold: ColdSettings = msgspec.field(default_factory=ColdSettings)
+    keys: list[KeySettings] = msgspec.field(default_factory=list)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.server.data_dir)
+
+
+SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "server": ServerSettings,
+    "log": LogSettings,
+    "limits": LimitsSettings,
+    "collect": CollectSettings,
+    "rejects": RejectsSettings,
+    "cold": ColdSettings,
+}
+# Environment variables that share the prefix but are not settings.
+RESERVED_ENV = frozenset({"CONVTRACK_WRITE_KEY", "CONVTRACK_SERVER_KEY", "CONVTRACK_ADMIN_KEY"})
+
+
+def env_name(section: str, key: str) -> str:
+    return f"CONVTRACK_{section.upper()}_{key.upper()}"
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, raw in environ.items():
+        if name in RESERVED_ENV:
+            continue
+        for section, cls in SECTIONS.items():
+            prefix = f"CONVTRACK_{section.upper()}_"
+            if not name.startswith(prefix):
+                continue
+            key = name[len(prefix) :].lower()
+            hints = get_type_hints(cls, include_extras=True)
+            if key not in cls.__struct_fields__:
+                raise ConfigError(f"unknown setting {section}.{key} (from environment {name})")
+            out.setdefault(section, {})[key] = _parse_env_value(name, raw, hints[key])
+    return out
+
+
+def _parse_env_value(name: str, raw: str, field_type: Any) -> Any:
+    if get_origin(field_type) is list:
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    try:
+        return msgspec.convert(raw, field_type, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{name}: cannot use {raw!r}: {exc}") from exc
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    match = re.search(r"unknown field `([^`]+)`(?: - at `\$\.?([^`]*)`)?", text)
+    if match:
+        where = (match.group(2) or "").replace("[", ".").replace("]", "")
+        return f"unknown setting {where + '.' if where else ''}{match.group(1)}"
+    path = re.search(r" - at `\$\.?([^`]*)`", text)
+    if path:
+        return f"invalid setting {path.group(1)}: {text.split(' - at ', maxsplit=1)[0]}"
+    return text
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Build the settings: defaults < TOML file < environment < explicit overrides (flags)."""
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            data = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
+    layers = [_env_overrides(os.environ if environ is None else environ), overrides or {}]
+    for layer in layers:
+        for section, values in layer.items():
+            merged = dict(data.get(section) or {})
+            merged.update(values)
+            data[section] = merged
+    try:
+        return msgspec.convert(data, Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+
+
+def settings_as_dict(settings: Settings) -> dict[str, Any]:
+    result: dict[str, Any] = msgspec.to_builtins(settings)
+    return result

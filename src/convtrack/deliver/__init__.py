@@ -1,0 +1,1 @@
+"""Forwarding to ad platforms and webhooks, with retries and dead letters."""

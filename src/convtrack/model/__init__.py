@@ -1,0 +1,1 @@
+"""Pure data and pure functions: events, validation, codes. No I/O here."""

@@ -1,0 +1,12 @@
+"""ISO 4217 currency codes from pycountry's maintained table."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import pycountry
+
+
+@cache
+def iso4217_codes() -> frozenset[str]:
+    return frozenset(str(c.alpha_3) for c in pycountry.currencies)

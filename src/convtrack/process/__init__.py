@@ -1,0 +1,1 @@
+"""The processor: consume the log, check, dedupe, enrich, route, commit."""

@@ -1,0 +1,1 @@
+"""Wiring: the one place that picks backends and builds the running pipeline."""

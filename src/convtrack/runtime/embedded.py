@@ -1,0 +1,79 @@
+"""The embedded pipeline: everything in one process on SQLite and local files."""
+
+from __future__ import annotations
+
+from convtrack.clock import Clock, SystemClock
+from convtrack.collect.app import App
+from convtrack.collect.auth import Keyring
+from convtrack.collect.clientip import ClientIpResolver
+from convtrack.collect.ingest import Collector, IngestLimits
+from convtrack.collect.ratelimit import TokenBuckets
+from convtrack.config import Settings
+from convtrack.log.sqlite import SqliteLog
+from convtrack.model.currency import iso4217_codes
+from convtrack.model.validate import Rules
+from convtrack.observe.metrics import Metrics
+from convtrack.runtime.keys import ProvisionedKeys, provision_keys
+from convtrack.store.rejects.sqlite import SqliteRejectStore
+
+
+class Pipeline:
+    """The running parts and how to stop them in order."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        clock = clock or SystemClock()
+        data_dir = settings.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        iso4217_codes()  # load the currency table now, not on the first request
+        self.settings = settings
+        self.metrics = Metrics()
+        self.keys: ProvisionedKeys = provision_keys(settings)
+        self.log = SqliteLog(
+            data_dir / "log" / "events.db",
+            synchronous=settings.log.sqlite_synchronous,
+            max_pending_events=settings.log.max_pending_events,
+            max_commit_events=settings.log.max_commit_events,
+            clock=clock,
+            on_commit=self.metrics.on_log_commit,
+        )
+        self.rejects = SqliteRejectStore(
+            data_dir / "rejects" / "rejects.db",
+            max_rows=settings.rejects.max_rows,
+            max_body_chars=settings.rejects.max_body_bytes,
+            on_drop=self.metrics.rejects_dropped.inc,
+        )
+        limits = settings.limits
+        collector = Collector(
+            log=self.log,
+            rejects=self.rejects,
+            metrics=self.metrics,
+            clock=clock,
+            rules=Rules(
+                max_event_age_secs=limits.max_event_age_secs,
+                max_future_secs=limits.max_future_secs,
+                max_properties=limits.max_properties,
+                max_depth=limits.max_properties_depth,
+                max_string_chars=limits.max_string_chars,
+            ),
+            limits=IngestLimits(
+                max_event_bytes=limits.max_event_bytes,
+                max_batch_bytes=limits.max_batch_bytes,
+                max_batch_events=limits.max_batch_events,
+            ),
+            user_buckets=TokenBuckets(limits.user_events_per_sec, limits.user_burst, clock),
+            key_buckets=TokenBuckets(limits.key_events_per_sec, 0, clock),
+            client_ips=ClientIpResolver(settings.collect.trusted_proxies),
+        )
+        self.app = App(
+            collector=collector,
+            keyring=Keyring(self.keys.keys),
+            log=self.log,
+            rejects=self.rejects,
+            metrics=self.metrics,
+            cors_max_age_secs=settings.collect.cors_max_age_secs,
+        )
+
+    def close(self) -> None:
+        """Finish pending writes (every awaited append completes first), then close stores."""
+        self.log.close()
+        self.rejects.close()

@@ -1,0 +1,108 @@
+"""``convtrack serve``: the embedded pipeline behind uvicorn, with a graceful stop.
+
+SIGTERM or SIGINT: mark the app draining (new ingests get 503), let uvicorn
+stop accepting and finish in-flight requests, then let the log writer commit
+everything queued and close. Exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from convtrack import __version__
+from convtrack.config import Settings
+from convtrack.observe.logs import configure_logging
+from convtrack.runtime.embedded import Pipeline
+
+log = logging.getLogger("convtrack.serve")
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, pipeline: Pipeline) -> None:
+        super().__init__(config)
+        self.pipeline = pipeline
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.pipeline.app.draining = True
+        log.info("shutdown_requested", extra={"signal": signal.Signals(sig).name})
+        super().handle_exit(sig, frame)
+
+
+def _bound_address(server: uvicorn.Server, settings: Settings) -> tuple[str, int]:
+    for listener in server.servers:
+        for sock in listener.sockets:
+            name: Any = sock.getsockname()
+            return str(name[0]), int(name[1])
+    return settings.server.host, settings.server.port
+
+
+def _banner(pipeline: Pipeline, host: str, port: int) -> str:
+    base = f"http://{host}:{port}"
+    lines = [
+        f"convtrack {__version__} ready on {base} (data dir: {pipeline.settings.data_dir})",
+        f"Send events:  POST {base}/v1/track   (Authorization: Bearer <write key>)",
+        f"Batches:      POST {base}/v1/batch   Health: {base}/healthz   Metrics: {base}/metrics",
+    ]
+    if pipeline.keys.generated:
+        lines.append(
+            f"Keys created now and stored in {pipeline.settings.data_dir / 'keys.json'}"
+            " (shown only this once):"
+        )
+        lines.extend(f"  {role:<6} {secret}" for role, secret in pipeline.keys.generated.items())
+    return "\n".join(lines)
+
+
+async def _serve(settings: Settings) -> None:
+    pipeline = Pipeline(settings)
+    config = uvicorn.Config(
+        pipeline.app,
+        host=settings.server.host,
+        port=settings.server.port,
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        backlog=4096,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=max(1, int(settings.server.shutdown_timeout_secs) - 1),
+    )
+    server = _Server(config, pipeline)
+
+    async def announce() -> None:
+        while not server.started and not server.should_exit:
+            await asyncio.sleep(0.01)
+        if server.started:
+            host, port = _bound_address(server, settings)
+            print(_banner(pipeline, host, port), flush=True)
+            log.info("ready", extra={"host": host, "port": port})
+
+    announcer = asyncio.create_task(announce())
+    try:
+        await server.serve()
+    finally:
+        announcer.cancel()
+        # Appends already handed to the writer finish before close() returns.
+        await asyncio.get_running_loop().run_in_executor(None, pipeline.close)
+        log.info("stopped")
+
+
+def serve(settings: Settings) -> int:
+    configure_logging(settings.server.log_level)
+    # uvicorn re-raises the signal it caught once it has shut down; a no-op handler
+    # here makes that re-raise harmless so we exit 0 after draining.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(_serve(settings))
+    else:
+        uvloop.run(_serve(settings))
+    return 0

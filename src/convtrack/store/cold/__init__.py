@@ -1,0 +1,1 @@
+"""The cold store: hive-partitioned Parquet files on disk or S3."""

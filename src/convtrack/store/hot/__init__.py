@@ -1,0 +1,1 @@
+"""The hot store: live counters, sessions and the dedup set."""

@@ -1,0 +1,1 @@
+"""Rejected events, kept with their reasons for review."""
