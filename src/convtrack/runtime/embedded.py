@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from convtrack.clock import Clock, SystemClock
 from convtrack.collect.app import App
 from convtrack.collect.auth import Keyring
@@ -20,14 +22,19 @@ from convtrack.store.rejects.sqlite import SqliteRejectStore
 class Pipeline:
     """The running parts and how to stop them in order."""
 
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         clock = clock or SystemClock()
         data_dir = settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         iso4217_codes()  # load the currency table now, not on the first request
         self.settings = settings
         self.metrics = Metrics()
-        self.keys: ProvisionedKeys = provision_keys(settings)
+        self.keys: ProvisionedKeys = provision_keys(settings, environ)
         self.log = SqliteLog(
             data_dir / "log" / "events.db",
             synchronous=settings.log.sqlite_synchronous,

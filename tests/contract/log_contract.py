@@ -1,0 +1,159 @@
+"""The event-log contract: every EventLog implementation (SQLite, Kafka) must pass it.
+
+Subclass ``LogContract`` and provide ``open_log(path)``; ``reopen`` must
+return a log that sees everything a previous instance made durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import pytest
+
+from convtrack.log.base import EventLog, LogEntry, LogRecord, next_positions
+
+
+def append(log: EventLog, records: list[LogRecord]) -> list[int]:
+    return asyncio.run(log.append(records))
+
+
+def drain(log: EventLog, group: str, limit: int = 100_000) -> list[LogEntry]:
+    consumer = log.consumer(group)
+    try:
+        out: list[LogEntry] = []
+        while len(out) < limit:
+            batch = consumer.poll(1000, 0.2)
+            if not batch:
+                break
+            out.extend(batch)
+        return out
+    finally:
+        consumer.close()
+
+
+def rec(i: int, key: str = "k") -> LogRecord:
+    return LogRecord(key, f"payload-{i}".encode())
+
+
+class LogContract(ABC):
+    @abstractmethod
+    def open_log(self, path: Path) -> EventLog: ...
+
+    @pytest.fixture
+    def log(self, tmp_path: Path) -> EventLog:
+        opened = self.open_log(tmp_path)
+        yield opened  # type: ignore[misc]
+        opened.close()
+
+    def test_append_returns_increasing_offsets_per_partition(self, log: EventLog) -> None:
+        first = append(log, [rec(0), rec(1)])
+        second = append(log, [rec(2)])
+        assert first[0] < first[1] < second[0]
+
+    def test_empty_append_is_a_no_op(self, log: EventLog) -> None:
+        assert append(log, []) == []
+
+    def test_consumer_reads_everything_in_order_with_payloads(self, log: EventLog) -> None:
+        append(log, [rec(i) for i in range(50)])
+        entries = drain(log, "g")
+        assert [e.payload for e in entries] == [f"payload-{i}".encode() for i in range(50)]
+        assert all(e.key == "k" for e in entries)
+        assert all(e.logged_at_us > 0 for e in entries)
+
+    def test_commit_then_new_consumer_resumes_after_it(self, log: EventLog) -> None:
+        append(log, [rec(i) for i in range(10)])
+        consumer = log.consumer("g")
+        got = consumer.poll(4, 1.0)
+        assert len(got) == 4
+        consumer.commit(next_positions(got))
+        consumer.close()
+        rest = drain(log, "g")
+        assert [e.payload for e in rest] == [f"payload-{i}".encode() for i in range(4, 10)]
+
+    def test_uncommitted_entries_are_delivered_again(self, log: EventLog) -> None:
+        append(log, [rec(i) for i in range(5)])
+        consumer = log.consumer("g")
+        assert len(consumer.poll(5, 1.0)) == 5
+        consumer.close()  # crashed before committing
+        assert len(drain(log, "g")) == 5
+
+    def test_groups_are_independent(self, log: EventLog) -> None:
+        append(log, [rec(i) for i in range(3)])
+        a = log.consumer("a")
+        a.commit(next_positions(a.poll(3, 1.0)))
+        a.close()
+        assert len(drain(log, "b")) == 3
+        assert drain(log, "a") == []
+
+    def test_poll_waits_for_new_data(self, log: EventLog) -> None:
+        consumer = log.consumer("g")
+        assert consumer.poll(10, 0.05) == []
+        timer = threading.Timer(0.1, lambda: append(log, [rec(1)]))
+        timer.start()
+        got = consumer.poll(10, 5.0)
+        timer.join()
+        consumer.close()
+        assert [e.payload for e in got] == [b"payload-1"]
+
+    def test_seek_moves_the_position(self, log: EventLog) -> None:
+        offsets = append(log, [rec(i) for i in range(6)])
+        consumer = log.consumer("g")
+        consumer.seek({0: offsets[3]})
+        got = consumer.poll(10, 1.0)
+        consumer.close()
+        assert [e.payload for e in got] == [b"payload-3", b"payload-4", b"payload-5"]
+
+    def test_lag_counts_unread_events(self, log: EventLog) -> None:
+        append(log, [rec(i) for i in range(7)])
+        consumer = log.consumer("g")
+        assert consumer.lag().events == 7
+        consumer.poll(3, 1.0)
+        assert consumer.lag().events == 4
+        consumer.poll(10, 1.0)
+        assert consumer.lag().events == 0
+        consumer.close()
+
+    def test_concurrent_appends_share_commits_and_lose_nothing(self, log: EventLog) -> None:
+        async def many() -> list[list[int]]:
+            return await asyncio.gather(*(log.append([rec(i, f"u{i % 7}")]) for i in range(2000)))
+
+        results = asyncio.run(many())
+        offsets = [o for r in results for o in r]
+        assert len(set(offsets)) == 2000
+        assert len(drain(log, "g")) == 2000
+
+    def test_appends_from_several_threads(self, log: EventLog) -> None:
+        def worker(n: int) -> None:
+            for i in range(50):
+                append(log, [rec(n * 1000 + i)])
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        payloads = {e.payload for e in drain(log, "g")}
+        assert len(payloads) == 200
+
+    def test_durable_across_reopen(self, tmp_path: Path) -> None:
+        first = self.open_log(tmp_path)
+        append(first, [rec(i) for i in range(20)])
+        consumer = first.consumer("g")
+        consumer.commit(next_positions(consumer.poll(5, 1.0)))
+        consumer.close()
+        first.close()
+        second = self.open_log(tmp_path)
+        try:
+            more = append(second, [rec(99)])
+            entries = drain(second, "g")
+            assert len(entries) == 16
+            assert entries[-1].payload == b"payload-99"
+            assert more[0] > max(e.offset for e in entries[:-1])
+        finally:
+            second.close()
+
+    def test_status_reports_writable(self, log: EventLog) -> None:
+        assert log.status().writable
