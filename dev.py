@@ -54,8 +54,9 @@ def main() -> None:
         os.execv(BIN / "convtrack", [str(BIN / "convtrack"), "serve", *rest])
     elif command == "test":
         ensure_env("test")
-        run(BIN / "ruff", "check", "src", "tests", "bench", "dev.py")
-        run(BIN / "ruff", "format", "--check", "src", "tests", "bench", "dev.py")
+        paths = [p for p in ("src", "tests", "bench", "dev.py") if (ROOT / p).exists()]
+        run(BIN / "ruff", "check", *paths)
+        run(BIN / "ruff", "format", "--check", *paths)
         run(BIN / "mypy")
         run(PY, "-m", "pytest", "-q", *rest)
     else:
