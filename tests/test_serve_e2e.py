@@ -349,3 +349,34 @@ def test_rejects_are_capped_oldest_dropped_and_counted(server_factory: ServerFac
     assert page["total"] == 5
     assert [i["event_id"] for i in page["items"]] == [f"c{i}" for i in range(7, 2, -1)]
     assert "convtrack_rejects_dropped_total 3.0" in httpx.get(f"{server.url}/metrics").text
+
+
+def test_refused_bodies_are_kept_without_their_content(server: ServerProcess) -> None:
+    big = purchase(properties={"blob": "x" * 70_000})
+    assert post(server, "/v1/track", big).status_code == 413
+    form = httpx.post(
+        f"{server.url}/v1/track",
+        content=b"a=b",
+        headers={**auth(WRITE_KEY), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert form.status_code == 415
+    page = httpx.get(f"{server.url}/v1/rejects", headers=auth(ADMIN_KEY)).json()
+    assert [(i["status"], i["codes"], i["body"]) for i in page["items"]] == [
+        (415, ["unsupported_media_type"], ""),
+        (413, ["body_too_large"], ""),
+    ]
+
+
+def test_cors_headers_on_error_answers_and_unknown_preflight_key(server: ServerProcess) -> None:
+    origin = {"Origin": "https://shop.example"}
+    bad = post(server, "/v1/track", {"event_name": "x"}, headers=origin)
+    assert bad.status_code == 400
+    assert bad.headers["access-control-allow-origin"] == "https://shop.example"
+    unauth = httpx.post(f"{server.url}/v1/track", json=purchase(), headers=origin)
+    assert unauth.status_code == 401
+    assert unauth.headers["access-control-allow-origin"] == "https://shop.example"
+    preflight = httpx.options(
+        f"{server.url}/v1/track?writeKey=unknown-key-0123456789",
+        headers={**origin, "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 401

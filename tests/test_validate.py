@@ -55,6 +55,7 @@ def test_event_name_missing_or_empty() -> None:
     assert error_codes(event(event_name=None)) == [codes.EVENT_NAME_MISSING]
     assert error_codes(event(event_name="")) == [codes.EVENT_NAME_MISSING]
     assert error_codes(event(event_name=5)) == [codes.EVENT_NAME_INVALID]
+    assert error_codes(event(event_name="   ")) == [codes.EVENT_NAME_MISSING]
 
 
 def test_user_or_session_required() -> None:
@@ -95,7 +96,17 @@ def test_timestamp_epoch_millis() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["yesterday", "2026-11-28", "2026-11-28T17:00:00", True, 1.5, "2026-13-01T00:00:00Z", {}],
+    [
+        "yesterday",
+        "2026-11-28",
+        "2026-11-28T17:00:00",
+        "20261128T170000Z",
+        "2026-11-28T17:00Z",
+        True,
+        1.5,
+        "2026-13-01T00:00:00Z",
+        {},
+    ],
 )
 def test_timestamp_invalid(value: object) -> None:
     assert error_codes(event(timestamp=value)) == [codes.TIMESTAMP_INVALID]
@@ -123,6 +134,7 @@ def test_money_rules() -> None:
     assert error_codes(event(value=1, currency="Usd")) == [codes.CURRENCY_NOT_UPPERCASE]
     assert error_codes(event(value=1, currency="XYZ")) == [codes.CURRENCY_UNKNOWN]
     assert error_codes(event(value=1, currency=840)) == [codes.CURRENCY_UNKNOWN]
+    assert error_codes(event(value=1, currency="XXX")) == [codes.CURRENCY_UNKNOWN]
 
 
 def test_event_id_from_query_and_mismatch() -> None:

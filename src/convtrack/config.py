@@ -46,7 +46,7 @@ class LimitsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     max_event_age_secs: Positive = 604_800
     max_future_secs: Positive = 600
     max_event_bytes: Positive = 65_536
-    max_batch_bytes: Positive = 524_288
+    max_batch_bytes: Annotated[int, msgspec.Meta(ge=1, le=524_288)] = 524_288
     max_batch_events: Annotated[int, msgspec.Meta(ge=1, le=500)] = 500
     max_properties: Positive = 200
     max_properties_depth: Annotated[int, msgspec.Meta(ge=1, le=32)] = 8

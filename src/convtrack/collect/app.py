@@ -79,30 +79,40 @@ class App:
             return await open_handler(request)
         if method == "OPTIONS" and path in INGEST_ROUTES:
             return self.preflight(request)
+        response, key = await self._authorized(request)
+        origin = request.headers.get("origin")
+        if origin is not None and path in INGEST_ROUTES:
+            # Let browser code read every answer (errors included) if its origin is allowed.
+            allowed = key.allows_origin(origin) if key is not None else any(
+                k.role == "write" and k.allows_origin(origin) for k in self.keyring.all_keys()
+            )
+            if allowed:
+                response.headers.extend(cors.allow_headers(origin))
+        return response
+
+    async def _authorized(self, request: Request) -> tuple[Response, ApiKey | None]:
+        method, path = request.method, request.path
         entry = self.routes.get((method, path))
         if entry is None:
             if path in self._paths:
-                return error(405, codes.ERR_METHOD_NOT_ALLOWED)
-            return error(404, codes.ERR_NOT_FOUND)
+                return error(405, codes.ERR_METHOD_NOT_ALLOWED), None
+            return error(404, codes.ERR_NOT_FOUND), None
         role, handler = entry
         credential = read_credential(request)
         if credential is None:
-            return error(401, codes.ERR_KEY_MISSING)
+            return error(401, codes.ERR_KEY_MISSING), None
         key = self.keyring.lookup(credential.secret)
         if key is None:
-            return error(401, codes.ERR_KEY_UNKNOWN)
+            return error(401, codes.ERR_KEY_UNKNOWN), None
         if not key.may(role) or (credential.via == "query" and key.role != "write"):
             # A secret key in a URL ends up in logs and browser history: refuse it there.
-            return error(403, codes.ERR_ROLE_NOT_ALLOWED)
+            return error(403, codes.ERR_ROLE_NOT_ALLOWED), key
         origin = request.headers.get("origin")
         if origin is not None and key.role == "write" and not key.allows_origin(origin):
-            return error(403, codes.ERR_ORIGIN_NOT_ALLOWED)
+            return error(403, codes.ERR_ORIGIN_NOT_ALLOWED), key
         if self.draining and path in INGEST_ROUTES:
-            return error(503, codes.ERR_UNAVAILABLE, retry_after=2)
-        response = await handler(request, key, path)
-        if origin is not None and key.allows_origin(origin):
-            response.headers.extend(cors.allow_headers(origin))
-        return response
+            return error(503, codes.ERR_UNAVAILABLE, retry_after=2), key
+        return await handler(request, key, path), key
 
     def preflight(self, request: Request) -> Response:
         origin = request.headers.get("origin")
@@ -110,6 +120,8 @@ class App:
             return Response(204, b"", [])
         query_key = request.query_one("writeKey")
         key = self.keyring.lookup(query_key) if query_key else None
+        if query_key and key is None:
+            return error(401, codes.ERR_KEY_UNKNOWN)
         if not cors.preflight_allowed(self.keyring, origin, key):
             return error(403, codes.ERR_ORIGIN_NOT_ALLOWED)
         return Response(204, b"", cors.preflight_headers(origin, self.cors_max_age_secs))

@@ -82,14 +82,22 @@ class Collector:
     async def _read_json(
         self, request: Request, key: ApiKey, route: str, limit: int
     ) -> Any | Response:
+        refusal: Response | None = None
         if _media_type(request) not in _ACCEPTED_TYPES:
-            return error(415, codes.ERR_UNSUPPORTED_MEDIA_TYPE)
-        try:
-            raw = await request.body(limit)
-        except BodyTooLarge:
-            return error(413, codes.ERR_BODY_TOO_LARGE, limit_bytes=limit)
-        except BadEncoding:
-            return error(415, codes.ERR_UNSUPPORTED_ENCODING)
+            refusal = error(415, codes.ERR_UNSUPPORTED_MEDIA_TYPE)
+        else:
+            try:
+                raw = await request.body(limit)
+            except BodyTooLarge:
+                refusal = error(413, codes.ERR_BODY_TOO_LARGE, limit_bytes=limit)
+            except BadEncoding:
+                refusal = error(415, codes.ERR_UNSUPPORTED_ENCODING)
+        if refusal is not None:
+            # The body was not read (or not all of it): keep the refusal, without the body.
+            reason = msgspec.json.decode(refusal.body)["error"]
+            received = self._clock.now_us()
+            await self._keep([self._reject(received, route, refusal.status, [reason], "", key)])
+            return refusal
         code: str | None = None
         body: Any = None
         if not raw.strip():

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 # Epoch milliseconds accepted as a number: 2000-01-01 to 2100-01-01.
 _MIN_MS = 946_684_800_000
 _MAX_MS = 4_102_444_800_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
 
 
 def parse_timestamp_us(value: object) -> int | None:
@@ -19,10 +23,10 @@ def parse_timestamp_us(value: object) -> int | None:
             return value * 1000
         return None
     if isinstance(value, str):
-        if not 10 <= len(value) <= 40 or "T" not in value.upper():
+        if _RFC3339.fullmatch(value) is None:
             return None
         try:
-            parsed = datetime.fromisoformat(value)
+            parsed = datetime.fromisoformat(value.upper())
         except ValueError:
             return None
         if parsed.tzinfo is None or not 2000 <= parsed.year < 2100:

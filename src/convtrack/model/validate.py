@@ -146,7 +146,7 @@ def validate_event(
             event_id = query_id
 
     event_name = body.get("event_name")
-    if event_name is None or event_name == "":
+    if event_name is None or (isinstance(event_name, str) and not event_name.strip()):
         errors.append(_err("event_name", codes.EVENT_NAME_MISSING))
     elif not isinstance(event_name, str) or len(event_name) > MAX_ID_CHARS:
         errors.append(_err("event_name", codes.EVENT_NAME_INVALID))
