@@ -153,7 +153,7 @@ def request_examples(spec: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]
         yield f"Event example {name}", example
     for method, path, operation in operations(spec):
         content = operation.get("requestBody", {}).get("content")
-        if not content:
+        if not content or path not in INGEST_ROUTES:  # only event bodies are checked here
             continue
         bodies = [item["value"] for item in content["application/json"]["examples"].values()]
         bodies.append(json.loads(content["text/plain"]["example"]))

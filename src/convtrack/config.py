@@ -77,6 +77,11 @@ class ColdSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     flush_interval_secs: Positive = 300
 
 
+class TokensSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # At most a year: a token is remembered by the deduplication for its whole life.
+    ttl_secs: Annotated[int, msgspec.Meta(ge=60, le=31_536_000)] = 604_800
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
@@ -84,6 +89,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     collect: CollectSettings = msgspec.field(default_factory=CollectSettings)
     rejects: RejectsSettings = msgspec.field(default_factory=RejectsSettings)
     cold: ColdSettings = msgspec.field(default_factory=ColdSettings)
+    tokens: TokensSettings = msgspec.field(default_factory=TokensSettings)
     keys: list[KeySettings] = msgspec.field(default_factory=list)
 
     @property
@@ -98,9 +104,18 @@ SECTIONS: dict[str, type[msgspec.Struct]] = {
     "collect": CollectSettings,
     "rejects": RejectsSettings,
     "cold": ColdSettings,
+    "tokens": TokensSettings,
 }
 # Environment variables that share the prefix but are not settings.
-RESERVED_ENV = frozenset({"CONVTRACK_WRITE_KEY", "CONVTRACK_SERVER_KEY", "CONVTRACK_ADMIN_KEY"})
+RESERVED_ENV = frozenset(
+    {
+        "CONVTRACK_WRITE_KEY",
+        "CONVTRACK_SERVER_KEY",
+        "CONVTRACK_ADMIN_KEY",
+        "CONVTRACK_TOKEN_SECRET",
+        "CONVTRACK_TOKEN_SECRET_PREVIOUS",
+    }
+)
 
 
 def env_name(section: str, key: str) -> str:

@@ -10,6 +10,7 @@ from convtrack.collect import cors
 from convtrack.collect.auth import ApiKey, Keyring, read_credential
 from convtrack.collect.http import Receive, Request, Response, Scope, Send, error, json_response
 from convtrack.collect.ingest import Collector
+from convtrack.collect.tokens import ConversionTokens
 from convtrack.log.base import EventLog
 from convtrack.model import codes
 from convtrack.observe.metrics import Metrics
@@ -33,6 +34,7 @@ class App:
         rejects: RejectStore,
         metrics: Metrics,
         cors_max_age_secs: int,
+        tokens: ConversionTokens,
     ) -> None:
         self.collector = collector
         self.keyring = keyring
@@ -47,6 +49,7 @@ class App:
             ("POST", "/track/conversion"): ("write", collector.track),
             ("POST", "/v1/batch"): ("write", collector.batch),
             ("GET", "/v1/rejects"): ("admin", self.list_rejects),
+            ("POST", "/v1/conversion-tokens"): ("server", tokens.issue),
         }
         self.open_routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {
             ("GET", "/healthz"): self.healthz,

@@ -66,6 +66,7 @@ class Collector:
         user_buckets: TokenBuckets,
         key_buckets: TokenBuckets,
         client_ips: ClientIpResolver,
+        token_secrets: tuple[bytes, ...] = (),
     ) -> None:
         self._log = log
         self._rejects = rejects
@@ -76,6 +77,7 @@ class Collector:
         self._user_buckets = user_buckets
         self._key_buckets = key_buckets
         self._client_ips = client_ips
+        self._token_secrets = token_secrets
 
     # -- shared steps ------------------------------------------------------------------
 
@@ -126,6 +128,7 @@ class Collector:
                 request.client_host, request.headers.get("x-forwarded-for")
             ),
             client_user_agent=request.headers.get("user-agent"),
+            token_secrets=self._token_secrets,
         )
 
     def _rate_wait(self, key: ApiKey, envelope: Envelope) -> float:

@@ -30,6 +30,7 @@ CLICK_IDS_INVALID: Final = "click_ids_invalid"
 CONSENT_INVALID: Final = "consent_invalid"
 CAMPAIGN_ID_INVALID: Final = "campaign_id_invalid"
 CONVERSION_TOKEN_INVALID: Final = "conversion_token_invalid"
+ORDER_ID_INVALID: Final = "order_id_invalid"  # POST /v1/conversion-tokens
 RATE_LIMITED: Final = "rate_limited"
 
 # Whole-body codes: the request could not be read as events at all.
@@ -82,7 +83,10 @@ MESSAGES: Final[dict[str, str]] = {
     CLICK_IDS_INVALID: "click_ids must be an object of strings",
     CONSENT_INVALID: "consent must be an object of booleans",
     CAMPAIGN_ID_INVALID: "campaign_id must be a string of at most 128 characters",
-    CONVERSION_TOKEN_INVALID: "conversion_token is forged, tampered with or expired",
+    CONVERSION_TOKEN_INVALID: (
+        "conversion_token is forged, tampered with, issued for another source or expired"
+    ),
+    ORDER_ID_INVALID: "order_id must be a non-empty printable string of at most 256 characters",
     RATE_LIMITED: "too many events for this user; retry later",
     JSON_INVALID: "the body is not valid UTF-8 JSON",
     JSON_TOO_DEEP: "the body is nested too deeply",

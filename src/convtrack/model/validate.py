@@ -16,6 +16,7 @@ from convtrack.model.currency import iso4217_codes
 from convtrack.model.event import Envelope
 from convtrack.model.pii import USER_FIELDS, hash_user
 from convtrack.model.timeparse import parse_timestamp_us
+from convtrack.model.tokens import verify_token
 
 KNOWN_FIELDS = frozenset(
     {
@@ -60,6 +61,17 @@ class IngestFacts(msgspec.Struct, frozen=True, kw_only=True):
     query_event_id: str | None = None
     client_ip: str | None = None
     client_user_agent: str | None = None
+    # Conversion-token secrets, the signing one first; none: every token is invalid.
+    token_secrets: tuple[bytes, ...] = ()
+
+    def __repr__(self) -> str:  # every field, but never the secrets
+        fields = [
+            f"{name}={getattr(self, name)!r}"
+            for name in self.__struct_fields__
+            if name != "token_secrets"
+        ]
+        fields.append(f"token_secrets=<{len(self.token_secrets)} hidden>")
+        return f"IngestFacts({', '.join(fields)})"
 
 
 def _err(field: str, code: str) -> FieldError:
@@ -193,7 +205,11 @@ def validate_event(
             errors.append(_err("campaign_id", codes.CAMPAIGN_ID_INVALID))
 
     token = body.get("conversion_token")
-    if token is not None and (not isinstance(token, str) or not 0 < len(token) <= 1024):
+    # Forged, tampered, malformed, another source's, or expired when received.
+    if token is not None and (
+        not isinstance(token, str)
+        or verify_token(facts.token_secrets, token, facts.source, facts.received_at_us) is None
+    ):
         errors.append(_err("conversion_token", codes.CONVERSION_TOKEN_INVALID))
         token = None
 

@@ -10,12 +10,14 @@ from convtrack.collect.auth import Keyring
 from convtrack.collect.clientip import ClientIpResolver
 from convtrack.collect.ingest import Collector, IngestLimits
 from convtrack.collect.ratelimit import TokenBuckets
+from convtrack.collect.tokens import ConversionTokens
 from convtrack.config import Settings
 from convtrack.log.sqlite import SqliteLog
 from convtrack.model.currency import iso4217_codes
 from convtrack.model.validate import Rules
 from convtrack.observe.metrics import Metrics
 from convtrack.runtime.keys import ProvisionedKeys, provision_keys
+from convtrack.runtime.token_secrets import provision_token_secrets
 from convtrack.store.rejects.sqlite import SqliteRejectStore
 
 
@@ -35,6 +37,7 @@ class Pipeline:
         self.settings = settings
         self.metrics = Metrics()
         self.keys: ProvisionedKeys = provision_keys(settings, environ)
+        token_secrets = provision_token_secrets(settings, environ)
         self.log = SqliteLog(
             data_dir / "log" / "events.db",
             synchronous=settings.log.sqlite_synchronous,
@@ -70,6 +73,7 @@ class Pipeline:
             user_buckets=TokenBuckets(limits.user_events_per_sec, limits.user_burst, clock),
             key_buckets=TokenBuckets(limits.key_events_per_sec, 0, clock),
             client_ips=ClientIpResolver(settings.collect.trusted_proxies),
+            token_secrets=token_secrets,
         )
         self.app = App(
             collector=collector,
@@ -78,6 +82,9 @@ class Pipeline:
             rejects=self.rejects,
             metrics=self.metrics,
             cors_max_age_secs=settings.collect.cors_max_age_secs,
+            tokens=ConversionTokens(
+                secrets=token_secrets, ttl_secs=settings.tokens.ttl_secs, clock=clock
+            ),
         )
 
     def close(self) -> None:
