@@ -82,6 +82,25 @@ class TokensSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     ttl_secs: Annotated[int, msgspec.Meta(ge=60, le=31_536_000)] = 604_800
 
 
+class DedupSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    window_secs: Annotated[int, msgspec.Meta(ge=60, le=30 * 86_400)] = 86_400
+
+
+class HotSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    kind: Literal["sqlite"] = "sqlite"
+    live_window_minutes: Annotated[int, msgspec.Meta(ge=1, le=1440)] = 60
+    latency_window_minutes: Annotated[int, msgspec.Meta(ge=1, le=1440)] = 5
+    minute_retention: Annotated[int, msgspec.Meta(ge=60, le=10_080)] = 1440
+
+
+class ConversionsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    event_names: list[str] = msgspec.field(default_factory=list)
+
+
+class ProcessSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    max_batch_events: Annotated[int, msgspec.Meta(ge=1, le=50_000)] = 2000
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
@@ -90,6 +109,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     rejects: RejectsSettings = msgspec.field(default_factory=RejectsSettings)
     cold: ColdSettings = msgspec.field(default_factory=ColdSettings)
     tokens: TokensSettings = msgspec.field(default_factory=TokensSettings)
+    dedup: DedupSettings = msgspec.field(default_factory=DedupSettings)
+    hot: HotSettings = msgspec.field(default_factory=HotSettings)
+    conversions: ConversionsSettings = msgspec.field(default_factory=ConversionsSettings)
+    process: ProcessSettings = msgspec.field(default_factory=ProcessSettings)
     keys: list[KeySettings] = msgspec.field(default_factory=list)
 
     @property
@@ -105,6 +128,10 @@ SECTIONS: dict[str, type[msgspec.Struct]] = {
     "rejects": RejectsSettings,
     "cold": ColdSettings,
     "tokens": TokensSettings,
+    "dedup": DedupSettings,
+    "hot": HotSettings,
+    "conversions": ConversionsSettings,
+    "process": ProcessSettings,
 }
 # Environment variables that share the prefix but are not settings.
 RESERVED_ENV = frozenset(

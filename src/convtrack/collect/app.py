@@ -10,6 +10,7 @@ from convtrack.collect import cors
 from convtrack.collect.auth import ApiKey, Keyring, read_credential
 from convtrack.collect.http import Receive, Request, Response, Scope, Send, error, json_response
 from convtrack.collect.ingest import Collector
+from convtrack.collect.stats import StatsApi
 from convtrack.collect.tokens import ConversionTokens
 from convtrack.log.base import EventLog
 from convtrack.model import codes
@@ -35,6 +36,7 @@ class App:
         metrics: Metrics,
         cors_max_age_secs: int,
         tokens: ConversionTokens,
+        stats: StatsApi,
     ) -> None:
         self.collector = collector
         self.keyring = keyring
@@ -50,6 +52,8 @@ class App:
             ("POST", "/v1/batch"): ("write", collector.batch),
             ("GET", "/v1/rejects"): ("admin", self.list_rejects),
             ("POST", "/v1/conversion-tokens"): ("server", tokens.issue),
+            ("GET", "/v1/stats/conversions"): ("server", stats.conversions),
+            ("GET", "/v1/stats/live"): ("server", stats.live),
         }
         self.open_routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {
             ("GET", "/healthz"): self.healthz,
@@ -68,7 +72,7 @@ class App:
         except ConnectionAbortedError:
             return  # the client went away mid-body; nobody to answer
         except Exception as exc:
-            self.metrics.http_errors.labels("http", type(exc).__name__).inc()
+            self.metrics.errors.labels("http", type(exc).__name__).inc()
             log.exception("unhandled_error", extra={"path": request.path})
             response = error(500, codes.ERR_INTERNAL)
         route = request.path if request.path in self._paths else "other"
@@ -86,8 +90,12 @@ class App:
         origin = request.headers.get("origin")
         if origin is not None and path in INGEST_ROUTES:
             # Let browser code read every answer (errors included) if its origin is allowed.
-            allowed = key.allows_origin(origin) if key is not None else any(
-                k.role == "write" and k.allows_origin(origin) for k in self.keyring.all_keys()
+            allowed = (
+                key.allows_origin(origin)
+                if key is not None
+                else any(
+                    k.role == "write" and k.allows_origin(origin) for k in self.keyring.all_keys()
+                )
             )
             if allowed:
                 response.headers.extend(cors.allow_headers(origin))

@@ -91,6 +91,13 @@ class EventLog(ABC):
         """A consumer positioned at the group's committed offsets (or the start)."""
 
     @abstractmethod
+    def lag(self, positions: Mapping[int, int]) -> LogLag:
+        """How far ``positions`` are behind the log's end now, in events and seconds.
+
+        Safe to call from any thread (unlike a consumer's own ``lag``).
+        """
+
+    @abstractmethod
     def status(self) -> LogStatus:
         """Whether the log can take writes now, for readiness."""
 

@@ -65,6 +65,8 @@ class SqliteLog(EventLog):
             "log", conn, self._write, max_pending_events, max_commit_events, self._committed
         )
         self._conn = conn
+        self._reader = connect(path, synchronous)
+        self._reader_lock = threading.Lock()
 
     def _write(
         self, conn: sqlite3.Connection, batches: Sequence[Sequence[LogRecord]]
@@ -109,6 +111,19 @@ class SqliteLog(EventLog):
         with self._new_data:
             self._new_data.wait(timeout_secs)
 
+    def lag(self, positions: Mapping[int, int]) -> LogLag:
+        position = positions.get(PARTITION, 0)
+        events = max(0, self._next_offset - position)
+        if events == 0:
+            return LogLag(0, 0.0)
+        with self._reader_lock:
+            row = self._reader.execute(
+                "SELECT logged_at_us FROM log WHERE offset >= ? ORDER BY offset LIMIT 1",
+                (position,),
+            ).fetchone()
+        seconds = 0.0 if row is None else max(0.0, (self.clock.now_us() - row[0]) / 1e6)
+        return LogLag(events, seconds)
+
     def status(self) -> LogStatus:
         error = self._writer.last_error
         return LogStatus(
@@ -123,6 +138,7 @@ class SqliteLog(EventLog):
         with contextlib.suppress(sqlite3.Error):  # the WAL is replayed on the next open anyway
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._conn.close()
+        self._reader.close()
 
 
 class SqliteConsumer(LogConsumer):
@@ -172,17 +188,7 @@ class SqliteConsumer(LogConsumer):
             self._position = positions[PARTITION]
 
     def lag(self) -> LogLag:
-        end = self._log.end_offset()
-        events = max(0, end - self._position)
-        if events == 0:
-            return LogLag(0, 0.0)
-        row = self._conn.execute(
-            "SELECT logged_at_us FROM log WHERE offset >= ? ORDER BY offset LIMIT 1",
-            (self._position,),
-        ).fetchone()
-        now = self._log.clock.now_us()
-        seconds = 0.0 if row is None else max(0.0, (now - row[0]) / 1e6)
-        return LogLag(events, seconds)
+        return self._log.lag({PARTITION: self._position})
 
     def close(self) -> None:
         self._conn.close()

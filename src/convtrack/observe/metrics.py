@@ -61,9 +61,41 @@ class Metrics:
         self.log_pending_events = Gauge(
             "convtrack_log_pending_events", "Events waiting for a group commit", registry=r
         )
-        self.http_errors = Counter(
+        self.errors = Counter(
             "convtrack_errors", "Unexpected errors by stage and kind", ["stage", "kind"], registry=r
         )
+        self.processor_events = Counter(
+            "convtrack_processor_events", "Events the processor committed, by outcome",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.processor_dropped = Counter(
+            "convtrack_processor_dropped", "Log entries the processor could not use, by reason",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        self.enrichment_errors = Counter(
+            "convtrack_enrichment_errors", "Enrichers that failed (the field is left unknown)",
+            ["enricher"], registry=r,
+        )  # fmt: skip
+        self.stage_latency = Histogram(
+            "convtrack_stage_latency_seconds",
+            "Per-stage latency: log (received to logged), queue (logged to processed),"
+            " process (processed to counted), end_to_end (received to counted)",
+            ["stage"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.latency_anomalies = Counter(
+            "convtrack_latency_anomalies", "Events counted more than 5 s after they were received",
+            registry=r,
+        )  # fmt: skip
+        self.processor_lag_events = Gauge(
+            "convtrack_processor_lag_events", "Log entries the processor has not read", registry=r
+        )
+        self.processor_lag_seconds = Gauge(
+            "convtrack_processor_lag_seconds", "Age of the oldest unread log entry", registry=r
+        )
+        self.dedup_remembered = Gauge(
+            "convtrack_dedup_remembered", "Event ids and tokens remembered for deduplication",
+            registry=r,
+        )  # fmt: skip
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,8 +1,11 @@
 """The processing port: steps chained with ``next_step``, ending in the commit step.
 
-A batch of log entries flows through the chain; each step does its work and
-hands the batch on. The last step makes the effects durable and commits the
-offsets, so a crash anywhere replays the batch and idempotent effects absorb it.
+A batch of log entries flows through the chain; each step does its part and
+hands the batch on. The last step makes every effect durable together with
+the consumer positions, so a crash anywhere replays the batch and the
+idempotent effects absorb it. Steps run one batch at a time: the runner
+polls the log only when the chain has finished the previous batch, so a
+slow store holds events back in the log (backpressure) instead of in memory.
 """
 
 from __future__ import annotations
@@ -17,19 +20,38 @@ from convtrack.model.event import Envelope
 
 
 class Item(msgspec.Struct, kw_only=True):
-    """One event on its way through the steps, with its log position and stage times."""
+    """One log entry on its way through the steps, with what the steps learned."""
 
     entry: LogEntry
-    envelope: Envelope | None
+    envelope: Envelope | None = None
     processed_at_us: int = 0
+    campaign_id: str | None = None
+    event_date: str = ""
+    is_conversion: bool = False
+    token_id: str | None = None
+    token_expires_at_us: int | None = None
     drop_reason: str | None = None
 
 
+class Batch(msgspec.Struct, kw_only=True):
+    items: list[Item]
+    positions: dict[int, int]  # where the group resumes once this batch is committed
+
+
 class Step(ABC):
-    """One processing step. ``submit`` either passes the batch to ``next_step`` or ends it."""
+    """One processing step; passes the batch on to ``next_step`` (if any) when done."""
+
+    def __init__(self, next_step: Step | None = None) -> None:
+        self.next_step = next_step
 
     @abstractmethod
-    def submit(self, batch: Sequence[Item]) -> None: ...
+    def process(self, batch: Batch) -> None:
+        """Do this step's part on ``batch`` (mutating its items)."""
 
-    @abstractmethod
-    def close(self) -> None: ...
+    def submit(self, batch: Batch) -> None:
+        self.process(batch)
+        if self.next_step is not None:
+            self.next_step.submit(batch)
+
+    def live_items(self, batch: Batch) -> Sequence[Item]:
+        return [item for item in batch.items if item.drop_reason is None]

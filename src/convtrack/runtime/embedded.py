@@ -10,14 +10,27 @@ from convtrack.collect.auth import Keyring
 from convtrack.collect.clientip import ClientIpResolver
 from convtrack.collect.ingest import Collector, IngestLimits
 from convtrack.collect.ratelimit import TokenBuckets
+from convtrack.collect.stats import StatsApi
 from convtrack.collect.tokens import ConversionTokens
 from convtrack.config import Settings
+from convtrack.log.base import LogConsumer
 from convtrack.log.sqlite import SqliteLog
 from convtrack.model.currency import iso4217_codes
 from convtrack.model.validate import Rules
 from convtrack.observe.metrics import Metrics
+from convtrack.process.base import Step
+from convtrack.process.runner import ProcessorRunner
+from convtrack.process.steps import (
+    DEFAULT_ENRICHERS,
+    CheckStep,
+    DedupeCommitStep,
+    EnrichStep,
+    RouteStep,
+)
 from convtrack.runtime.keys import ProvisionedKeys, provision_keys
 from convtrack.runtime.token_secrets import provision_token_secrets
+from convtrack.store.hot.base import HotStore
+from convtrack.store.hot.sqlite import SqliteHotStore
 from convtrack.store.rejects.sqlite import SqliteRejectStore
 
 
@@ -75,7 +88,30 @@ class Pipeline:
             client_ips=ClientIpResolver(settings.collect.trusted_proxies),
             token_secrets=token_secrets,
         )
+        self.hot = SqliteHotStore(
+            data_dir / "hot" / "hot.db",
+            dedup_window_secs=settings.dedup.window_secs,
+            minute_retention=settings.hot.minute_retention,
+        )
+        self.processor = ProcessorRunner(
+            event_log=self.log,
+            hot=self.hot,
+            make_chain=lambda consumer: build_chain(
+                settings, self.hot, consumer, clock, self.metrics
+            ),
+            clock=clock,
+            metrics=self.metrics,
+            max_batch=settings.process.max_batch_events,
+        )
+        stats = StatsApi(
+            hot=self.hot,
+            clock=clock,
+            lag=self.processor.lag,
+            live_window_minutes=settings.hot.live_window_minutes,
+            latency_window_minutes=settings.hot.latency_window_minutes,
+        )
         self.app = App(
+            stats=stats,
             collector=collector,
             keyring=Keyring(self.keys.keys),
             log=self.log,
@@ -87,7 +123,23 @@ class Pipeline:
             ),
         )
 
+    def start(self) -> None:
+        """Start the background stages (the processor)."""
+        self.processor.start()
+
     def close(self) -> None:
-        """Finish pending writes (every awaited append completes first), then close stores."""
+        """Finish pending appends, let the processor catch up, then close the stores."""
         self.log.close()
+        self.processor.stop(drain_secs=3.0)
+        self.hot.close()
         self.rejects.close()
+
+
+def build_chain(
+    settings: Settings, hot: HotStore, consumer: LogConsumer, clock: Clock, metrics: Metrics
+) -> Step:
+    """check → enrich → route → dedupe-and-commit."""
+    commit = DedupeCommitStep(hot, consumer, clock, metrics)
+    route = RouteStep(settings.conversions.event_names, next_step=commit)
+    enrich = EnrichStep(DEFAULT_ENRICHERS, metrics, next_step=route)
+    return CheckStep(clock, metrics, next_step=enrich)

@@ -60,6 +60,7 @@ def _banner(pipeline: Pipeline, host: str, port: int) -> str:
 
 async def _serve(settings: Settings) -> None:
     pipeline = Pipeline(settings)
+    pipeline.start()
     config = uvicorn.Config(
         pipeline.app,
         host=settings.server.host,

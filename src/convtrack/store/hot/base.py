@@ -1,8 +1,12 @@
-"""The hot-store port: dedup check-and-set, counters and consumer positions, atomically.
+"""The hot-store port: dedup check-and-set, live counters and consumer positions, atomically.
 
-``apply`` takes a batch of counted effects and the positions to commit and
-makes them all durable together, so a replayed batch neither loses nor
-double-counts: an event already seen is skipped by the dedup check.
+``apply`` takes one batch of effects and the log positions that batch ends
+at, and makes them durable together: an event already remembered (same
+source and event_id within the window, or the same conversion token within
+its lifetime) is a duplicate and changes no counter; every other event is
+remembered and, if it is a conversion, counted. Because the positions move
+in the same step, a crash at any instant either keeps the whole batch or
+none of it, and the replayed batch is applied exactly once.
 """
 
 from __future__ import annotations
@@ -12,33 +16,100 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
+NO_CAMPAIGN = "(none)"
+
+# Upper bounds, in milliseconds, of the end-to-end latency histogram kept per minute.
+LATENCY_BOUNDS_MS = (
+    1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500, 750,
+    1000, 2000, 5000, 10_000, 30_000, 60_000, 300_000,
+)  # fmt: skip
+
 
 class Effect(msgspec.Struct, frozen=True, kw_only=True):
+    """What one log entry asks of the hot store."""
+
     source: str
     event_id: str
+    received_at_us: int
+    event_date: str  # the event's UTC date, YYYY-MM-DD
     campaign_id: str
-    event_date: str
-    value: int | None
-    currency: str | None
-    conversion_token: str | None
-    counted: bool
+    is_conversion: bool
+    value: int | None = None
+    currency: str | None = None
+    token_id: str | None = None
+    token_expires_at_us: int | None = None
 
 
 class ApplyResult(msgspec.Struct, frozen=True):
-    counted: int
+    counted: list[bool]  # per effect: True when new (remembered, and counted if a conversion)
     duplicates: int
+    latency_anomalies: int
+
+
+class ConversionStats(msgspec.Struct, frozen=True):
+    campaign_id: str | None
+    date: str
+    conversions: int
+    value: dict[str, int]
+
+
+class CampaignLive(msgspec.Struct, frozen=True):
+    campaign_id: str
+    conversions: int
+    value: dict[str, int]
+
+
+class LiveStats(msgspec.Struct, frozen=True, kw_only=True):
+    window_minutes: int
+    events: int
+    conversions: int
+    duplicates: int
+    value: dict[str, int]
+    campaigns: list[CampaignLive]
+    latency_ms: dict[str, float | None]
+    latency_samples: int
+    duplicates_total: int
+    latency_anomalies_total: int
+    per_minute: list[dict[str, int | str]]
 
 
 class HotStore(ABC):
     @abstractmethod
     def apply(
-        self, group: str, effects: Sequence[Effect], positions: Mapping[int, int]
+        self,
+        group: str,
+        effects: Sequence[Effect],
+        positions: Mapping[int, int],
+        now_us: int,
     ) -> ApplyResult:
-        """Dedupe and count ``effects`` and commit ``positions`` in one atomic step."""
+        """Dedupe, count and move ``group``'s positions, all or nothing.
+
+        ``now_us`` is when the effects become visible: end-to-end latency is
+        measured from each effect's ``received_at_us`` to it.
+        """
 
     @abstractmethod
     def positions(self, group: str) -> dict[int, int]:
-        """The positions committed with the last ``apply`` of ``group``."""
+        """The positions committed by ``group``'s last ``apply``."""
+
+    @abstractmethod
+    def conversions(self, campaign_id: str | None, date: str) -> ConversionStats:
+        """Counted conversions of one campaign (or all) on one UTC event date."""
+
+    @abstractmethod
+    def live(self, now_us: int, window_minutes: int, latency_minutes: int) -> LiveStats:
+        """Recent totals by minute of processing, per campaign, and latency percentiles."""
+
+    @abstractmethod
+    def expire(self, watermark_us: int, max_rows: int) -> int:
+        """Forget dedup entries, tokens and minute buckets that ended before ``watermark_us``.
+
+        Uses an index on expiry; removes at most ``max_rows`` per call.
+        """
+
+    @abstractmethod
+    def remembered(self) -> int:
+        """How many dedup entries (event ids and tokens) are remembered now."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -1,0 +1,71 @@
+"""Hot reads: conversion counters and the live view, straight from the hot store."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import msgspec
+
+from convtrack.clock import Clock
+from convtrack.collect.auth import ApiKey
+from convtrack.collect.http import Request, Response, error, json_response
+from convtrack.log.base import LogLag
+from convtrack.model import codes
+from convtrack.store.hot.base import HotStore
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _valid_date(text: str) -> bool:
+    if _DATE.fullmatch(text) is None:
+        return False
+    try:
+        datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        return False
+    return True
+
+
+class StatsApi:
+    def __init__(
+        self,
+        *,
+        hot: HotStore,
+        clock: Clock,
+        lag: Callable[[], LogLag],
+        live_window_minutes: int,
+        latency_window_minutes: int,
+    ) -> None:
+        self._hot = hot
+        self._clock = clock
+        self._lag = lag
+        self._live_window = live_window_minutes
+        self._latency_window = latency_window_minutes
+
+    async def conversions(self, request: Request, key: ApiKey, route: str) -> Response:
+        campaign_id = request.query_one("campaign_id") or None
+        date = request.query_one("date")
+        if date is None:
+            date = datetime.fromtimestamp(self._clock.now_us() / 1e6, tz=UTC).strftime("%Y-%m-%d")
+        elif not _valid_date(date):
+            return error(400, codes.ERR_BAD_QUERY, message="date must be YYYY-MM-DD")
+        stats = self._hot.conversions(campaign_id, date)
+        return json_response(200, stats)
+
+    async def live(self, request: Request, key: ApiKey, route: str) -> Response:
+        window = self._live_window
+        text = request.query_one("minutes")
+        if text is not None:
+            if not text.isdigit() or not 1 <= int(text) <= 1440:
+                return error(400, codes.ERR_BAD_QUERY, message="minutes must be 1 to 1440")
+            window = int(text)
+        stats = self._hot.live(self._clock.now_us(), window, self._latency_window)
+        lag = self._lag()
+        body = msgspec.to_builtins(stats)
+        body["latency_window_minutes"] = self._latency_window
+        body["lag"] = {"events": lag.events, "seconds": round(lag.seconds, 3)}
+        # No destination is configured in this build: nothing can be dead-lettered yet.
+        body["dead_letters"] = 0
+        return json_response(200, body)

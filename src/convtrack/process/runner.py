@@ -1,0 +1,139 @@
+"""The processor loop: poll the log, push each batch through the steps, repeat.
+
+One batch at a time: the next poll happens only after the commit step
+finished, so a slow hot store leaves events waiting in the durable log
+(backpressure) rather than in memory. A batch whose commit fails is retried
+with backoff until it succeeds or the runner stops; positions never move
+past an uncommitted batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from convtrack.clock import Clock
+from convtrack.errors import ConvtrackError
+from convtrack.log.base import EventLog, LogConsumer, LogLag, next_positions
+from convtrack.observe.metrics import Metrics
+from convtrack.process.base import Batch, Item, Step
+from convtrack.store.hot.base import HotStore
+
+log = logging.getLogger("convtrack.process")
+
+GROUP = "processor"
+EXPIRY_INTERVAL_SECS = 10.0
+# Entries are forgotten only once the newest receive time processed is this far past
+# their end, so events arriving slightly out of order still meet their first copy.
+EXPIRY_SLACK_US = 3_600_000_000
+
+
+class ProcessorRunner:
+    def __init__(
+        self,
+        *,
+        event_log: EventLog,
+        hot: HotStore,
+        make_chain: Callable[[LogConsumer], Step],
+        clock: Clock,
+        metrics: Metrics,
+        max_batch: int = 2000,
+        poll_timeout_secs: float = 0.2,
+    ) -> None:
+        self._hot = hot
+        self._clock = clock
+        self._metrics = metrics
+        self._max_batch = max_batch
+        self._poll_timeout = poll_timeout_secs
+        self._log = event_log
+        self._consumer = event_log.consumer(GROUP)
+        self._positions: dict[int, int] = hot.positions(GROUP)
+        if self._positions:
+            self._consumer.seek(self._positions)  # the hot store's positions moved with its effects
+        self._chain = make_chain(self._consumer)
+        self._stop = threading.Event()
+        self._drain_deadline: float | None = None
+        self._watermark_us = 0
+        self._last_expiry = clock.monotonic() - EXPIRY_INTERVAL_SECS
+        self.healthy = True
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="processor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def lag(self) -> LogLag:
+        """How far the committed position is behind the log's end, right now."""
+        return self._log.lag(dict(self._positions))
+
+    def run_once(self) -> int:
+        """Poll and process one batch; returns how many entries it held."""
+        entries = self._consumer.poll(self._max_batch, self._poll_timeout)
+        if entries:
+            batch = Batch(items=[Item(entry=e) for e in entries], positions=next_positions(entries))
+            self._submit_until_committed(batch)
+            self._positions = {**self._positions, **batch.positions}
+            for item in batch.items:
+                if item.envelope is not None and item.envelope.received_at_us > self._watermark_us:
+                    self._watermark_us = item.envelope.received_at_us
+        self._update_lag()
+        self._maybe_expire()
+        return len(entries)
+
+    def _submit_until_committed(self, batch: Batch) -> None:
+        delay = 0.05
+        while True:
+            try:
+                self._chain.submit(batch)
+                self.healthy, self.last_error = True, None
+                return
+            except ConvtrackError as exc:
+                self.healthy, self.last_error = False, str(exc)
+                self._metrics.errors.labels("process", type(exc).__name__).inc()
+                log.warning("batch_failed", extra={"error": str(exc), "retry_in_secs": delay})
+                if self._stop.wait(delay) and self._past_drain_deadline():
+                    raise
+                delay = min(delay * 2, 5.0)
+
+    def _update_lag(self) -> None:
+        lag = self.lag()
+        self._metrics.processor_lag_events.set(lag.events)
+        self._metrics.processor_lag_seconds.set(lag.seconds)
+
+    def _maybe_expire(self) -> None:
+        now = self._clock.monotonic()
+        if now - self._last_expiry < EXPIRY_INTERVAL_SECS or not self._watermark_us:
+            return
+        self._last_expiry = now
+        try:
+            self._hot.expire(self._watermark_us - EXPIRY_SLACK_US, max_rows=50_000)
+            self._metrics.dedup_remembered.set(self._hot.remembered())
+        except ConvtrackError as exc:
+            log.warning("expiry_failed", extra={"error": str(exc)})
+
+    def _past_drain_deadline(self) -> bool:
+        return self._drain_deadline is not None and time.monotonic() >= self._drain_deadline
+
+    def _run(self) -> None:
+        while True:
+            try:
+                handled = self.run_once()
+            except ConvtrackError:
+                return  # stopping with a batch that cannot commit: it replays on restart
+            except Exception:
+                self._metrics.errors.labels("process", "unexpected").inc()
+                log.exception("processor_error")
+                self._stop.wait(1.0)
+                continue
+            if self._stop.is_set() and (handled == 0 or self._past_drain_deadline()):
+                return
+
+    def stop(self, drain_secs: float = 3.0) -> None:
+        """Process what the log already holds (up to ``drain_secs``), then stop."""
+        self._drain_deadline = time.monotonic() + drain_secs
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(drain_secs + 5.0)
+        self._consumer.close()

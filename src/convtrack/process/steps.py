@@ -1,0 +1,181 @@
+"""The processing steps: check, enrich, route, then dedupe-and-commit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import msgspec
+
+from convtrack.clock import Clock
+from convtrack.log.base import LogConsumer
+from convtrack.model.event import SESSION_EVENT_NAMES, decode_envelope
+from convtrack.model.tokens import read_claims
+from convtrack.observe.metrics import Metrics
+from convtrack.process.base import Batch, Item, Step
+from convtrack.store.hot.base import NO_CAMPAIGN, Effect, HotStore
+
+Enricher = Callable[[Item], None]
+
+
+class CheckStep(Step):
+    """What the collector could not check: the entry decodes, and its token can be read."""
+
+    def __init__(self, clock: Clock, metrics: Metrics, next_step: Step | None = None) -> None:
+        super().__init__(next_step)
+        self._clock = clock
+        self._metrics = metrics
+
+    def process(self, batch: Batch) -> None:
+        now = self._clock.now_us()
+        for item in batch.items:
+            item.processed_at_us = now
+            try:
+                item.envelope = decode_envelope(item.entry.payload)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                self._drop(item, "undecodable")
+                continue
+            token = item.envelope.conversion_token
+            if token is not None:
+                claims = read_claims(token)
+                if claims is None:
+                    self._drop(item, "token_unreadable")
+                    continue
+                item.token_id = claims.token_id
+                item.token_expires_at_us = claims.expires_at_us
+
+    def _drop(self, item: Item, reason: str) -> None:
+        item.drop_reason = reason
+        self._metrics.processor_dropped.labels(reason).inc()
+
+
+def utc_date(epoch_us: int) -> str:
+    return datetime.fromtimestamp(epoch_us / 1_000_000, tz=UTC).strftime("%Y-%m-%d")
+
+
+def enrich_campaign(item: Item) -> None:
+    """The event's own campaign, else none (session attribution adds a source later)."""
+    assert item.envelope is not None
+    item.campaign_id = item.envelope.campaign_id or NO_CAMPAIGN
+
+
+def enrich_event_date(item: Item) -> None:
+    assert item.envelope is not None
+    item.event_date = utc_date(item.envelope.event_time_us)
+
+
+DEFAULT_ENRICHERS: tuple[Enricher, ...] = (enrich_campaign, enrich_event_date)
+
+
+class EnrichStep(Step):
+    """Runs each registered enricher; a failing enricher leaves its field unknown."""
+
+    def __init__(
+        self, enrichers: Sequence[Enricher], metrics: Metrics, next_step: Step | None = None
+    ) -> None:
+        super().__init__(next_step)
+        self._enrichers = tuple(enrichers)
+        self._metrics = metrics
+
+    def process(self, batch: Batch) -> None:
+        for item in self.live_items(batch):
+            for enricher in self._enrichers:
+                try:
+                    enricher(item)
+                except Exception:
+                    self._metrics.enrichment_errors.labels(enricher.__name__).inc()
+            if item.campaign_id is None:
+                item.campaign_id = NO_CAMPAIGN
+            if not item.event_date:
+                assert item.envelope is not None
+                item.event_date = utc_date(item.envelope.received_at_us)
+
+
+class RouteStep(Step):
+    """Decides what each event is for: counted as a conversion, or a session event."""
+
+    def __init__(self, conversion_names: Sequence[str], next_step: Step | None = None) -> None:
+        super().__init__(next_step)
+        self._names = frozenset(conversion_names)
+
+    def is_conversion(self, event_name: str) -> bool:
+        if self._names:
+            return event_name in self._names
+        return event_name not in SESSION_EVENT_NAMES
+
+    def process(self, batch: Batch) -> None:
+        for item in self.live_items(batch):
+            assert item.envelope is not None
+            item.is_conversion = self.is_conversion(item.envelope.event_name)
+
+
+class DedupeCommitStep(Step):
+    """Dedupe and count in the hot store, with the positions, in one transaction.
+
+    Then the log's own consumer group is moved too (for lag and retention); a
+    crash between the two only makes that group lag until the next batch.
+    """
+
+    GROUP = "processor"
+
+    def __init__(
+        self,
+        hot: HotStore,
+        consumer: LogConsumer,
+        clock: Clock,
+        metrics: Metrics,
+        next_step: Step | None = None,
+    ) -> None:
+        super().__init__(next_step)
+        self._hot = hot
+        self._consumer = consumer
+        self._clock = clock
+        self._metrics = metrics
+
+    def process(self, batch: Batch) -> None:
+        live = self.live_items(batch)
+        effects = [_effect(item) for item in live]
+        now = self._clock.now_us()
+        result = self._hot.apply(self.GROUP, effects, batch.positions, now)
+        self._consumer.commit(batch.positions)
+        self._observe(live, result.counted, now)
+        self._metrics.latency_anomalies.inc(result.latency_anomalies)
+
+    def _observe(self, items: Sequence[Item], counted: Sequence[bool], now_us: int) -> None:
+        m = self._metrics
+        outcomes = m.processor_events
+        n_counted = sum(counted)
+        outcomes.labels("counted").inc(n_counted)
+        outcomes.labels("duplicate").inc(len(items) - n_counted)
+        stage = m.stage_latency
+        log_stage, queue, process, e2e = (
+            stage.labels("log"),
+            stage.labels("queue"),
+            stage.labels("process"),
+            stage.labels("end_to_end"),
+        )
+        for item, was_counted in zip(items, counted, strict=True):
+            assert item.envelope is not None
+            received = item.envelope.received_at_us
+            log_stage.observe(max(0, item.entry.logged_at_us - received) / 1e6)
+            queue.observe(max(0, item.processed_at_us - item.entry.logged_at_us) / 1e6)
+            process.observe(max(0, now_us - item.processed_at_us) / 1e6)
+            if was_counted:
+                e2e.observe(max(0, now_us - received) / 1e6)
+
+
+def _effect(item: Item) -> Effect:
+    envelope = item.envelope
+    assert envelope is not None and item.campaign_id is not None
+    return Effect(
+        source=envelope.source,
+        event_id=envelope.event_id,
+        received_at_us=envelope.received_at_us,
+        event_date=item.event_date,
+        campaign_id=item.campaign_id,
+        is_conversion=item.is_conversion,
+        value=envelope.value,
+        currency=envelope.currency,
+        token_id=item.token_id,
+        token_expires_at_us=item.token_expires_at_us,
+    )

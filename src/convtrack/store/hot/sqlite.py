@@ -1,0 +1,328 @@
+"""The embedded hot store: one SQLite database, one transaction per applied batch.
+
+``synchronous=NORMAL`` is enough here: the positions live in the same
+transaction as the effects, so losing the last commits to a power cut only
+rewinds both together, and the (fsynced) log replays them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from convtrack.errors import StoreError
+from convtrack.sqlitekit import connect
+from convtrack.store.hot.base import (
+    LATENCY_BOUNDS_MS,
+    ApplyResult,
+    CampaignLive,
+    ConversionStats,
+    Effect,
+    HotStore,
+    LiveStats,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dedup (
+    k TEXT PRIMARY KEY, expires_at_us INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup (expires_at_us);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_id TEXT PRIMARY KEY, expires_at_us INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tokens_expiry ON tokens (expires_at_us);
+CREATE TABLE IF NOT EXISTS counters (
+    campaign_id TEXT NOT NULL, event_date TEXT NOT NULL, currency TEXT NOT NULL,
+    conversions INTEGER NOT NULL, value INTEGER NOT NULL,
+    PRIMARY KEY (campaign_id, event_date, currency)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS counters_by_date ON counters (event_date);
+CREATE TABLE IF NOT EXISTS minutes (
+    minute INTEGER NOT NULL, campaign_id TEXT NOT NULL, currency TEXT NOT NULL,
+    events INTEGER NOT NULL, conversions INTEGER NOT NULL, duplicates INTEGER NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (minute, campaign_id, currency)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS latency (
+    minute INTEGER NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (minute, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS positions (
+    grp TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+    PRIMARY KEY (grp, partition)
+) WITHOUT ROWID;
+"""
+_CHUNK = 500
+ANOMALY_US = 5_000_000
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _select_live(
+    conn: sqlite3.Connection, table: str, column: str, keys: list[str]
+) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for chunk in _chunks(keys):
+        marks = ",".join("?" * len(chunk))
+        found.update(
+            conn.execute(
+                f"SELECT {column}, expires_at_us FROM {table} WHERE {column} IN ({marks})", chunk
+            ).fetchall()
+        )
+    return found
+
+
+def latency_bucket(latency_us: int) -> int:
+    return bisect_left(LATENCY_BOUNDS_MS, latency_us / 1000)
+
+
+def percentile_ms(histogram: Mapping[int, int], q: float) -> float | None:
+    total = sum(histogram.values())
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for bucket in sorted(histogram):
+        seen += histogram[bucket]
+        if seen >= rank:
+            return float(LATENCY_BOUNDS_MS[min(bucket, len(LATENCY_BOUNDS_MS) - 1)])
+    return float(LATENCY_BOUNDS_MS[-1])
+
+
+class SqliteHotStore(HotStore):
+    def __init__(
+        self, path: Path, *, dedup_window_secs: int = 86_400, minute_retention: int = 1440
+    ) -> None:
+        self._window_us = dedup_window_secs * 1_000_000
+        self._minute_retention = minute_retention
+        try:
+            self._conn = connect(path, "normal")
+            self._conn.executescript(_SCHEMA)
+            self._reader = connect(path, "normal")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the hot store at {path}: {exc}") from exc
+        self._read_lock = threading.Lock()
+
+    # -- writes (one writer: the processor) -------------------------------------------
+
+    def apply(
+        self,
+        group: str,
+        effects: Sequence[Effect],
+        positions: Mapping[int, int],
+        now_us: int,
+    ) -> ApplyResult:
+        try:
+            with self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")
+                return self._apply(group, effects, positions, now_us)
+        except sqlite3.Error as exc:
+            raise StoreError(f"hot store apply failed: {exc}") from exc
+
+    def _apply(
+        self, group: str, effects: Sequence[Effect], positions: Mapping[int, int], now_us: int
+    ) -> ApplyResult:
+        conn = self._conn
+        keys = [f"{e.source}\x00{e.event_id}" for e in effects]
+        known = _select_live(conn, "dedup", "k", list(set(keys)))
+        token_ids = list({e.token_id for e in effects if e.token_id is not None})
+        known_tokens = _select_live(conn, "tokens", "token_id", token_ids) if token_ids else {}
+
+        counted: list[bool] = []
+        new_keys: dict[str, int] = {}
+        new_tokens: dict[str, int] = {}
+        counters: defaultdict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+        minutes: defaultdict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        latency: defaultdict[tuple[int, int], int] = defaultdict(int)
+        duplicates = anomalies = 0
+        minute = now_us // 60_000_000
+        for key, effect in zip(keys, effects, strict=True):
+            at = effect.received_at_us
+            seen_until = new_keys.get(key, known.get(key, 0))
+            is_dup = seen_until > at
+            if not is_dup and effect.token_id is not None:
+                is_dup = new_tokens.get(effect.token_id, known_tokens.get(effect.token_id, 0)) > at
+            campaign = effect.campaign_id
+            currency = effect.currency or ""
+            bucket = minutes[(minute, campaign, currency)]
+            bucket[0] += 1
+            if is_dup:
+                duplicates += 1
+                bucket[2] += 1
+                counted.append(False)
+                continue
+            counted.append(True)
+            new_keys[key] = at + self._window_us
+            if effect.token_id is not None:
+                new_tokens[effect.token_id] = effect.token_expires_at_us or at + self._window_us
+            if effect.is_conversion:
+                value = effect.value or 0
+                row = counters[(campaign, effect.event_date, currency)]
+                row[0] += 1
+                row[1] += value
+                bucket[1] += 1
+                bucket[3] += value
+            lag_us = max(0, now_us - at)
+            latency[(minute, latency_bucket(lag_us))] += 1
+            if lag_us > ANOMALY_US:
+                anomalies += 1
+
+        upsert_expiry = " ON CONFLICT DO UPDATE SET expires_at_us = excluded.expires_at_us"
+        conn.executemany("INSERT INTO dedup VALUES (?, ?)" + upsert_expiry, new_keys.items())
+        if new_tokens:
+            conn.executemany("INSERT INTO tokens VALUES (?, ?)" + upsert_expiry, new_tokens.items())
+        for row_key, (n, amount) in counters.items():  # a row per campaign, date, currency
+            (total,) = conn.execute(
+                "INSERT INTO counters VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
+                " conversions = conversions + excluded.conversions, value = value + excluded.value"
+                " RETURNING value",
+                (*row_key, n, amount),
+            ).fetchone()
+            if not isinstance(total, int):  # SQLite turns an overflowing sum into a float
+                raise StoreError(f"value total of {row_key} overflows 64 bits")
+        conn.executemany(
+            "INSERT INTO minutes VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
+            " events = events + excluded.events, conversions = conversions + excluded.conversions,"
+            " duplicates = duplicates + excluded.duplicates, value = value + excluded.value",
+            [(*k, *v) for k, v in minutes.items()],
+        )
+        conn.executemany(
+            "INSERT INTO latency VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
+            [(*k, n) for k, n in latency.items()],
+        )
+        conn.executemany(
+            "INSERT INTO totals VALUES (?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
+            [("duplicates", duplicates), ("latency_anomalies", anomalies)],
+        )
+        conn.executemany(
+            "INSERT INTO positions VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET"
+            " next_offset = MAX(next_offset, excluded.next_offset)",
+            [(group, p, o) for p, o in positions.items()],
+        )
+        return ApplyResult(counted=counted, duplicates=duplicates, latency_anomalies=anomalies)
+
+    def expire(self, watermark_us: int, max_rows: int) -> int:
+        removed = 0
+        oldest_minute = watermark_us // 60_000_000 - self._minute_retention
+        try:
+            with self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")
+                for table, column in (("dedup", "k"), ("tokens", "token_id")):
+                    removed += self._conn.execute(
+                        f"DELETE FROM {table} WHERE {column} IN (SELECT {column} FROM {table}"
+                        " WHERE expires_at_us <= ? LIMIT ?)",
+                        (watermark_us, max_rows),
+                    ).rowcount
+                for table in ("minutes", "latency"):
+                    self._conn.execute(f"DELETE FROM {table} WHERE minute < ?", (oldest_minute,))
+        except sqlite3.Error as exc:
+            raise StoreError(f"hot store expiry failed: {exc}") from exc
+        return removed
+
+    # -- reads (any thread) -------------------------------------------------------------
+
+    def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with self._read_lock:
+            return self._reader.execute(sql, args).fetchall()
+
+    def positions(self, group: str) -> dict[int, int]:
+        rows = self._read("SELECT partition, next_offset FROM positions WHERE grp = ?", (group,))
+        return {int(p): int(o) for p, o in rows}
+
+    def conversions(self, campaign_id: str | None, date: str) -> ConversionStats:
+        if campaign_id is None:
+            rows = self._read(
+                "SELECT currency, SUM(conversions), SUM(value) FROM counters"
+                " WHERE event_date = ? GROUP BY currency",
+                (date,),
+            )
+        else:
+            rows = self._read(
+                "SELECT currency, conversions, value FROM counters"
+                " WHERE campaign_id = ? AND event_date = ?",
+                (campaign_id, date),
+            )
+        conversions = sum(int(r[1]) for r in rows)
+        value = {str(r[0]): int(r[2]) for r in rows if r[0]}
+        return ConversionStats(campaign_id, date, conversions, value)
+
+    def _total(self, name: str) -> int:
+        rows = self._read("SELECT n FROM totals WHERE name = ?", (name,))
+        return int(rows[0][0]) if rows else 0
+
+    def live(self, now_us: int, window_minutes: int, latency_minutes: int) -> LiveStats:
+        minute = now_us // 60_000_000
+        rows = self._read(
+            "SELECT minute, campaign_id, currency, events, conversions, duplicates, value"
+            " FROM minutes WHERE minute > ?",
+            (minute - window_minutes,),
+        )
+        value: defaultdict[str, int] = defaultdict(int)
+        by_campaign: defaultdict[str, int] = defaultdict(int)
+        campaign_value: defaultdict[str, defaultdict[str, int]] = defaultdict(
+            lambda: defaultdict(int)
+        )
+        per_minute: defaultdict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+        for m, campaign, currency, n_events, n_conv, n_dup, n_value in rows:
+            by_campaign[campaign] += n_conv
+            if currency and n_conv:
+                value[currency] += n_value
+                campaign_value[campaign][currency] += n_value
+            slot = per_minute[m]
+            slot[0] += n_events
+            slot[1] += n_conv
+            slot[2] += n_dup
+        histogram = {
+            int(bucket): int(n)
+            for bucket, n in self._read(
+                "SELECT bucket, SUM(n) FROM latency WHERE minute > ? GROUP BY bucket",
+                (minute - latency_minutes,),
+            )
+        }
+        campaigns = [
+            CampaignLive(c, n, dict(campaign_value[c])) for c, n in by_campaign.items() if n
+        ]
+        campaigns.sort(key=lambda c: (-c.conversions, c.campaign_id))
+        return LiveStats(
+            window_minutes=window_minutes,
+            events=sum(v[0] for v in per_minute.values()),
+            conversions=sum(v[1] for v in per_minute.values()),
+            duplicates=sum(v[2] for v in per_minute.values()),
+            value=dict(value),
+            campaigns=campaigns,
+            latency_ms={
+                "p50": percentile_ms(histogram, 0.50),
+                "p95": percentile_ms(histogram, 0.95),
+                "p99": percentile_ms(histogram, 0.99),
+            },
+            latency_samples=sum(histogram.values()),
+            duplicates_total=self._total("duplicates"),
+            latency_anomalies_total=self._total("latency_anomalies"),
+            per_minute=[
+                {
+                    "minute": datetime.fromtimestamp(m * 60, tz=UTC).strftime("%Y-%m-%dT%H:%MZ"),
+                    "events": v[0],
+                    "conversions": v[1],
+                    "duplicates": v[2],
+                }
+                for m, v in sorted(per_minute.items())
+            ],
+        )
+
+    def remembered(self) -> int:
+        rows = self._read("SELECT (SELECT COUNT(*) FROM dedup) + (SELECT COUNT(*) FROM tokens)")
+        return int(str(rows[0][0]))
+
+    def close(self) -> None:
+        self._conn.close()
+        self._reader.close()

@@ -1,0 +1,168 @@
+"""The hot-store contract: every HotStore (SQLite, Redis) must pass it."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convtrack.errors import StoreError
+from convtrack.store.hot.base import Effect, HotStore
+
+T0 = 1_796_000_000_000_000
+HOUR = 3_600_000_000
+MINUTE = 60_000_000
+DAY = 24 * HOUR
+
+
+def effect(event_id: str, at: int = T0, **kw: Any) -> Effect:
+    base: dict[str, Any] = {
+        "source": "default",
+        "event_id": event_id,
+        "received_at_us": at,
+        "event_date": "2026-11-29",
+        "campaign_id": "spring",
+        "is_conversion": True,
+        "value": 100,
+        "currency": "USD",
+    }
+    base.update(kw)
+    return Effect(**base)
+
+
+class HotContract(ABC):
+    WINDOW_SECS = 86_400
+
+    @abstractmethod
+    def open_store(self, path: Path) -> HotStore: ...
+
+    @pytest.fixture
+    def hot(self, tmp_path: Path) -> Iterator[HotStore]:
+        store = self.open_store(tmp_path)
+        yield store
+        store.close()
+
+    def test_new_events_count_and_duplicates_do_not(self, hot: HotStore) -> None:
+        result = hot.apply("g", [effect("a"), effect("b"), effect("a")], {0: 3}, T0)
+        assert result.counted == [True, True, False]
+        assert result.duplicates == 1
+        again = hot.apply("g", [effect("a", at=T0 + HOUR)], {0: 4}, T0 + HOUR)
+        assert again.counted == [False]
+        stats = hot.conversions("spring", "2026-11-29")
+        assert (stats.conversions, stats.value) == (2, {"USD": 200})
+
+    def test_dedup_is_per_source(self, hot: HotStore) -> None:
+        result = hot.apply("g", [effect("a"), effect("a", source="other")], {0: 2}, T0)
+        assert result.counted == [True, True]
+
+    def test_window_edges(self, hot: HotStore) -> None:
+        hot.apply("g", [effect("a")], {0: 1}, T0)
+        just_inside = T0 + DAY - MINUTE
+        assert hot.apply("g", [effect("a", at=just_inside)], {0: 2}, just_inside).counted == [False]
+        just_outside = T0 + DAY + MINUTE
+        assert hot.apply("g", [effect("a", at=just_outside)], {0: 3}, just_outside).counted == [
+            True
+        ]
+        assert hot.conversions("spring", "2026-11-29").conversions == 2
+
+    def test_a_duplicate_does_not_extend_the_window(self, hot: HotStore) -> None:
+        hot.apply("g", [effect("a")], {0: 1}, T0)
+        hot.apply("g", [effect("a", at=T0 + 12 * HOUR)], {0: 2}, T0)
+        later = T0 + DAY + MINUTE
+        assert hot.apply("g", [effect("a", at=later)], {0: 3}, later).counted == [True]
+
+    def test_token_counts_once_for_its_lifetime(self, hot: HotStore) -> None:
+        expires = T0 + 3 * DAY
+        first = effect("order-page-1", token_id="tok", token_expires_at_us=expires)
+        refresh = effect(
+            "order-page-2", at=T0 + 2 * DAY, token_id="tok", token_expires_at_us=expires
+        )
+        assert hot.apply("g", [first], {0: 1}, T0).counted == [True]
+        assert hot.apply("g", [refresh], {0: 2}, T0).counted == [False]
+        same_batch = [
+            effect("x1", token_id="tok2", token_expires_at_us=expires),
+            effect("x2", token_id="tok2", token_expires_at_us=expires),
+        ]
+        assert hot.apply("g", same_batch, {0: 4}, T0).counted == [True, False]
+
+    def test_counters_per_campaign_date_and_currency(self, hot: HotStore) -> None:
+        effects = [
+            effect("1", value=500, currency="USD"),
+            effect("2", value=700, currency="EUR"),
+            effect("3", value=None, currency=None),
+            effect("4", campaign_id="fall", value=1, currency="JPY"),
+            effect("5", event_date="2026-11-28"),
+            effect("6", is_conversion=False),
+        ]
+        hot.apply("g", effects, {0: 6}, T0)
+        spring = hot.conversions("spring", "2026-11-29")
+        assert (spring.conversions, spring.value) == (3, {"USD": 500, "EUR": 700})
+        everything = hot.conversions(None, "2026-11-29")
+        assert (everything.conversions, everything.value) == (4, {"USD": 500, "EUR": 700, "JPY": 1})
+        assert hot.conversions("spring", "2026-11-28").conversions == 1
+        assert hot.conversions("nope", "2026-11-29").conversions == 0
+
+    def test_large_values_sum_exactly(self, hot: HotStore) -> None:
+        big = 2**53 + 1
+        hot.apply("g", [effect("a", value=big), effect("b", value=big)], {0: 2}, T0)
+        assert hot.conversions("spring", "2026-11-29").value == {"USD": 2 * big}
+
+    def test_positions_move_with_the_effects(self, hot: HotStore) -> None:
+        assert hot.positions("g") == {}
+        hot.apply("g", [effect("a")], {0: 10, 1: 5}, T0)
+        assert hot.positions("g") == {0: 10, 1: 5}
+        assert hot.positions("other") == {}
+
+    def test_a_failed_apply_changes_nothing(self, hot: HotStore) -> None:
+        hot.apply("g", [effect("a", value=2**63 - 1)], {0: 1}, T0)
+        with pytest.raises(StoreError):
+            hot.apply("g", [effect("b", value=2**63 - 1)], {0: 2}, T0)  # the sum overflows
+        assert hot.positions("g") == {0: 1}
+        assert hot.apply("g", [effect("b", campaign_id="other")], {0: 2}, T0).counted == [True]
+
+    def test_expire_forgets_only_what_ended(self, hot: HotStore) -> None:
+        hot.apply("g", [effect("old"), effect("new", at=T0 + 2 * DAY)], {0: 2}, T0 + 2 * DAY)
+        assert hot.remembered() == 2
+        removed = hot.expire(T0 + DAY + MINUTE, max_rows=1000)
+        assert removed == 1 and hot.remembered() == 1
+        at = T0 + 2 * DAY + HOUR
+        assert hot.apply("g", [effect("new", at=at)], {0: 3}, at).counted == [False]
+
+    def test_live_view_and_latency(self, hot: HotStore) -> None:
+        now = T0 + 10 * MINUTE
+        effects = [
+            effect("a", at=now - 20_000),  # 20 ms
+            effect("b", at=now - 40_000, campaign_id="fall", value=5, currency="EUR"),
+            effect("c", at=now - 6_000_000),  # 6 s: an anomaly
+            effect("a", at=now),
+        ]
+        result = hot.apply("g", effects, {0: 4}, now)
+        assert result.latency_anomalies == 1
+        live = hot.live(now, window_minutes=60, latency_minutes=5)
+        assert (live.events, live.conversions, live.duplicates) == (4, 3, 1)
+        assert live.value == {"USD": 200, "EUR": 5}
+        assert [(c.campaign_id, c.conversions) for c in live.campaigns] == [
+            ("spring", 2),
+            ("fall", 1),
+        ]
+        assert live.latency_samples == 3
+        assert live.latency_ms["p50"] is not None and 20 <= live.latency_ms["p50"] <= 50
+        assert live.latency_ms["p99"] is not None and live.latency_ms["p99"] >= 5000
+        assert live.duplicates_total == 1 and live.latency_anomalies_total == 1
+        later = hot.live(now + 2 * HOUR, window_minutes=60, latency_minutes=5)
+        assert later.events == 0 and later.latency_samples == 0
+
+    def test_durable_across_reopen(self, tmp_path: Path) -> None:
+        first = self.open_store(tmp_path)
+        first.apply("g", [effect("a")], {0: 1}, T0)
+        first.close()
+        second = self.open_store(tmp_path)
+        try:
+            assert second.positions("g") == {0: 1}
+            assert second.apply("g", [effect("a")], {0: 2}, T0).counted == [False]
+            assert second.conversions("spring", "2026-11-29").conversions == 1
+        finally:
+            second.close()

@@ -1,0 +1,196 @@
+"""The processor in this process, with a manual clock: dedup windows, tokens, routing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convtrack.clock import ManualClock
+from convtrack.log.base import LogRecord
+from convtrack.runtime.embedded import Pipeline
+from tests.conftest import WRITE_KEY
+from tests.inprocess import call, conversions, make_pipeline, process_all
+
+MINUTE = 60.0
+HOUR = 3600.0
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(start_us=1_796_000_000_000_000)
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, clock: ManualClock) -> Iterator[Pipeline]:
+    built = make_pipeline(tmp_path / "data", clock)
+    yield built
+    built.close()
+
+
+def event_date(clock: ManualClock) -> str:
+    return datetime.fromtimestamp(clock.now_us() / 1e6, tz=UTC).strftime("%Y-%m-%d")
+
+
+def purchase(clock: ManualClock, **kw: Any) -> dict[str, Any]:
+    body = {
+        "event_id": "order-1",
+        "event_name": "Purchase",
+        "user_id": "u1",
+        "value": 1250,
+        "currency": "EUR",
+        "campaign_id": "spring",
+        "timestamp": clock.now_us() // 1000,
+    }
+    body.update(kw)
+    return body
+
+
+def send(pipeline: Pipeline, body: dict[str, Any], key: str = WRITE_KEY) -> None:
+    response = call(pipeline, "POST", "/v1/track", body, key=key)
+    assert response.status_code == 202, response.text
+
+
+def test_dedup_window_edges_with_a_moved_clock(pipeline: Pipeline, clock: ManualClock) -> None:
+    date = event_date(clock)
+    first = purchase(clock)
+    send(pipeline, first)
+    process_all(pipeline)
+    clock.advance(23 * HOUR + 59 * MINUTE)
+    send(pipeline, first)
+    process_all(pipeline)
+    assert conversions(pipeline, date, "spring")["conversions"] == 1
+    clock.advance(2 * MINUTE)  # 24h01m after the first copy
+    send(pipeline, first)
+    process_all(pipeline)
+    assert conversions(pipeline, date, "spring") == {
+        "campaign_id": "spring",
+        "date": date,
+        "conversions": 2,
+        "value": {"EUR": 2500},
+    }
+
+
+def test_dedup_survives_a_restart(tmp_path: Path, clock: ManualClock) -> None:
+    date = event_date(clock)
+    first = make_pipeline(tmp_path / "data", clock)
+    send(first, purchase(clock))
+    process_all(first)
+    first.close()
+    clock.advance(HOUR)
+    second = make_pipeline(tmp_path / "data", clock)
+    try:
+        send(second, purchase(clock, timestamp=clock.now_us() // 1000 - 3_600_000))
+        process_all(second)
+        assert conversions(second, date, "spring")["conversions"] == 1
+    finally:
+        second.close()
+
+
+def test_unprocessed_events_are_counted_after_a_restart(tmp_path: Path, clock: ManualClock) -> None:
+    date = event_date(clock)
+    first = make_pipeline(tmp_path / "data", clock)
+    for i in range(5):
+        send(first, purchase(clock, event_id=f"o{i}"))
+    first.log.close()  # stop before the processor ran: the events wait in the log
+    first.hot.close()
+    first.rejects.close()
+    second = make_pipeline(tmp_path / "data", clock)
+    try:
+        process_all(second)
+        assert conversions(second, date)["conversions"] == 5
+    finally:
+        second.close()
+
+
+def test_conversion_token_reused_on_a_refreshed_page_counts_once(
+    pipeline: Pipeline, clock: ManualClock
+) -> None:
+    date = event_date(clock)
+    issued = call(pipeline, "POST", "/v1/conversion-tokens", {"order_id": "A-100"})
+    assert issued.status_code == 200, issued.text
+    token = issued.json()["conversion_token"]
+    send(pipeline, purchase(clock, event_id="thanks-load-1", conversion_token=token))
+    clock.advance(30 * MINUTE)
+    send(pipeline, purchase(clock, event_id="thanks-load-2", conversion_token=token))
+    process_all(pipeline)
+    assert conversions(pipeline, date, "spring")["conversions"] == 1
+    live = call(pipeline, "GET", "/v1/stats/live").json()
+    assert live["duplicates_total"] == 1
+
+
+def test_session_events_are_not_conversions(pipeline: Pipeline, clock: ManualClock) -> None:
+    date = event_date(clock)
+    send(pipeline, {"event_id": "pv", "event_name": "page_view", "session_id": "s1"})
+    send(pipeline, {"event_id": "id", "event_name": "identify", "user_id": "u1"})
+    send(pipeline, {"event_id": "lead", "event_name": "Lead", "user_id": "u1"})
+    process_all(pipeline)
+    assert conversions(pipeline, date) == {
+        "campaign_id": None,
+        "date": date,
+        "conversions": 1,
+        "value": {},
+    }
+    assert conversions(pipeline, date, "(none)")["conversions"] == 1
+
+
+def test_conversion_event_names_setting(tmp_path: Path, clock: ManualClock) -> None:
+    only_purchases = make_pipeline(
+        tmp_path / "data", clock, conversions={"event_names": ["Purchase"]}
+    )
+    try:
+        send(only_purchases, purchase(clock, event_id="p1"))
+        send(only_purchases, purchase(clock, event_id="l1", event_name="Lead"))
+        process_all(only_purchases)
+        assert conversions(only_purchases, event_date(clock))["conversions"] == 1
+    finally:
+        only_purchases.close()
+
+
+def test_an_undecodable_entry_is_dropped_and_counted(
+    pipeline: Pipeline, clock: ManualClock
+) -> None:
+    import asyncio
+
+    asyncio.run(pipeline.log.append([LogRecord("k", b"\x00not an envelope")]))
+    send(pipeline, purchase(clock))
+    process_all(pipeline)
+    assert conversions(pipeline, event_date(clock))["conversions"] == 1
+    metrics = pipeline.metrics.render().decode()
+    assert 'convtrack_processor_dropped_total{reason="undecodable"} 1.0' in metrics
+    assert pipeline.processor.lag().events == 0
+
+
+def test_slow_events_are_latency_anomalies(pipeline: Pipeline, clock: ManualClock) -> None:
+    send(pipeline, purchase(clock, event_id="fast"))
+    process_all(pipeline)
+    send(pipeline, purchase(clock, event_id="slow"))
+    clock.advance(6)
+    process_all(pipeline)
+    live = call(pipeline, "GET", "/v1/stats/live").json()
+    assert live["latency_anomalies_total"] == 1
+    assert live["conversions"] == 2 and live["latency_samples"] == 2
+    assert "convtrack_latency_anomalies_total 1.0" in pipeline.metrics.render().decode()
+
+
+def test_stats_need_a_server_key_and_a_valid_date(pipeline: Pipeline) -> None:
+    assert call(pipeline, "GET", "/v1/stats/conversions", key=WRITE_KEY).status_code == 403
+    assert call(pipeline, "GET", "/v1/stats/live", key=WRITE_KEY).status_code == 403
+    bad = call(pipeline, "GET", "/v1/stats/conversions?date=2026-02-30")
+    assert bad.status_code == 400
+    assert call(pipeline, "GET", "/v1/stats/live?minutes=0").status_code == 400
+
+
+def test_live_view_reports_lag_and_campaigns(pipeline: Pipeline, clock: ManualClock) -> None:
+    for i in range(3):
+        send(pipeline, purchase(clock, event_id=f"e{i}", campaign_id=f"c{i % 2}"))
+    before = call(pipeline, "GET", "/v1/stats/live").json()
+    process_all(pipeline)
+    after = call(pipeline, "GET", "/v1/stats/live").json()
+    assert before["conversions"] == 0
+    assert after["conversions"] == 3 and after["lag"] == {"events": 0, "seconds": 0.0}
+    assert [c["campaign_id"] for c in after["campaigns"]] == ["c0", "c1"]
+    assert after["value"] == {"EUR": 3750} and after["dead_letters"] == 0
