@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 
 from convtrack.clock import ManualClock
-from convtrack.log.base import LogRecord
-from convtrack.runtime.embedded import Pipeline
+from convtrack.errors import LogUnavailable
+from convtrack.log.base import LogRecord, next_positions
+from convtrack.model.processed import ProcessedEvent, decode_processed
+from convtrack.process.base import Batch, Item
+from convtrack.runtime.embedded import Pipeline, build_chain
 from tests.conftest import WRITE_KEY
 from tests.inprocess import call, conversions, make_pipeline, process_all
 
@@ -96,6 +99,7 @@ def test_unprocessed_events_are_counted_after_a_restart(tmp_path: Path, clock: M
     for i in range(5):
         send(first, purchase(clock, event_id=f"o{i}"))
     first.log.close()  # stop before the processor ran: the events wait in the log
+    first.processed.close()
     first.hot.close()
     first.rejects.close()
     second = make_pipeline(tmp_path / "data", clock)
@@ -194,3 +198,57 @@ def test_live_view_reports_lag_and_campaigns(pipeline: Pipeline, clock: ManualCl
     assert after["conversions"] == 3 and after["lag"] == {"events": 0, "seconds": 0.0}
     assert [c["campaign_id"] for c in after["campaigns"]] == ["c0", "c1"]
     assert after["value"] == {"EUR": 3750} and after["dead_letters"] == 0
+
+
+def published(pipeline: Pipeline) -> list[ProcessedEvent]:
+    consumer = pipeline.processed.consumer("test-reader")
+    out: list[ProcessedEvent] = []
+    while entries := consumer.poll(1000, 0.05):
+        out.extend(decode_processed(e.payload) for e in entries)
+    consumer.close()
+    return out
+
+
+def test_new_events_are_published_once_in_order(pipeline: Pipeline, clock: ManualClock) -> None:
+    for event_id in ("a", "b", "a", "c"):
+        send(pipeline, purchase(clock, event_id=event_id))
+    send(pipeline, {"event_id": "pv", "event_name": "page_view", "session_id": "s"})
+    process_all(pipeline)
+    events = published(pipeline)
+    assert [e.event.event_id for e in events] == ["a", "b", "c", "pv"]
+    assert [e.is_conversion for e in events] == [True, True, True, False]
+    assert events[0].campaign_id == "spring" and events[3].campaign_id == "(none)"
+    assert events[0].counted_at_us >= events[0].processed_at_us >= events[0].logged_at_us
+    assert [e.source_offset for e in events] == [0, 1, 3, 4]
+
+
+def test_a_crash_between_counting_and_publishing_is_completed_on_restart(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    date = event_date(clock)
+    first = make_pipeline(tmp_path / "data", clock)
+    for event_id in ("a", "b", "a", "c"):
+        send(first, purchase(clock, event_id=event_id))
+    consumer = first.log.consumer("processor")
+    chain = build_chain(first.settings, first.hot, consumer, first.processed, clock, first.metrics)
+    first.processed.close()  # publishing fails, as if the process died right after counting
+    entries = consumer.poll(100, 1.0)
+    with pytest.raises(LogUnavailable):
+        chain.submit(
+            Batch(items=[Item(entry=e) for e in entries], positions=next_positions(entries))
+        )
+    assert conversions(first, date)["conversions"] == 3
+    consumer.close()
+    first.log.close()
+    first.hot.close()
+    first.rejects.close()
+
+    second = make_pipeline(tmp_path / "data", clock)
+    try:
+        process_all(second)
+        assert [e.event.event_id for e in published(second)] == ["a", "b", "c"]
+        assert conversions(second, date)["conversions"] == 3
+        live = call(second, "GET", "/v1/stats/live").json()
+        assert live["duplicates_total"] == 1
+    finally:
+        second.close()

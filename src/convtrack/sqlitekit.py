@@ -9,6 +9,7 @@ each caller with its result. Under load many requests share a commit.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import sqlite3
 import threading
@@ -41,8 +42,8 @@ class _Pending(Generic[Item, Result]):
         self,
         item: Item,
         size: int,
-        loop: asyncio.AbstractEventLoop,
-        future: asyncio.Future[Result],
+        loop: asyncio.AbstractEventLoop | None,
+        future: asyncio.Future[Result] | concurrent.futures.Future[Result],
     ) -> None:
         self.item = item
         self.size = size
@@ -51,6 +52,7 @@ class _Pending(Generic[Item, Result]):
 
 
 def _settle(pendings: list[_Pending[Item, Result]], results: list[Result] | BaseException) -> None:
+    """Resolve the callers' futures (on their loop, or directly for blocking callers)."""
     for i, pending in enumerate(pendings):
         if pending.future.done():
             continue
@@ -96,15 +98,24 @@ class GroupCommitter(Generic[Item, Result]):
     async def submit(self, item: Item, size: int = 1) -> Result:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
+        self._enqueue(_Pending(item, size, loop, future))
+        return await future
+
+    def submit_blocking(self, item: Item, size: int = 1) -> Result:
+        """The same for a caller on a plain thread: blocks until committed."""
+        future: concurrent.futures.Future[Result] = concurrent.futures.Future()
+        self._enqueue(_Pending(item, size, None, future))
+        return future.result()
+
+    def _enqueue(self, pending: _Pending[Item, Result]) -> None:
         with self._cond:
             if self._closing:
                 raise LogUnavailable("shutting down", retry_after_secs=2)
-            if self._pending_size + size > self._max_pending:
+            if self._pending_size + pending.size > self._max_pending:
                 raise LogUnavailable("too many pending writes", retry_after_secs=1)
-            self._pending_size += size
-            self._queue.append(_Pending(item, size, loop, future))
+            self._pending_size += pending.size
+            self._queue.append(pending)
             self._cond.notify()
-        return await future
 
     def _take(self) -> list[_Pending[Item, Result]] | None:
         with self._cond:
@@ -148,7 +159,7 @@ class GroupCommitter(Generic[Item, Result]):
                 self._pending_size -= size
             if self._on_commit is not None and not isinstance(outcome, BaseException):
                 self._on_commit(size, time.perf_counter() - started)
-            by_loop: dict[asyncio.AbstractEventLoop, list[int]] = {}
+            by_loop: dict[asyncio.AbstractEventLoop | None, list[int]] = {}
             for i, pending in enumerate(taken):
                 by_loop.setdefault(pending.loop, []).append(i)
             for loop, indexes in by_loop.items():
@@ -156,6 +167,9 @@ class GroupCommitter(Generic[Item, Result]):
                 results = (
                     outcome if isinstance(outcome, BaseException) else [outcome[i] for i in indexes]
                 )
+                if loop is None:
+                    _settle(group, results)
+                    continue
                 with contextlib.suppress(RuntimeError):  # the caller's loop is closed
                     loop.call_soon_threadsafe(_settle, group, results)
 

@@ -18,10 +18,15 @@ MINUTE = 60_000_000
 DAY = 24 * HOUR
 
 
+_offsets = iter(range(10**9))
+
+
 def effect(event_id: str, at: int = T0, **kw: Any) -> Effect:
     base: dict[str, Any] = {
         "source": "default",
         "event_id": event_id,
+        "partition": 0,
+        "offset": next(_offsets),
         "received_at_us": at,
         "event_date": "2026-11-29",
         "campaign_id": "spring",
@@ -166,3 +171,26 @@ class HotContract(ABC):
             assert second.conversions("spring", "2026-11-29").conversions == 1
         finally:
             second.close()
+
+    def test_replaying_an_applied_batch_changes_nothing_and_keeps_verdicts(
+        self, hot: HotStore
+    ) -> None:
+        batch = [
+            effect("a", offset=100),
+            effect("b", offset=101),
+            effect("a", offset=102),
+            effect("c", offset=103, token_id="t", token_expires_at_us=T0 + DAY),
+            effect("d", offset=104, token_id="t", token_expires_at_us=T0 + DAY),
+        ]
+        first = hot.apply("g", batch, {0: 105}, T0)
+        assert first.counted == [True, True, False, True, False]
+        replay = hot.apply("g", batch, {0: 105}, T0 + MINUTE)
+        assert replay.counted == first.counted
+        assert replay.duplicates == 0
+        assert hot.conversions("spring", "2026-11-29").conversions == 3
+        live = hot.live(T0 + MINUTE, window_minutes=60, latency_minutes=60)
+        assert (live.events, live.duplicates, live.duplicates_total) == (5, 2, 2)
+        # a crash replays part of the batch together with new entries
+        mixed = [*batch[3:], effect("e", offset=105), effect("a", offset=106)]
+        assert hot.apply("g", mixed, {0: 107}, T0).counted == [True, False, True, False]
+        assert hot.conversions("spring", "2026-11-29").conversions == 4

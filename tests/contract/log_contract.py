@@ -157,3 +157,19 @@ class LogContract(ABC):
 
     def test_status_reports_writable(self, log: EventLog) -> None:
         assert log.status().writable
+
+    def test_append_blocking_from_a_thread(self, log: EventLog) -> None:
+        results: list[list[int]] = []
+        worker = threading.Thread(
+            target=lambda: results.append(log.append_blocking([rec(1), rec(2)]))
+        )
+        worker.start()
+        worker.join()
+        assert len(results[0]) == 2
+        assert [e.payload for e in drain(log, "g")] == [b"payload-1", b"payload-2"]
+
+    def test_last_entries(self, log: EventLog) -> None:
+        assert log.last_entries() == {}
+        append(log, [rec(i) for i in range(3)])
+        last = log.last_entries()
+        assert [e.payload for e in last.values()] == [b"payload-2"]

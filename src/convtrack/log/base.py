@@ -87,6 +87,14 @@ class EventLog(ABC):
         """
 
     @abstractmethod
+    def append_blocking(self, records: Sequence[LogRecord]) -> list[int]:
+        """``append`` for callers on a plain thread (stages that consume and produce)."""
+
+    @abstractmethod
+    def last_entries(self) -> dict[int, LogEntry]:
+        """The newest entry of each partition (absent: the partition is empty)."""
+
+    @abstractmethod
     def consumer(self, group: str) -> LogConsumer:
         """A consumer positioned at the group's committed offsets (or the start)."""
 

@@ -94,6 +94,20 @@ class SqliteLog(EventLog):
         offsets = await self._writer.submit(records, len(records))
         return offsets
 
+    def append_blocking(self, records: Sequence[LogRecord]) -> list[int]:
+        if not records:
+            return []
+        return self._writer.submit_blocking(records, len(records))
+
+    def last_entries(self) -> dict[int, LogEntry]:
+        with self._reader_lock:
+            row = self._reader.execute(
+                "SELECT offset, key, payload, logged_at_us FROM log ORDER BY offset DESC LIMIT 1"
+            ).fetchone()
+        return (
+            {} if row is None else {PARTITION: LogEntry(PARTITION, row[0], row[1], row[2], row[3])}
+        )
+
     def _committed(self, count: int, secs: float) -> None:
         self._next_offset = self._pending_next
         with self._new_data:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from convtrack.clock import Clock
 from convtrack.errors import ConvtrackError
 from convtrack.log.base import EventLog, LogConsumer, LogLag, next_positions
+from convtrack.model.processed import decode_processed
 from convtrack.observe.metrics import Metrics
 from convtrack.process.base import Batch, Item, Step
 from convtrack.store.hot.base import HotStore
@@ -30,11 +31,31 @@ EXPIRY_INTERVAL_SECS = 10.0
 EXPIRY_SLACK_US = 3_600_000_000
 
 
+def resume_positions(hot_positions: dict[int, int], processed: EventLog) -> dict[int, int]:
+    """Where to start reading: after the last event published to the processed log.
+
+    The hot store may be ahead of it (a crash between counting and
+    publishing); replaying that stretch is safe because the hot store answers
+    a replay with its first verdicts, and it publishes what was missing.
+    """
+    published: dict[int, int] = {}
+    for entry in processed.last_entries().values():
+        event = decode_processed(entry.payload)
+        published[event.source_partition] = max(
+            published.get(event.source_partition, 0), event.source_offset + 1
+        )
+    return {
+        partition: min(position, published.get(partition, 0))
+        for partition, position in hot_positions.items()
+    }
+
+
 class ProcessorRunner:
     def __init__(
         self,
         *,
         event_log: EventLog,
+        processed: EventLog,
         hot: HotStore,
         make_chain: Callable[[LogConsumer], Step],
         clock: Clock,
@@ -49,9 +70,8 @@ class ProcessorRunner:
         self._poll_timeout = poll_timeout_secs
         self._log = event_log
         self._consumer = event_log.consumer(GROUP)
-        self._positions: dict[int, int] = hot.positions(GROUP)
-        if self._positions:
-            self._consumer.seek(self._positions)  # the hot store's positions moved with its effects
+        self._positions = resume_positions(hot.positions(GROUP), processed)
+        self._consumer.seek(self._positions)
         self._chain = make_chain(self._consumer)
         self._stop = threading.Event()
         self._drain_deadline: float | None = None

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import msgspec
 
 from convtrack.clock import Clock
-from convtrack.log.base import LogConsumer
+from convtrack.log.base import EventLog, LogConsumer, LogRecord
 from convtrack.model.event import SESSION_EVENT_NAMES, decode_envelope
+from convtrack.model.processed import ProcessedEvent, encode_processed
 from convtrack.model.tokens import read_claims
 from convtrack.observe.metrics import Metrics
 from convtrack.process.base import Batch, Item, Step
@@ -110,10 +111,15 @@ class RouteStep(Step):
 
 
 class DedupeCommitStep(Step):
-    """Dedupe and count in the hot store, with the positions, in one transaction.
+    """Dedupe and count, publish the new events, then commit.
 
-    Then the log's own consumer group is moved too (for lag and retention); a
-    crash between the two only makes that group lag until the next batch.
+    1. The hot store dedupes and counts with the positions, in one transaction.
+    2. The events that were new go to the processed log (for the cold store
+       and the destinations), in log order.
+    3. The event log's own consumer group moves (lag and retention).
+    A crash after 1 replays from the processed log's tail (see the runner):
+    the hot store answers a replay with its first verdicts and counts nothing
+    twice, so step 2 is completed exactly once.
     """
 
     GROUP = "processor"
@@ -122,6 +128,7 @@ class DedupeCommitStep(Step):
         self,
         hot: HotStore,
         consumer: LogConsumer,
+        processed: EventLog,
         clock: Clock,
         metrics: Metrics,
         next_step: Step | None = None,
@@ -129,6 +136,7 @@ class DedupeCommitStep(Step):
         super().__init__(next_step)
         self._hot = hot
         self._consumer = consumer
+        self._processed = processed
         self._clock = clock
         self._metrics = metrics
 
@@ -137,6 +145,8 @@ class DedupeCommitStep(Step):
         effects = [_effect(item) for item in live]
         now = self._clock.now_us()
         result = self._hot.apply(self.GROUP, effects, batch.positions, now)
+        new = [item for item, fresh in zip(live, result.counted, strict=True) if fresh]
+        self._processed.append_blocking([_processed_record(item, now) for item in new])
         self._consumer.commit(batch.positions)
         self._observe(live, result.counted, now)
         self._metrics.latency_anomalies.inc(result.latency_anomalies)
@@ -164,12 +174,37 @@ class DedupeCommitStep(Step):
                 e2e.observe(max(0, now_us - received) / 1e6)
 
 
+def _processed_record(item: Item, counted_at_us: int) -> LogRecord:
+    envelope = item.envelope
+    assert envelope is not None and item.campaign_id is not None
+    event = ProcessedEvent(
+        event=envelope,
+        source_partition=item.entry.partition,
+        source_offset=item.entry.offset,
+        campaign_id=item.campaign_id,
+        event_date=item.event_date,
+        is_conversion=item.is_conversion,
+        campaign_source=item.campaign_source,
+        campaign_medium=item.campaign_medium,
+        device_type=item.device_type,
+        country_code=item.country_code,
+        is_bot=item.is_bot,
+        session_valid=item.session_valid,
+        logged_at_us=item.entry.logged_at_us,
+        processed_at_us=item.processed_at_us,
+        counted_at_us=counted_at_us,
+    )
+    return LogRecord(item.entry.key, encode_processed(event))
+
+
 def _effect(item: Item) -> Effect:
     envelope = item.envelope
     assert envelope is not None and item.campaign_id is not None
     return Effect(
         source=envelope.source,
         event_id=envelope.event_id,
+        partition=item.entry.partition,
+        offset=item.entry.offset,
         received_at_us=envelope.received_at_us,
         event_date=item.event_date,
         campaign_id=item.campaign_id,

@@ -13,7 +13,7 @@ from convtrack.collect.ratelimit import TokenBuckets
 from convtrack.collect.stats import StatsApi
 from convtrack.collect.tokens import ConversionTokens
 from convtrack.config import Settings
-from convtrack.log.base import LogConsumer
+from convtrack.log.base import EventLog, LogConsumer
 from convtrack.log.sqlite import SqliteLog
 from convtrack.model.currency import iso4217_codes
 from convtrack.model.validate import Rules
@@ -88,6 +88,13 @@ class Pipeline:
             client_ips=ClientIpResolver(settings.collect.trusted_proxies),
             token_secrets=token_secrets,
         )
+        self.processed = SqliteLog(
+            data_dir / "log" / "processed.db",
+            synchronous=settings.log.sqlite_synchronous,
+            max_pending_events=settings.log.max_pending_events,
+            max_commit_events=settings.log.max_commit_events,
+            clock=clock,
+        )
         self.hot = SqliteHotStore(
             data_dir / "hot" / "hot.db",
             dedup_window_secs=settings.dedup.window_secs,
@@ -95,9 +102,10 @@ class Pipeline:
         )
         self.processor = ProcessorRunner(
             event_log=self.log,
+            processed=self.processed,
             hot=self.hot,
             make_chain=lambda consumer: build_chain(
-                settings, self.hot, consumer, clock, self.metrics
+                settings, self.hot, consumer, self.processed, clock, self.metrics
             ),
             clock=clock,
             metrics=self.metrics,
@@ -131,15 +139,21 @@ class Pipeline:
         """Finish pending appends, let the processor catch up, then close the stores."""
         self.log.close()
         self.processor.stop(drain_secs=3.0)
+        self.processed.close()
         self.hot.close()
         self.rejects.close()
 
 
 def build_chain(
-    settings: Settings, hot: HotStore, consumer: LogConsumer, clock: Clock, metrics: Metrics
+    settings: Settings,
+    hot: HotStore,
+    consumer: LogConsumer,
+    processed: EventLog,
+    clock: Clock,
+    metrics: Metrics,
 ) -> Step:
     """check → enrich → route → dedupe-and-commit."""
-    commit = DedupeCommitStep(hot, consumer, clock, metrics)
+    commit = DedupeCommitStep(hot, consumer, processed, clock, metrics)
     route = RouteStep(settings.conversions.event_names, next_step=commit)
     enrich = EnrichStep(DEFAULT_ENRICHERS, metrics, next_step=route)
     return CheckStep(clock, metrics, next_step=enrich)

@@ -4,9 +4,14 @@
 at, and makes them durable together: an event already remembered (same
 source and event_id within the window, or the same conversion token within
 its lifetime) is a duplicate and changes no counter; every other event is
-remembered and, if it is a conversion, counted. Because the positions move
-in the same step, a crash at any instant either keeps the whole batch or
-none of it, and the replayed batch is applied exactly once.
+remembered, with the log position of the copy that counted, and, if it is a
+conversion, counted. Because the positions move in the same step, a crash at
+any instant either keeps the whole batch or none of it.
+
+``apply`` is also idempotent: an effect below the group's committed position
+was applied before; it changes nothing and gets the verdict it got then (new
+exactly when the remembered position is its own). So the processor may
+replay a batch whose later steps did not finish.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ class Effect(msgspec.Struct, frozen=True, kw_only=True):
 
     source: str
     event_id: str
+    partition: int  # the log position of this copy
+    offset: int
     received_at_us: int
     event_date: str  # the event's UTC date, YYYY-MM-DD
     campaign_id: str

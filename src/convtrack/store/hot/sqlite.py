@@ -30,11 +30,12 @@ from convtrack.store.hot.base import (
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dedup (
-    k TEXT PRIMARY KEY, expires_at_us INTEGER NOT NULL
+    k TEXT PRIMARY KEY, expires_at_us INTEGER NOT NULL, part INTEGER NOT NULL, off INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup (expires_at_us);
 CREATE TABLE IF NOT EXISTS tokens (
-    token_id TEXT PRIMARY KEY, expires_at_us INTEGER NOT NULL
+    token_id TEXT PRIMARY KEY, expires_at_us INTEGER NOT NULL,
+    part INTEGER NOT NULL, off INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tokens_expiry ON tokens (expires_at_us);
 CREATE TABLE IF NOT EXISTS counters (
@@ -68,17 +69,20 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[start : start + _CHUNK]
 
 
-def _select_live(
+Remembered = tuple[int, int, int]  # expires_at_us, partition, offset of the counted copy
+
+
+def _select(
     conn: sqlite3.Connection, table: str, column: str, keys: list[str]
-) -> dict[str, int]:
-    found: dict[str, int] = {}
+) -> dict[str, Remembered]:
+    found: dict[str, Remembered] = {}
     for chunk in _chunks(keys):
         marks = ",".join("?" * len(chunk))
-        found.update(
-            conn.execute(
-                f"SELECT {column}, expires_at_us FROM {table} WHERE {column} IN ({marks})", chunk
-            ).fetchall()
+        rows = conn.execute(
+            f"SELECT {column}, expires_at_us, part, off FROM {table} WHERE {column} IN ({marks})",
+            chunk,
         )
+        found.update((row[0], (row[1], row[2], row[3])) for row in rows)
     return found
 
 
@@ -133,25 +137,34 @@ class SqliteHotStore(HotStore):
         self, group: str, effects: Sequence[Effect], positions: Mapping[int, int], now_us: int
     ) -> ApplyResult:
         conn = self._conn
+        applied = dict(
+            conn.execute("SELECT partition, next_offset FROM positions WHERE grp = ?", (group,))
+        )
         keys = [f"{e.source}\x00{e.event_id}" for e in effects]
-        known = _select_live(conn, "dedup", "k", list(set(keys)))
+        known = _select(conn, "dedup", "k", list(set(keys)))
         token_ids = list({e.token_id for e in effects if e.token_id is not None})
-        known_tokens = _select_live(conn, "tokens", "token_id", token_ids) if token_ids else {}
+        known_tokens = _select(conn, "tokens", "token_id", token_ids) if token_ids else {}
 
         counted: list[bool] = []
-        new_keys: dict[str, int] = {}
-        new_tokens: dict[str, int] = {}
+        new_keys: dict[str, Remembered] = {}
+        new_tokens: dict[str, Remembered] = {}
         counters: defaultdict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
         minutes: defaultdict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
         latency: defaultdict[tuple[int, int], int] = defaultdict(int)
         duplicates = anomalies = 0
         minute = now_us // 60_000_000
+        no_entry: Remembered = (0, -1, -1)
         for key, effect in zip(keys, effects, strict=True):
+            here = (effect.partition, effect.offset)
+            if effect.offset < applied.get(effect.partition, 0):
+                # Applied before (a replay): the verdict it got, and no second count.
+                counted.append(known.get(key, no_entry)[1:] == here)
+                continue
             at = effect.received_at_us
-            seen_until = new_keys.get(key, known.get(key, 0))
-            is_dup = seen_until > at
+            is_dup = new_keys.get(key, known.get(key, no_entry))[0] > at
             if not is_dup and effect.token_id is not None:
-                is_dup = new_tokens.get(effect.token_id, known_tokens.get(effect.token_id, 0)) > at
+                token = new_tokens.get(effect.token_id, known_tokens.get(effect.token_id, no_entry))
+                is_dup = token[0] > at
             campaign = effect.campaign_id
             currency = effect.currency or ""
             bucket = minutes[(minute, campaign, currency)]
@@ -162,9 +175,10 @@ class SqliteHotStore(HotStore):
                 counted.append(False)
                 continue
             counted.append(True)
-            new_keys[key] = at + self._window_us
+            new_keys[key] = (at + self._window_us, *here)
             if effect.token_id is not None:
-                new_tokens[effect.token_id] = effect.token_expires_at_us or at + self._window_us
+                expires = effect.token_expires_at_us or at + self._window_us
+                new_tokens[effect.token_id] = (expires, *here)
             if effect.is_conversion:
                 value = effect.value or 0
                 row = counters[(campaign, effect.event_date, currency)]
@@ -177,10 +191,18 @@ class SqliteHotStore(HotStore):
             if lag_us > ANOMALY_US:
                 anomalies += 1
 
-        upsert_expiry = " ON CONFLICT DO UPDATE SET expires_at_us = excluded.expires_at_us"
-        conn.executemany("INSERT INTO dedup VALUES (?, ?)" + upsert_expiry, new_keys.items())
+        upsert = (
+            " ON CONFLICT DO UPDATE SET expires_at_us = excluded.expires_at_us,"
+            " part = excluded.part, off = excluded.off"
+        )
+        conn.executemany(
+            "INSERT INTO dedup VALUES (?, ?, ?, ?)" + upsert, [(k, *v) for k, v in new_keys.items()]
+        )
         if new_tokens:
-            conn.executemany("INSERT INTO tokens VALUES (?, ?)" + upsert_expiry, new_tokens.items())
+            conn.executemany(
+                "INSERT INTO tokens VALUES (?, ?, ?, ?)" + upsert,
+                [(k, *v) for k, v in new_tokens.items()],
+            )
         for row_key, (n, amount) in counters.items():  # a row per campaign, date, currency
             (total,) = conn.execute(
                 "INSERT INTO counters VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
