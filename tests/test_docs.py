@@ -47,3 +47,12 @@ def test_config_show_prints_settings() -> None:
     result = CliRunner().invoke(cli, ["config", "show"], env={"CONVTRACK_LIMITS_USER_BURST": "3"})
     assert result.exit_code == 0, result.output
     assert '"user_burst": 3' in result.output
+
+
+def test_every_lake_column_is_documented() -> None:
+    from convtrack.store.cold.schema import EVENTS, REJECTS
+
+    text = (ROOT / "docs" / "lake.md").read_text()
+    for schema in (EVENTS, REJECTS):
+        for name in schema.names:
+            assert f"| `{name}` |" in text, f"column {name} is not in docs/lake.md"

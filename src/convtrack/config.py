@@ -74,7 +74,10 @@ class RejectsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
 
 class ColdSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     uri: str = ""
-    flush_interval_secs: Positive = 300
+    flush_interval_secs: Annotated[float, msgspec.Meta(gt=0)] = 300
+    flush_max_rows: Annotated[int, msgspec.Meta(ge=1, le=5_000_000)] = 200_000
+    s3_endpoint_url: str = ""
+    create_bucket: bool = True
 
 
 class TokensSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -118,6 +121,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     @property
     def data_dir(self) -> Path:
         return Path(self.server.data_dir)
+
+    @property
+    def lake_uri(self) -> str:
+        return self.cold.uri or str(self.data_dir / "lake")
 
 
 SECTIONS: dict[str, type[msgspec.Struct]] = {

@@ -9,6 +9,7 @@ import click
 import msgspec
 
 from convtrack import __version__
+from convtrack.cli.output import render
 from convtrack.config import Settings, load_settings, settings_as_dict
 from convtrack.errors import ConvtrackError
 
@@ -35,6 +36,33 @@ def serve(config: str | None, host: str | None, port: int | None, data_dir: str 
 
     settings = _settings(config, host=host, port=port, data_dir=data_dir)
     sys.exit(run(settings))
+
+
+@cli.command()
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML settings file.")
+@click.option("--data-dir", "data_dir", default=None, help="The data dir (its lake is used).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+    show_default=True, help="Output format.",
+)  # fmt: skip
+@click.argument("sql")
+def query(config: str | None, data_dir: str | None, fmt: str, sql: str) -> None:
+    """Run SQL over the lake: tables ``events`` and ``rejects``."""
+    import duckdb
+
+    from convtrack.store.cold.lake import Lake
+    from convtrack.store.cold.query import connect
+
+    settings = _settings(config, data_dir=data_dir)
+    lake = Lake.open(settings.lake_uri, endpoint_url=settings.cold.s3_endpoint_url or None,
+                     create_bucket=False)  # fmt: skip
+    con = connect(lake)
+    try:
+        result = con.execute(sql)
+    except duckdb.Error as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from exc
+    columns = [d[0] for d in result.description or []]
+    click.echo(render(columns, result.fetchall(), fmt))
 
 
 @cli.group("config")

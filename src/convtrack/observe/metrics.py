@@ -92,6 +92,14 @@ class Metrics:
         self.processor_lag_seconds = Gauge(
             "convtrack_processor_lag_seconds", "Age of the oldest unread log entry", registry=r
         )
+        self.cold_rows_written = Counter(
+            "convtrack_cold_rows_written", "Rows flushed to the lake, by table", ["table"],
+            registry=r,
+        )  # fmt: skip
+        self.cold_flush_seconds = Histogram(
+            "convtrack_cold_flush_seconds", "Duration of one flush to the lake, by table",
+            ["table"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
         self.dedup_remembered = Gauge(
             "convtrack_dedup_remembered", "Event ids and tokens remembered for deduplication",
             registry=r,

@@ -29,6 +29,9 @@ from convtrack.process.steps import (
 )
 from convtrack.runtime.keys import ProvisionedKeys, provision_keys
 from convtrack.runtime.token_secrets import provision_token_secrets
+from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.tables import EventsSource, RejectsSource
+from convtrack.store.cold.writer import ColdStoreRunner, TableWriter
 from convtrack.store.hot.base import HotStore
 from convtrack.store.hot.sqlite import SqliteHotStore
 from convtrack.store.rejects.sqlite import SqliteRejectStore
@@ -111,6 +114,29 @@ class Pipeline:
             metrics=self.metrics,
             max_batch=settings.process.max_batch_events,
         )
+        self.lake = Lake.open(
+            settings.lake_uri,
+            endpoint_url=settings.cold.s3_endpoint_url or None,
+            create_bucket=settings.cold.create_bucket,
+            environ=environ,
+        )
+        self.cold = ColdStoreRunner(
+            [
+                TableWriter(
+                    lake=self.lake,
+                    source=source,
+                    clock=clock,
+                    metrics=self.metrics,
+                    flush_interval_secs=settings.cold.flush_interval_secs,
+                    flush_max_rows=settings.cold.flush_max_rows,
+                )
+                for source in (
+                    EventsSource(self.processed.consumer("cold")),
+                    RejectsSource(self.rejects),
+                )
+            ],
+            self.metrics,
+        )
         stats = StatsApi(
             hot=self.hot,
             clock=clock,
@@ -132,13 +158,15 @@ class Pipeline:
         )
 
     def start(self) -> None:
-        """Start the background stages (the processor)."""
+        """Start the background stages: the processor and the cold store."""
         self.processor.start()
+        self.cold.start()
 
     def close(self) -> None:
         """Finish pending appends, let the processor catch up, then close the stores."""
         self.log.close()
         self.processor.stop(drain_secs=3.0)
+        self.cold.stop(flush=True)
         self.processed.close()
         self.hot.close()
         self.rejects.close()

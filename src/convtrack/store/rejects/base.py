@@ -24,6 +24,7 @@ class Reject(msgspec.Struct, frozen=True, kw_only=True):
 class StoredReject(msgspec.Struct, frozen=True, kw_only=True):
     id: int
     received_at: str
+    received_at_us: int
     route: str
     status: int
     codes: list[str]
@@ -49,6 +50,10 @@ class RejectStore(ABC):
     @abstractmethod
     def page(self, *, code: str | None, limit: int, before_id: int | None) -> RejectPage:
         """Newest first; ``before_id`` is the cursor from the previous page."""
+
+    @abstractmethod
+    def since(self, after_id: int, limit: int) -> list[StoredReject]:
+        """Oldest first, the rejects with an id above ``after_id`` (for the lake's copy)."""
 
     @property
     @abstractmethod

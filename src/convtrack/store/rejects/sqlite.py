@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from convtrack.errors import StoreError
 from convtrack.model.timeparse import format_us
@@ -54,6 +56,7 @@ class SqliteRejectStore(RejectStore):
             raise StoreError(f"cannot open the rejects store at {path}: {exc}") from exc
         self._conn = conn
         self._reader = connect(path, "normal")
+        self._read_lock = threading.Lock()  # the API and the lake's copier both read
         self._writer: GroupCommitter[list[Reject], None] = GroupCommitter(
             "rejects", conn, self._write, max_pending=50_000, max_batch=5_000
         )
@@ -92,6 +95,10 @@ class SqliteRejectStore(RejectStore):
             await self._writer.submit(rejects, len(rejects))
 
     def page(self, *, code: str | None, limit: int, before_id: int | None) -> RejectPage:
+        with self._read_lock:
+            return self._page(code, limit, before_id)
+
+    def _page(self, code: str | None, limit: int, before_id: int | None) -> RejectPage:
         cursor = before_id if before_id is not None else 2**62
         if code is None:
             (total,) = self._reader.execute("SELECT COUNT(*) FROM rejects").fetchone()
@@ -109,16 +116,17 @@ class SqliteRejectStore(RejectStore):
                 " WHERE c.code = ? AND c.reject_id < ? ORDER BY c.reject_id DESC LIMIT ?",
                 (code, cursor, limit),
             ).fetchall()
-        items = [
-            StoredReject(
-                id=row[0], received_at=format_us(row[1]), route=row[2], status=row[3],
-                codes=row[4].split(",") if row[4] else [], body=row[5], source=row[6],
-                key_role=row[7], key_id=row[8], event_id=row[9], index=row[10],
-            )
-            for row in rows
-        ]  # fmt: skip
+        items = [_stored(row) for row in rows]
         next_cursor = items[-1].id if len(items) == limit else None
         return RejectPage(total=total, items=items, next_cursor=next_cursor)
+
+    def since(self, after_id: int, limit: int) -> list[StoredReject]:
+        with self._read_lock:
+            rows = self._reader.execute(
+                f"SELECT {_COLUMNS} FROM rejects WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+        return [_stored(row) for row in rows]
 
     @property
     def dropped(self) -> int:
@@ -128,3 +136,11 @@ class SqliteRejectStore(RejectStore):
         self._writer.close()
         self._reader.close()
         self._conn.close()
+
+
+def _stored(row: tuple[Any, ...]) -> StoredReject:
+    return StoredReject(
+        id=row[0], received_at=format_us(row[1]), received_at_us=row[1], route=row[2],
+        status=row[3], codes=row[4].split(",") if row[4] else [], body=row[5], source=row[6],
+        key_role=row[7], key_id=row[8], event_id=row[9], index=row[10],
+    )  # fmt: skip

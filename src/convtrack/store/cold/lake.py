@@ -1,0 +1,161 @@
+"""The lake's file system: a local directory or an S3 bucket, through pyarrow.fs.
+
+One small surface for the rest of the cold store: put a whole object
+atomically (readers never see a partial file), read, list and delete. On a
+local disk a put is write-to-temp, fsync, rename, fsync the directory; on S3
+a single PUT is atomic by itself.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+from convtrack.errors import StoreError
+
+
+class Lake:
+    def __init__(self, fs: pafs.FileSystem, root: str, *, uri: str, local: bool) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/")
+        self.uri = uri
+        self.local = local
+        self._bucket: str | None = None
+        self._create_bucket = False
+        self._ready = local
+
+    def ensure_ready(self) -> None:
+        """Check the bucket (creating it when missing and allowed); once per lake."""
+        if self._ready or self._bucket is None:
+            return
+        try:
+            info = self.fs.get_file_info(self._bucket)
+            if info.type == pafs.FileType.NotFound:
+                if not self._create_bucket:
+                    raise StoreError(
+                        f"bucket {self._bucket!r} does not exist and cold.create_bucket is false"
+                    )
+                self.fs.create_dir(self._bucket)
+        except OSError as exc:
+            raise StoreError(f"cannot reach the lake at {self.uri}: {exc}") from exc
+        self._ready = True
+
+    @classmethod
+    def open(
+        cls,
+        uri: str,
+        *,
+        endpoint_url: str | None = None,
+        create_bucket: bool = True,
+        environ: Mapping[str, str] | None = None,
+    ) -> Lake:
+        env = os.environ if environ is None else environ
+        if uri.startswith("s3a://") or uri.startswith("s3n://"):
+            uri = "s3://" + uri.split("://", 1)[1]
+        if not uri.startswith("s3://"):
+            path = Path(uri).resolve()
+            path.mkdir(parents=True, exist_ok=True)
+            return cls(pafs.LocalFileSystem(), str(path), uri=str(path), local=True)
+        parsed = urlparse(uri)
+        bucket, prefix = parsed.netloc, parsed.path.strip("/")
+        if not bucket:
+            raise StoreError(f"cold.uri {uri!r} names no bucket")
+        endpoint = endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+        options: dict[str, object] = {
+            "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            "connect_timeout": 5,
+            "request_timeout": 30,
+        }
+        if endpoint:
+            scheme, _, host = endpoint.partition("://")
+            options["endpoint_override"] = host or scheme
+            options["scheme"] = scheme if host else "https"
+        if env.get("AWS_ACCESS_KEY_ID"):
+            options["access_key"] = env["AWS_ACCESS_KEY_ID"]
+            options["secret_key"] = env.get("AWS_SECRET_ACCESS_KEY", "")
+            if env.get("AWS_SESSION_TOKEN"):
+                options["session_token"] = env["AWS_SESSION_TOKEN"]
+        try:
+            fs = pafs.S3FileSystem(**options)
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"cannot use the lake at {uri}: {exc}") from exc
+        root = f"{bucket}/{prefix}" if prefix else bucket
+        lake = cls(fs, root, uri=uri.rstrip("/"), local=False)
+        lake._bucket = bucket
+        lake._create_bucket = create_bucket
+        return lake
+
+    def path(self, relative: str) -> str:
+        return f"{self.root}/{relative}"
+
+    def put(self, relative: str, data: bytes) -> None:
+        """Store ``data`` at ``relative`` so that readers see all of it or nothing."""
+        target = self.path(relative)
+        try:
+            if self.local:
+                _put_local(target, data)
+            else:
+                with self.fs.open_output_stream(target) as out:
+                    out.write(data)
+        except OSError as exc:
+            raise StoreError(f"cannot write {target}: {exc}") from exc
+
+    def read(self, relative: str) -> bytes:
+        try:
+            with self.fs.open_input_stream(self.path(relative)) as stream:
+                data: bytes = stream.read()
+                return data
+        except OSError as exc:
+            raise StoreError(f"cannot read {relative}: {exc}") from exc
+
+    def list(self, relative_dir: str) -> list[str]:
+        """Files under ``relative_dir`` (recursive), relative to the lake root; [] if absent."""
+        selector = pafs.FileSelector(self.path(relative_dir), allow_not_found=True, recursive=True)
+        try:
+            infos = self.fs.get_file_info(selector)
+        except OSError as exc:
+            raise StoreError(f"cannot list {relative_dir}: {exc}") from exc
+        prefix = self.root + "/"
+        return sorted(
+            info.path[len(prefix) :]
+            for info in infos
+            if info.type == pafs.FileType.File and not info.base_name.startswith(".tmp-")
+        )
+
+    def delete(self, relative: str) -> None:
+        try:
+            self.fs.delete_file(self.path(relative))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StoreError(f"cannot delete {relative}: {exc}") from exc
+
+    def full_uri(self, relative: str) -> str:
+        return f"{self.uri}/{relative}"
+
+
+def _put_local(target: str, data: bytes) -> None:
+    directory = os.path.dirname(target)
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
