@@ -16,6 +16,7 @@ from convtrack.model.event import Envelope
 from convtrack.model.processed import ProcessedEvent, encode_processed
 from convtrack.observe.metrics import Metrics
 from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.maintain import compact, expire, purge_removed
 from convtrack.store.cold.manifest import read_state
 from convtrack.store.cold.query import connect
 from convtrack.store.cold.tables import EventsSource
@@ -202,3 +203,52 @@ def test_query_sees_only_manifested_files(harness: Harness) -> None:
     stray = "events/event_date=2026-11-29/campaign_id=spring/stray.parquet"
     harness.lake.put(stray, harness.lake.read(next(iter(read_state(harness.lake, "events").files))))
     assert harness.rows("select count(*) from events") == [(1,)]
+
+
+def test_compaction_while_queries_run(harness: Harness) -> None:
+    import threading
+
+    for batch in range(6):  # six small flushes into the same day
+        harness.publish([processed(batch * 10 + i) for i in range(10)])
+        harness.pump()
+        harness.writer.flush()
+    assert len(read_state(harness.lake, "events").files) == 6
+    seen: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            seen.extend(harness.rows("select count(*), count(distinct event_id) from events"))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    merges = compact(harness.lake, "events", closed_before="2026-11-30", now_us=T0)
+    purge_removed(harness.lake, "events", now_us=T0 + 1, grace_secs=3600)  # too early: kept
+    stop.set()
+    thread.join()
+    assert merges == 1
+    assert seen and set(seen) == {(60, 60)}
+    state = read_state(harness.lake, "events")
+    assert len(state.files) == 1 and len(state.removed) == 6
+    assert len(harness.lake.list("events")) == 7  # the inputs stay during the grace period
+    assert purge_removed(harness.lake, "events", now_us=T0 + 3_600_000_001, grace_secs=3600) == 6
+    assert harness.rows("select count(*), min(source_offset), max(source_offset) from events") == [
+        (60, 0, 59)
+    ]
+
+
+def test_compaction_leaves_open_days_alone(harness: Harness) -> None:
+    for batch in range(3):
+        harness.publish([processed(batch, event_date="2026-11-29")])
+        harness.pump()
+        harness.writer.flush()
+    assert compact(harness.lake, "events", closed_before="2026-11-29", now_us=T0) == 0
+    assert len(read_state(harness.lake, "events").files) == 3
+
+
+def test_retention_removes_old_partitions(harness: Harness) -> None:
+    harness.publish([processed(0, event_date="2026-10-01"), processed(1, event_date="2026-11-29")])
+    harness.pump()
+    harness.writer.flush()
+    assert expire(harness.lake, "events", keep_from="2026-11-01", now_us=T0) == 1
+    assert harness.rows("select event_date from events") == [("2026-11-29",)]

@@ -78,6 +78,9 @@ class ColdSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     flush_max_rows: Annotated[int, msgspec.Meta(ge=1, le=5_000_000)] = 200_000
     s3_endpoint_url: str = ""
     create_bucket: bool = True
+    compaction_interval_secs: Annotated[float, msgspec.Meta(gt=0)] = 3600
+    retention_days: Annotated[int, msgspec.Meta(ge=0)] = 0
+    removed_grace_secs: Annotated[float, msgspec.Meta(ge=0)] = 600
 
 
 class TokensSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -30,6 +30,7 @@ from convtrack.process.steps import (
 from convtrack.runtime.keys import ProvisionedKeys, provision_keys
 from convtrack.runtime.token_secrets import provision_token_secrets
 from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.maintain import compact, expire, purge_removed, utc_date
 from convtrack.store.cold.tables import EventsSource, RejectsSource
 from convtrack.store.cold.writer import ColdStoreRunner, TableWriter
 from convtrack.store.hot.base import HotStore
@@ -136,6 +137,8 @@ class Pipeline:
                 )
             ],
             self.metrics,
+            maintain=lambda: maintain_lake(self.lake, settings, clock),
+            maintain_interval_secs=settings.cold.compaction_interval_secs,
         )
         stats = StatsApi(
             hot=self.hot,
@@ -185,3 +188,13 @@ def build_chain(
     route = RouteStep(settings.conversions.event_names, next_step=commit)
     enrich = EnrichStep(DEFAULT_ENRICHERS, metrics, next_step=route)
     return CheckStep(clock, metrics, next_step=enrich)
+
+
+def maintain_lake(lake: Lake, settings: Settings, clock: Clock) -> None:
+    """Compact closed days, apply retention, delete files removed long enough ago."""
+    now = clock.now_us()
+    for table in ("events", "rejects"):
+        compact(lake, table, closed_before=utc_date(now), now_us=now)
+        if settings.cold.retention_days:
+            expire(lake, table, keep_from=utc_date(now, settings.cold.retention_days), now_us=now)
+        purge_removed(lake, table, now_us=now, grace_secs=settings.cold.removed_grace_secs)

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -136,11 +137,24 @@ class TableWriter:
 
 
 class ColdStoreRunner:
-    """Runs the table writers on one thread; retries a failing lake with backoff."""
+    """Runs the table writers on one thread; retries a failing lake with backoff.
 
-    def __init__(self, writers: list[TableWriter], metrics: Metrics) -> None:
+    Every ``maintain_interval_secs`` it also runs ``maintain`` (compaction,
+    retention) between polls, on the same thread, so upkeep never races a flush.
+    """
+
+    def __init__(
+        self,
+        writers: list[TableWriter],
+        metrics: Metrics,
+        maintain: Callable[[], None] | None = None,
+        maintain_interval_secs: float = 3600.0,
+    ) -> None:
         self._writers = writers
         self._metrics = metrics
+        self._maintain = maintain
+        self._maintain_interval = maintain_interval_secs
+        self._last_maintain = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cold-store", daemon=True)
         self.last_error: str | None = None
@@ -154,6 +168,12 @@ class ColdStoreRunner:
             try:
                 for writer in self._writers:
                     writer.poll_once(timeout_secs=0.1)
+                if (
+                    self._maintain is not None
+                    and time.monotonic() - self._last_maintain >= self._maintain_interval
+                ):
+                    self._maintain()
+                    self._last_maintain = time.monotonic()
                 self.last_error, delay = None, 0.5
             except ConvtrackError as exc:
                 self.last_error = str(exc)
