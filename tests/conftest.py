@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+pytest_plugins = ["tests.s3_fixtures"]
+
 WRITE_KEY = "test_write_key_0123456789"
 SERVER_KEY = "test_server_key_0123456789"
 ADMIN_KEY = "test_admin_key_0123456789"
