@@ -21,6 +21,7 @@ from convtrack.store.cold.manifest import read_state
 from convtrack.store.cold.query import connect
 from convtrack.store.cold.tables import EventsSource
 from convtrack.store.cold.writer import TableWriter
+from tests.s3_fixtures import S3Target
 
 T0 = 1_796_000_000_000_000
 
@@ -56,11 +57,11 @@ def processed(i: int, **kw: Any) -> ProcessedEvent:
 
 
 class Harness:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, lake: Lake) -> None:
         self.root = root
         self.clock = ManualClock(start_us=T0)
         self.log = SqliteLog(root / "processed.db")
-        self.lake = Lake.open(str(root / "lake"))
+        self.lake = lake
         self.writer = self.new_writer()
 
     def new_writer(self) -> TableWriter:
@@ -90,9 +91,15 @@ class Harness:
             con.close()
 
 
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    h = Harness(tmp_path)
+@pytest.fixture(params=["local", "s3"])
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    """The same cold-store tests on a local directory and on a real S3 server."""
+    if request.param == "local":
+        lake = Lake.open(str(tmp_path / "lake"))
+    else:
+        target: S3Target = request.getfixturevalue("s3_bucket")
+        lake = Lake.open(target.uri, environ=target.env)
+    h = Harness(tmp_path, lake)
     yield h
     h.log.close()
 

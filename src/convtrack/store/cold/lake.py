@@ -70,6 +70,7 @@ class Lake:
             "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             "connect_timeout": 5,
             "request_timeout": 30,
+            "allow_bucket_creation": create_bucket,
         }
         if endpoint:
             scheme, _, host = endpoint.partition("://")
