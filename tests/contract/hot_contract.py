@@ -110,6 +110,29 @@ class HotContract(ABC):
         assert hot.conversions("spring", "2026-11-28").conversions == 1
         assert hot.conversions("nope", "2026-11-29").conversions == 0
 
+    def test_campaign_totals_per_campaign_sorted(self, hot: HotStore) -> None:
+        effects = [
+            effect("1", campaign_id="spring", value=500, currency="USD"),
+            effect("2", campaign_id="spring", value=700, currency="EUR"),
+            effect("3", campaign_id="spring", value=None, currency=None),
+            effect("4", campaign_id="fall", value=1, currency="JPY"),
+            effect("4", campaign_id="fall", value=1, currency="JPY"),  # a duplicate
+            effect("5", campaign_id="(none)"),
+            effect("6", campaign_id="browse", is_conversion=False),  # not a conversion
+            effect("7", campaign_id="fall", event_date="2026-11-28"),  # another day
+        ]
+        hot.apply("g", effects, {0: len(effects)}, T0)
+        totals = hot.campaign_totals("2026-11-29")
+        assert [(t.campaign_id, t.date, t.conversions, t.value) for t in totals] == [
+            ("(none)", "2026-11-29", 1, {"USD": 100}),
+            ("fall", "2026-11-29", 1, {"JPY": 1}),
+            ("spring", "2026-11-29", 3, {"USD": 500, "EUR": 700}),
+        ]
+        everything = hot.conversions(None, "2026-11-29")
+        assert sum(t.conversions for t in totals) == everything.conversions
+        assert [t.campaign_id for t in hot.campaign_totals("2026-11-28")] == ["fall"]
+        assert hot.campaign_totals("2026-11-30") == []
+
     def test_large_values_sum_exactly(self, hot: HotStore) -> None:
         big = 2**53 + 1
         hot.apply("g", [effect("a", value=big), effect("b", value=big)], {0: 2}, T0)

@@ -65,6 +65,31 @@ def query(config: str | None, data_dir: str | None, fmt: str, sql: str) -> None:
     click.echo(render(columns, result.fetchall(), fmt))
 
 
+@cli.command()
+@click.option("--date", "day", required=True, help="The UTC event date, YYYY-MM-DD.")
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML settings file.")
+@click.option("--data-dir", "data_dir", default=None, help="The data dir (hot store and lake).")
+def reconcile(day: str, config: str | None, data_dir: str | None) -> None:
+    """Compare the hot counters with the lake, per campaign, for one UTC date.
+
+    Conversions (not bots) and value per currency of every campaign on both
+    sides. Prints "no difference" and exits 0 when they match; otherwise
+    prints each difference and exits 1 (2 when a side cannot be read).
+
+    Meaningful once the lake is flushed: after the server stopped (SIGTERM
+    flushes) or cold.flush_interval_secs after the last event. Before that
+    the lake lags the counters by design.
+    """
+    from convtrack.cli.reconcile import parse_date
+    from convtrack.cli.reconcile import reconcile as run
+
+    if parse_date(day) is None:
+        raise click.BadParameter("must be YYYY-MM-DD", param_hint="--date")
+    report, same = run(_settings(config, data_dir=data_dir), day)
+    click.echo(report)
+    sys.exit(0 if same else 1)
+
+
 @cli.group("config")
 def config_group() -> None:
     """Inspect the configuration."""

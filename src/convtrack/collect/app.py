@@ -10,6 +10,7 @@ from convtrack.collect import cors
 from convtrack.collect.auth import ApiKey, Keyring, read_credential
 from convtrack.collect.http import Receive, Request, Response, Scope, Send, error, json_response
 from convtrack.collect.ingest import Collector
+from convtrack.collect.reports import ReportsApi
 from convtrack.collect.stats import StatsApi
 from convtrack.collect.tokens import ConversionTokens
 from convtrack.log.base import EventLog
@@ -37,6 +38,7 @@ class App:
         cors_max_age_secs: int,
         tokens: ConversionTokens,
         stats: StatsApi,
+        reports: ReportsApi,
     ) -> None:
         self.collector = collector
         self.keyring = keyring
@@ -54,6 +56,7 @@ class App:
             ("POST", "/v1/conversion-tokens"): ("server", tokens.issue),
             ("GET", "/v1/stats/conversions"): ("server", stats.conversions),
             ("GET", "/v1/stats/live"): ("server", stats.live),
+            ("GET", "/v1/reports/conversions"): ("server", reports.conversions),
         }
         self.open_routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {
             ("GET", "/healthz"): self.healthz,

@@ -10,6 +10,7 @@ from convtrack.collect.auth import Keyring
 from convtrack.collect.clientip import ClientIpResolver
 from convtrack.collect.ingest import Collector, IngestLimits
 from convtrack.collect.ratelimit import TokenBuckets
+from convtrack.collect.reports import ReportsApi
 from convtrack.collect.stats import StatsApi
 from convtrack.collect.tokens import ConversionTokens
 from convtrack.config import Settings
@@ -149,6 +150,7 @@ class Pipeline:
         )
         self.app = App(
             stats=stats,
+            reports=ReportsApi(lake=self.lake, hot=self.hot, clock=clock),
             collector=collector,
             keyring=Keyring(self.keys.keys),
             log=self.log,

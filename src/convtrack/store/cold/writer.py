@@ -182,6 +182,19 @@ class ColdStoreRunner:
                 self._stop.wait(delay)
                 delay = min(delay * 2, 30.0)
 
+    def flush_all(self) -> None:
+        """Read every table's source to its end and flush it all now.
+
+        For tests and tools that drive the writers by hand: only while the
+        runner's thread is not running (a writer is not shared between threads).
+        """
+        if self._thread.is_alive():
+            raise RuntimeError("flush_all while the cold-store thread runs")
+        for writer in self._writers:
+            while writer.poll_once(timeout_secs=0.0):
+                pass
+            writer.flush()
+
     def stop(self, flush: bool = True) -> None:
         """Stop polling, then flush what is buffered (once; the rest replays on restart)."""
         self._stop.set()

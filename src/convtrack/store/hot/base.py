@@ -104,6 +104,13 @@ class HotStore(ABC):
         """Counted conversions of one campaign (or all) on one UTC event date."""
 
     @abstractmethod
+    def campaign_totals(self, date: str) -> list[ConversionStats]:
+        """Counted conversions per campaign on one UTC event date.
+
+        One entry per campaign with at least one conversion that day, sorted by campaign_id.
+        """
+
+    @abstractmethod
     def live(self, now_us: int, window_minutes: int, latency_minutes: int) -> LiveStats:
         """Recent totals by minute of processing, per campaign, and latency percentiles."""
 

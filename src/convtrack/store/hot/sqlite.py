@@ -278,6 +278,20 @@ class SqliteHotStore(HotStore):
         value = {str(r[0]): int(r[2]) for r in rows if r[0]}
         return ConversionStats(campaign_id, date, conversions, value)
 
+    def campaign_totals(self, date: str) -> list[ConversionStats]:
+        rows = self._read(
+            "SELECT campaign_id, currency, conversions, value FROM counters"
+            " WHERE event_date = ? AND conversions > 0 ORDER BY campaign_id, currency",
+            (date,),
+        )
+        totals: dict[str, tuple[int, dict[str, int]]] = {}
+        for campaign, currency, n, amount in rows:
+            count, value = totals.get(str(campaign), (0, {}))
+            if currency:
+                value[str(currency)] = int(amount)
+            totals[str(campaign)] = (count + int(n), value)
+        return [ConversionStats(c, date, n, v) for c, (n, v) in totals.items()]
+
     def _total(self, name: str) -> int:
         rows = self._read("SELECT n FROM totals WHERE name = ?", (name,))
         return int(rows[0][0]) if rows else 0
