@@ -69,24 +69,46 @@ _json = msgspec.json.Encoder()
 
 
 def _text(value: Any) -> str:
-    return _json.encode(value).decode()
+    return _json.encode(value).decode() if value else "{}"
 
 
 def events_table(events: list[ProcessedEvent]) -> pa.Table:
-    columns: dict[str, list[Any]] = {name: [] for name in EVENTS.names}
-    for p in events:
-        e = p.event
-        row = (
-            e.event_id, e.event_name, e.source, e.user_id, e.session_id, e.event_time_us,
-            e.received_at_us, e.value, e.currency, p.campaign_id, p.campaign_source,
-            p.campaign_medium, p.device_type, p.country_code, p.is_bot, p.session_valid,
-            p.is_conversion, p.event_date, _text(e.properties), _text(e.context), _text(e.user),
-            _text(e.click_ids), _text(e.consent), _text(e.extra), e.event_id_derived, e.key_role,
-            p.logged_at_us, p.processed_at_us, p.counted_at_us, p.source_partition,
-            p.source_offset,
-        )  # fmt: skip
-        for name, value in zip(EVENTS.names, row, strict=True):
-            columns[name].append(value)
+    # Column by column: one comprehension per column is several times faster than
+    # appending row by row, and this runs for every event that reaches the lake.
+    env = [p.event for p in events]
+    columns: dict[str, list[Any]] = {
+        "event_id": [e.event_id for e in env],
+        "event_name": [e.event_name for e in env],
+        "source": [e.source for e in env],
+        "user_id": [e.user_id for e in env],
+        "session_id": [e.session_id for e in env],
+        "event_time": [e.event_time_us for e in env],
+        "received_at": [e.received_at_us for e in env],
+        "value": [e.value for e in env],
+        "currency": [e.currency for e in env],
+        "campaign_id": [p.campaign_id for p in events],
+        "campaign_source": [p.campaign_source for p in events],
+        "campaign_medium": [p.campaign_medium for p in events],
+        "device_type": [p.device_type for p in events],
+        "country_code": [p.country_code for p in events],
+        "is_bot": [p.is_bot for p in events],
+        "session_valid": [p.session_valid for p in events],
+        "is_conversion": [p.is_conversion for p in events],
+        "event_date": [p.event_date for p in events],
+        "properties": [_text(e.properties) for e in env],
+        "context": [_text(e.context) for e in env],
+        "user": [_text(e.user) for e in env],
+        "click_ids": [_text(e.click_ids) for e in env],
+        "consent": [_text(e.consent) for e in env],
+        "extra": [_text(e.extra) for e in env],
+        "event_id_derived": [e.event_id_derived for e in env],
+        "key_role": [e.key_role for e in env],
+        "logged_at": [p.logged_at_us for p in events],
+        "processed_at": [p.processed_at_us for p in events],
+        "counted_at": [p.counted_at_us for p in events],
+        "source_partition": [p.source_partition for p in events],
+        "source_offset": [p.source_offset for p in events],
+    }
     return pa.Table.from_pydict(columns, schema=EVENTS)
 
 
