@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from convtrack.errors import StoreError
-from convtrack.store.hot.base import Effect, HotStore
+from convtrack.store.hot.base import Effect, HotStore, SessionState, UserTouch
 
 T0 = 1_796_000_000_000_000
 HOUR = 3_600_000_000
@@ -217,3 +217,65 @@ class HotContract(ABC):
         mixed = [*batch[3:], effect("e", offset=105), effect("a", offset=106)]
         assert hot.apply("g", mixed, {0: 107}, T0).counted == [True, False, True, False]
         assert hot.conversions("spring", "2026-11-29").conversions == 4
+
+    def test_sessions_and_touches_are_written_with_the_batch(self, hot: HotStore) -> None:
+        session = SessionState(
+            key="s1",
+            opened_at_us=T0,
+            last_seen_us=T0,
+            expires_at_us=T0 + 30 * MINUTE,
+            first_touch={"source": "google", "medium": "cpc"},
+            last_touch=None,
+        )
+        touch = UserTouch(
+            key="u1",
+            touch={"source": "google", "campaign": "spring"},
+            at_us=T0,
+            expires_at_us=T0 + 30 * DAY,
+        )
+        hot.apply("g", [effect("a")], {0: 1}, T0, sessions=[session], touches=[touch])
+        assert hot.sessions(["s1", "nope"]) == {"s1": session}
+        assert hot.user_touches(["u1"]) == {"u1": touch}
+        refreshed = SessionState(
+            key="s1",
+            opened_at_us=T0,
+            last_seen_us=T0 + MINUTE,
+            expires_at_us=T0 + 31 * MINUTE,
+            first_touch=session.first_touch,
+            last_touch={"source": "facebook"},
+        )
+        hot.apply("g", [], {0: 2}, T0 + MINUTE, sessions=[refreshed])
+        assert hot.sessions(["s1"])["s1"] == refreshed
+
+    def test_expired_sessions_and_touches_disappear(self, hot: HotStore) -> None:
+        sessions = [
+            SessionState(key=f"s{i}", opened_at_us=T0, last_seen_us=T0, expires_at_us=T0 + i * HOUR)
+            for i in (1, 3)
+        ]
+        touch = UserTouch(key="u", touch={}, at_us=T0, expires_at_us=T0 + 2 * HOUR)
+        hot.apply("g", [], {0: 1}, T0, sessions=sessions, touches=[touch])
+        hot.expire(T0 + 2 * HOUR, max_rows=100)
+        assert set(hot.sessions(["s1", "s3"])) == {"s3"}
+        assert hot.user_touches(["u"]) == {}
+
+    def test_conversions_by_dimension(self, hot: HotStore) -> None:
+        dims = {"country_code": "DE", "device_type": "mobile", "campaign_source": "google"}
+        hot.apply(
+            "g",
+            [
+                effect("a", dimensions=dims, value=10, currency="EUR"),
+                effect("b", dimensions={**dims, "country_code": "FR"}, value=5, currency="EUR"),
+                effect("c", dimensions=dims, campaign_id="fall", value=1, currency="USD"),
+                effect("a", dimensions=dims),  # a duplicate: not counted
+                effect("d", dimensions=dims, is_conversion=False),
+            ],
+            {0: 5},
+            T0,
+        )
+        by_country = dict(hot.breakdown("country_code", "2026-11-29"))
+        assert {k: (v.conversions, v.value) for k, v in by_country.items()} == {
+            "DE": (2, {"EUR": 10, "USD": 1}),
+            "FR": (1, {"EUR": 5}),
+        }
+        assert [k for k, _ in hot.breakdown("device_type", "2026-11-29")] == ["mobile"]
+        assert hot.breakdown("campaign_source", "2026-11-28") == []

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import msgspec
 
@@ -45,6 +46,35 @@ class Effect(msgspec.Struct, frozen=True, kw_only=True):
     currency: str | None = None
     token_id: str | None = None
     token_expires_at_us: int | None = None
+    dimensions: dict[str, str] = msgspec.field(default_factory=dict)  # see DIMENSIONS
+
+
+# The enriched dimensions conversions are also counted by (besides campaign and date).
+DIMENSIONS = ("country_code", "device_type", "campaign_source")
+
+
+class SessionState(msgspec.Struct, frozen=True, kw_only=True):
+    """A visit: opened by an event, refreshed by later ones until it expires.
+
+    Touches are the campaign facts of an event (source, medium, campaign,
+    click ids, at_us), kept as plain data the store does not interpret.
+    """
+
+    key: str
+    opened_at_us: int
+    last_seen_us: int
+    expires_at_us: int
+    first_touch: dict[str, Any] | None = None
+    last_touch: dict[str, Any] | None = None
+
+
+class UserTouch(msgspec.Struct, frozen=True, kw_only=True):
+    """A user's last non-direct touch, remembered for the attribution lookback."""
+
+    key: str
+    touch: dict[str, Any]
+    at_us: int
+    expires_at_us: int
 
 
 class ApplyResult(msgspec.Struct, frozen=True):
@@ -88,12 +118,28 @@ class HotStore(ABC):
         effects: Sequence[Effect],
         positions: Mapping[int, int],
         now_us: int,
+        sessions: Sequence[SessionState] = (),
+        touches: Sequence[UserTouch] = (),
     ) -> ApplyResult:
         """Dedupe, count and move ``group``'s positions, all or nothing.
 
         ``now_us`` is when the effects become visible: end-to-end latency is
-        measured from each effect's ``received_at_us`` to it.
+        measured from each effect's ``received_at_us`` to it. ``sessions`` and
+        ``touches`` (the batch's new session and attribution state) are written
+        in the same transaction.
         """
+
+    @abstractmethod
+    def sessions(self, keys: Sequence[str]) -> dict[str, SessionState]:
+        """The stored sessions among ``keys`` (expired ones may still be returned)."""
+
+    @abstractmethod
+    def user_touches(self, keys: Sequence[str]) -> dict[str, UserTouch]:
+        """The remembered last touches among ``keys`` (expired ones may still be returned)."""
+
+    @abstractmethod
+    def breakdown(self, dimension: str, date: str) -> list[tuple[str, ConversionStats]]:
+        """Conversions on one UTC date by a dimension value (one of DIMENSIONS)."""
 
     @abstractmethod
     def positions(self, group: str) -> dict[int, int]:

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from convtrack.errors import StoreError
 from convtrack.sqlitekit import connect
 from convtrack.store.hot.base import (
@@ -26,6 +28,8 @@ from convtrack.store.hot.base import (
     Effect,
     HotStore,
     LiveStats,
+    SessionState,
+    UserTouch,
 )
 
 _SCHEMA = """
@@ -54,6 +58,22 @@ CREATE TABLE IF NOT EXISTS latency (
     minute INTEGER NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (minute, bucket)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dim_counters (
+    dimension TEXT NOT NULL, dim_value TEXT NOT NULL, campaign_id TEXT NOT NULL,
+    event_date TEXT NOT NULL, currency TEXT NOT NULL,
+    conversions INTEGER NOT NULL, value INTEGER NOT NULL,
+    PRIMARY KEY (dimension, event_date, dim_value, campaign_id, currency)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sessions (
+    key TEXT PRIMARY KEY, opened_at_us INTEGER NOT NULL, last_seen_us INTEGER NOT NULL,
+    expires_at_us INTEGER NOT NULL, first_touch TEXT, last_touch TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at_us);
+CREATE TABLE IF NOT EXISTS user_touches (
+    key TEXT PRIMARY KEY, touch TEXT NOT NULL, at_us INTEGER NOT NULL,
+    expires_at_us INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS user_touches_expiry ON user_touches (expires_at_us);
 CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS positions (
     grp TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
@@ -125,11 +145,15 @@ class SqliteHotStore(HotStore):
         effects: Sequence[Effect],
         positions: Mapping[int, int],
         now_us: int,
+        sessions: Sequence[SessionState] = (),
+        touches: Sequence[UserTouch] = (),
     ) -> ApplyResult:
         try:
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
-                return self._apply(group, effects, positions, now_us)
+                result = self._apply(group, effects, positions, now_us)
+                self._write_sessions(sessions, touches)
+                return result
         except sqlite3.Error as exc:
             raise StoreError(f"hot store apply failed: {exc}") from exc
 
@@ -149,6 +173,7 @@ class SqliteHotStore(HotStore):
         new_keys: dict[str, Remembered] = {}
         new_tokens: dict[str, Remembered] = {}
         counters: defaultdict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+        dims: defaultdict[tuple[str, str, str, str, str], list[int]] = defaultdict(lambda: [0, 0])
         minutes: defaultdict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
         latency: defaultdict[tuple[int, int], int] = defaultdict(int)
         duplicates = anomalies = 0
@@ -184,6 +209,10 @@ class SqliteHotStore(HotStore):
                 row = counters[(campaign, effect.event_date, currency)]
                 row[0] += 1
                 row[1] += value
+                for dimension, dim_value in effect.dimensions.items():
+                    cell = dims[(dimension, effect.event_date, dim_value, campaign, currency)]
+                    cell[0] += 1
+                    cell[1] += value
                 bucket[1] += 1
                 bucket[3] += value
             lag_us = max(0, now_us - at)
@@ -213,6 +242,12 @@ class SqliteHotStore(HotStore):
             if not isinstance(total, int):  # SQLite turns an overflowing sum into a float
                 raise StoreError(f"value total of {row_key} overflows 64 bits")
         conn.executemany(
+            "INSERT INTO dim_counters (dimension, event_date, dim_value, campaign_id, currency,"
+            " conversions, value) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
+            " conversions = conversions + excluded.conversions, value = value + excluded.value",
+            [(*k, v[0], v[1]) for k, v in dims.items()],
+        )
+        conn.executemany(
             "INSERT INTO minutes VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
             " events = events + excluded.events, conversions = conversions + excluded.conversions,"
             " duplicates = duplicates + excluded.duplicates, value = value + excluded.value",
@@ -233,13 +268,83 @@ class SqliteHotStore(HotStore):
         )
         return ApplyResult(counted=counted, duplicates=duplicates, latency_anomalies=anomalies)
 
+    def _write_sessions(
+        self, sessions: Sequence[SessionState], touches: Sequence[UserTouch]
+    ) -> None:
+        encode = msgspec.json.encode
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (s.key, s.opened_at_us, s.last_seen_us, s.expires_at_us,
+                 None if s.first_touch is None else encode(s.first_touch).decode(),
+                 None if s.last_touch is None else encode(s.last_touch).decode())
+                for s in sessions
+            ],
+        )  # fmt: skip
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO user_touches VALUES (?, ?, ?, ?)",
+            [(t.key, encode(t.touch).decode(), t.at_us, t.expires_at_us) for t in touches],
+        )
+
+    def sessions(self, keys: Sequence[str]) -> dict[str, SessionState]:
+        found: dict[str, SessionState] = {}
+        for chunk in _chunks(list(set(keys))):
+            marks = ",".join("?" * len(chunk))
+            for row in self._conn.execute(
+                f"SELECT key, opened_at_us, last_seen_us, expires_at_us, first_touch, last_touch"
+                f" FROM sessions WHERE key IN ({marks})",
+                chunk,
+            ):
+                found[row[0]] = SessionState(
+                    key=row[0], opened_at_us=row[1], last_seen_us=row[2], expires_at_us=row[3],
+                    first_touch=None if row[4] is None else msgspec.json.decode(row[4]),
+                    last_touch=None if row[5] is None else msgspec.json.decode(row[5]),
+                )  # fmt: skip
+        return found
+
+    def user_touches(self, keys: Sequence[str]) -> dict[str, UserTouch]:
+        found: dict[str, UserTouch] = {}
+        for chunk in _chunks(list(set(keys))):
+            marks = ",".join("?" * len(chunk))
+            for row in self._conn.execute(
+                f"SELECT key, touch, at_us, expires_at_us FROM user_touches WHERE key IN ({marks})",
+                chunk,
+            ):
+                found[row[0]] = UserTouch(
+                    key=row[0], touch=msgspec.json.decode(row[1]), at_us=row[2],
+                    expires_at_us=row[3],
+                )  # fmt: skip
+        return found
+
+    def breakdown(self, dimension: str, date: str) -> list[tuple[str, ConversionStats]]:
+        rows = self._read(
+            "SELECT dim_value, currency, SUM(conversions), SUM(value) FROM dim_counters"
+            " WHERE dimension = ? AND event_date = ? GROUP BY dim_value, currency",
+            (dimension, date),
+        )
+        totals: dict[str, list[Any]] = {}
+        for dim_value, currency, n, amount in rows:
+            entry = totals.setdefault(dim_value, [0, {}])
+            entry[0] += int(n)
+            if currency:
+                entry[1][currency] = int(amount)
+        return [
+            (key, ConversionStats(None, date, entry[0], entry[1]))
+            for key, entry in sorted(totals.items())
+        ]
+
     def expire(self, watermark_us: int, max_rows: int) -> int:
         removed = 0
         oldest_minute = watermark_us // 60_000_000 - self._minute_retention
         try:
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
-                for table, column in (("dedup", "k"), ("tokens", "token_id")):
+                for table, column in (
+                    ("dedup", "k"),
+                    ("tokens", "token_id"),
+                    ("sessions", "key"),
+                    ("user_touches", "key"),
+                ):
                     removed += self._conn.execute(
                         f"DELETE FROM {table} WHERE {column} IN (SELECT {column} FROM {table}"
                         " WHERE expires_at_us <= ? LIMIT ?)",
