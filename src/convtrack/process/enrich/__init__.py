@@ -1,0 +1,69 @@
+"""Enrichment: what an event's context says about its device, country and campaign.
+
+Small pure functions, each on maintained offline data, each cached because
+the same inputs repeat from event to event:
+
+- ``useragent.classify``: desktop, mobile, tablet, bot or other
+  (ua-parser's uap-core rules and the crawler-user-agents list);
+- ``geo.country_of``: ISO 3166-1 alpha-2 country of an IP, "ZZ" when unknown
+  (iptocc's Regional Internet Registry data, no network);
+- ``touch.touch_from``: source, medium, UTM fields and click ids of an event
+  (its campaign, page URL and referrer; Snowplow's referer list).
+
+``ENRICHERS`` are the stateless ``Item`` enrichers built on the first two,
+for the enrich step (``convtrack.process.steps.EnrichStep``): each reads
+the envelope and sets its fields, and a failing one leaves its fields at
+their unknown defaults. The session and campaign enricher is stateful and
+lives with the sessions; it uses ``touch_from``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from convtrack.process.base import Item
+from convtrack.process.enrich.geo import country_of
+from convtrack.process.enrich.touch import Touch, touch_from
+from convtrack.process.enrich.useragent import DeviceClass, classify
+
+__all__ = [
+    "ENRICHERS",
+    "DeviceClass",
+    "Enricher",
+    "Touch",
+    "classify",
+    "country_of",
+    "enrich_country",
+    "enrich_device",
+    "touch_from",
+]
+
+# The same alias as convtrack.process.steps.Enricher, declared here so that
+# steps may import this package without an import cycle.
+Enricher = Callable[[Item], None]
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def enrich_device(item: Item) -> None:
+    """Device type and bot flag from ``context.user_agent``, else ``user.user_agent``."""
+    assert item.envelope is not None
+    envelope = item.envelope
+    user_agent = _text(envelope.context.get("user_agent")) or _text(envelope.user.get("user_agent"))
+    device = classify(user_agent)
+    item.device_type = device.device_type
+    item.is_bot = device.is_bot
+
+
+def enrich_country(item: Item) -> None:
+    """Country code from ``context.ip``, else ``user.client_ip``."""
+    assert item.envelope is not None
+    envelope = item.envelope
+    item.country_code = country_of(
+        _text(envelope.context.get("ip")) or _text(envelope.user.get("client_ip"))
+    )
+
+
+ENRICHERS: tuple[Enricher, ...] = (enrich_device, enrich_country)
