@@ -12,6 +12,7 @@ from convtrack import __version__
 from convtrack.cli.output import render
 from convtrack.config import Settings, load_settings, settings_as_dict
 from convtrack.errors import ConvtrackError
+from convtrack.store.cold.attribution import MODELS
 
 
 def _settings(config: str | None, **flags: Any) -> Settings:
@@ -88,6 +89,43 @@ def reconcile(day: str, config: str | None, data_dir: str | None) -> None:
     report, same = run(_settings(config, data_dir=data_dir), day)
     click.echo(report)
     sys.exit(0 if same else 1)
+
+
+@cli.command()
+@click.option("--model", required=True, type=click.Choice(MODELS), help="The attribution model.")
+@click.option("--from", "first", required=True, help="The first UTC event date, YYYY-MM-DD.")
+@click.option("--to", "last", required=True, help="The last UTC event date, YYYY-MM-DD.")
+@click.option(
+    "--lookback-days", "lookback_days", type=click.IntRange(1, 365), default=30,
+    show_default=True, help="How far back before a conversion touches count.",
+)  # fmt: skip
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML settings file.")
+@click.option("--data-dir", "data_dir", default=None, help="The data dir (its lake is used).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+    show_default=True, help="Output format.",
+)  # fmt: skip
+def attribution(
+    model: str, first: str, last: str, lookback_days: int, config: str | None,
+    data_dir: str | None, fmt: str,
+) -> None:  # fmt: skip
+    """Credit conversions to campaigns under an attribution model, from the lake.
+
+    Conversions with UTC event dates --from to --to (inclusive) and the touches
+    of their journeys up to --lookback-days before them; one row per campaign,
+    most conversions first (see docs/http-api.md for the models).
+    """
+    from convtrack.cli.attribution import report
+    from convtrack.cli.reconcile import parse_date
+
+    start, end = parse_date(first), parse_date(last)
+    if start is None:
+        raise click.BadParameter("must be YYYY-MM-DD", param_hint="--from")
+    if end is None:
+        raise click.BadParameter("must be YYYY-MM-DD", param_hint="--to")
+    if start > end:
+        raise click.BadParameter("must not be after --to", param_hint="--from")
+    click.echo(report(_settings(config, data_dir=data_dir), model, start, end, lookback_days, fmt))
 
 
 @cli.group("config")

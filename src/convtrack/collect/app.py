@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 
 from convtrack.collect import cors
+from convtrack.collect.attribution import AttributionApi
 from convtrack.collect.auth import ApiKey, Keyring, read_credential
 from convtrack.collect.http import Receive, Request, Response, Scope, Send, error, json_response
 from convtrack.collect.ingest import Collector
@@ -39,6 +40,7 @@ class App:
         tokens: ConversionTokens,
         stats: StatsApi,
         reports: ReportsApi,
+        attribution: AttributionApi,
     ) -> None:
         self.collector = collector
         self.keyring = keyring
@@ -57,6 +59,7 @@ class App:
             ("GET", "/v1/stats/conversions"): ("server", stats.conversions),
             ("GET", "/v1/stats/live"): ("server", stats.live),
             ("GET", "/v1/reports/conversions"): ("server", reports.conversions),
+            ("GET", "/v1/reports/attribution"): ("server", attribution.attribution),
         }
         self.open_routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {
             ("GET", "/healthz"): self.healthz,

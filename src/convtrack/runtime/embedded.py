@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from convtrack.clock import Clock, SystemClock
 from convtrack.collect.app import App
+from convtrack.collect.attribution import AttributionApi
 from convtrack.collect.auth import Keyring
 from convtrack.collect.clientip import ClientIpResolver
 from convtrack.collect.ingest import Collector, IngestLimits
@@ -151,6 +152,7 @@ class Pipeline:
         self.app = App(
             stats=stats,
             reports=ReportsApi(lake=self.lake, hot=self.hot, clock=clock),
+            attribution=AttributionApi(lake=self.lake),
             collector=collector,
             keyring=Keyring(self.keys.keys),
             log=self.log,

@@ -1,0 +1,52 @@
+"""``convtrack attribution``: the attribution report of ``GET /v1/reports/attribution``, offline."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import duckdb
+
+from convtrack.cli.output import render
+from convtrack.config import Settings
+from convtrack.errors import StoreError
+from convtrack.store.cold.attribution import MODELS, AttributionRow, attribute
+from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.query import connect
+
+COLUMNS = ["campaign_id", "conversions", "value"]
+
+
+def rows(
+    settings: Settings, model: str, start: date, end: date, lookback_days: int
+) -> list[AttributionRow]:
+    chosen = next(m for m in MODELS if m == model)
+    lake = Lake.open(
+        settings.lake_uri, endpoint_url=settings.cold.s3_endpoint_url or None, create_bucket=False
+    )
+    try:
+        con = connect(lake)
+        try:
+            return attribute(con, chosen, start, end, lookback_days)
+        finally:
+            con.close()
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot read the lake: {str(exc).splitlines()[0]}") from exc
+
+
+def _money(value: dict[str, float]) -> str:
+    return " ".join(f"{currency} {value[currency]:.2f}" for currency in sorted(value))
+
+
+def report(
+    settings: Settings, model: str, start: date, end: date, lookback_days: int, fmt: str
+) -> str:
+    """JSON rows are those of the HTTP answer. Table and CSV round conversions to 6
+    decimals and show value as "EUR 150.00 USD 300.50" (minor units)."""
+    table: list[tuple[Any, ...]] = [
+        (r.campaign_id, r.conversions, r.value)
+        if fmt == "json"
+        else (r.campaign_id, round(r.conversions, 6), _money(r.value))
+        for r in rows(settings, model, start, end, lookback_days)
+    ]
+    return render(COLUMNS, table, fmt)

@@ -1,0 +1,98 @@
+"""GET /v1/reports/attribution: credit per campaign under an attribution model, from the lake.
+
+The models and their definitions are in ``store.cold.attribution``. Only the
+lake is read (journeys need every touch, which the hot counters do not
+keep), so today counts up to the lake's last flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from datetime import date
+from typing import Final
+
+import duckdb
+
+from convtrack.collect.auth import ApiKey
+from convtrack.collect.http import Request, Response, error, json_response
+from convtrack.collect.reports import MAX_DAYS, _parse_date
+from convtrack.errors import ConvtrackError
+from convtrack.model import codes
+from convtrack.store.cold.attribution import (
+    DEFAULT_LOOKBACK_DAYS,
+    MODELS,
+    AttributionRow,
+    Model,
+    attribute,
+    count_conversions,
+)
+from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.query import connect
+
+log = logging.getLogger("convtrack.http")
+
+MAX_LOOKBACK_DAYS: Final = 365
+
+
+def _lookback_days(text: str | None) -> int | None:
+    """The lookback in days (the default when absent), or None when not 1 to 365."""
+    if text is None:
+        return DEFAULT_LOOKBACK_DAYS
+    if re.fullmatch(r"[0-9]{1,3}", text) is None:
+        return None
+    days = int(text)
+    return days if 1 <= days <= MAX_LOOKBACK_DAYS else None
+
+
+class AttributionApi:
+    def __init__(self, *, lake: Lake) -> None:
+        self._lake = lake
+
+    async def attribution(self, request: Request, key: ApiKey, route: str) -> Response:
+        model: Model | None = next((m for m in MODELS if m == request.query_one("model")), None)
+        if model is None:
+            message = f"model must be one of {', '.join(MODELS)}"
+            return error(400, codes.ERR_BAD_QUERY, message=message)
+        start = _parse_date(request.query_one("from"))
+        end = _parse_date(request.query_one("to"))
+        if start is None or end is None:
+            return error(400, codes.ERR_BAD_QUERY, message="from and to must be YYYY-MM-DD")
+        if start > end:
+            return error(400, codes.ERR_BAD_QUERY, message="from must not be after to")
+        if (end - start).days + 1 > MAX_DAYS:
+            return error(400, codes.ERR_BAD_QUERY, message=f"at most {MAX_DAYS} days at once")
+        lookback = _lookback_days(request.query_one("lookback_days"))
+        if lookback is None:
+            message = f"lookback_days must be an integer from 1 to {MAX_LOOKBACK_DAYS}"
+            return error(400, codes.ERR_BAD_QUERY, message=message)
+        loop = asyncio.get_running_loop()
+        try:
+            total, rows = await loop.run_in_executor(
+                None, self._report, model, start, end, lookback
+            )
+        except (ConvtrackError, duckdb.Error, OSError) as exc:
+            log.warning("attribution_failed", extra={"error": str(exc)})
+            message = "the lake cannot be read now"
+            return error(503, codes.ERR_UNAVAILABLE, message=message, retry_after=5)
+        body = {
+            "model": model,
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+            "lookback_days": lookback,
+            "conversions": total,
+            "rows": rows,
+        }
+        return json_response(200, body)
+
+    def _report(
+        self, model: Model, start: date, end: date, lookback_days: int
+    ) -> tuple[int, list[AttributionRow]]:
+        """Runs on a worker thread; a connection per request (the file list changes)."""
+        con = connect(self._lake)
+        try:
+            total = count_conversions(con, start, end)
+            return total, attribute(con, model, start, end, lookback_days)
+        finally:
+            con.close()
