@@ -124,8 +124,15 @@ def server(server_factory: ServerFactory) -> Iterator[ServerProcess]:
     proc.stop()
 
 
+BROWSER_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)"
+    " Chrome/131.0.0.0 Safari/537.36"
+)
+
+
 def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
+    """Headers of a key, sent like a browser would (tools such as httpx count as bots)."""
+    return {"Authorization": f"Bearer {key}", "User-Agent": BROWSER_UA}
 
 
 def logged_event_ids(data_dir: Path) -> list[str]:

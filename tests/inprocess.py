@@ -11,7 +11,7 @@ import httpx
 from convtrack.clock import Clock
 from convtrack.config import load_settings
 from convtrack.runtime.embedded import Pipeline
-from tests.conftest import ADMIN_KEY, SERVER_KEY, WRITE_KEY
+from tests.conftest import ADMIN_KEY, SERVER_KEY, WRITE_KEY, auth
 
 ENV = {
     "CONVTRACK_WRITE_KEY": WRITE_KEY,
@@ -32,9 +32,7 @@ def call(
     async def go() -> httpx.Response:
         transport = httpx.ASGITransport(app=pipeline.app, client=("198.51.100.7", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            return await client.request(
-                method, path, json=body, headers={"Authorization": f"Bearer {key}"}
-            )
+            return await client.request(method, path, json=body, headers=auth(key))
 
     return asyncio.run(go())
 

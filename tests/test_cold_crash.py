@@ -59,9 +59,11 @@ def query(data_dir: str, sql: str) -> list[dict[str, object]]:
     "failpoint", ["cold.between_files", "cold.before_commit", "cold.after_commit"]
 )
 def test_sigkill_around_a_flush(server_factory: ServerFactory, failpoint: str) -> None:
+    # The first flush starts once all 30 events are buffered; the failpoint kills it.
     server = server_factory(
         {
-            "CONVTRACK_COLD_FLUSH_INTERVAL_SECS": "0.3",
+            "CONVTRACK_COLD_FLUSH_INTERVAL_SECS": "3600",
+            "CONVTRACK_COLD_FLUSH_MAX_ROWS": "30",
             "CONVTRACK_FAILPOINTS": failpoint,
             "CONVTRACK_LIMITS_USER_EVENTS_PER_SEC": "0",
         }

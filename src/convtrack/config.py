@@ -101,6 +101,12 @@ class HotSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 
 class ConversionsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     event_names: list[str] = msgspec.field(default_factory=list)
+    count_bots: bool = False
+
+
+class SessionsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    ttl_secs: Annotated[int, msgspec.Meta(ge=60, le=86_400)] = 1800
+    lookback_days: Annotated[int, msgspec.Meta(ge=1, le=365)] = 30
 
 
 class ProcessSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -118,6 +124,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     dedup: DedupSettings = msgspec.field(default_factory=DedupSettings)
     hot: HotSettings = msgspec.field(default_factory=HotSettings)
     conversions: ConversionsSettings = msgspec.field(default_factory=ConversionsSettings)
+    sessions: SessionsSettings = msgspec.field(default_factory=SessionsSettings)
     process: ProcessSettings = msgspec.field(default_factory=ProcessSettings)
     keys: list[KeySettings] = msgspec.field(default_factory=list)
 
@@ -141,6 +148,7 @@ SECTIONS: dict[str, type[msgspec.Struct]] = {
     "dedup": DedupSettings,
     "hot": HotSettings,
     "conversions": ConversionsSettings,
+    "sessions": SessionsSettings,
     "process": ProcessSettings,
 }
 # Environment variables that share the prefix but are not settings.

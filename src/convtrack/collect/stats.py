@@ -13,7 +13,7 @@ from convtrack.collect.auth import ApiKey
 from convtrack.collect.http import Request, Response, error, json_response
 from convtrack.log.base import LogLag
 from convtrack.model import codes
-from convtrack.store.hot.base import HotStore
+from convtrack.store.hot.base import DIMENSIONS, HotStore
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -51,6 +51,16 @@ class StatsApi:
             date = datetime.fromtimestamp(self._clock.now_us() / 1e6, tz=UTC).strftime("%Y-%m-%d")
         elif not _valid_date(date):
             return error(400, codes.ERR_BAD_QUERY, message="date must be YYYY-MM-DD")
+        group_by = request.query_one("group_by")
+        if group_by is not None:
+            if group_by not in DIMENSIONS:
+                allowed = ", ".join(DIMENSIONS)
+                return error(400, codes.ERR_BAD_QUERY, message=f"group_by must be one of {allowed}")
+            rows = [
+                {"key": key, "conversions": s.conversions, "value": s.value}
+                for key, s in self._hot.breakdown(group_by, date)
+            ]
+            return json_response(200, {"date": date, "group_by": group_by, "rows": rows})
         stats = self._hot.conversions(campaign_id, date)
         return json_response(200, stats)
 

@@ -23,6 +23,9 @@ class ProcessedEvent(msgspec.Struct, frozen=True, kw_only=True):
     is_conversion: bool
     campaign_source: str | None = None
     campaign_medium: str | None = None
+    touch_source: str | None = None
+    touch_medium: str | None = None
+    touch_campaign: str | None = None
     device_type: str = "other"
     country_code: str = "ZZ"
     is_bot: bool = False

@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import generate_latest
 
+from convtrack.observe.histogram import BatchHistogram
+
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
@@ -76,12 +78,13 @@ class Metrics:
             "convtrack_enrichment_errors", "Enrichers that failed (the field is left unknown)",
             ["enricher"], registry=r,
         )  # fmt: skip
-        self.stage_latency = Histogram(
+        self.stage_latency = BatchHistogram(
             "convtrack_stage_latency_seconds",
             "Per-stage latency: log (received to logged), queue (logged to processed),"
             " process (processed to counted), end_to_end (received to counted)",
-            ["stage"], buckets=LATENCY_BUCKETS, registry=r,
+            "stage", LATENCY_BUCKETS,
         )  # fmt: skip
+        r.register(self.stage_latency)
         self.latency_anomalies = Counter(
             "convtrack_latency_anomalies", "Events counted more than 5 s after they were received",
             registry=r,

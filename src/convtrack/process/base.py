@@ -17,6 +17,7 @@ import msgspec
 
 from convtrack.log.base import LogEntry
 from convtrack.model.event import Envelope
+from convtrack.store.hot.base import SessionState, UserTouch
 
 
 class Item(msgspec.Struct, kw_only=True):
@@ -28,6 +29,9 @@ class Item(msgspec.Struct, kw_only=True):
     campaign_id: str | None = None
     campaign_source: str | None = None
     campaign_medium: str | None = None
+    touch_source: str | None = None  # the event's own campaign facts, None when direct
+    touch_medium: str | None = None
+    touch_campaign: str | None = None
     device_type: str = "other"
     country_code: str = "ZZ"
     is_bot: bool = False
@@ -42,6 +46,8 @@ class Item(msgspec.Struct, kw_only=True):
 class Batch(msgspec.Struct, kw_only=True):
     items: list[Item]
     positions: dict[int, int]  # where the group resumes once this batch is committed
+    sessions: list[SessionState] = msgspec.field(default_factory=list)  # to write with it
+    touches: list[UserTouch] = msgspec.field(default_factory=list)
 
 
 class Step(ABC):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import msgspec
 
@@ -51,13 +52,18 @@ class CheckStep(Step):
 
 
 def utc_date(epoch_us: int) -> str:
-    return datetime.fromtimestamp(epoch_us / 1_000_000, tz=UTC).strftime("%Y-%m-%d")
+    return _date_of_day(epoch_us // 86_400_000_000)
+
+
+@lru_cache(maxsize=4096)
+def _date_of_day(day: int) -> str:
+    return datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
 
 
 def enrich_campaign(item: Item) -> None:
-    """The event's own campaign, else none (session attribution adds a source later)."""
+    """The event's own campaign, else the one its session attributed, else none."""
     assert item.envelope is not None
-    item.campaign_id = item.envelope.campaign_id or NO_CAMPAIGN
+    item.campaign_id = item.envelope.campaign_id or item.campaign_id or NO_CAMPAIGN
 
 
 def enrich_event_date(item: Item) -> None:
@@ -93,11 +99,20 @@ class EnrichStep(Step):
 
 
 class RouteStep(Step):
-    """Decides what each event is for: counted as a conversion, or a session event."""
+    """Decides what each event is for: counted as a conversion, or a session event.
 
-    def __init__(self, conversion_names: Sequence[str], next_step: Step | None = None) -> None:
+    Bots are stored but not counted (nor forwarded) unless ``count_bots``.
+    """
+
+    def __init__(
+        self,
+        conversion_names: Sequence[str],
+        count_bots: bool = False,
+        next_step: Step | None = None,
+    ) -> None:
         super().__init__(next_step)
         self._names = frozenset(conversion_names)
+        self._count_bots = count_bots
 
     def is_conversion(self, event_name: str) -> bool:
         if self._names:
@@ -107,7 +122,8 @@ class RouteStep(Step):
     def process(self, batch: Batch) -> None:
         for item in self.live_items(batch):
             assert item.envelope is not None
-            item.is_conversion = self.is_conversion(item.envelope.event_name)
+            wanted = self._count_bots or not item.is_bot
+            item.is_conversion = wanted and self.is_conversion(item.envelope.event_name)
 
 
 class DedupeCommitStep(Step):
@@ -144,7 +160,9 @@ class DedupeCommitStep(Step):
         live = self.live_items(batch)
         effects = [_effect(item) for item in live]
         now = self._clock.now_us()
-        result = self._hot.apply(self.GROUP, effects, batch.positions, now)
+        result = self._hot.apply(
+            self.GROUP, effects, batch.positions, now, batch.sessions, batch.touches
+        )
         new = [item for item, fresh in zip(live, result.counted, strict=True) if fresh]
         self._processed.append_blocking([_processed_record(item, now) for item in new])
         self._consumer.commit(batch.positions)
@@ -153,25 +171,22 @@ class DedupeCommitStep(Step):
 
     def _observe(self, items: Sequence[Item], counted: Sequence[bool], now_us: int) -> None:
         m = self._metrics
-        outcomes = m.processor_events
         n_counted = sum(counted)
-        outcomes.labels("counted").inc(n_counted)
-        outcomes.labels("duplicate").inc(len(items) - n_counted)
+        m.processor_events.labels("counted").inc(n_counted)
+        m.processor_events.labels("duplicate").inc(len(items) - n_counted)
+        received = [i.envelope.received_at_us for i in items if i.envelope is not None]
+        logged = [i.entry.logged_at_us for i in items]
+        taken = [i.processed_at_us for i in items]
         stage = m.stage_latency
-        log_stage, queue, process, e2e = (
-            stage.labels("log"),
-            stage.labels("queue"),
-            stage.labels("process"),
-            stage.labels("end_to_end"),
+        log_lag = (max(0, lg - r) / 1e6 for lg, r in zip(logged, received, strict=True))
+        stage.observe_many("log", log_lag)
+        queue_lag = (max(0, t - lg) / 1e6 for t, lg in zip(taken, logged, strict=True))
+        stage.observe_many("queue", queue_lag)
+        stage.observe_many("process", (max(0, now_us - t) / 1e6 for t in taken))
+        stage.observe_many(
+            "end_to_end",
+            (max(0, now_us - r) / 1e6 for r, c in zip(received, counted, strict=True) if c),
         )
-        for item, was_counted in zip(items, counted, strict=True):
-            assert item.envelope is not None
-            received = item.envelope.received_at_us
-            log_stage.observe(max(0, item.entry.logged_at_us - received) / 1e6)
-            queue.observe(max(0, item.processed_at_us - item.entry.logged_at_us) / 1e6)
-            process.observe(max(0, now_us - item.processed_at_us) / 1e6)
-            if was_counted:
-                e2e.observe(max(0, now_us - received) / 1e6)
 
 
 def _processed_record(item: Item, counted_at_us: int) -> LogRecord:
@@ -186,6 +201,9 @@ def _processed_record(item: Item, counted_at_us: int) -> LogRecord:
         is_conversion=item.is_conversion,
         campaign_source=item.campaign_source,
         campaign_medium=item.campaign_medium,
+        touch_source=item.touch_source,
+        touch_medium=item.touch_medium,
+        touch_campaign=item.touch_campaign,
         device_type=item.device_type,
         country_code=item.country_code,
         is_bot=item.is_bot,
@@ -213,4 +231,9 @@ def _effect(item: Item) -> Effect:
         currency=envelope.currency,
         token_id=item.token_id,
         token_expires_at_us=item.token_expires_at_us,
+        dimensions={
+            "country_code": item.country_code,
+            "device_type": item.device_type,
+            "campaign_source": item.campaign_source or "(direct)",
+        },
     )

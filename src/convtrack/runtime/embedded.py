@@ -21,7 +21,9 @@ from convtrack.model.currency import iso4217_codes
 from convtrack.model.validate import Rules
 from convtrack.observe.metrics import Metrics
 from convtrack.process.base import Step
+from convtrack.process.enrich import ENRICHERS
 from convtrack.process.runner import ProcessorRunner
+from convtrack.process.sessions import SessionStep
 from convtrack.process.steps import (
     DEFAULT_ENRICHERS,
     CheckStep,
@@ -187,11 +189,19 @@ def build_chain(
     clock: Clock,
     metrics: Metrics,
 ) -> Step:
-    """check → enrich → route → dedupe-and-commit."""
+    """check → sessions → enrich → route → dedupe-and-commit."""
     commit = DedupeCommitStep(hot, consumer, processed, clock, metrics)
-    route = RouteStep(settings.conversions.event_names, next_step=commit)
-    enrich = EnrichStep(DEFAULT_ENRICHERS, metrics, next_step=route)
-    return CheckStep(clock, metrics, next_step=enrich)
+    route = RouteStep(
+        settings.conversions.event_names, settings.conversions.count_bots, next_step=commit
+    )
+    enrich = EnrichStep((*DEFAULT_ENRICHERS, *ENRICHERS), metrics, next_step=route)
+    sessions = SessionStep(
+        hot,
+        ttl_secs=settings.sessions.ttl_secs,
+        lookback_secs=settings.sessions.lookback_days * 86_400,
+        next_step=enrich,
+    )
+    return CheckStep(clock, metrics, next_step=sessions)
 
 
 def maintain_lake(lake: Lake, settings: Settings, clock: Clock) -> None:

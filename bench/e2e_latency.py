@@ -1,0 +1,252 @@
+"""End-to-end latency (202 → visible in GET /v1/stats/conversions) under load,
+and the processor's throughput with exact dedup, each next to a reference.
+
+    .venv/bin/python bench/e2e_latency.py --rate 2000 --seconds 20
+
+Part 1 starts a real `convtrack serve` (embedded default), sustains --rate
+events/s in 100-event batches (a few duplicates included) from this process,
+and meanwhile a probe sends one event per 100 ms on its own campaign and polls
+the hot read until it counts; the figures are the probe's 202 → visible times.
+The reference in the same run is the probe's own 202 round trip.
+
+Part 2 measures the processor in-process: N events are put in the log first,
+then the processor drains them (decode, sessions, enrichment, dedup, counters,
+publish, commit). Reference: the same log read and envelope decode without
+the steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import httpx
+
+WRITE = "bench_write_key_0123456789"
+SERVER = "bench_server_key_0123456789"
+UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def load(url: str, rate: int, seconds: float, stats: dict[str, int]) -> None:
+    headers = {"Authorization": f"Bearer {WRITE}", "User-Agent": UA}
+    batches_per_sec = max(1, rate // 100)
+    recent: list[str] = []
+    async with httpx.AsyncClient(headers=headers, timeout=10) as client:
+        started = time.perf_counter()
+        sent = 0
+        while time.perf_counter() - started < seconds:
+            events = []
+            for _ in range(100):
+                if recent and random.random() < 0.02:
+                    event_id = random.choice(recent)  # a retry: a duplicate
+                else:
+                    event_id = uuid.uuid4().hex
+                    recent = ([*recent, event_id])[-1000:]
+                events.append(
+                    {
+                        "event_id": event_id,
+                        "event_name": "Purchase",
+                        "user_id": f"u{random.randrange(100_000)}",
+                        "value": 1999,
+                        "currency": "USD",
+                        "campaign_id": "load",
+                    }
+                )
+            response = await client.post(f"{url}/v1/batch", json={"batch": events})
+            stats["accepted"] += (
+                response.json().get("accepted", 0) if response.status_code == 200 else 0
+            )
+            sent += 1
+            delay = started + sent / batches_per_sec - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+
+async def probe(url: str, seconds: float, visible: list[float], acks: list[float]) -> None:
+    write = {"Authorization": f"Bearer {WRITE}", "User-Agent": UA}
+    read = {"Authorization": f"Bearer {SERVER}"}
+    async with httpx.AsyncClient(timeout=10) as client:
+        started = time.perf_counter()
+        await asyncio.sleep(1.0)  # let the load settle
+        while time.perf_counter() - started < seconds - 1:
+            campaign = f"probe-{uuid.uuid4().hex[:10]}"
+            body = {
+                "event_name": "Purchase",
+                "user_id": campaign,
+                "campaign_id": campaign,
+                "value": 1,
+                "currency": "USD",
+            }
+            sent = time.perf_counter()
+            response = await client.post(f"{url}/v1/track", json=body, headers=write)
+            acked = time.perf_counter()
+            assert response.status_code == 202, response.text
+            acks.append(acked - sent)
+            while True:
+                stats = await client.get(
+                    f"{url}/v1/stats/conversions", params={"campaign_id": campaign}, headers=read
+                )
+                if stats.json()["conversions"] == 1:
+                    visible.append(time.perf_counter() - acked)
+                    break
+                if time.perf_counter() - acked > 10:
+                    visible.append(float("inf"))
+                    break
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(max(0.0, 0.1 - (time.perf_counter() - sent)))
+
+
+def part_one(rate: int, seconds: float) -> None:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as data_dir:
+        env = {
+            **os.environ,
+            "CONVTRACK_WRITE_KEY": WRITE,
+            "CONVTRACK_SERVER_KEY": SERVER,
+            "CONVTRACK_LIMITS_USER_EVENTS_PER_SEC": "0",
+        }
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "convtrack",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                data_dir,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(200):
+                try:
+                    if httpx.get(f"{url}/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            visible: list[float] = []
+            acks: list[float] = []
+            stats = {"accepted": 0}
+
+            async def both() -> None:
+                await asyncio.gather(
+                    load(url, rate, seconds, stats), probe(url, seconds, visible, acks)
+                )
+
+            asyncio.run(both())
+            print(
+                f"load: {stats['accepted'] / seconds:,.0f} events/s accepted for {seconds:.0f} s"
+                f" (target {rate:,}/s), {len(visible)} probes"
+            )
+            ms = [v * 1000 for v in visible]
+            ack_ms = [v * 1000 for v in acks]
+            print(
+                f"  202 → visible in /v1/stats/conversions: p50 {percentile(ms, 0.5):.1f} ms,"
+                f" p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms"
+            )
+            print(
+                f"  reference, the probe's 202 round trip: p50 {percentile(ack_ms, 0.5):.1f} ms,"
+                f" p99 {percentile(ack_ms, 0.99):.1f} ms"
+            )
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)
+
+
+def part_two(events: int) -> None:
+    from convtrack.clock import SystemClock
+    from convtrack.config import load_settings
+    from convtrack.log.base import LogRecord
+    from convtrack.model.event import Envelope, decode_envelope, encode_envelope
+    from convtrack.runtime.embedded import Pipeline
+
+    with tempfile.TemporaryDirectory() as data_dir:
+        env = {
+            "CONVTRACK_WRITE_KEY": WRITE,
+            "CONVTRACK_SERVER_KEY": SERVER,
+            "CONVTRACK_ADMIN_KEY": "bench_admin_key_0123456789",
+        }
+        settings = load_settings(environ=env, overrides={"server": {"data_dir": data_dir}})
+        pipeline = Pipeline(settings, SystemClock(), environ=env)
+        now = time.time_ns() // 1000
+        records = []
+        for i in range(events):
+            event_id = f"e{i if i % 50 else i - 1}"  # 2 % duplicates
+            envelope = Envelope(
+                event_id=event_id,
+                source="default",
+                event_name="Purchase",
+                event_time_us=now,
+                received_at_us=now,
+                user_id=f"u{i % 20_000}",
+                value=1999,
+                currency="USD",
+                campaign_id=f"c{i % 50}",
+                context={
+                    "page_url": "https://shop.example/thanks?utm_source=google&utm_medium=cpc",
+                    "user_agent": UA,
+                    "ip": "8.8.8.8",
+                },
+            )
+            records.append(LogRecord(envelope.partition_key, encode_envelope(envelope)))
+        for start in range(0, events, 10_000):
+            pipeline.log.append_blocking(records[start : start + 10_000])
+
+        consumer = pipeline.log.consumer("bench-reference")
+        started = time.perf_counter()
+        while batch := consumer.poll(2000, 0.0):
+            for entry in batch:
+                decode_envelope(entry.payload)
+        reference = events / (time.perf_counter() - started)
+        consumer.close()
+
+        started = time.perf_counter()
+        while pipeline.processor.run_once():
+            pass
+        rate = events / (time.perf_counter() - started)
+        counted = pipeline.hot.campaign_totals(time.strftime("%Y-%m-%d", time.gmtime(now / 1e6)))
+        total = sum(c.conversions for c in counted)
+        pipeline.close()
+        print(
+            f"processor: {rate:,.0f} events/s with exact dedup ({events:,} events,"
+            f" {total:,} counted)"
+        )
+        print(f"  reference, reading and decoding the same log only: {reference:,.0f} events/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--processor-events", type=int, default=200_000)
+    args = parser.parse_args()
+    part_one(args.rate, args.seconds)
+    part_two(args.processor_events)
+
+
+if __name__ == "__main__":
+    main()
