@@ -10,7 +10,7 @@ from convtrack.model import codes
 from convtrack.model.event import Envelope
 from convtrack.model.validate import FieldError, IngestFacts, Rules, fingerprint, validate_event
 
-NOW_US = 1_796_000_000_000_000  # 2026-11-29T06:13:20Z
+NOW_US = 1_796_000_000_000_000  # 2026-11-30T00:53:20Z
 RULES = Rules()
 
 

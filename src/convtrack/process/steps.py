@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from functools import lru_cache
+from collections.abc import Sequence
 
 import msgspec
 
@@ -15,9 +13,8 @@ from convtrack.model.processed import ProcessedEvent, encode_processed
 from convtrack.model.tokens import read_claims
 from convtrack.observe.metrics import Metrics
 from convtrack.process.base import Batch, Item, Step
+from convtrack.process.enrich import Enricher, utc_date
 from convtrack.store.hot.base import NO_CAMPAIGN, Effect, HotStore
-
-Enricher = Callable[[Item], None]
 
 
 class CheckStep(Step):
@@ -49,29 +46,6 @@ class CheckStep(Step):
     def _drop(self, item: Item, reason: str) -> None:
         item.drop_reason = reason
         self._metrics.processor_dropped.labels(reason).inc()
-
-
-def utc_date(epoch_us: int) -> str:
-    return _date_of_day(epoch_us // 86_400_000_000)
-
-
-@lru_cache(maxsize=4096)
-def _date_of_day(day: int) -> str:
-    return datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
-
-
-def enrich_campaign(item: Item) -> None:
-    """The event's own campaign, else the one its session attributed, else none."""
-    assert item.envelope is not None
-    item.campaign_id = item.envelope.campaign_id or item.campaign_id or NO_CAMPAIGN
-
-
-def enrich_event_date(item: Item) -> None:
-    assert item.envelope is not None
-    item.event_date = utc_date(item.envelope.event_time_us)
-
-
-DEFAULT_ENRICHERS: tuple[Enricher, ...] = (enrich_campaign, enrich_event_date)
 
 
 class EnrichStep(Step):

@@ -25,7 +25,6 @@ from convtrack.process.enrich import ENRICHERS
 from convtrack.process.runner import ProcessorRunner
 from convtrack.process.sessions import SessionStep
 from convtrack.process.steps import (
-    DEFAULT_ENRICHERS,
     CheckStep,
     DedupeCommitStep,
     EnrichStep,
@@ -194,7 +193,7 @@ def build_chain(
     route = RouteStep(
         settings.conversions.event_names, settings.conversions.count_bots, next_step=commit
     )
-    enrich = EnrichStep((*DEFAULT_ENRICHERS, *ENRICHERS), metrics, next_step=route)
+    enrich = EnrichStep(ENRICHERS, metrics, next_step=route)
     sessions = SessionStep(
         hot,
         ttl_secs=settings.sessions.ttl_secs,

@@ -10,21 +10,24 @@ the same inputs repeat from event to event:
 - ``touch.touch_from``: source, medium, UTM fields and click ids of an event
   (its campaign, page URL and referrer; Snowplow's referer list).
 
-``ENRICHERS`` are the stateless ``Item`` enrichers built on the first two,
-for the enrich step (``convtrack.process.steps.EnrichStep``): each reads
-the envelope and sets its fields, and a failing one leaves its fields at
-their unknown defaults. The session and campaign enricher is stateful and
-lives with the sessions; it uses ``touch_from``.
+``ENRICHERS`` is the one registry of the stateless ``Item`` enrichers the
+enrich step (``convtrack.process.steps.EnrichStep``) runs, in order: each
+reads the envelope and sets its fields, and a failing one leaves its fields
+at their unknown defaults. The session step, which is stateful, runs before
+them and uses ``touch_from``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import lru_cache
 
 from convtrack.process.base import Item
 from convtrack.process.enrich.geo import country_of
 from convtrack.process.enrich.touch import Touch, touch_from
 from convtrack.process.enrich.useragent import DeviceClass, classify
+from convtrack.store.hot.base import NO_CAMPAIGN
 
 __all__ = [
     "ENRICHERS",
@@ -33,14 +36,38 @@ __all__ = [
     "Touch",
     "classify",
     "country_of",
+    "enrich_campaign",
     "enrich_country",
     "enrich_device",
+    "enrich_event_date",
     "touch_from",
+    "utc_date",
 ]
 
 # The same alias as convtrack.process.steps.Enricher, declared here so that
 # steps may import this package without an import cycle.
 Enricher = Callable[[Item], None]
+
+
+def utc_date(epoch_us: int) -> str:
+    return _date_of_day(epoch_us // 86_400_000_000)
+
+
+@lru_cache(maxsize=4096)
+def _date_of_day(day: int) -> str:
+    return datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
+
+
+def enrich_campaign(item: Item) -> None:
+    """The event's own campaign, else the one its session attributed, else none."""
+    assert item.envelope is not None
+    item.campaign_id = item.envelope.campaign_id or item.campaign_id or NO_CAMPAIGN
+
+
+def enrich_event_date(item: Item) -> None:
+    """The UTC date of the event's time: the day it is counted and stored under."""
+    assert item.envelope is not None
+    item.event_date = utc_date(item.envelope.event_time_us)
 
 
 def _text(value: object) -> str | None:
@@ -66,4 +93,9 @@ def enrich_country(item: Item) -> None:
     )
 
 
-ENRICHERS: tuple[Enricher, ...] = (enrich_device, enrich_country)
+ENRICHERS: tuple[Enricher, ...] = (
+    enrich_campaign,
+    enrich_event_date,
+    enrich_device,
+    enrich_country,
+)

@@ -1,0 +1,45 @@
+"""The enrich step: registered enrichers in order; a failing one never drops the event."""
+
+from __future__ import annotations
+
+from convtrack.log.base import LogEntry
+from convtrack.model.event import Envelope
+from convtrack.observe.metrics import Metrics
+from convtrack.process.base import Batch, Item
+from convtrack.process.enrich import ENRICHERS
+from convtrack.process.steps import EnrichStep
+
+
+def item(**kw: object) -> Item:
+    envelope = Envelope(
+        event_id="e",
+        source="default",
+        event_name="Purchase",
+        event_time_us=1_796_000_000_000_000,
+        received_at_us=1_796_000_000_000_000,
+        user_id="u",
+        **kw,
+    )  # type: ignore[arg-type]
+    return Item(entry=LogEntry(0, 0, "k", b"", 0), envelope=envelope)
+
+
+def test_a_failing_enricher_leaves_its_field_unknown_and_is_counted() -> None:
+    def broken_geo(target: Item) -> None:
+        target.country_code = "X?"  # half done, then fails
+        raise ValueError("database unreadable")
+
+    metrics = Metrics()
+    one = item(context={"ip": "8.8.8.8"})
+    EnrichStep([broken_geo, *ENRICHERS[:2]], metrics).submit(Batch(items=[one], positions={0: 1}))
+    assert one.drop_reason is None
+    assert one.campaign_id == "(none)" and one.event_date == "2026-11-30"
+    assert 'convtrack_enrichment_errors_total{enricher="broken_geo"} 1.0' in (
+        metrics.render().decode()
+    )
+
+
+def test_the_registry_enriches_device_country_campaign_and_date() -> None:
+    one = item(campaign_id="spring", context={"ip": "8.8.8.8", "user_agent": "curl/8.5.0"})
+    EnrichStep(ENRICHERS, Metrics()).submit(Batch(items=[one], positions={0: 1}))
+    assert (one.campaign_id, one.event_date) == ("spring", "2026-11-30")
+    assert (one.country_code, one.is_bot) == ("US", True)
