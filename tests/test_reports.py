@@ -126,7 +126,7 @@ def test_day_and_campaign_merge_the_lake_with_todays_hot_counters(
     ]
 
 
-def test_country_and_device_come_from_the_lake_for_today_too(
+def test_country_and_device_come_from_the_hot_counters_for_today(
     pipeline: Pipeline, clock: ManualClock
 ) -> None:
     seed_past_days(pipeline)
@@ -134,8 +134,8 @@ def test_country_and_device_come_from_the_lake_for_today_too(
     process_all(pipeline)  # counted, not flushed
     for group_by in ("country_code", "device_type"):
         body = report(pipeline, TWO_AGO, TODAY, group_by)
-        assert body["today_from"] == "lake"
-        assert sum(r["conversions"] for r in body["rows"]) == 3  # today's is not in the lake
+        assert body["today_from"] == "hot"
+        assert sum(r["conversions"] for r in body["rows"]) == 4  # today's from the counters
     pipeline.cold.flush_all()
     for group_by in ("country_code", "device_type"):
         body = report(pipeline, TWO_AGO, TODAY, group_by)
@@ -181,25 +181,28 @@ def test_country_and_device_rows_skip_bots_and_session_events(pipeline: Pipeline
     publish_processed(
         pipeline,
         [
-            {"country": "DE", "device": "mobile", "value": 100, "currency": "EUR"},
-            {"country": "DE", "device": "desktop", "value": 50, "currency": "EUR",
+            {"country": "DE", "device": "mobile", "value": 100, "currency": "EUR",
              "date": YESTERDAY},
-            {"country": "US", "device": "mobile", "value": 300, "currency": "USD"},
-            {"country": "US", "device": "desktop"},  # a conversion without value
-            {"country": "FR", "device": "bot", "value": 9, "currency": "EUR", "is_bot": True},
-            {"country": "FR", "device": "tablet", "is_conversion": False},
-            {"country": "GB", "device": "tablet", "date": TWO_AGO},  # before the range
+            {"country": "DE", "device": "desktop", "value": 50, "currency": "EUR",
+             "date": TWO_AGO},
+            {"country": "US", "device": "mobile", "value": 300, "currency": "USD",
+             "date": YESTERDAY},
+            {"country": "US", "device": "desktop", "date": YESTERDAY},  # no value
+            {"country": "FR", "device": "bot", "value": 9, "currency": "EUR", "is_bot": True,
+             "date": YESTERDAY},
+            {"country": "FR", "device": "tablet", "is_conversion": False, "date": YESTERDAY},
+            {"country": "GB", "device": "tablet", "date": "2026-11-25"},  # before the range
         ],
     )  # fmt: skip
-    pipeline.cold.flush_all()
-    by_country = report(pipeline, YESTERDAY, TODAY, "country_code")
+    pipeline.cold.flush_all()  # past days come from the lake
+    by_country = report(pipeline, TWO_AGO, YESTERDAY, "country_code")
     assert rows(by_country) == [("DE", 2, {"EUR": 150}), ("US", 2, {"USD": 300})]
-    by_device = report(pipeline, YESTERDAY, TODAY, "device_type")
+    by_device = report(pipeline, TWO_AGO, YESTERDAY, "device_type")
     assert rows(by_device) == [
         ("desktop", 2, {"EUR": 50}),
         ("mobile", 2, {"EUR": 100, "USD": 300}),
     ]
-    assert rows(report(pipeline, TODAY, TODAY, "country_code")) == [
+    assert rows(report(pipeline, YESTERDAY, YESTERDAY, "country_code")) == [
         ("DE", 1, {"EUR": 100}),
         ("US", 2, {"USD": 300}),
     ]

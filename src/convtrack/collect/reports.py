@@ -1,10 +1,9 @@
 """Reports over a date range: the lake for past days, the hot counters for today.
 
 The lake holds today only up to its last flush (``cold.flush_interval_secs``),
-so for the groupings the hot store has (``day``, ``campaign_id``) today and
-later dates come from the live counters; for the others (``country_code``,
-``device_type``) everything comes from the lake, and the answer says so with
-``today_from``.
+so today and later dates come from the live counters, which the hot store
+keeps by campaign and by the enriched dimensions (``country_code``,
+``device_type``); ``today_from`` says which source served today.
 """
 
 from __future__ import annotations
@@ -31,7 +30,9 @@ from convtrack.store.hot.base import HotStore
 log = logging.getLogger("convtrack.http")
 
 MAX_DAYS: Final = 366
-HOT_GROUPS: Final[frozenset[str]] = frozenset({"day", "campaign_id"})
+HOT_GROUPS: Final[frozenset[str]] = frozenset(
+    {"day", "campaign_id", "country_code", "device_type"}
+)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -92,9 +93,13 @@ class ReportsApi:
         hot: list[ReportRow] = []
         day = max(start, today)
         while day <= end:
-            for stats in self._hot.campaign_totals(day.isoformat()):
-                key = day.isoformat() if group == "day" else str(stats.campaign_id)
-                hot.append(ReportRow(key, stats.conversions, dict(stats.value)))
+            if group in ("day", "campaign_id"):
+                for stats in self._hot.campaign_totals(day.isoformat()):
+                    key = day.isoformat() if group == "day" else str(stats.campaign_id)
+                    hot.append(ReportRow(key, stats.conversions, dict(stats.value)))
+            else:
+                for key, stats in self._hot.breakdown(group, day.isoformat()):
+                    hot.append(ReportRow(key, stats.conversions, dict(stats.value)))
             day += timedelta(days=1)
         return reports.merge(cold, hot)
 
