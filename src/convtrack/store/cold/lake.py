@@ -1,9 +1,10 @@
-"""The lake's file system: a local directory or an S3 bucket, through pyarrow.fs.
+"""The lake's file system: a local directory, or an S3 bucket through pyarrow.fs.
 
 One small surface for the rest of the cold store: put a whole object
 atomically (readers never see a partial file), read, list and delete. On a
 local disk a put is write-to-temp, fsync, rename, fsync the directory; on S3
-a single PUT is atomic by itself.
+a single PUT is atomic by itself. Local lakes use the os module directly so
+``convtrack query`` does not pay for importing pyarrow's file systems.
 """
 
 from __future__ import annotations
@@ -12,16 +13,20 @@ import os
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
-
-import pyarrow.fs as pafs
 
 from convtrack.errors import StoreError
 
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
+
+Paths = list[str]
+
 
 class Lake:
-    def __init__(self, fs: pafs.FileSystem, root: str, *, uri: str, local: bool) -> None:
-        self.fs = fs
+    def __init__(self, fs: pafs.FileSystem | None, root: str, *, uri: str, local: bool) -> None:
+        self._fs = fs
         self.root = root.rstrip("/")
         self.uri = uri
         self.local = local
@@ -29,10 +34,21 @@ class Lake:
         self._create_bucket = False
         self._ready = local
 
+    @property
+    def fs(self) -> pafs.FileSystem:
+        """The pyarrow file system (for datasets); made on first use for a local lake."""
+        if self._fs is None:
+            import pyarrow.fs as pafs
+
+            self._fs = pafs.LocalFileSystem()
+        return self._fs
+
     def ensure_ready(self) -> None:
         """Check the bucket (creating it when missing and allowed); once per lake."""
         if self._ready or self._bucket is None:
             return
+        import pyarrow.fs as pafs
+
         try:
             info = self.fs.get_file_info(self._bucket)
             if info.type == pafs.FileType.NotFound:
@@ -60,7 +76,7 @@ class Lake:
         if not uri.startswith("s3://"):
             path = Path(uri).resolve()
             path.mkdir(parents=True, exist_ok=True)
-            return cls(pafs.LocalFileSystem(), str(path), uri=str(path), local=True)
+            return cls(None, str(path), uri=str(path), local=True)
         parsed = urlparse(uri)
         bucket, prefix = parsed.netloc, parsed.path.strip("/")
         if not bucket:
@@ -81,6 +97,8 @@ class Lake:
             options["secret_key"] = env.get("AWS_SECRET_ACCESS_KEY", "")
             if env.get("AWS_SESSION_TOKEN"):
                 options["session_token"] = env["AWS_SESSION_TOKEN"]
+        import pyarrow.fs as pafs
+
         try:
             fs = pafs.S3FileSystem(**options)
         except (OSError, ValueError) as exc:
@@ -108,6 +126,8 @@ class Lake:
 
     def read(self, relative: str) -> bytes:
         try:
+            if self.local:
+                return Path(self.path(relative)).read_bytes()
             with self.fs.open_input_stream(self.path(relative)) as stream:
                 data: bytes = stream.read()
                 return data
@@ -116,6 +136,10 @@ class Lake:
 
     def list(self, relative_dir: str) -> list[str]:
         """Files under ``relative_dir`` (recursive), relative to the lake root; [] if absent."""
+        if self.local:
+            return self._list_local(relative_dir)
+        import pyarrow.fs as pafs
+
         selector = pafs.FileSelector(self.path(relative_dir), allow_not_found=True, recursive=True)
         try:
             infos = self.fs.get_file_info(selector)
@@ -128,8 +152,20 @@ class Lake:
             if info.type == pafs.FileType.File and not info.base_name.startswith(".tmp-")
         )
 
+    def _list_local(self, relative_dir: str) -> Paths:
+        base = Path(self.path(relative_dir))
+        found: Paths = []
+        for directory, _, names in os.walk(base):
+            for name in names:
+                if not name.startswith(".tmp-"):
+                    found.append(os.path.relpath(os.path.join(directory, name), self.root))
+        return sorted(found)
+
     def delete(self, relative: str) -> None:
         try:
+            if self.local:
+                os.unlink(self.path(relative))
+                return
             self.fs.delete_file(self.path(relative))
         except FileNotFoundError:
             pass

@@ -8,25 +8,24 @@ extension to download).
 
 from __future__ import annotations
 
-import duckdb
-import pyarrow as pa
-import pyarrow.dataset as pads
+from typing import Any
 
-from convtrack.store.cold import schema
+import duckdb
+
 from convtrack.store.cold.lake import Lake
 from convtrack.store.cold.manifest import read_state
 
-TABLES: dict[str, pa.Schema] = {"events": schema.EVENTS, "rejects": schema.REJECTS}
+TABLES = ("events", "rejects")
 
 
 def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
     lake.ensure_ready()
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    for table, table_schema in TABLES.items():
+    for table in TABLES:
         files = sorted(read_state(lake, table).files)
         if not files:
-            con.register(f"_{table}_empty", table_schema.empty_table())
+            con.register(f"_{table}_empty", _schema(table).empty_table())
             con.execute(f"CREATE VIEW {table} AS SELECT * FROM _{table}_empty")
         elif lake.local:
             paths = ", ".join("'" + lake.path(f).replace("'", "''") + "'" for f in files)
@@ -35,12 +34,21 @@ def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
                 " hive_partitioning = false)"
             )
         else:
+            import pyarrow.dataset as pads
+
             dataset = pads.dataset(
                 [lake.path(f) for f in files],
-                schema=table_schema,
+                schema=_schema(table),
                 format="parquet",
                 filesystem=lake.fs,
             )
             con.register(f"_{table}_dataset", dataset)
             con.execute(f"CREATE VIEW {table} AS SELECT * FROM _{table}_dataset")
     return con
+
+
+def _schema(table: str) -> Any:
+    """The table's pyarrow schema (imported late: local queries do not need pyarrow)."""
+    from convtrack.store.cold import schema
+
+    return schema.EVENTS if table == "events" else schema.REJECTS
