@@ -109,13 +109,21 @@ def test_s3_outage_keeps_ingesting_and_catches_up(
     own_s3.stop()
     during = [f"during-{i}" for i in range(10)]
     send(server.url, during)  # still 202: the log holds them while S3 is down
-    time.sleep(1.0)  # a few failed flush attempts happen here
+    deadline = time.monotonic() + 15
+    while True:  # readiness reports the lake's trouble, and stays ready for events
+        ready = httpx.get(f"{server.url}/readyz")
+        assert ready.status_code == 200
+        if not ready.json()["cold"]["healthy"]:
+            break
+        assert time.monotonic() < deadline, "the failing lake never showed in /readyz"
+        time.sleep(0.1)
     own_s3.start()
     deadline = time.monotonic() + 60
     expected = sorted(before + during)
     while sorted(lake_ids(server.data_dir, query_env)) != expected:
         assert time.monotonic() < deadline, "the lake did not catch up after S3 came back"
         time.sleep(0.3)
+    assert httpx.get(f"{server.url}/readyz").json()["processor"]["healthy"] is True
     assert server.terminate() == 0
     stored = lake_ids(server.data_dir, query_env)
     assert sorted(stored) == expected == sorted(logged_event_ids(server.data_dir))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
+from typing import Any
 
 from convtrack.collect import cors
 from convtrack.collect.attribution import AttributionApi
@@ -41,6 +42,7 @@ class App:
         stats: StatsApi,
         reports: ReportsApi,
         attribution: AttributionApi,
+        components: Mapping[str, Callable[[], dict[str, Any]]] | None = None,
     ) -> None:
         self.collector = collector
         self.keyring = keyring
@@ -49,6 +51,7 @@ class App:
         self.metrics = metrics
         self.cors_max_age_secs = cors_max_age_secs
         self.draining = False
+        self.components = dict(components or {})
         # (method, path) -> (role needed, handler)
         self.routes: dict[tuple[str, str], tuple[str, Handler]] = {
             ("POST", "/v1/track"): ("write", collector.track),
@@ -155,6 +158,10 @@ class App:
             "log": {"writable": status.writable, "detail": status.detail,
                     "pending_events": status.pending_events},
         }  # fmt: skip
+        # The later stages are reported but do not gate readiness: while they catch
+        # up (or the lake is away) the log keeps taking events durably.
+        for name, report in self.components.items():
+            body[name] = report()
         return json_response(200 if ready else 503, body)
 
     async def render_metrics(self, request: Request) -> Response:

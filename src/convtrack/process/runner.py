@@ -84,6 +84,15 @@ class ProcessorRunner:
     def start(self) -> None:
         self._thread.start()
 
+    def health(self) -> dict[str, object]:
+        lag = self.lag()
+        return {
+            "healthy": self.healthy,
+            "detail": self.last_error or "ok",
+            "lag_events": lag.events,
+            "lag_seconds": round(lag.seconds, 3),
+        }
+
     def lag(self) -> LogLag:
         """How far the committed position is behind the log's end, right now."""
         return self._log.lag(dict(self._positions))

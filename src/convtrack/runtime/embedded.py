@@ -163,6 +163,7 @@ class Pipeline:
             tokens=ConversionTokens(
                 secrets=token_secrets, ttl_secs=settings.tokens.ttl_secs, clock=clock
             ),
+            components={"processor": self.processor.health, "cold": self.cold.health},
         )
 
     def start(self) -> None:

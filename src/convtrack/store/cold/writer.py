@@ -162,6 +162,13 @@ class ColdStoreRunner:
     def start(self) -> None:
         self._thread.start()
 
+    def health(self) -> dict[str, object]:
+        return {
+            "healthy": self.last_error is None,
+            "detail": self.last_error or "ok",
+            "buffered_rows": sum(w.buffered for w in self._writers),
+        }
+
     def _run(self) -> None:
         delay = 0.5
         while not self._stop.is_set():
