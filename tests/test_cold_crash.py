@@ -81,6 +81,24 @@ def test_sigkill_around_a_flush(server_factory: ServerFactory, failpoint: str) -
     stored = [str(r["event_id"]) for r in rows]
     assert len(stored) == len(set(stored)), "a row was written twice"
     assert set(stored) == set(first + second) == set(logged_event_ids(server.data_dir))
+    date = query(str(server.data_dir), "select max(event_date) as d from events")[0]["d"]
+    reconcile = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "convtrack",
+            "reconcile",
+            "--date",
+            str(date),
+            "--data-dir",
+            str(server.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert reconcile.returncode == 0, reconcile.stdout + reconcile.stderr
+    assert "no difference" in reconcile.stdout
 
 
 def test_lake_query_works_while_serve_runs(server_factory: ServerFactory) -> None:

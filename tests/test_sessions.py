@@ -184,3 +184,14 @@ def test_stats_group_by_dimension(pipeline: Pipeline, clock: ManualClock) -> Non
     assert "US" in {r["key"] for r in body["rows"]}
     bad = call(pipeline, "GET", f"/v1/stats/conversions?date={date}&group_by=color")
     assert bad.status_code == 400
+
+
+def test_live_view_breaks_today_down_by_dimension(pipeline: Pipeline) -> None:
+    send(pipeline, purchase("a"))
+    process_all(pipeline)
+    live = call(pipeline, "GET", "/v1/stats/live").json()
+    assert live["today_by"]["country_code"] == [
+        {"key": "US", "conversions": 1, "value": {"EUR": 5000}}
+    ]
+    assert live["today_by"]["device_type"][0]["key"] == "mobile"
+    assert live["today_by"]["campaign_source"][0]["key"] == "(direct)"

@@ -78,4 +78,14 @@ class StatsApi:
         body["lag"] = {"events": lag.events, "seconds": round(lag.seconds, 3)}
         # No destination is configured in this build: nothing can be dead-lettered yet.
         body["dead_letters"] = 0
+        today = datetime.fromtimestamp(self._clock.now_us() / 1e6, tz=UTC).strftime("%Y-%m-%d")
+        body["today_by"] = {
+            dimension: [
+                {"key": key, "conversions": s.conversions, "value": s.value}
+                for key, s in sorted(
+                    self._hot.breakdown(dimension, today), key=lambda kv: -kv[1].conversions
+                )[:20]
+            ]
+            for dimension in DIMENSIONS
+        }
         return json_response(200, body)
