@@ -85,7 +85,7 @@ class App:
             log.exception("unhandled_error", extra={"path": request.path})
             response = error(500, codes.ERR_INTERNAL)
         route = request.path if request.path in self._paths else "other"
-        self.metrics.http_requests.labels(route, str(response.status)).inc()
+        self.metrics.count_request(route, response.status)
         await response.send(send)
 
     async def dispatch(self, request: Request) -> Response:

@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Iterable
+from functools import lru_cache
 
 import msgspec
 
@@ -25,7 +26,7 @@ class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def key_id(self) -> str:
         """A non-secret handle for logs and rejects."""
-        return "key_" + hashlib.sha256(self.secret.encode()).hexdigest()[:12]
+        return _key_id(self.secret)
 
     def may(self, role: str) -> bool:
         return ROLE_RANK[self.role] >= ROLE_RANK[role]
@@ -35,6 +36,11 @@ class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
         if origin == "null":
             return "null" in self.allowed_origins
         return ANY_ORIGIN in self.allowed_origins or origin in self.allowed_origins
+
+
+@lru_cache(maxsize=256)
+def _key_id(secret: str) -> str:
+    return "key_" + hashlib.sha256(secret.encode()).hexdigest()[:12]
 
 
 def valid_secret(secret: str) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import generate_latest
 
@@ -16,6 +18,7 @@ class Metrics:
     def __init__(self) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series double the output for no use here
         self.registry = CollectorRegistry(auto_describe=True)
+        self._request_children: dict[tuple[str, int], Any] = {}
         r = self.registry
         self.http_requests = Counter(
             "convtrack_http_requests", "HTTP requests by route and status",
@@ -107,6 +110,15 @@ class Metrics:
             "convtrack_dedup_remembered", "Event ids and tokens remembered for deduplication",
             registry=r,
         )  # fmt: skip
+
+    def count_request(self, route: str, status: int) -> None:
+        """``http_requests{route,status}`` + 1, with the labelled child cached (hot path)."""
+        child = self._request_children.get((route, status))
+        if child is None:
+            child = self._request_children[(route, status)] = self.http_requests.labels(
+                route, str(status)
+            )
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

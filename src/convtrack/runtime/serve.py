@@ -70,6 +70,7 @@ async def _serve(settings: Settings) -> None:
         access_log=False,
         log_config=None,
         server_header=False,
+        proxy_headers=False,  # X-Forwarded-For is judged by collect.trusted_proxies instead
         backlog=4096,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=max(1, int(settings.server.shutdown_timeout_secs) - 1),
