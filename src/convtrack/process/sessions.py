@@ -15,14 +15,26 @@ a batch sees the sessions of the events before it, in log order.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from convtrack.model.event import Envelope
 from convtrack.process.base import Batch, Item, Step
-from convtrack.process.enrich.touch import touch_from
+from convtrack.process.enrich.touch import Touch, touch_from
 from convtrack.store.hot.base import HotStore, SessionState, UserTouch
 
 DIRECT = ("(direct)", "(none)")
+_TOUCH_CACHE = 50_000
+
+
+def _frozen(value: object) -> object:
+    """A hashable form of a small JSON object (or the value itself)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 def session_key(envelope: Envelope) -> str:
@@ -43,6 +55,32 @@ class SessionStep(Step):
         self._hot = hot
         self._ttl_us = ttl_secs * 1_000_000
         self._lookback_us = lookback_secs * 1_000_000
+        self._touches: dict[tuple[Any, ...], tuple[Touch, dict[str, Any]]] = {}
+
+    def _touch(self, envelope: Envelope) -> tuple[Touch, dict[str, Any]]:
+        """The event's touch; the same context and click ids give the same touch, so the
+        result is kept and only its time changes (fbc keeps the first time seen, which
+        is when that click's cookie would have been made)."""
+        context = envelope.context
+        key = (
+            context.get("page_url"),
+            context.get("referrer"),
+            _frozen(context.get("campaign")),
+            _frozen(context.get("click_ids")),
+            _frozen(envelope.click_ids),
+        )
+        cached = self._touches.get(key)
+        if cached is None:
+            touch = touch_from(context, envelope.click_ids, envelope.event_time_us)
+            cached = (touch, msgspec.to_builtins(touch))
+            if len(self._touches) >= _TOUCH_CACHE:
+                self._touches.clear()
+            self._touches[key] = cached
+        touch, facts = cached
+        at = envelope.event_time_us
+        if touch.at_us == at:
+            return cached
+        return msgspec.structs.replace(touch, at_us=at), {**facts, "at_us": at}
 
     def process(self, batch: Batch) -> None:
         items = [i for i in self.live_items(batch) if i.envelope is not None]
@@ -69,8 +107,7 @@ class SessionStep(Step):
         envelope = item.envelope
         assert envelope is not None
         at = envelope.received_at_us
-        touch = touch_from(envelope.context, envelope.click_ids, envelope.event_time_us)
-        facts = msgspec.to_builtins(touch)
+        touch, facts = self._touch(envelope)
         own = None if touch.direct else facts
         if own is not None:
             item.touch_source, item.touch_medium = touch.source, touch.medium
