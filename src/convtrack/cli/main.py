@@ -141,6 +141,47 @@ def config_show(config: str | None) -> None:
     click.echo(msgspec.json.format(msgspec.json.encode(settings_as_dict(settings))))
 
 
+@cli.group("dev")
+def dev_group() -> None:
+    """Tools for development on one machine."""
+
+
+@dev_group.group("services")
+def services_group() -> None:
+    """Local Kafka, Redis and S3 for trying distributed mode (no containers)."""
+
+
+@services_group.command("up")
+@click.option("--dir", "root", required=True, type=click.Path(file_okay=False),
+              help="Where the services keep their data, ports, logs and pids.")  # fmt: skip
+@click.option("--skip-missing", is_flag=True,
+              help="Start the services that can start; leave out those that cannot.")  # fmt: skip
+def services_up(root: str, skip_missing: bool) -> None:
+    """Start Kafka, Redis and S3 in the background; print the environment as KEY=value."""
+    from pathlib import Path
+
+    from convtrack.devservices.manager import services_up as run
+
+    result = run(Path(root), skip_missing=skip_missing)
+    for name, why in result.skipped.items():
+        click.echo(f"convtrack: skipped {name}: {why}", err=True)
+    for line in result.lines():
+        click.echo(line)
+
+
+@services_group.command("down")
+@click.option("--dir", "root", required=True, type=click.Path(file_okay=False),
+              help="The folder given to `convtrack dev services up`.")  # fmt: skip
+def services_down(root: str) -> None:
+    """Stop the services started by `convtrack dev services up --dir DIR`."""
+    from pathlib import Path
+
+    from convtrack.devservices.manager import services_down as run
+
+    stopped = run(Path(root))
+    click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running", err=True)
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from convtrack.devservices.kafka import KafkaBroker, KafkaUnavailableError
+from convtrack.devservices.redis import RedisNotFoundError, RedisServer
 from convtrack.devservices.seaweed import (
     DevServiceError,
     SeaweedS3,
@@ -9,4 +11,13 @@ from convtrack.devservices.seaweed import (
     find_weed,
 )
 
-__all__ = ["DevServiceError", "SeaweedS3", "WeedNotFoundError", "find_weed"]
+__all__ = [
+    "DevServiceError",
+    "KafkaBroker",
+    "KafkaUnavailableError",
+    "RedisNotFoundError",
+    "RedisServer",
+    "SeaweedS3",
+    "WeedNotFoundError",
+    "find_weed",
+]
