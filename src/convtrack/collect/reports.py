@@ -30,9 +30,7 @@ from convtrack.store.hot.base import HotStore
 log = logging.getLogger("convtrack.http")
 
 MAX_DAYS: Final = 366
-HOT_GROUPS: Final[frozenset[str]] = frozenset(
-    {"day", "campaign_id", "country_code", "device_type"}
-)
+HOT_GROUPS: Final[frozenset[str]] = frozenset({"day", "campaign_id", "country_code", "device_type"})
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
