@@ -9,7 +9,13 @@ import pytest
 from convtrack.log.base import LogEntry
 from convtrack.model.event import Envelope
 from convtrack.process.base import Item
-from convtrack.process.enrich import ENRICHERS, enrich_country, enrich_device
+from convtrack.process.enrich import (
+    ENRICHERS,
+    enrich_campaign,
+    enrich_country,
+    enrich_device,
+    enrich_event_date,
+)
 
 IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
@@ -37,7 +43,7 @@ def item(context: dict[str, Any] | None = None, user: dict[str, str] | None = No
 
 
 def test_the_registry_holds_the_stateless_enrichers() -> None:
-    assert (enrich_device, enrich_country) == ENRICHERS
+    assert (enrich_campaign, enrich_event_date, enrich_device, enrich_country) == ENRICHERS
 
 
 def test_context_sets_device_bot_and_country() -> None:
