@@ -17,7 +17,7 @@ import duckdb
 
 from convtrack.collect.auth import ApiKey
 from convtrack.collect.http import Request, Response, error, json_response
-from convtrack.collect.reports import MAX_DAYS, _parse_date
+from convtrack.collect.reports import MAX_DAYS, parse_date
 from convtrack.errors import ConvtrackError
 from convtrack.model import codes
 from convtrack.store.cold.attribution import (
@@ -55,8 +55,8 @@ class AttributionApi:
         if model is None:
             message = f"model must be one of {', '.join(MODELS)}"
             return error(400, codes.ERR_BAD_QUERY, message=message)
-        start = _parse_date(request.query_one("from"))
-        end = _parse_date(request.query_one("to"))
+        start = parse_date(request.query_one("from"))
+        end = parse_date(request.query_one("to"))
         if start is None or end is None:
             return error(400, codes.ERR_BAD_QUERY, message="from and to must be YYYY-MM-DD")
         if start > end:

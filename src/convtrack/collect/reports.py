@@ -34,7 +34,7 @@ HOT_GROUPS: Final[frozenset[str]] = frozenset({"day", "campaign_id", "country_co
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-def _parse_date(text: str | None) -> date | None:
+def parse_date(text: str | None) -> date | None:
     if text is None or _DATE.fullmatch(text) is None:
         return None
     try:
@@ -50,8 +50,8 @@ class ReportsApi:
         self._clock = clock
 
     async def conversions(self, request: Request, key: ApiKey, route: str) -> Response:
-        start = _parse_date(request.query_one("from"))
-        end = _parse_date(request.query_one("to"))
+        start = parse_date(request.query_one("from"))
+        end = parse_date(request.query_one("to"))
         group_by = request.query_one("group_by")
         if start is None or end is None:
             return error(400, codes.ERR_BAD_QUERY, message="from and to must be YYYY-MM-DD")
