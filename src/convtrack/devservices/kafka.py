@@ -20,24 +20,21 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime as dt
 import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import IO, Final
+from typing import Final
 
-from convtrack.devservices.seaweed import (
+from convtrack.devservices.process import (
     DevServiceError,
-    _die_with_parent,
+    ServiceProcess,
     _free_port,
     _port_is_free,
 )
@@ -201,7 +198,7 @@ logger.config.level = WARN
 """
 
 
-class KafkaBroker:
+class KafkaBroker(ServiceProcess):
     """One single-node KRaft Kafka broker on 127.0.0.1, with its data in ``service_dir``.
 
     With ``die_with_parent`` (Linux) the broker gets SIGTERM when the thread
@@ -216,13 +213,10 @@ class KafkaBroker:
         version: str = KAFKA_VERSION,
         die_with_parent: bool = True,
     ) -> None:
+        super().__init__(die_with_parent=die_with_parent)
         self.service_dir = Path(service_dir)
         self.version = version
-        self._die_with_parent = die_with_parent and sys.platform == "linux"
         self._ports: dict[str, int] | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self.last_start_secs: float | None = None
 
     # -- what clients need --------------------------------------------------
 
@@ -233,10 +227,6 @@ class KafkaBroker:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
 
     @property
     def log_path(self) -> Path:
@@ -252,9 +242,6 @@ class KafkaBroker:
         """Raise KafkaUnavailableError unless Java and the jars (fetched now if need be) exist."""
         find_java()
         kafka_lib(self.version)
-
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def command(self) -> list[str]:
         lib = kafka_lib(self.version)
@@ -281,33 +268,15 @@ class KafkaBroker:
         self._write_config()
         if not (self.data_dir / "meta.properties").is_file():
             self._format(java, lib)
-        cmd = self.command()
-        self._log = self.log_path.open("ab")
-        self._log.write(f"\n--- {dt.datetime.now(dt.UTC).isoformat()} {' '.join(cmd)}\n".encode())
-        self._log.flush()
-        log_offset = self._log.tell()
-        self._proc = subprocess.Popen(
-            cmd,
-            cwd=self.service_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if self._die_with_parent else None,  # noqa: PLW1509
-        )
-        deadline = started + timeout_secs
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self._close()
-                raise DevServiceError(
-                    f"the Kafka broker exited with code {code} while starting:\n{self._log_tail()}"
-                )
-            if self._logged_started(log_offset) and self._accepts_connections():
-                self.last_start_secs = time.monotonic() - started
-                return
-            time.sleep(0.1)
-        self.stop()
+        log_offset = self._spawn(self.command(), self.service_dir)
+
+        def ready() -> bool:
+            return self._logged_started(log_offset) and self._accepts_connections()
+
+        if self._wait_ready(
+            started, timeout_secs, name="the Kafka broker", ready=ready, interval=0.1
+        ):
+            return
         raise DevServiceError(
             f"the Kafka broker at {self.bootstrap} was not ready within {timeout_secs}s:\n"
             f"{self._log_tail()}"
@@ -315,38 +284,12 @@ class KafkaBroker:
 
     def stop(self, timeout_secs: float = 20) -> None:
         """SIGTERM (a controlled shutdown), wait up to timeout_secs, then SIGKILL."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_secs)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait(10)
-        self._close()
+        super().stop(timeout_secs)
 
     def restart(self, timeout_secs: float = 60) -> None:
-        self.stop()
-        self.start(timeout_secs)
-
-    def __enter__(self) -> KafkaBroker:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().restart(timeout_secs)
 
     # -- internals ----------------------------------------------------------
-
-    def _close(self) -> None:
-        self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def _properties_path(self) -> Path:
         return self.service_dir / "server.properties"
@@ -455,10 +398,3 @@ class KafkaBroker:
                 return True
         except OSError:
             return False
-
-    def _log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])

