@@ -147,8 +147,12 @@ class SqliteLog(EventLog):
             end_offsets={PARTITION: self._next_offset},
         )
 
-    def close(self) -> None:
+    def stop_writes(self) -> None:
+        """Commit what is queued and refuse new appends; reading goes on (for draining)."""
         self._writer.close()
+
+    def close(self) -> None:
+        self.stop_writes()
         with contextlib.suppress(sqlite3.Error):  # the WAL is replayed on the next open anyway
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._conn.close()

@@ -165,4 +165,9 @@ class ProcessorRunner:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(drain_secs + 5.0)
+        if self._thread.is_alive():
+            # Still inside a batch: closing its connection under it would crash the
+            # process. Leave it; the batch is replayed on the next start if unfinished.
+            log.warning("processor_still_busy_at_stop")
+            return
         self._consumer.close()

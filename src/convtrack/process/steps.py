@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import msgspec
@@ -15,6 +16,8 @@ from convtrack.observe.metrics import Metrics
 from convtrack.process.base import Batch, Item, Step
 from convtrack.process.enrich import Enricher, utc_date
 from convtrack.store.hot.base import NO_CAMPAIGN, Effect, HotStore
+
+LOG_COMMIT_INTERVAL_SECS = 1.0
 
 
 class CheckStep(Step):
@@ -129,6 +132,7 @@ class DedupeCommitStep(Step):
         self._processed = processed
         self._clock = clock
         self._metrics = metrics
+        self._last_log_commit = 0.0
 
     def process(self, batch: Batch) -> None:
         live = self.live_items(batch)
@@ -139,7 +143,12 @@ class DedupeCommitStep(Step):
         )
         new = [item for item, fresh in zip(live, result.counted, strict=True) if fresh]
         self._processed.append_blocking([_processed_record(item, now) for item in new])
-        self._consumer.commit(batch.positions)
+        # The log's own group only shows how far the processor got (the hot store's
+        # positions are what it resumes from); committing it every batch would take the
+        # event log's write lock and an fsync away from ingest, so once a second is enough.
+        if time.monotonic() - self._last_log_commit >= LOG_COMMIT_INTERVAL_SECS:
+            self._consumer.commit(batch.positions)
+            self._last_log_commit = time.monotonic()
         self._observe(live, result.counted, now)
         self._metrics.latency_anomalies.inc(result.latency_anomalies)
 

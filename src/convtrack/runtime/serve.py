@@ -8,6 +8,7 @@ everything queued and close. Exit 0.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from types import FrameType
@@ -61,6 +62,11 @@ def _banner(pipeline: Pipeline, host: str, port: int) -> str:
 async def _serve(settings: Settings) -> None:
     pipeline = Pipeline(settings)
     pipeline.start()
+    # Everything built so far lives as long as the process: keep it out of the
+    # collector's way, and collect young objects less often under load.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     config = uvicorn.Config(
         pipeline.app,
         host=settings.server.host,

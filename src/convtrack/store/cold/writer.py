@@ -207,6 +207,9 @@ class ColdStoreRunner:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(30)
+        if self._thread.is_alive():
+            log.warning("cold_store_still_busy_at_stop")  # its rows replay on the next start
+            return
         if flush:
             deadline = time.monotonic() + 5.0
             for writer in self._writers:
