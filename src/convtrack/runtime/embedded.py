@@ -176,12 +176,13 @@ class Pipeline:
 
     def close(self) -> None:
         """Finish pending appends, let the processor catch up, then close the stores."""
-        self.log.close()
+        self.log.stop_writes()
         self.processor.stop(drain_secs=3.0)
         self.cold.stop(flush=True)
         self.processed.close()
         self.hot.close()
         self.rejects.close()
+        self.log.close()
 
 
 def build_chain(
