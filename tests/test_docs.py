@@ -7,7 +7,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from convtrack.cli.main import cli
-from convtrack.config import SECTIONS, KeySettings, env_name
+from convtrack.config import SECTIONS, DestinationSettings, KeySettings, env_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,6 +20,8 @@ def test_every_setting_is_in_the_configuration_reference() -> None:
             assert f"`{env_name(section, key)}`" in text
     for key in KeySettings.__struct_fields__:
         assert f"`keys.{key}`" in text
+    for key in DestinationSettings.__struct_fields__:
+        assert f"`destinations.{key}`" in text, f"destinations.{key} is not documented"
 
 
 def test_every_cli_command_is_in_the_operations_guide() -> None:

@@ -113,6 +113,21 @@ class ProcessSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     max_batch_events: Annotated[int, msgspec.Meta(ge=1, le=50_000)] = 2000
 
 
+class DestinationSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One ``[[destinations]]`` table. Only webhooks exist in this build."""
+
+    kind: Literal["webhook"]
+    name: Annotated[str, msgspec.Meta(pattern="^[a-z0-9_-]+$", max_length=64)]
+    endpoint: Annotated[str, msgspec.Meta(pattern="^https?://[^\\s]+$")]
+    secret_env: Annotated[str, msgspec.Meta(min_length=1)]
+    batch_max_events: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
+    batch_max_wait_secs: NonNegative = 5.0
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 8
+    max_elapsed_secs: NonNegative = 3600.0
+    event_names: list[str] = msgspec.field(default_factory=list)
+    min_value: int | None = None
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
@@ -127,6 +142,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     sessions: SessionsSettings = msgspec.field(default_factory=SessionsSettings)
     process: ProcessSettings = msgspec.field(default_factory=ProcessSettings)
     keys: list[KeySettings] = msgspec.field(default_factory=list)
+    destinations: list[DestinationSettings] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        names = [d.name for d in self.destinations]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"destination name {name!r} is used more than once")
 
     @property
     def data_dir(self) -> Path:
@@ -222,6 +244,9 @@ def load_settings(
     layers = [_env_overrides(os.environ if environ is None else environ), overrides or {}]
     for layer in layers:
         for section, values in layer.items():
+            if isinstance(values, list):  # a list of tables ([[keys]], [[destinations]])
+                data[section] = values
+                continue
             merged = dict(data.get(section) or {})
             merged.update(values)
             data[section] = merged

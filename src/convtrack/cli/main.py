@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
@@ -13,6 +13,9 @@ from convtrack.cli.output import render
 from convtrack.config import Settings, load_settings, settings_as_dict
 from convtrack.errors import ConvtrackError
 from convtrack.store.cold.attribution import MODELS
+
+if TYPE_CHECKING:
+    from convtrack.deliver.deadletters import DeadLetterStore
 
 
 def _settings(config: str | None, **flags: Any) -> Settings:
@@ -139,6 +142,78 @@ def config_show(config: str | None) -> None:
     """Print the effective settings (file, then environment) as JSON."""
     settings = _settings(config)
     click.echo(msgspec.json.format(msgspec.json.encode(settings_as_dict(settings))))
+
+
+@cli.group("dlq")
+def dlq_group() -> None:
+    """Dead letters: deliveries that failed for good (read, replay, purge)."""
+
+
+def _dlq_options(command: Any) -> Any:
+    command = click.option("--data-dir", "data_dir", default=None,
+                           help="The data dir (server.data_dir).")(command)  # fmt: skip
+    command = click.option("--config", "config", type=click.Path(dir_okay=False),
+                           help="TOML settings file.")(command)  # fmt: skip
+    return click.option("--destination", default=None,
+                        help="Only this destination (default: all).")(command)  # fmt: skip
+
+
+def _dead_letter_store(config: str | None, data_dir: str | None) -> DeadLetterStore:
+    from convtrack.deliver.deadletters import DeadLetterStore, store_path
+
+    return DeadLetterStore(store_path(_settings(config, data_dir=data_dir).data_dir))
+
+
+@dlq_group.command("list")
+@_dlq_options
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True,
+              help="At most this many rows.")  # fmt: skip
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+    show_default=True, help="Output format.",
+)  # fmt: skip
+def dlq_list(
+    destination: str | None, config: str | None, data_dir: str | None, limit: int, fmt: str
+) -> None:
+    """Print the dead letters, oldest first, with each destination's last answer."""
+    store = _dead_letter_store(config, data_dir)
+    try:
+        total = store.total(destination)
+        rows = [
+            (d.id, d.destination, d.event.event_id, d.last_status, d.attempts,
+             d.as_json()["last_attempt_at"], d.replay, d.last_answer)
+            for d in store.items(destination, limit)
+        ]  # fmt: skip
+    finally:
+        store.close()
+    columns = ["id", "destination", "event_id", "last_status", "attempts", "last_attempt_at",
+               "replay_pending", "last_answer"]  # fmt: skip
+    click.echo(render(columns, rows, fmt))
+    click.echo(f"{total} dead letter(s)", err=True)
+
+
+@dlq_group.command("replay")
+@_dlq_options
+def dlq_replay(destination: str | None, config: str | None, data_dir: str | None) -> None:
+    """Queue the dead letters for sending again; the running server sends them."""
+    store = _dead_letter_store(config, data_dir)
+    try:
+        count = store.mark_replay(destination)
+    finally:
+        store.close()
+    click.echo(f"replayed {count}")
+
+
+@dlq_group.command("purge")
+@_dlq_options
+def dlq_purge(destination: str | None, config: str | None, data_dir: str | None) -> None:
+    """Delete the dead letters for good."""
+    store = _dead_letter_store(config, data_dir)
+    try:
+        count = store.purge(destination)
+    finally:
+        store.close()
+    click.echo(f"purged {count}")
 
 
 @cli.group("dev")

@@ -10,6 +10,7 @@ from typing import Any
 from convtrack.collect import cors
 from convtrack.collect.attribution import AttributionApi
 from convtrack.collect.auth import ApiKey, Keyring, read_credential
+from convtrack.collect.deadletters import DeadLettersApi
 from convtrack.collect.http import Receive, Request, Response, Scope, Send, error, json_response
 from convtrack.collect.ingest import Collector
 from convtrack.collect.reports import ReportsApi
@@ -43,6 +44,7 @@ class App:
         reports: ReportsApi,
         attribution: AttributionApi,
         components: Mapping[str, Callable[[], dict[str, Any]]] | None = None,
+        dead_letters: DeadLettersApi | None = None,
     ) -> None:
         self.collector = collector
         self.keyring = keyring
@@ -64,6 +66,9 @@ class App:
             ("GET", "/v1/reports/conversions"): ("server", reports.conversions),
             ("GET", "/v1/reports/attribution"): ("server", attribution.attribution),
         }
+        if dead_letters is not None:
+            self.routes[("GET", "/v1/dead-letters")] = ("admin", dead_letters.list)
+            self.routes[("POST", "/v1/dead-letters/replay")] = ("admin", dead_letters.replay)
         self.open_routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {
             ("GET", "/healthz"): self.healthz,
             ("GET", "/readyz"): self.readyz,

@@ -37,12 +37,14 @@ class StatsApi:
         lag: Callable[[], LogLag],
         live_window_minutes: int,
         latency_window_minutes: int,
+        dead_letters: Callable[[], int] | None = None,
     ) -> None:
         self._hot = hot
         self._clock = clock
         self._lag = lag
         self._live_window = live_window_minutes
         self._latency_window = latency_window_minutes
+        self._dead_letters = dead_letters
 
     async def conversions(self, request: Request, key: ApiKey, route: str) -> Response:
         campaign_id = request.query_one("campaign_id") or None
@@ -76,8 +78,7 @@ class StatsApi:
         body = msgspec.to_builtins(stats)
         body["latency_window_minutes"] = self._latency_window
         body["lag"] = {"events": lag.events, "seconds": round(lag.seconds, 3)}
-        # No destination is configured in this build: nothing can be dead-lettered yet.
-        body["dead_letters"] = 0
+        body["dead_letters"] = self._dead_letters() if self._dead_letters is not None else 0
         today = datetime.fromtimestamp(self._clock.now_us() / 1e6, tz=UTC).strftime("%Y-%m-%d")
         body["today_by"] = {
             dimension: [

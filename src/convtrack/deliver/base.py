@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
-
-from convtrack.model.event import Envelope
 
 
 class Delivered(msgspec.Struct, frozen=True, tag=True):
@@ -35,6 +34,15 @@ class Reject(msgspec.Struct, frozen=True, tag=True):
 Outcome = Delivered | Retry | RetryPartial | Reject
 
 
+class Forwarded(msgspec.Struct, frozen=True):
+    """One event as forwarded: its processed-log position and its payload (a JSON object)."""
+
+    event_id: str
+    source_partition: int
+    source_offset: int
+    payload: dict[str, Any]
+
+
 class OutboundRequest(msgspec.Struct, frozen=True):
     method: str
     url: str
@@ -48,7 +56,9 @@ class Destination(ABC):
     name: str
 
     @abstractmethod
-    def build(self, events: Sequence[Envelope]) -> OutboundRequest: ...
+    def build(self, events: Sequence[Forwarded], now_us: int) -> OutboundRequest:
+        """The request for one batch; the same batch must get the same idempotency id."""
 
     @abstractmethod
-    def read(self, status: int, headers: dict[str, str], body: bytes) -> Outcome: ...
+    def read(self, status: int, headers: dict[str, str], body: bytes) -> Outcome:
+        """The outcome of one answer (headers with lower-case names)."""

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
 
 from convtrack.clock import Clock, SystemClock
 from convtrack.collect.app import App
 from convtrack.collect.attribution import AttributionApi
 from convtrack.collect.auth import Keyring
 from convtrack.collect.clientip import ClientIpResolver
+from convtrack.collect.deadletters import DeadLettersApi
 from convtrack.collect.ingest import Collector, IngestLimits
 from convtrack.collect.ratelimit import TokenBuckets
 from convtrack.collect.reports import ReportsApi
 from convtrack.collect.stats import StatsApi
 from convtrack.collect.tokens import ConversionTokens
 from convtrack.config import Settings
+from convtrack.deliver.deadletters import DeadLetterStore, store_path
+from convtrack.deliver.runner import DeliveryRunner
+from convtrack.deliver.webhook import WebhookConfig, WebhookDestination
 from convtrack.log.base import EventLog, LogConsumer
 from convtrack.log.sqlite import SqliteLog
 from convtrack.model.currency import iso4217_codes
@@ -49,7 +54,9 @@ class Pipeline:
         settings: Settings,
         clock: Clock | None = None,
         environ: Mapping[str, str] | None = None,
+        delivery_sleep: Callable[[float], None] | None = None,
     ) -> None:
+        """``delivery_sleep`` waits between delivery attempts (tests move a clock instead)."""
         clock = clock or SystemClock()
         data_dir = settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -146,12 +153,30 @@ class Pipeline:
             maintain=lambda: maintain_lake(self.lake, settings, clock),
             maintain_interval_secs=settings.cold.compaction_interval_secs,
         )
+        env = os.environ if environ is None else environ
+        destinations = [
+            (d, WebhookDestination(WebhookConfig.build(d, env))) for d in settings.destinations
+        ]  # secrets first: a bad one fails the start before any thread runs
+        self.deadletters = DeadLetterStore(store_path(data_dir))
+        self.deliveries = [
+            DeliveryRunner(
+                destination=destination,
+                settings=d,
+                consumer=self.processed.consumer(f"deliver-{d.name}"),
+                deadletters=self.deadletters,
+                clock=clock,
+                metrics=self.metrics,
+                sleep=delivery_sleep,
+            )
+            for d, destination in destinations
+        ]
         stats = StatsApi(
             hot=self.hot,
             clock=clock,
             lag=self.processor.lag,
             live_window_minutes=settings.hot.live_window_minutes,
             latency_window_minutes=settings.hot.latency_window_minutes,
+            dead_letters=self.deadletters.total,
         )
         self.app = App(
             stats=stats,
@@ -166,19 +191,29 @@ class Pipeline:
             tokens=ConversionTokens(
                 secrets=token_secrets, ttl_secs=settings.tokens.ttl_secs, clock=clock
             ),
-            components={"processor": self.processor.health, "cold": self.cold.health},
+            components={
+                "processor": self.processor.health,
+                "cold": self.cold.health,
+                **{f"deliver-{r.name}": r.health for r in self.deliveries},
+            },
+            dead_letters=DeadLettersApi(self.deadletters, [d.name for d in settings.destinations]),
         )
 
     def start(self) -> None:
-        """Start the background stages: the processor and the cold store."""
+        """Start the background stages: the processor, the cold store, the deliveries."""
         self.processor.start()
         self.cold.start()
+        for runner in self.deliveries:
+            runner.start()
 
     def close(self) -> None:
         """Finish pending appends, let the processor catch up, then close the stores."""
         self.log.stop_writes()
         self.processor.stop(drain_secs=3.0)
         self.cold.stop(flush=True)
+        for runner in self.deliveries:
+            runner.stop()
+        self.deadletters.close()
         self.processed.close()
         self.hot.close()
         self.rejects.close()

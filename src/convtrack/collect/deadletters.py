@@ -1,0 +1,59 @@
+"""The admin view of dead letters: list them, and queue them for replay."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from convtrack.collect.auth import ApiKey
+from convtrack.collect.http import (
+    BadEncoding,
+    BodyTooLarge,
+    Request,
+    Response,
+    error,
+    json_response,
+)
+from convtrack.deliver.deadletters import DeadLetterStore
+from convtrack.model import codes
+
+MAX_BODY_BYTES = 4096
+
+
+class DeadLettersApi:
+    def __init__(self, store: DeadLetterStore, destinations: Sequence[str]) -> None:
+        self._store = store
+        self._destinations = frozenset(destinations)
+
+    async def list(self, request: Request, key: ApiKey, route: str) -> Response:
+        destination = request.query_one("destination") or None
+        if destination is not None and destination not in self._destinations:
+            return error(404, codes.ERR_NOT_FOUND)
+        text = request.query_one("limit") or "100"
+        if not text.isdigit() or not 1 <= int(text) <= 1000:
+            return error(400, codes.ERR_BAD_QUERY, message="limit must be between 1 and 1000")
+        total = self._store.total(destination)
+        items = [row.as_json() for row in self._store.items(destination, int(text))]
+        return json_response(200, {"total": total, "items": items})
+
+    async def replay(self, request: Request, key: ApiKey, route: str) -> Response:
+        try:
+            raw = await request.body(MAX_BODY_BYTES)
+        except BodyTooLarge:
+            return error(413, codes.ERR_BODY_TOO_LARGE, limit_bytes=MAX_BODY_BYTES)
+        except BadEncoding:
+            return error(415, codes.ERR_UNSUPPORTED_ENCODING)
+        try:
+            body: Any = msgspec.json.decode(raw) if raw.strip() else None
+        except (msgspec.DecodeError, UnicodeDecodeError, ValueError, RecursionError):
+            body = None
+        destination = body.get("destination") if isinstance(body, dict) else None
+        if not isinstance(destination, str) or not destination:
+            return error(
+                400, codes.ERR_VALIDATION, message='the body must be {"destination": "NAME"}'
+            )
+        if destination not in self._destinations:
+            return error(404, codes.ERR_NOT_FOUND)
+        return json_response(200, {"replayed": self._store.mark_replay(destination)})

@@ -1,0 +1,30 @@
+"""Our own outgoing webhook: a JSON batch signed the Standard Webhooks way."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from convtrack.deliver.base import Destination, Forwarded, OutboundRequest, Outcome
+from convtrack.deliver.webhook.config import WebhookConfig
+from convtrack.deliver.webhook.request import build_request
+from convtrack.deliver.webhook.response import read_response
+
+__all__ = ["WebhookConfig", "WebhookDestination"]
+
+
+class WebhookDestination(Destination):
+    def __init__(self, config: WebhookConfig) -> None:
+        self.name = config.name
+        self._config = config
+
+    def build(self, events: Sequence[Forwarded], now_us: int) -> OutboundRequest:
+        return build_request(
+            destination=self.name,
+            endpoint=self._config.endpoint,
+            secret=self._config.secret,
+            events=events,
+            now_us=now_us,
+        )
+
+    def read(self, status: int, headers: dict[str, str], body: bytes) -> Outcome:
+        return read_response(status, headers, body)
