@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Self
@@ -54,7 +55,7 @@ def _free_port(taken: set[int]) -> int:
             return port
 
 
-class ServiceProcess:
+class ServiceProcess(ABC):
     """One server process on 127.0.0.1 with its output appended to ``log_path``.
 
     Subclasses define ``log_path`` and ``start`` (which prepares, calls
@@ -68,8 +69,9 @@ class ServiceProcess:
         self.last_start_secs: float | None = None
 
     @property
+    @abstractmethod
     def log_path(self) -> Path:
-        raise NotImplementedError
+        """Where the service's output goes."""
 
     @property
     def pid(self) -> int | None:
@@ -78,8 +80,9 @@ class ServiceProcess:
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @abstractmethod
     def start(self, timeout_secs: float = 30) -> None:
-        raise NotImplementedError
+        """Prepare, ``_spawn`` and ``_wait_ready``; raise DevServiceError when it cannot."""
 
     def stop(self, timeout_secs: float = 10) -> None:
         """SIGTERM, wait up to timeout_secs, then SIGKILL; returns once it has exited."""
