@@ -5,16 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
-
 from convtrack.collect.auth import ApiKey
 from convtrack.collect.http import (
-    BadEncoding,
-    BodyTooLarge,
     Request,
     Response,
     error,
     json_response,
+    read_json,
 )
 from convtrack.deliver.deadletters import DeadLetterStore
 from convtrack.model import codes
@@ -39,16 +36,10 @@ class DeadLettersApi:
         return json_response(200, {"total": total, "items": items})
 
     async def replay(self, request: Request, key: ApiKey, route: str) -> Response:
-        try:
-            raw = await request.body(MAX_BODY_BYTES)
-        except BodyTooLarge:
-            return error(413, codes.ERR_BODY_TOO_LARGE, limit_bytes=MAX_BODY_BYTES)
-        except BadEncoding:
-            return error(415, codes.ERR_UNSUPPORTED_ENCODING)
-        try:
-            body: Any = msgspec.json.decode(raw) if raw.strip() else None
-        except (msgspec.DecodeError, UnicodeDecodeError, ValueError, RecursionError):
-            body = None
+        read = await read_json(request, MAX_BODY_BYTES)
+        if isinstance(read, Response):
+            return read
+        body: Any = read.value
         destination = body.get("destination") if isinstance(body, dict) else None
         if not isinstance(destination, str) or not destination:
             return error(

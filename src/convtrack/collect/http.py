@@ -13,6 +13,8 @@ from urllib.parse import parse_qs
 
 import msgspec
 
+from convtrack.model import codes
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -130,3 +132,35 @@ def error(status: int, code: str, **extra: Any) -> Response:
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))
     return json_response(status, {"error": code, **extra}, headers)
+
+
+_ACCEPTED_TYPES = ("application/json", "text/plain", "")  # text/plain: what sendBeacon sends
+
+
+class JsonBody(msgspec.Struct, frozen=True):
+    """A body that was read: its bytes, the decoded value, or why it is not JSON."""
+
+    raw: bytes
+    value: Any = None
+    code: str | None = None  # body_empty, json_invalid or json_too_deep
+
+
+async def read_json(request: Request, limit: int) -> JsonBody | Response:
+    """Read and decode a JSON body; a Response is the refusal (413 or 415) to send."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type not in _ACCEPTED_TYPES:
+        return error(415, codes.ERR_UNSUPPORTED_MEDIA_TYPE)
+    try:
+        raw = await request.body(limit)
+    except BodyTooLarge:
+        return error(413, codes.ERR_BODY_TOO_LARGE, limit_bytes=limit)
+    except BadEncoding:
+        return error(415, codes.ERR_UNSUPPORTED_ENCODING)
+    if not raw.strip():
+        return JsonBody(raw, code=codes.BODY_EMPTY)
+    try:
+        return JsonBody(raw, msgspec.json.decode(raw))
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError):
+        return JsonBody(raw, code=codes.JSON_INVALID)
+    except RecursionError:
+        return JsonBody(raw, code=codes.JSON_TOO_DEEP)

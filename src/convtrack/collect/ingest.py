@@ -11,12 +11,11 @@ from convtrack.clock import Clock
 from convtrack.collect.auth import ApiKey
 from convtrack.collect.clientip import ClientIpResolver
 from convtrack.collect.http import (
-    BadEncoding,
-    BodyTooLarge,
     Request,
     Response,
     error,
     json_response,
+    read_json,
 )
 from convtrack.collect.ratelimit import TokenBuckets, retry_after_secs
 from convtrack.errors import LogUnavailable
@@ -30,19 +29,13 @@ from convtrack.store.rejects.base import Reject, RejectStore
 
 log = logging.getLogger("convtrack.collect")
 
-_decode = msgspec.json.decode
 _encode = msgspec.json.encode
-_ACCEPTED_TYPES = ("application/json", "text/plain", "")
 
 
 class IngestLimits(msgspec.Struct, frozen=True, kw_only=True):
     max_event_bytes: int
     max_batch_bytes: int
     max_batch_events: int
-
-
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
 def _error_dicts(errors: list[FieldError]) -> list[dict[str, str]]:
@@ -84,39 +77,19 @@ class Collector:
     async def _read_json(
         self, request: Request, key: ApiKey, route: str, limit: int
     ) -> Any | Response:
-        refusal: Response | None = None
-        if _media_type(request) not in _ACCEPTED_TYPES:
-            refusal = error(415, codes.ERR_UNSUPPORTED_MEDIA_TYPE)
-        else:
-            try:
-                raw = await request.body(limit)
-            except BodyTooLarge:
-                refusal = error(413, codes.ERR_BODY_TOO_LARGE, limit_bytes=limit)
-            except BadEncoding:
-                refusal = error(415, codes.ERR_UNSUPPORTED_ENCODING)
-        if refusal is not None:
+        body = await read_json(request, limit)
+        if isinstance(body, Response):
             # The body was not read (or not all of it): keep the refusal, without the body.
-            reason = msgspec.json.decode(refusal.body)["error"]
+            reason = msgspec.json.decode(body.body)["error"]
             received = self._clock.now_us()
-            await self._keep([self._reject(received, route, refusal.status, [reason], "", key)])
-            return refusal
-        code: str | None = None
-        body: Any = None
-        if not raw.strip():
-            code = codes.BODY_EMPTY
-        else:
-            try:
-                body = _decode(raw)
-            except (msgspec.DecodeError, UnicodeDecodeError, ValueError):
-                code = codes.JSON_INVALID
-            except RecursionError:
-                code = codes.JSON_TOO_DEEP
-        if code is None:
+            await self._keep([self._reject(received, route, body.status, [reason], "", key)])
             return body
+        if body.code is None:
+            return body.value
         received = self._clock.now_us()
-        text = scrub_unparsed(raw[: 1 << 16]).decode("utf-8", "replace")
-        await self._keep([self._reject(received, route, 400, [code], text, key)])
-        return self._validation_failed([_body_error(code)])
+        text = scrub_unparsed(body.raw[: 1 << 16]).decode("utf-8", "replace")
+        await self._keep([self._reject(received, route, 400, [body.code], text, key)])
+        return self._validation_failed([_body_error(body.code)])
 
     def _facts(self, request: Request, key: ApiKey, received_at_us: int) -> IngestFacts:
         return IngestFacts(

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from convtrack.clock import Clock
 from convtrack.collect.auth import ApiKey
 from convtrack.collect.http import (
-    BadEncoding,
-    BodyTooLarge,
     Request,
     Response,
-    error,
     json_response,
+    read_json,
 )
 from convtrack.model import codes
 from convtrack.model.timeparse import format_us
@@ -23,7 +19,6 @@ from convtrack.model.tokens import issue_token
 MAX_ORDER_ID_CHARS = 256
 # Room for 256 characters even when every one is sent as a JSON surrogate-pair escape.
 MAX_BODY_BYTES = 8192
-_ACCEPTED_TYPES = ("application/json", "text/plain", "")
 _NO_STORE = [(b"cache-control", b"no-store")]
 
 
@@ -49,23 +44,12 @@ class ConversionTokens:
         self._clock = clock
 
     async def issue(self, request: Request, key: ApiKey, route: str) -> Response:
-        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media_type not in _ACCEPTED_TYPES:
-            return error(415, codes.ERR_UNSUPPORTED_MEDIA_TYPE)
-        try:
-            raw = await request.body(MAX_BODY_BYTES)
-        except BodyTooLarge:
-            return error(413, codes.ERR_BODY_TOO_LARGE, limit_bytes=MAX_BODY_BYTES)
-        except BadEncoding:
-            return error(415, codes.ERR_UNSUPPORTED_ENCODING)
-        if not raw.strip():
-            return _failed("body", codes.BODY_EMPTY)
-        try:
-            body: Any = msgspec.json.decode(raw)
-        except (msgspec.DecodeError, UnicodeDecodeError, ValueError):
-            return _failed("body", codes.JSON_INVALID)
-        except RecursionError:
-            return _failed("body", codes.JSON_TOO_DEEP)
+        read = await read_json(request, MAX_BODY_BYTES)
+        if isinstance(read, Response):
+            return read
+        if read.code is not None:
+            return _failed("body", read.code)
+        body: Any = read.value
         if not isinstance(body, dict):
             return _failed("body", codes.BODY_NOT_OBJECT)
         order_id = valid_order_id(body.get("order_id"))
