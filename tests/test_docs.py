@@ -7,7 +7,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from convtrack.cli.main import cli
-from convtrack.config import SECTIONS, DestinationSettings, KeySettings, env_name
+from convtrack.config import SECTIONS, KeySettings, env_name
+from convtrack.config_destinations import DESTINATION_KINDS, DestinationBase
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,8 +21,17 @@ def test_every_setting_is_in_the_configuration_reference() -> None:
             assert f"`{env_name(section, key)}`" in text
     for key in KeySettings.__struct_fields__:
         assert f"`keys.{key}`" in text
-    for key in DestinationSettings.__struct_fields__:
+    for key in DestinationBase.__struct_fields__:
         assert f"`destinations.{key}`" in text, f"destinations.{key} is not documented"
+    for kind in DESTINATION_KINDS:
+        tag = kind.__struct_config__.tag
+        heading = f'### `kind = "{tag}"`'
+        assert heading in text, f"destination kind {tag} has no section"
+        section = text.split(heading, 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+        for key in set(kind.__struct_fields__) - set(DestinationBase.__struct_fields__):
+            assert f"`destinations.{key}`" in section, (
+                f"{tag}: destinations.{key} is not documented"
+            )
 
 
 def test_every_cli_command_is_in_the_operations_guide() -> None:

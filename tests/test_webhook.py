@@ -171,9 +171,12 @@ def test_the_id_is_stable_across_attempts_and_the_timestamp_is_not() -> None:
 
 def test_answers_become_outcomes() -> None:
     assert read_response(204, {}, b"") == Delivered()
-    assert read_response(429, {"retry-after": "7"}, b"") == Retry(after_secs=7.0, reason="HTTP 429")
+    throttled = read_response(429, {"retry-after": "7"}, b"")
+    assert isinstance(throttled, Retry) and throttled.throttled and throttled.after_secs == 7.0
     assert read_response(429, {}, b"").after_secs is None  # type: ignore[union-attr]
-    assert isinstance(read_response(503, {}, b"busy"), Retry)
+    busy = read_response(503, {}, b"busy")
+    assert isinstance(busy, Retry) and not busy.throttled
+    assert read_response(401, {}, b"no") == Reject(reason="HTTP 401: no", setup=True)
     gone = read_response(410, {}, b"gone")
     assert gone == Reject(reason="HTTP 410: gone")
     long = read_response(400, {}, b"x" * 5000)
@@ -191,7 +194,9 @@ def test_secrets_and_kinds_are_checked(tmp_path: Path, clock: ManualClock) -> No
         Pipeline(settings, clock=clock, environ=ENV)
     with pytest.raises(ConfigError, match="MISSING_SECRET"):
         Pipeline(settings, clock=clock, environ={**ENV, "MISSING_SECRET": "whsec_!!"})
-    with pytest.raises(ConfigError, match="slack"):
+    with pytest.raises(ConfigError, match="kind"):
+        load_settings(environ={}, overrides={"destinations": [dict(table, kind="fax")]})
+    with pytest.raises(ConfigError, match="secret_env"):  # not a setting of Slack's
         load_settings(environ={}, overrides={"destinations": [dict(table, kind="slack")]})
     with pytest.raises(ConfigError, match="more than once"):
         load_settings(environ={}, overrides={"destinations": [table, table]})

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, get_origin, get_type_hints
 
 import msgspec
 
+from convtrack.config_destinations import DestinationSettings
 from convtrack.errors import ConfigError
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -33,7 +34,12 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
 
 
 class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    kind: Literal["sqlite"] = "sqlite"
+    kind: Literal["sqlite", "kafka"] = "sqlite"
+    kafka_bootstrap: str = ""
+    kafka_topic_prefix: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9._-]+$")] = "convtrack"
+    kafka_partitions: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 12
+    kafka_replication: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+    kafka_linger_ms: NonNegative = 5.0
     sqlite_synchronous: Literal["full", "normal"] = "full"
     max_pending_events: Positive = 200_000
     max_commit_events: Positive = 20_000
@@ -93,7 +99,9 @@ class DedupSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
 
 
 class HotSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    kind: Literal["sqlite"] = "sqlite"
+    kind: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = ""
+    redis_prefix: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9:._-]+$")] = "ct"
     live_window_minutes: Annotated[int, msgspec.Meta(ge=1, le=1440)] = 60
     latency_window_minutes: Annotated[int, msgspec.Meta(ge=1, le=1440)] = 5
     minute_retention: Annotated[int, msgspec.Meta(ge=60, le=10_080)] = 1440
@@ -113,19 +121,14 @@ class ProcessSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     max_batch_events: Annotated[int, msgspec.Meta(ge=1, le=50_000)] = 2000
 
 
-class DestinationSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """One ``[[destinations]]`` table. Only webhooks exist in this build."""
+class ConsentSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # What an event without a ``consent`` answer is taken to have granted.
+    default_granted: bool = True
 
-    kind: Literal["webhook"]
-    name: Annotated[str, msgspec.Meta(pattern="^[a-z0-9_-]+$", max_length=64)]
-    endpoint: Annotated[str, msgspec.Meta(pattern="^https?://[^\\s]+$")]
-    secret_env: Annotated[str, msgspec.Meta(min_length=1)]
-    batch_max_events: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
-    batch_max_wait_secs: NonNegative = 5.0
-    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 8
-    max_elapsed_secs: NonNegative = 3600.0
-    event_names: list[str] = msgspec.field(default_factory=list)
-    min_value: int | None = None
+
+class DeadLettersSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    alert_threshold: Positive = 1000
+    max_per_destination: Positive = 1_000_000
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -141,6 +144,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     conversions: ConversionsSettings = msgspec.field(default_factory=ConversionsSettings)
     sessions: SessionsSettings = msgspec.field(default_factory=SessionsSettings)
     process: ProcessSettings = msgspec.field(default_factory=ProcessSettings)
+    consent: ConsentSettings = msgspec.field(default_factory=ConsentSettings)
+    deadletters: DeadLettersSettings = msgspec.field(default_factory=DeadLettersSettings)
     keys: list[KeySettings] = msgspec.field(default_factory=list)
     destinations: list[DestinationSettings] = msgspec.field(default_factory=list)
 
@@ -172,6 +177,8 @@ SECTIONS: dict[str, type[msgspec.Struct]] = {
     "conversions": ConversionsSettings,
     "sessions": SessionsSettings,
     "process": ProcessSettings,
+    "consent": ConsentSettings,
+    "deadletters": DeadLettersSettings,
 }
 # Environment variables that share the prefix but are not settings.
 RESERVED_ENV = frozenset(

@@ -23,7 +23,8 @@ from typing import Any
 import httpx
 
 from convtrack.clock import Clock
-from convtrack.config import DestinationSettings
+from convtrack.config_destinations import DestinationSettings
+from convtrack.deliver.answers import excerpt
 from convtrack.deliver.base import (
     Delivered,
     Destination,
@@ -35,7 +36,6 @@ from convtrack.deliver.base import (
     RetryPartial,
 )
 from convtrack.deliver.deadletters import DeadLetterStore, Failure
-from convtrack.deliver.webhook.response import excerpt
 from convtrack.log.base import LogConsumer, LogEntry, LogLag, next_positions
 from convtrack.model.pii import HASHED_FIELDS
 from convtrack.model.processed import ProcessedEvent, decode_processed
@@ -279,7 +279,7 @@ class DeliveryRunner:
         except httpx.HTTPError as exc:
             self._metrics.errors.labels("deliver", type(exc).__name__).inc()
             return None, Retry(after_secs=None, reason=f"{type(exc).__name__}: {exc}"[:500])
-        outcome = self._destination.read(status, headers, body)
+        outcome = self._destination.read(events, status, headers, body)
         if isinstance(outcome, RetryPartial):  # whole-batch retry: receivers dedupe by event
             outcome = Retry(after_secs=None, reason=outcome.reason)
         if not isinstance(outcome, Delivered) and not outcome.reason:

@@ -18,3 +18,31 @@ def iso4217_codes() -> frozenset[str]:
         for c in pycountry.currencies
         if not any(marker in str(c.name).lower() for marker in _NOT_MONEY_NAMES)
     )
+
+
+# ISO 4217 minor-unit exponents that are not 2 (the table's "E" column).
+_MINOR_DIGITS = {
+    **dict.fromkeys(
+        ("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX",
+         "UYI", "VND", "VUV", "XAF", "XOF", "XPF"),
+        0,
+    ),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+    "CLF": 4,
+    "UYW": 4,
+}  # fmt: skip
+
+
+def minor_digits(code: str) -> int:
+    """How many digits a currency's minor unit has (USD 2, JPY 0, KWD 3)."""
+    return _MINOR_DIGITS.get(code, 2)
+
+
+def major_amount(value: int, code: str) -> str:
+    """``value`` minor units as an exact decimal string in major units: 4999 USD -> "49.99"."""
+    digits = minor_digits(code)
+    if digits == 0:
+        return str(value)
+    sign = "-" if value < 0 else ""
+    whole, frac = divmod(abs(value), 10**digits)
+    return f"{sign}{whole}.{frac:0{digits}d}"

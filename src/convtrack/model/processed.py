@@ -26,6 +26,8 @@ class ProcessedEvent(msgspec.Struct, frozen=True, kw_only=True):
     touch_source: str | None = None
     touch_medium: str | None = None
     touch_campaign: str | None = None
+    # The click ids of the touch the event is attributed to (for ad platforms).
+    touch_click_ids: dict[str, str] = msgspec.field(default_factory=dict)
     device_type: str = "other"
     country_code: str = "ZZ"
     is_bot: bool = False

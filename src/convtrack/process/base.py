@@ -32,6 +32,7 @@ class Item(msgspec.Struct, kw_only=True):
     touch_source: str | None = None  # the event's own campaign facts, None when direct
     touch_medium: str | None = None
     touch_campaign: str | None = None
+    touch_click_ids: dict[str, str] = msgspec.field(default_factory=dict)
     device_type: str = "other"
     country_code: str = "ZZ"
     is_bot: bool = False

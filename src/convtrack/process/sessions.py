@@ -148,5 +148,6 @@ class SessionStep(Step):
         else:
             item.campaign_source = attributed.get("source") or DIRECT[0]
             item.campaign_medium = attributed.get("medium") or DIRECT[1]
+            item.touch_click_ids = dict(attributed.get("click_ids") or {})
             if envelope.campaign_id is None and attributed.get("campaign"):
                 item.campaign_id = str(attributed["campaign"])

@@ -187,6 +187,7 @@ def _processed_record(item: Item, counted_at_us: int) -> LogRecord:
         touch_source=item.touch_source,
         touch_medium=item.touch_medium,
         touch_campaign=item.touch_campaign,
+        touch_click_ids=item.touch_click_ids,
         device_type=item.device_type,
         country_code=item.country_code,
         is_bot=item.is_bot,

@@ -18,8 +18,8 @@ from convtrack.collect.stats import StatsApi
 from convtrack.collect.tokens import ConversionTokens
 from convtrack.config import Settings
 from convtrack.deliver.deadletters import DeadLetterStore, store_path
+from convtrack.deliver.registry import create_destination
 from convtrack.deliver.runner import DeliveryRunner
-from convtrack.deliver.webhook import WebhookConfig, WebhookDestination
 from convtrack.log.base import EventLog, LogConsumer
 from convtrack.log.sqlite import SqliteLog
 from convtrack.model.currency import iso4217_codes
@@ -155,7 +155,7 @@ class Pipeline:
         )
         env = os.environ if environ is None else environ
         destinations = [
-            (d, WebhookDestination(WebhookConfig.build(d, env))) for d in settings.destinations
+            (d, create_destination(d, env)) for d in settings.destinations
         ]  # secrets first: a bad one fails the start before any thread runs
         self.deadletters = DeadLetterStore(store_path(data_dir))
         self.deliveries = [

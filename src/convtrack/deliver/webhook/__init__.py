@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from convtrack.config_destinations import WebhookSettings
 from convtrack.deliver.base import Destination, Forwarded, OutboundRequest, Outcome
 from convtrack.deliver.webhook.config import WebhookConfig
 from convtrack.deliver.webhook.request import build_request
 from convtrack.deliver.webhook.response import read_response
 
-__all__ = ["WebhookConfig", "WebhookDestination"]
+__all__ = ["WebhookConfig", "WebhookDestination", "create"]
 
 
 class WebhookDestination(Destination):
+    max_batch_events = 10_000
+    ad_platform = False
+    dedupes_on_event_id = True  # receivers dedupe on webhook-id, stable across retries
+
     def __init__(self, config: WebhookConfig) -> None:
         self.name = config.name
         self._config = config
@@ -26,5 +31,11 @@ class WebhookDestination(Destination):
             now_us=now_us,
         )
 
-    def read(self, status: int, headers: dict[str, str], body: bytes) -> Outcome:
+    def read(
+        self, events: Sequence[Forwarded], status: int, headers: dict[str, str], body: bytes
+    ) -> Outcome:
         return read_response(status, headers, body)
+
+
+def create(settings: WebhookSettings, environ: Mapping[str, str]) -> WebhookDestination:
+    return WebhookDestination(WebhookConfig.build(settings, environ))

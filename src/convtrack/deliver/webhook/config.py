@@ -7,7 +7,7 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from convtrack.config import DestinationSettings
+from convtrack.config_destinations import WebhookSettings
 from convtrack.errors import ConfigError
 
 SECRET_PREFIX = "whsec_"
@@ -35,7 +35,7 @@ class WebhookConfig:
     secret: bytes
 
     @classmethod
-    def build(cls, settings: DestinationSettings, environ: Mapping[str, str]) -> WebhookConfig:
+    def build(cls, settings: WebhookSettings, environ: Mapping[str, str]) -> WebhookConfig:
         raw = environ.get(settings.secret_env, "").strip()
         if not raw:
             raise ConfigError(

@@ -1,0 +1,138 @@
+"""The ``[[destinations]]`` tables: settings every destination shares, then each kind's own.
+
+A table's ``kind`` picks its class; unknown keys of that kind are errors that
+name the key. Credentials are never literal: each ``*_env`` names the
+environment variable that holds the secret, read at start. ``endpoint``
+overrides the platform's base URL (stand-ins, proxies, EU hosts); each API
+version is a setting because every platform moves them on its own schedule.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Url = Annotated[str, msgspec.Meta(pattern="^https?://[^\\s]+$")]
+OptionalUrl = Annotated[str, msgspec.Meta(pattern="^(https?://[^\\s]+)?$")]
+EnvName = Annotated[str, msgspec.Meta(pattern="^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class DestinationBase(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, tag_field="kind"
+):
+    """What every destination has: naming, batching, retry, filters, mapping, safety."""
+
+    name: Annotated[str, msgspec.Meta(pattern="^[a-z0-9_-]+$", max_length=64)]
+    endpoint: OptionalUrl = ""
+    # 0: the platform's own limit. Larger values are capped to the platform's limit.
+    batch_max_events: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 0
+    batch_max_wait_secs: NonNegative = 0.5
+    timeout_secs: Annotated[float, msgspec.Meta(gt=0, le=120)] = 20.0
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 8
+    max_elapsed_secs: NonNegative = 3600.0
+    retry_base_secs: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    retry_cap_secs: Annotated[float, msgspec.Meta(gt=0)] = 600.0
+    throttle_base_secs: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    throttle_cap_secs: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+    setup_pause_secs: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    breaker_failure_ratio: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+    breaker_threshold: Annotated[int, msgspec.Meta(ge=1)] = 3
+    breaker_cooldown_secs: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    event_names: list[str] = msgspec.field(default_factory=list)
+    min_value: int | None = None
+    event_map: dict[str, str] = msgspec.field(default_factory=dict)
+    allow_private_network: bool = False
+
+
+class WebhookSettings(DestinationBase, tag="webhook", kw_only=True, frozen=True):
+    endpoint: Url
+    secret_env: EnvName
+    batch_max_events: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 500
+    batch_max_wait_secs: NonNegative = 5.0
+
+
+class SlackSettings(DestinationBase, tag="slack", kw_only=True, frozen=True):
+    # Slack's incoming-webhook URL is itself the secret.
+    webhook_url_env: EnvName
+    message_per: Literal["conversion", "batch"] = "batch"
+    alerts: bool = True
+    min_interval_secs: NonNegative = 1.0
+    batch_max_events: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 20
+    batch_max_wait_secs: NonNegative = 5.0
+
+
+class MetaCapiSettings(DestinationBase, tag="meta_capi", kw_only=True, frozen=True):
+    pixel_id: Annotated[str, msgspec.Meta(pattern="^[0-9]+$")]
+    access_token_env: EnvName
+    api_version: str = "v26.0"
+    action_source: Literal[
+        "website", "app", "email", "phone_call", "chat", "physical_store",
+        "system_generated", "business_messaging", "other",
+    ] = "website"  # fmt: skip
+    test_event_code: str = ""
+    window_days: Annotated[int, msgspec.Meta(ge=1, le=7)] = 7
+
+
+class GoogleAdsSettings(DestinationBase, tag="google_ads", kw_only=True, frozen=True):
+    # data_manager: the Data Manager API (events:ingest), for new setups;
+    # click_upload: uploadClickConversions, only for accounts already allowlisted.
+    api: Literal["data_manager", "click_upload"] = "data_manager"
+    customer_id: Annotated[str, msgspec.Meta(pattern="^[0-9]{10}$")]
+    conversion_action_id: Annotated[str, msgspec.Meta(pattern="^[0-9]+$")]
+    # Per event name, another conversion action (our event_name -> action id).
+    conversion_actions: dict[str, str] = msgspec.field(default_factory=dict)
+    login_customer_id: Annotated[str, msgspec.Meta(pattern="^([0-9]{10})?$")] = ""
+    access_token_env: EnvName
+    developer_token_env: str = ""
+    api_version: str = "v26"
+    data_manager_version: str = "v1"
+    # The conversion action's click-through window (Google: 30 days by default, up to 90).
+    click_window_days: Annotated[int, msgspec.Meta(ge=1, le=90)] = 30
+    gmail_rule: Literal["documented", "sdk"] = "documented"
+
+
+class Ga4Settings(DestinationBase, tag="ga4", kw_only=True, frozen=True):
+    measurement_id: str = ""
+    firebase_app_id: str = ""
+    api_secret_env: EnvName
+    window_hours: Annotated[int, msgspec.Meta(ge=1, le=72)] = 72
+
+
+class LinkedInSettings(DestinationBase, tag="linkedin", kw_only=True, frozen=True):
+    conversion_rule_id: Annotated[str, msgspec.Meta(pattern="^[0-9]+$")]
+    # Per event name, another conversion rule (our event_name -> rule id).
+    conversion_rules: dict[str, str] = msgspec.field(default_factory=dict)
+    access_token_env: EnvName
+    api_version: Annotated[str, msgspec.Meta(pattern="^[0-9]{6}$")] = "202603"
+    window_days: Annotated[int, msgspec.Meta(ge=1, le=90)] = 90
+
+
+class TikTokSettings(DestinationBase, tag="tiktok", kw_only=True, frozen=True):
+    event_source: Literal["web", "app", "offline", "crm"] = "web"
+    event_source_id: Annotated[str, msgspec.Meta(min_length=1)]
+    access_token_env: EnvName
+    api_version: str = "v1.3"
+    test_event_code: str = ""
+    window_days: Annotated[int, msgspec.Meta(ge=1, le=365)] = 7
+
+
+DestinationSettings = (
+    WebhookSettings
+    | SlackSettings
+    | MetaCapiSettings
+    | GoogleAdsSettings
+    | Ga4Settings
+    | LinkedInSettings
+    | TikTokSettings
+)
+DESTINATION_KINDS: tuple[type[DestinationBase], ...] = (
+    WebhookSettings,
+    SlackSettings,
+    MetaCapiSettings,
+    GoogleAdsSettings,
+    Ga4Settings,
+    LinkedInSettings,
+    TikTokSettings,
+)
