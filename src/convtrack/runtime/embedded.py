@@ -18,8 +18,6 @@ from convtrack.collect.stats import StatsApi
 from convtrack.collect.tokens import ConversionTokens
 from convtrack.config import Settings
 from convtrack.deliver.deadletters import DeadLetterStore, store_path
-from convtrack.deliver.registry import create_destination
-from convtrack.deliver.runner import DeliveryRunner
 from convtrack.log.base import EventLog, LogConsumer
 from convtrack.log.sqlite import SqliteLog
 from convtrack.model.currency import iso4217_codes
@@ -35,6 +33,7 @@ from convtrack.process.steps import (
     EnrichStep,
     RouteStep,
 )
+from convtrack.runtime.deliveries import build_deliveries
 from convtrack.runtime.keys import ProvisionedKeys, provision_keys
 from convtrack.runtime.token_secrets import provision_token_secrets
 from convtrack.store.cold.lake import Lake
@@ -154,22 +153,16 @@ class Pipeline:
             maintain_interval_secs=settings.cold.compaction_interval_secs,
         )
         env = os.environ if environ is None else environ
-        destinations = [
-            (d, create_destination(d, env)) for d in settings.destinations
-        ]  # secrets first: a bad one fails the start before any thread runs
         self.deadletters = DeadLetterStore(store_path(data_dir))
-        self.deliveries = [
-            DeliveryRunner(
-                destination=destination,
-                settings=d,
-                consumer=self.processed.consumer(f"deliver-{d.name}"),
-                deadletters=self.deadletters,
-                clock=clock,
-                metrics=self.metrics,
-                sleep=delivery_sleep,
-            )
-            for d, destination in destinations
-        ]
+        self.deliveries = build_deliveries(
+            settings,
+            processed=self.processed,
+            deadletters=self.deadletters,
+            clock=clock,
+            metrics=self.metrics,
+            environ=env,
+            sleep=delivery_sleep,
+        )
         stats = StatsApi(
             hot=self.hot,
             clock=clock,
