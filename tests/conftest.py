@@ -32,8 +32,11 @@ def free_port() -> int:
 class ServerProcess:
     """A ``convtrack serve`` child process; start, stop, kill and restart it."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, args: list[str] | None = None
+    ) -> None:
         self.data_dir = data_dir
+        self.args = list(args or [])  # more `serve` arguments, e.g. --config, --roles
         self.port = free_port()
         self.env = {
             **os.environ,
@@ -65,6 +68,7 @@ class ServerProcess:
                 str(self.port),
                 "--data-dir",
                 str(self.data_dir),
+                *self.args,
             ],
             env=self.env,
             stdout=log,
@@ -105,8 +109,10 @@ ServerFactory = Callable[..., ServerProcess]
 def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     made: list[ServerProcess] = []
 
-    def make(env: dict[str, str] | None = None, name: str = "data") -> ServerProcess:
-        server = ServerProcess(tmp_path / name, env)
+    def make(
+        env: dict[str, str] | None = None, name: str = "data", args: list[str] | None = None
+    ) -> ServerProcess:
+        server = ServerProcess(tmp_path / name, env, args)
         made.append(server)
         return server
 
