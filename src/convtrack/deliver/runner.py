@@ -1,14 +1,16 @@
-"""The shared delivery machinery: filter, batch, send, retry, dead-letter, commit.
+"""One destination's delivery: read, select, batch, dispatch, commit.
 
 One runner per configured destination, on its own thread, reading the
-processed log as consumer group ``deliver-<name>``. Conversions (bots are
-never conversions) that pass the destination's filters are batched by size
-or by wait; a batch is sent with retries (exponential backoff with full
-jitter, or the receiver's ``Retry-After``) until it is delivered, rejected
-or out of attempts or time, and then dead-lettered. Offsets are committed
-only after the batch was delivered or dead-lettered, so a crash sends again
-what was not committed (at-least-once; receivers dedupe on ``webhook-id``).
-Dead letters marked for replay are sent before new events.
+processed log as consumer group ``deliver-<name>``, so a slow platform never
+delays another. Each entry is selected (``deliver.select``: filters, consent,
+the platform's own skip rules); skipped events are counted and committed with
+the rest. Batches close at the smaller of ``batch_max_events`` and the
+platform's limit, or after ``batch_max_wait_secs``; the dispatcher
+(``deliver.dispatch``) then drives each to delivery or dead letters. Offsets
+are committed only after that, so a crash sends again what was not committed:
+platforms that deduplicate on our ids drop the copy, and for those that cannot,
+in-flight markers (``deliver.inflight``) turn the interrupted batch into dead
+letters instead. Dead letters marked for replay are sent before new events.
 """
 
 from __future__ import annotations
@@ -17,117 +19,34 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from typing import Any
-
-import httpx
 
 from convtrack.clock import Clock
+from convtrack.config import DeadLettersSettings
 from convtrack.config_destinations import DestinationSettings
-from convtrack.deliver.answers import excerpt
-from convtrack.deliver.base import (
-    Delivered,
-    Destination,
-    Forwarded,
-    OutboundRequest,
-    Outcome,
-    Reject,
-    Retry,
-    RetryPartial,
-)
-from convtrack.deliver.deadletters import DeadLetterStore, Failure
-from convtrack.log.base import LogConsumer, LogEntry, LogLag, next_positions
-from convtrack.model.pii import HASHED_FIELDS
-from convtrack.model.processed import ProcessedEvent, decode_processed
+from convtrack.deliver.alerts import DEAD_LETTERS, Alerts, Outbox
+from convtrack.deliver.base import Destination, Forwarded
+from convtrack.deliver.deadletters import DeadLetter, DeadLetterStore, Failure
+from convtrack.deliver.dispatch import Dispatcher, Job, Stopped
+from convtrack.deliver.inflight import InFlight
+from convtrack.deliver.outbound import EndpointGuard, Sender
+from convtrack.deliver.select import Selector, wanted
+from convtrack.log.base import LogConsumer, LogEntry, next_positions
+from convtrack.model.processed import decode_processed
 from convtrack.observe.metrics import Metrics
+
+__all__ = ["DeliveryRunner", "wanted"]
 
 log = logging.getLogger("convtrack.deliver")
 
-MAX_ANSWER_BYTES = 64 * 1024
-REQUEST_TIMEOUT_SECS = 20.0
-BACKOFF_BASE_SECS = 1.0
-BACKOFF_CAP_SECS = 600.0
-
-
-def _rfc3339(us: int) -> str:
-    moment = datetime.fromtimestamp(us / 1e6, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def forward_payload(processed: ProcessedEvent) -> dict[str, Any]:
-    """What a destination receives of one event (contact fields only as their hashes)."""
-    event = processed.event
-    return {
-        "event_id": event.event_id,
-        "event_name": event.event_name,
-        "event_time": _rfc3339(event.event_time_us),
-        "value": event.value,
-        "currency": event.currency,
-        "campaign_id": processed.campaign_id,
-        "campaign_source": processed.campaign_source,
-        "campaign_medium": processed.campaign_medium,
-        "device_type": processed.device_type,
-        "country_code": processed.country_code,
-        "user_id": event.user_id,
-        "session_id": event.session_id,
-        "properties": event.properties,
-        "user": {k: v for k, v in event.user.items() if k in HASHED_FIELDS},
-        "click_ids": event.click_ids,
-        "consent": event.consent,
-    }
-
-
-def wanted(settings: DestinationSettings, processed: ProcessedEvent) -> bool:
-    """Conversions only (never bots), then the destination's own filters."""
-    if not processed.is_conversion or processed.is_bot:
-        return False
-    event = processed.event
-    if settings.event_names and event.event_name not in settings.event_names:
-        return False
-    if settings.min_value is not None:
-        return event.value is not None and event.value >= settings.min_value
-    return True
-
-
-def backoff_secs(attempt: int, rng: random.Random) -> float:
-    """Full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
-    return rng.uniform(0.0, min(BACKOFF_CAP_SECS, BACKOFF_BASE_SECS * 2 ** (attempt - 1)))
-
-
-class _Stopped(Exception):
-    """The runner was stopped while a batch waited for its next attempt."""
-
-
-class Sender:
-    """Sends one request; never follows redirects; reads at most ``MAX_ANSWER_BYTES``."""
-
-    def __init__(self, transport: httpx.BaseTransport | None = None) -> None:
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(REQUEST_TIMEOUT_SECS, connect=5.0),
-            follow_redirects=False,
-            transport=transport,
-        )
-
-    def send(self, request: OutboundRequest) -> tuple[int, dict[str, str], bytes]:
-        """Status, headers (lower-case names) and the start of the body; raises httpx errors."""
-        with self._client.stream(
-            request.method, request.url, headers=request.headers, content=request.body
-        ) as response:
-            body = b""
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) >= MAX_ANSWER_BYTES:
-                    body = body[:MAX_ANSWER_BYTES]
-                    break
-            headers = {k.lower(): v for k, v in response.headers.items()}
-            return response.status_code, headers, body
-
-    def close(self) -> None:
-        self._client.close()
+DEAD_LETTER_CHECK_SECS = 30.0
+REPLAY_CLAIM_NOTE = (
+    "replay in flight: if this row is still here after a crash, the platform may have the "
+    "event (it cannot deduplicate); check before replaying again"
+)
 
 
 class DeliveryRunner:
-    """Delivers one destination's events; ``run_once`` by hand or ``start`` a thread."""
+    """Delivers one destination's events; ``run_once``/``flush`` by hand or ``start`` a thread."""
 
     def __init__(
         self,
@@ -141,6 +60,11 @@ class DeliveryRunner:
         sender: Sender | None = None,
         sleep: Callable[[float], None] | None = None,
         rng: random.Random | None = None,
+        default_granted: bool = True,
+        deadletter_limits: DeadLettersSettings | None = None,
+        alerts: Alerts | None = None,
+        outbox: Outbox | None = None,
+        guard: EndpointGuard | None = None,
     ) -> None:
         self.name = settings.name
         self._destination = destination
@@ -149,165 +73,236 @@ class DeliveryRunner:
         self._deadletters = deadletters
         self._clock = clock
         self._metrics = metrics
-        self._sender = sender or Sender()
+        self._limits = deadletter_limits or DeadLettersSettings()
+        self._alerts = alerts or Alerts(metrics.deliver.set_alert)
+        self._outbox = outbox
+        self._sender = sender or Sender(timeout_secs=settings.timeout_secs)
         self._stop = threading.Event()
-        self._sleep = sleep or self._stop.wait
-        self._rng = rng or random.Random()
+        self._dispatcher = Dispatcher(
+            destination=destination,
+            settings=settings,
+            sender=self._sender,
+            guard=guard or EndpointGuard(allow_private_network=settings.allow_private_network),
+            clock=clock,
+            metrics=metrics.deliver,
+            alerts=self._alerts,
+            sleep=sleep or self._wait,
+            stop=self._stop,
+            rng=rng or random.Random(),
+        )
+        self._selector = Selector(destination, settings, default_granted=default_granted)
+        self._inflight = InFlight(
+            deadletters, self.name, enabled=not destination.dedupes_on_event_id
+        )
+        own = settings.batch_max_events or destination.max_batch_events
+        self.batch_limit = max(1, min(own, destination.max_batch_events))
         self._entries: list[LogEntry] = []  # read since the last commit
-        self._batch: list[Forwarded] = []  # the wanted ones among them
+        self._batch: list[Forwarded] = []  # the ones to send among them
         self._batch_started = 0.0
+        self._job: Job | None = None  # the batch being dispatched (held by a pause)
+        self._started = False
+        self._next_dead_letter_check = 0.0
+        self._dead_letters = 0
+        self._lag_events = 0
+        self._lag_seconds = 0.0
         self._thread = threading.Thread(target=self._run, name=f"deliver-{self.name}", daemon=True)
-        self._lag = LogLag(events=0, seconds=0.0)
-        self.last_error: str | None = None
         self.delivered = 0
         self.dead_lettered = 0
+
+    @property
+    def last_error(self) -> str | None:
+        return self._dispatcher.last_error
 
     # -- one step ---------------------------------------------------------------
 
     def run_once(self, timeout_secs: float = 0.0) -> int:
-        """Send queued replays, read new events, send a batch that is due.
+        """Resume a held batch, send alerts and replays, read new events, send a due batch.
 
-        Returns how many events were read or replayed (0: nothing to do now).
+        Returns how many events were handled (0: nothing to do now, or blocked).
         """
+        if not self._started:
+            self._start_up()
+        self._check_dead_letters()
+        if self._dispatcher.blocked_secs() > 0:
+            self._update_lag()
+            return 0
+        if self._job is not None:
+            held = len(self._job.events)
+            return held if self.flush() else 0
+        if self._outbox is not None:
+            self._dispatcher.send_alerts(self._outbox)
         replayed = self._replay()
         if replayed:
             return replayed
-        room = self._settings.batch_max_events - len(self._batch)
+        room = self.batch_limit - len(self._batch)
         entries = self._consumer.poll(room, timeout_secs) if room > 0 else []
-        for entry in entries:
-            processed = decode_processed(entry.payload)
-            if wanted(self._settings, processed):
-                if not self._batch:
-                    self._batch_started = self._clock.monotonic()
-                self._batch.append(
-                    Forwarded(
-                        event_id=processed.event.event_id,
-                        source_partition=entry.partition,
-                        source_offset=entry.offset,
-                        payload=forward_payload(processed),
-                    )
-                )
-        self._entries.extend(entries)
-        self._lag = self._consumer.lag()
+        self._select(entries)
+        self._update_lag()
         if not self._batch:
-            if self._entries:  # nothing wanted among them: move on
-                self._consumer.commit(next_positions(self._entries))
-                self._entries.clear()
+            if self._entries:  # nothing to send among them: move on
+                self._commit()
             return len(entries)
-        full = len(self._batch) >= self._settings.batch_max_events
+        full = len(self._batch) >= self.batch_limit
         waited = self._clock.monotonic() - self._batch_started
         if full or waited >= self._settings.batch_max_wait_secs:
             self.flush()
         return len(entries)
 
+    def _select(self, entries: Sequence[LogEntry]) -> None:
+        now_us = self._clock.now_us()
+        skipped = self._metrics.deliver.skipped
+        for entry in entries:
+            if self._inflight.already_dead_lettered(entry):
+                continue
+            chosen = self._selector.select(entry, decode_processed(entry.payload), now_us)
+            if isinstance(chosen, Forwarded):
+                if not self._batch:
+                    self._batch_started = self._clock.monotonic()
+                self._batch.append(chosen)
+            elif chosen is not None:
+                skipped.labels(self.name, chosen).inc()
+        self._entries.extend(entries)
+
     def flush(self) -> bool:
-        """Send the buffered batch now; commit once delivered or dead-lettered."""
-        if self._batch:
+        """Send the buffered batch now; commit once it is settled. False when it is held
+        (a setup pause, an open circuit, or a stop): nothing is committed then."""
+        if self._job is None and self._batch:
+            self._inflight.mark(self._batch)
+            self._job = Job(events=list(self._batch))
+        if self._job is not None:
             try:
-                failure = self._deliver(self._batch)
-            except _Stopped:
-                return False  # stopped mid-retry: not committed, sent again after a restart
-            if failure is None:
-                self.delivered += len(self._batch)
-            else:
-                self._deadletters.add(self.name, self._batch, failure)
-                self.dead_lettered += len(self._batch)
-                log.warning(
-                    "batch_dead_lettered",
-                    extra={"destination": self.name, "events": len(self._batch),
-                           "status": failure.last_status, "answer": failure.last_answer},
-                )  # fmt: skip
+                if not self._dispatcher.run(self._job, _LogSettle(self)):
+                    return False
+            except Stopped:
+                return False  # not committed: sent again after a restart
+            self._job = None
         if self._entries:
-            self._consumer.commit(next_positions(self._entries))
-        self._entries.clear()
+            self._commit()
         self._batch.clear()
         return True
 
+    def _commit(self) -> None:
+        positions = next_positions(self._entries)
+        self._consumer.commit(positions)
+        self._inflight.committed(positions)
+        self._entries.clear()
+
+    # -- dead letters -------------------------------------------------------------
+
     def _replay(self) -> int:
-        rows = self._deadletters.replay_batch(self.name, self._settings.batch_max_events)
+        rows = self._deadletters.replay_batch(self.name, self.batch_limit)
         if not rows:
             return 0
+        claimed = self._inflight.enabled
+        if claimed:
+            self._deadletters.claim([row.id for row in rows], REPLAY_CLAIM_NOTE)
+        settle = _ReplaySettle(self, rows)
+        job = Job(events=[row.event for row in rows])
         try:
-            failure = self._deliver([row.event for row in rows])
-        except _Stopped:
-            return 0  # still marked: replayed after a restart
-        ids = [row.id for row in rows]
-        if failure is None:
-            self._deadletters.remove(ids)
-            self.delivered += len(rows)
-        else:
-            self._deadletters.failed_again(ids, failure)
-        return len(rows)
+            done = self._dispatcher.run(job, settle)
+        except Stopped:
+            done = False
+        if not done and claimed and job.events:
+            self._deadletters.unclaim(settle.rows_of(job.events))
+        self._check_dead_letters(force=True)
+        return len(rows) if done else 0
 
-    def _deliver(self, events: Sequence[Forwarded]) -> Failure | None:
-        """Send with retries; None once delivered, else how it failed for good.
+    def store_dead(self, rows: Sequence[tuple[Forwarded, Failure]]) -> None:
+        dropped = self._deadletters.add_rows(self.name, rows, cap=self._limits.max_per_destination)
+        self.dead_lettered += len(rows)
+        if dropped:
+            self._metrics.deliver.dead_letters_dropped.labels(self.name).inc(dropped)
+        self._check_dead_letters(force=True)
 
-        Raises ``_Stopped`` when the runner was stopped while waiting to retry.
-        """
-        started = self._clock.monotonic()
-        first_at = self._clock.now_us()
-        attempt = 0
-        while True:
-            attempt += 1
-            status, outcome = self._attempt(events)
-            if isinstance(outcome, Delivered):
-                self.last_error = None
-                return None
-            answer = outcome.reason
-            self.last_error = f"{self.name}: {answer}"
-            failed = Failure(
-                last_status=status, last_answer=answer, attempts=attempt,
-                first_attempt_at_us=first_at, last_attempt_at_us=self._clock.now_us(),
+    def _check_dead_letters(self, force: bool = False) -> None:
+        """The dead-letter gauge and alert (the CLI may change the store from outside)."""
+        now = self._clock.monotonic()
+        if not force and now < self._next_dead_letter_check:
+            return
+        self._next_dead_letter_check = now + DEAD_LETTER_CHECK_SECS
+        total = self._dead_letters = self._deadletters.total(self.name)
+        self._metrics.deliver.dead_letters.labels(self.name).set(total)
+        threshold = self._limits.alert_threshold
+        if total > threshold:
+            self._alerts.raise_(
+                DEAD_LETTERS, self.name,
+                f"{total} dead letters (more than {threshold}): see `convtrack dlq list "
+                f"--destination {self.name}`, fix the cause, then replay",
             )  # fmt: skip
-            if isinstance(outcome, Reject):
-                return failed
-            after = outcome.after_secs if isinstance(outcome, Retry) else None
-            delay = after if after is not None else backoff_secs(attempt, self._rng)
-            elapsed = self._clock.monotonic() - started
-            if attempt >= self._settings.max_attempts or (
-                elapsed + delay > self._settings.max_elapsed_secs
-            ):
-                return failed
-            self._sleep(delay)
-            if self._stop.is_set():
-                raise _Stopped
+        else:
+            self._alerts.clear(DEAD_LETTERS, self.name)
 
-    def _attempt(self, events: Sequence[Forwarded]) -> tuple[int | None, Outcome]:
-        request = self._destination.build(events, self._clock.now_us())
-        try:
-            status, headers, body = self._sender.send(request)
-        except httpx.HTTPError as exc:
-            self._metrics.errors.labels("deliver", type(exc).__name__).inc()
-            return None, Retry(after_secs=None, reason=f"{type(exc).__name__}: {exc}"[:500])
-        outcome = self._destination.read(events, status, headers, body)
-        if isinstance(outcome, RetryPartial):  # whole-batch retry: receivers dedupe by event
-            outcome = Retry(after_secs=None, reason=outcome.reason)
-        if not isinstance(outcome, Delivered) and not outcome.reason:
-            outcome = Reject(reason=f"HTTP {status}: {excerpt(body)}")
-        return status, outcome
+    def _start_up(self) -> None:
+        """Once, before the first read: settle what a crash left in flight."""
+        self._started = True
+        count, dropped = self._inflight.recover(
+            self._consumer.committed(), self._clock.now_us(), self._limits.max_per_destination
+        )
+        if count:
+            self.dead_lettered += count
+            self._metrics.deliver.dead_lettered.labels(self.name).inc(count)
+            log.warning("in_flight_dead_lettered", extra={"destination": self.name,
+                                                          "events": count})  # fmt: skip
+        if dropped:
+            self._metrics.deliver.dead_letters_dropped.labels(self.name).inc(dropped)
+        self._check_dead_letters(force=True)
 
-    # -- the thread -------------------------------------------------------------
+    # -- the thread and health ------------------------------------------------------
+
+    def _update_lag(self) -> None:
+        lag = self._consumer.lag()
+        self._lag_events = lag.events + len(self._entries)
+        self._lag_seconds = lag.seconds
+        if self._entries:
+            oldest = (self._clock.now_us() - self._entries[0].logged_at_us) / 1e6
+            self._lag_seconds = max(self._lag_seconds, oldest)
+        self._metrics.deliver.lag_events.labels(self.name).set(self._lag_events)
+        self._metrics.deliver.lag_seconds.labels(self.name).set(self._lag_seconds)
 
     def start(self) -> None:
         self._thread.start()
 
     def health(self) -> dict[str, object]:
+        """For ``/readyz`` (cheap: no I/O)."""
+        dispatcher = self._dispatcher
+        circuit = dispatcher.circuit()
+        paused = dispatcher.paused
+        detail = dispatcher.pause_reason if paused else None
+        if detail is None and circuit != "closed":
+            detail = f"circuit {circuit}"
         return {
-            "healthy": self.last_error is None,
-            "detail": self.last_error or "ok",
-            "lag_events": self._lag.events,
+            "healthy": not paused and circuit == "closed" and dispatcher.last_error is None,
+            "detail": detail or dispatcher.last_error or "ok",
+            "paused": paused,
+            "circuit": circuit,
+            "last_error": dispatcher.last_error,
+            "lag_events": self._lag_events,
+            "lag_seconds": round(self._lag_seconds, 3),
             "buffered_events": len(self._batch),
+            "dead_letters": self._dead_letters,
         }
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                blocked = self._dispatcher.blocked_secs()
+                if blocked > 0:
+                    self._stop.wait(min(blocked, 1.0))
+                    self._check_dead_letters()
+                    continue
                 self.run_once(timeout_secs=0.2)
             except Exception as exc:
-                self.last_error = f"{self.name}: {exc}"
+                self._dispatcher.last_error = f"{self.name}: {exc}"
                 self._metrics.errors.labels("deliver", type(exc).__name__).inc()
                 log.exception("delivery_failed", extra={"destination": self.name})
                 self._stop.wait(1.0)
+
+    def _wait(self, secs: float) -> None:
+        self._stop.wait(secs)
+
+    def request_stop(self) -> None:
+        """Ask the thread to stop at its next wait (without waiting for it)."""
+        self._stop.set()
 
     def stop(self) -> None:
         """Stop; what is buffered and not committed is sent again after a restart."""
@@ -316,3 +311,45 @@ class DeliveryRunner:
             self._thread.join(30)
         self._consumer.close()
         self._sender.close()
+
+
+class _LogSettle:
+    """A batch read from the log: dead letters are stored; the commit comes after."""
+
+    def __init__(self, runner: DeliveryRunner) -> None:
+        self._runner = runner
+
+    def delivered(self, events: Sequence[Forwarded]) -> None:
+        self._runner.delivered += len(events)
+
+    def skipped(self, events: Sequence[Forwarded], reason: str) -> None:
+        pass  # counted by the dispatcher; committed with the batch
+
+    def dead(self, rows: Sequence[tuple[Forwarded, Failure]]) -> None:
+        self._runner.store_dead(rows)
+
+
+class _ReplaySettle:
+    """A replay of dead letters: delivered rows leave the store, failed ones stay."""
+
+    def __init__(self, runner: DeliveryRunner, rows: Sequence[DeadLetter]) -> None:
+        self._runner = runner
+        self._store = runner._deadletters
+        self._by_event = {id(row.event): row for row in rows}
+
+    def rows_of(self, events: Sequence[Forwarded]) -> list[DeadLetter]:
+        return [self._by_event[id(e)] for e in events]
+
+    def delivered(self, events: Sequence[Forwarded]) -> None:
+        self._runner.delivered += len(events)
+        self._store.remove([row.id for row in self.rows_of(events)])
+
+    def skipped(self, events: Sequence[Forwarded], reason: str) -> None:
+        now_us = self._runner._clock.now_us()
+        failure = Failure(last_status=None, last_answer=f"not replayed: {reason}", attempts=0,
+                          first_attempt_at_us=now_us, last_attempt_at_us=now_us)  # fmt: skip
+        self._store.failed_again([row.id for row in self.rows_of(events)], failure)
+
+    def dead(self, rows: Sequence[tuple[Forwarded, Failure]]) -> None:
+        for event, failure in rows:
+            self._store.failed_again([self._by_event[id(event)].id], failure)

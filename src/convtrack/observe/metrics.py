@@ -111,6 +111,8 @@ class Metrics:
             registry=r,
         )  # fmt: skip
 
+        self.deliver = DeliveryMetrics(r)
+
     def count_request(self, route: str, status: int) -> None:
         """``http_requests{route,status}`` + 1, with the labelled child cached (hot path)."""
         child = self._request_children.get((route, status))
@@ -126,3 +128,75 @@ class Metrics:
     def on_log_commit(self, events: int, secs: float) -> None:
         self.log_commit_seconds.observe(secs)
         self.log_commit_events.observe(events)
+
+
+# Delivery waits span retries and pauses: seconds to an hour.
+DELIVERY_BUCKETS = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+)  # fmt: skip
+
+
+class DeliveryMetrics:
+    """The delivery runners' series, every one labelled by destination."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        d = ["destination"]
+        self.delivered = Counter(
+            "convtrack_deliver_delivered", "Events the platform accepted", d, registry=r
+        )
+        self.skipped = Counter(
+            "convtrack_deliver_skipped", "Events not sent, by reason (consent, a platform window…)",
+            [*d, "reason"], registry=r,
+        )  # fmt: skip
+        self.dead_lettered = Counter(
+            "convtrack_deliver_dead_lettered", "Events that became dead letters", d, registry=r
+        )
+        self.attempts = Counter(
+            "convtrack_deliver_attempts", "Requests sent (or refused before sending), by outcome",
+            [*d, "outcome"], registry=r,
+        )  # fmt: skip
+        self.request_seconds = Histogram(
+            "convtrack_deliver_request_seconds", "Duration of one request to the platform",
+            d, buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.acceptance_seconds = Histogram(
+            "convtrack_deliver_acceptance_seconds",
+            "Time from the event's receipt to its acceptance by the platform",
+            d, buckets=DELIVERY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.dead_letters = Gauge(
+            "convtrack_deliver_dead_letters", "Dead letters held", d, registry=r
+        )
+        self.dead_letters_dropped = Counter(
+            "convtrack_deliver_dead_letters_dropped",
+            "Dead letters dropped by deadletters.max_per_destination (oldest first)",
+            d, registry=r,
+        )  # fmt: skip
+        self.dead_letters_alert = Gauge(
+            "convtrack_deliver_dead_letters_alert",
+            "1 while a destination holds more than deadletters.alert_threshold dead letters",
+            d, registry=r,
+        )  # fmt: skip
+        self.paused = Gauge(
+            "convtrack_deliver_paused", "1 while a setup error pauses the destination", d,
+            registry=r,
+        )  # fmt: skip
+        self.circuit_open = Gauge(
+            "convtrack_deliver_circuit_open", "1 while the circuit breaker is open or half-open",
+            d, registry=r,
+        )  # fmt: skip
+        self.lag_events = Gauge(
+            "convtrack_deliver_lag_events", "Processed events not yet committed by the destination",
+            d, registry=r,
+        )  # fmt: skip
+        self.lag_seconds = Gauge(
+            "convtrack_deliver_lag_seconds",
+            "Age of the oldest event the destination has not committed", d, registry=r,
+        )  # fmt: skip
+
+    def set_alert(self, kind: str, destination: str, value: float) -> None:
+        """The gauge of one alert kind (see deliver.alerts)."""
+        gauge = {"paused": self.paused, "circuit_open": self.circuit_open,
+                 "dead_letters": self.dead_letters_alert}.get(kind)  # fmt: skip
+        if gauge is not None:
+            gauge.labels(destination).set(value)

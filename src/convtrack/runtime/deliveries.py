@@ -1,4 +1,4 @@
-"""Wiring of the deliver role: one runner per configured destination."""
+"""Wiring of the deliver role: one runner per configured destination, sharing alerts."""
 
 from __future__ import annotations
 
@@ -6,9 +6,14 @@ from collections.abc import Callable, Mapping
 
 from convtrack.clock import Clock
 from convtrack.config import Settings
+from convtrack.config_destinations import DestinationSettings, SlackSettings
+from convtrack.deliver.alerts import AlertChannel, Alerts
+from convtrack.deliver.base import Destination
 from convtrack.deliver.deadletters import DeadLetterStore
+from convtrack.deliver.outbound import EndpointGuard
 from convtrack.deliver.registry import create_destination
 from convtrack.deliver.runner import DeliveryRunner
+from convtrack.errors import ConfigError
 from convtrack.log.base import EventLog
 from convtrack.observe.metrics import Metrics
 
@@ -23,9 +28,11 @@ def build_deliveries(
     environ: Mapping[str, str],
     sleep: Callable[[float], None] | None = None,
 ) -> list[DeliveryRunner]:
-    """The runners, not started. Every destination's credentials are read first, so a
-    missing secret fails the start before any thread runs."""
+    """The runners, not started. Every destination's credentials and endpoint are checked
+    first, so a missing secret or a refused endpoint fails the start before any thread runs."""
     destinations = [(d, create_destination(d, environ)) for d in settings.destinations]
+    guards = {d.name: check_endpoint(d) for d, _ in destinations}
+    alerts = Alerts(metrics.deliver.set_alert)
     return [
         DeliveryRunner(
             destination=destination,
@@ -35,6 +42,29 @@ def build_deliveries(
             clock=clock,
             metrics=metrics,
             sleep=sleep,
+            default_granted=settings.consent.default_granted,
+            deadletter_limits=settings.deadletters,
+            alerts=alerts,
+            outbox=alerts.outbox(d.name) if sends_alerts(d, destination) else None,
+            guard=guards[d.name],
         )
         for d, destination in destinations
     ]
+
+
+def check_endpoint(settings: DestinationSettings) -> EndpointGuard:
+    """The destination's guard, after refusing a configured endpoint it would refuse."""
+    guard = EndpointGuard(allow_private_network=settings.allow_private_network)
+    if settings.endpoint:
+        refusal = guard.refusal(settings.endpoint)
+        if refusal is not None:
+            raise ConfigError(f"destination {settings.name}: {refusal}")
+    return guard
+
+
+def sends_alerts(settings: DestinationSettings, destination: Destination) -> bool:
+    return (
+        isinstance(settings, SlackSettings)
+        and settings.alerts
+        and isinstance(destination, AlertChannel)
+    )
