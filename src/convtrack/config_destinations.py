@@ -66,7 +66,8 @@ class SlackSettings(DestinationBase, tag="slack", kw_only=True, frozen=True):
 class MetaCapiSettings(DestinationBase, tag="meta_capi", kw_only=True, frozen=True):
     pixel_id: Annotated[str, msgspec.Meta(pattern="^[0-9]+$")]
     access_token_env: EnvName
-    api_version: str = "v26.0"
+    # Graph API version, e.g. "v26.0"; each stays supported for at least two years.
+    api_version: Annotated[str, msgspec.Meta(pattern="^v[0-9]+\\.[0-9]+$")] = "v26.0"
     action_source: Literal[
         "website", "app", "email", "phone_call", "chat", "physical_store",
         "system_generated", "business_messaging", "other",
@@ -113,8 +114,9 @@ class TikTokSettings(DestinationBase, tag="tiktok", kw_only=True, frozen=True):
     event_source: Literal["web", "app", "offline", "crm"] = "web"
     event_source_id: Annotated[str, msgspec.Meta(min_length=1)]
     access_token_env: EnvName
-    api_version: str = "v1.3"
+    api_version: Annotated[str, msgspec.Meta(pattern="^v[0-9]+\\.[0-9]+$")] = "v1.3"
     test_event_code: str = ""
+    # TikTok's lateness window is not confirmed in our reference: 7 days by default.
     window_days: Annotated[int, msgspec.Meta(ge=1, le=365)] = 7
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -158,10 +160,15 @@ def _dlq_options(command: Any) -> Any:
                         help="Only this destination (default: all).")(command)  # fmt: skip
 
 
-def _dead_letter_store(config: str | None, data_dir: str | None) -> DeadLetterStore:
+@contextmanager
+def _dead_letter_store(config: str | None, data_dir: str | None) -> Iterator[DeadLetterStore]:
     from convtrack.deliver.deadletters import DeadLetterStore, store_path
 
-    return DeadLetterStore(store_path(_settings(config, data_dir=data_dir).data_dir))
+    store = DeadLetterStore(store_path(_settings(config, data_dir=data_dir).data_dir))
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 @dlq_group.command("list")
@@ -176,16 +183,13 @@ def dlq_list(
     destination: str | None, config: str | None, data_dir: str | None, limit: int, fmt: str
 ) -> None:
     """Print the dead letters, oldest first, with each destination's last answer."""
-    store = _dead_letter_store(config, data_dir)
-    try:
+    with _dead_letter_store(config, data_dir) as store:
         total = store.total(destination)
         rows = [
             (d.id, d.destination, d.event.event_id, d.last_status, d.attempts,
              d.as_json()["last_attempt_at"], d.replay, d.last_answer)
             for d in store.items(destination, limit)
         ]  # fmt: skip
-    finally:
-        store.close()
     columns = ["id", "destination", "event_id", "last_status", "attempts", "last_attempt_at",
                "replay_pending", "last_answer"]  # fmt: skip
     click.echo(render(columns, rows, fmt))
@@ -196,24 +200,16 @@ def dlq_list(
 @_dlq_options
 def dlq_replay(destination: str | None, config: str | None, data_dir: str | None) -> None:
     """Queue the dead letters for sending again; the running server sends them."""
-    store = _dead_letter_store(config, data_dir)
-    try:
-        count = store.mark_replay(destination)
-    finally:
-        store.close()
-    click.echo(f"replayed {count}")
+    with _dead_letter_store(config, data_dir) as store:
+        click.echo(f"replayed {store.mark_replay(destination)}")
 
 
 @dlq_group.command("purge")
 @_dlq_options
 def dlq_purge(destination: str | None, config: str | None, data_dir: str | None) -> None:
     """Delete the dead letters for good."""
-    store = _dead_letter_store(config, data_dir)
-    try:
-        count = store.purge(destination)
-    finally:
-        store.close()
-    click.echo(f"purged {count}")
+    with _dead_letter_store(config, data_dir) as store:
+        click.echo(f"purged {store.purge(destination)}")
 
 
 @cli.group("dev")

@@ -1,13 +1,63 @@
-"""The meta_capi destination (being built: see issue 6)."""
+"""The meta_capi destination: Meta Conversions API (destinations.md §1)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from convtrack.config_destinations import MetaCapiSettings
-from convtrack.deliver.base import Destination
-from convtrack.errors import ConfigError
+from convtrack.deliver.base import Destination, Forwarded, OutboundRequest, Outcome
+from convtrack.deliver.meta_capi.config import MetaCapiConfig
+from convtrack.deliver.meta_capi.request import build_request, user_data
+from convtrack.deliver.meta_capi.response import read_response
+
+__all__ = ["MetaCapiConfig", "MetaCapiDestination", "create"]
+
+MAX_EVENTS = 1000
 
 
-def create(settings: MetaCapiSettings, environ: Mapping[str, str]) -> Destination:
-    raise ConfigError(f"destination {settings.name}: kind meta_capi is not built yet")
+class MetaCapiDestination(Destination):
+    max_batch_events = MAX_EVENTS
+    ad_platform = True
+    dedupes_on_event_id = True  # event_name + event_id, 48 h
+
+    def __init__(self, config: MetaCapiConfig) -> None:
+        self.name = config.name
+        self._config = config
+
+    def skip_reason(self, event: Forwarded, now_us: int) -> str | None:
+        """Meta refuses the whole request for one such event, so none is sent."""
+        payload = event.payload
+        if now_us - int(payload["event_time_us"]) > self._config.window_us:
+            return "too_old"
+        if self._config.action_source == "website":
+            if not payload.get("page_url"):
+                return "no_page_url"  # event_source_url is required for website events
+            if not payload.get("user_agent"):
+                return "no_user_agent"  # client_user_agent is required for website events
+        if payload.get("event_name") == "Purchase" and (
+            payload.get("amount") is None or not payload.get("currency")
+        ):
+            return "no_value"
+        if not user_data(payload):
+            return "no_user_data"
+        return None
+
+    def build(self, events: Sequence[Forwarded], now_us: int) -> OutboundRequest:
+        return build_request(
+            url=self._config.url,
+            access_token=self._config.access_token,
+            action_source=self._config.action_source,
+            test_event_code=self._config.test_event_code,
+            events=events,
+        )
+
+    def read(
+        self, events: Sequence[Forwarded], status: int, headers: dict[str, str], body: bytes
+    ) -> Outcome:
+        return read_response(
+            status, headers, body, sent=len(events), secrets=(self._config.access_token,)
+        )
+
+
+def create(settings: MetaCapiSettings, environ: Mapping[str, str]) -> MetaCapiDestination:
+    return MetaCapiDestination(MetaCapiConfig.build(settings, environ))
