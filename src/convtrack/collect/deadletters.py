@@ -1,7 +1,12 @@
-"""The admin view of dead letters: list them, and queue them for replay."""
+"""The admin view of dead letters: list them, and queue them for replay.
+
+The store is SQLite: its calls run in a worker thread so a slow disk or a
+runner's write never stalls the event loop that serves ingestion.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,9 +36,8 @@ class DeadLettersApi:
         text = request.query_one("limit") or "100"
         if not text.isdigit() or not 1 <= int(text) <= 1000:
             return error(400, codes.ERR_BAD_QUERY, message="limit must be between 1 and 1000")
-        total = self._store.total(destination)
-        items = [row.as_json() for row in self._store.items(destination, int(text))]
-        return json_response(200, {"total": total, "items": items})
+        total, rows = await asyncio.to_thread(_read, self._store, destination, int(text))
+        return json_response(200, {"total": total, "items": rows})
 
     async def replay(self, request: Request, key: ApiKey, route: str) -> Response:
         read = await read_json(request, MAX_BODY_BYTES)
@@ -47,4 +51,12 @@ class DeadLettersApi:
             )
         if destination not in self._destinations:
             return error(404, codes.ERR_NOT_FOUND)
-        return json_response(200, {"replayed": self._store.mark_replay(destination)})
+        replayed = await asyncio.to_thread(self._store.mark_replay, destination)
+        return json_response(200, {"replayed": replayed})
+
+
+def _read(
+    store: DeadLetterStore, destination: str | None, limit: int
+) -> tuple[int, list[dict[str, Any]]]:
+    items = [row.as_json() for row in store.items(destination, limit)]
+    return store.total(destination), items
