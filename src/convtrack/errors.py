@@ -5,6 +5,7 @@
     ├── LogError               the event log failed
     │   └── LogUnavailable     the log cannot take events durably right now (answer 503)
     └── StoreError             a store (rejects, hot, cold) failed
+        └── StoreUnavailable   its backend (Redis) is unreachable now; retry later
 
 Adapters translate library exceptions (sqlite3, OSError, ...) into these with
 ``raise ... from exc`` so callers never depend on a backend's error types.
@@ -38,3 +39,7 @@ class LogUnavailable(LogError):
 
 class StoreError(ConvtrackError):
     """A store failed to read or write."""
+
+
+class StoreUnavailable(StoreError):
+    """A store's backend cannot be reached right now; the same call may succeed later."""

