@@ -59,6 +59,8 @@ class SlackSettings(DestinationBase, tag="slack", kw_only=True, frozen=True):
     message_per: Literal["conversion", "batch"] = "batch"
     alerts: bool = True
     min_interval_secs: NonNegative = 1.0
+    # A batch message lists at most this many conversions, then "…and N more".
+    max_lines: Annotated[int, msgspec.Meta(ge=1, le=40)] = 10
     batch_max_events: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 20
     batch_max_wait_secs: NonNegative = 5.0
 
@@ -104,7 +106,9 @@ class Ga4Settings(DestinationBase, tag="ga4", kw_only=True, frozen=True):
 class LinkedInSettings(DestinationBase, tag="linkedin", kw_only=True, frozen=True):
     conversion_rule_id: Annotated[str, msgspec.Meta(pattern="^[0-9]+$")]
     # Per event name, another conversion rule (our event_name -> rule id).
-    conversion_rules: dict[str, str] = msgspec.field(default_factory=dict)
+    conversion_rules: dict[str, Annotated[str, msgspec.Meta(pattern="^[0-9]+$")]] = (
+        msgspec.field(default_factory=dict)
+    )
     access_token_env: EnvName
     api_version: Annotated[str, msgspec.Meta(pattern="^[0-9]{6}$")] = "202603"
     window_days: Annotated[int, msgspec.Meta(ge=1, le=90)] = 90

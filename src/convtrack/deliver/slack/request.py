@@ -1,0 +1,147 @@
+"""Conversions and operator alerts to Slack incoming-webhook messages, pure.
+
+A message has ``text`` (the notification fallback) and ``blocks`` (what the
+channel shows), both in Slack's mrkdwn. Lines show what a marketer reads:
+event name, value in major units with its currency, campaign, country,
+device. Nothing that identifies a person is shown: no user ids, no hashes, no
+IP or user agent. Values we did not write (names, campaigns) are escaped, so
+``<!channel>`` in a campaign name cannot ping anyone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from convtrack.deliver.base import OutboundRequest
+from convtrack.model.currency import major_amount
+
+LINES_PER_SECTION = 10  # keeps a section under Slack's 3,000 characters
+FIELD_CHARS = 60
+ALERT_CHARS = 2800
+UNKNOWN_COUNTRY = "ZZ"
+NO_CAMPAIGN = "(none)"
+
+_encoder = msgspec.json.Encoder(order="deterministic")
+_SPACES = re.compile(r"\s+")
+_LEADING_EMOJI = re.compile(r"^(:[a-z0-9_+-]+:)\s+(.+)$", re.DOTALL)
+DEFAULT_ALERT_EMOJI = ":warning:"
+
+
+def escape(text: str) -> str:
+    """Slack's three control characters, as its docs ask."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def field(value: object, limit: int = FIELD_CHARS) -> str:
+    """One value on one line, cut to ``limit`` characters and escaped."""
+    text = _SPACES.sub(" ", str(value)).strip()
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return escape(text)
+
+
+def utc_time(us: int) -> str:
+    return datetime.fromtimestamp(us / 1e6, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def value_text(payload: dict[str, Any]) -> str | None:
+    if payload.get("amount") is None or not payload.get("currency"):
+        return None
+    return f"{payload['amount']} {field(payload['currency'])}"
+
+
+def conversion_line(payload: dict[str, Any]) -> str:
+    """``*Purchase* · 12.50 EUR · campaign spring · DE · mobile``"""
+    parts = [f"*{field(payload.get('event_name') or '?')}*"]
+    value = value_text(payload)
+    if value is not None:
+        parts.append(value)
+    campaign = payload.get("campaign_id")
+    if campaign and campaign != NO_CAMPAIGN:
+        parts.append(f"campaign {field(campaign)}")
+    country = payload.get("country_code")
+    if country and country != UNKNOWN_COUNTRY:
+        parts.append(field(country))
+    if payload.get("device_type"):
+        parts.append(field(payload["device_type"]))
+    return " · ".join(parts)
+
+
+def totals(payloads: Sequence[dict[str, Any]]) -> str:
+    """The batch's value per currency in major units: ``37.50 EUR + 10.00 USD``."""
+    sums: dict[str, int] = {}
+    for payload in payloads:
+        currency, value = payload.get("currency"), payload.get("value")
+        if isinstance(currency, str) and isinstance(value, int):
+            sums[currency] = sums.get(currency, 0) + value
+    return " + ".join(f"{major_amount(v, c)} {field(c)}" for c, v in sorted(sums.items()))
+
+
+def time_span(payloads: Sequence[dict[str, Any]]) -> str:
+    times = [p["event_time_us"] for p in payloads]
+    first, last = utc_time(min(times)), utc_time(max(times))
+    return first if first == last else f"{first} to {last}"
+
+
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+def conversions_message(payloads: Sequence[dict[str, Any]], max_lines: int) -> dict[str, Any]:
+    if not payloads:
+        raise ValueError("a Slack message needs at least one conversion")
+    count = len(payloads)
+    total = totals(payloads)
+    footer = context(f"convtrack · {time_span(payloads)}")
+    if count == 1:
+        line = conversion_line(payloads[0])
+        return {"text": f"New conversion: {line}",
+                "blocks": [section(f":moneybag: {line}"), footer]}  # fmt: skip
+    noun = "conversions"
+    title = f"{count} {noun}" + (f": {total}" if total else "")
+    lines = [f"• {conversion_line(p)}" for p in payloads[:max_lines]]
+    if count > max_lines:
+        lines.append(f"_…and {count - max_lines} more_")
+    blocks = [section(f":moneybag: *{count} {noun}*" + (f" · {total}" if total else ""))]
+    for start in range(0, len(lines), LINES_PER_SECTION):
+        blocks.append(section("\n".join(lines[start : start + LINES_PER_SECTION])))
+    blocks.append(footer)
+    return {"text": title, "blocks": blocks}
+
+
+def alert_message(destination: str, text: str, now_us: int) -> dict[str, Any]:
+    """An operator alert: a sign, a bold title, the alert, and when it was raised.
+
+    The sign is ``:warning:`` unless the text starts with its own emoji code
+    (the runner's ``:white_check_mark:`` for a resolved alert), which then
+    takes its place instead of showing two.
+    """
+    emoji, body = DEFAULT_ALERT_EMOJI, text.strip()
+    own = _LEADING_EMOJI.match(body)
+    if own is not None:
+        emoji, body = own.group(1), own.group(2)
+    body = escape(body)
+    if len(body) > ALERT_CHARS:
+        body = body[: ALERT_CHARS - 1] + "…"
+    return {
+        "text": f"{emoji} convtrack alert: {body}",
+        "blocks": [
+            section(f"{emoji} *convtrack alert*\n{body}"),
+            context(f"convtrack · {field(destination)} · {utc_time(now_us)}"),
+        ],
+    }
+
+
+def post(url: str, message: dict[str, Any]) -> OutboundRequest:
+    return OutboundRequest(method="POST", url=url,
+                           headers={"Content-Type": "application/json"},
+                           body=_encoder.encode(message))  # fmt: skip
