@@ -469,10 +469,14 @@ def test_a_stale_event_is_skipped_and_the_rest_delivered(
         clock.advance(600)  # by delivery time the first one is older than Meta takes
         deliver_all(pipeline, clock)
         assert dead_letters(pipeline)["total"] == 0
+        metrics = call(pipeline, "GET", "/metrics", key=ADMIN_KEY).text
     finally:
         pipeline.close()
     assert standin.accepted == ["fresh"]
     assert standin.refusals == []
+    for reason in ("too_old", "no_page_url"):
+        line = f'convtrack_deliver_skipped_total{{destination="meta",reason="{reason}"}} 1.0'
+        assert line in metrics
 
 
 def test_an_expired_token_pauses_the_destination_and_keeps_the_events(

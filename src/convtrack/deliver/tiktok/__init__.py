@@ -1,13 +1,49 @@
-"""The tiktok destination (being built: see issue 6)."""
+"""The tiktok destination: TikTok Events API 2.0 (destinations.md §5)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from convtrack.config_destinations import TikTokSettings
-from convtrack.deliver.base import Destination
-from convtrack.errors import ConfigError
+from convtrack.deliver.base import Destination, Forwarded, OutboundRequest, Outcome
+from convtrack.deliver.tiktok.config import TikTokConfig
+from convtrack.deliver.tiktok.request import build_request
+from convtrack.deliver.tiktok.response import read_response
+
+__all__ = ["TikTokConfig", "TikTokDestination", "create"]
+
+MAX_EVENTS = 1000  # [S] Segment's and Tealium's connectors
 
 
-def create(settings: TikTokSettings, environ: Mapping[str, str]) -> Destination:
-    raise ConfigError(f"destination {settings.name}: kind tiktok is not built yet")
+class TikTokDestination(Destination):
+    max_batch_events = MAX_EVENTS
+    ad_platform = True
+    dedupes_on_event_id = True  # event + event_id, 48 h
+
+    def __init__(self, config: TikTokConfig) -> None:
+        self.name = config.name
+        self._config = config
+
+    def skip_reason(self, event: Forwarded, now_us: int) -> str | None:
+        if now_us - int(event.payload["event_time_us"]) > self._config.window_us:
+            return "too_old"
+        return None
+
+    def build(self, events: Sequence[Forwarded], now_us: int) -> OutboundRequest:
+        return build_request(
+            url=self._config.url,
+            access_token=self._config.access_token,
+            event_source=self._config.event_source,
+            event_source_id=self._config.event_source_id,
+            test_event_code=self._config.test_event_code,
+            events=events,
+        )
+
+    def read(
+        self, events: Sequence[Forwarded], status: int, headers: dict[str, str], body: bytes
+    ) -> Outcome:
+        return read_response(status, headers, body, secrets=(self._config.access_token,))
+
+
+def create(settings: TikTokSettings, environ: Mapping[str, str]) -> TikTokDestination:
+    return TikTokDestination(TikTokConfig.build(settings, environ))
