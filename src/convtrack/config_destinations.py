@@ -88,19 +88,27 @@ class GoogleAdsSettings(DestinationBase, tag="google_ads", kw_only=True, frozen=
     conversion_actions: dict[str, str] = msgspec.field(default_factory=dict)
     login_customer_id: Annotated[str, msgspec.Meta(pattern="^([0-9]{10})?$")] = ""
     access_token_env: EnvName
-    developer_token_env: str = ""
-    api_version: str = "v26"
-    data_manager_version: str = "v1"
+    # Optional: Google ignores the developer-token header since 2026-09-09.
+    developer_token_env: Annotated[str, msgspec.Meta(pattern="^([A-Za-z_][A-Za-z0-9_]*)?$")] = ""
+    api_version: Annotated[str, msgspec.Meta(pattern="^v[0-9]+(\\.[0-9]+)?$")] = "v26"
+    data_manager_version: Annotated[str, msgspec.Meta(pattern="^v[0-9]+$")] = "v1"
     # The conversion action's click-through window (Google: 30 days by default, up to 90).
     click_window_days: Annotated[int, msgspec.Meta(ge=1, le=90)] = 30
+    # documented: Gmail-only dot removal; sdk: google-ads-python's every '.' and '+'.
     gmail_rule: Literal["documented", "sdk"] = "documented"
+    # Clicks younger than 6 h are answered TOO_RECENT_EVENT and retried 6 h later,
+    # so a batch must be allowed to live longer than the common default (1 h).
+    max_elapsed_secs: NonNegative = 86_400.0
 
 
 class Ga4Settings(DestinationBase, tag="ga4", kw_only=True, frozen=True):
+    # Exactly one: a web stream's measurement id (G-...) or an app stream's Firebase app id.
     measurement_id: str = ""
     firebase_app_id: str = ""
     api_secret_env: EnvName
     window_hours: Annotated[int, msgspec.Meta(ge=1, le=72)] = 72
+    # Sent as engagement_time_msec with each event (GA4 needs it for Realtime and sessions).
+    engagement_time_msec: Annotated[int, msgspec.Meta(ge=1)] = 100
 
 
 class LinkedInSettings(DestinationBase, tag="linkedin", kw_only=True, frozen=True):

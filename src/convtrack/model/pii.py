@@ -48,6 +48,19 @@ def normalize_email_google(value: str) -> str:
     return email
 
 
+def normalize_email_google_sdk(value: str) -> str:
+    """google-ads-python's example (v23): drop every '.' and '+' in the local part, any domain.
+
+    Its docstring still describes the Gmail-only rule; destinations.md section 7
+    calls this a discrepancy, so it is a separate variant a destination may pick.
+    """
+    email = normalize_email(value)
+    local, at, domain = email.partition("@")
+    if not at:
+        return email
+    return local.replace(".", "").replace("+", "") + "@" + domain
+
+
 def normalize_phone_digits(value: str) -> str:
     """Meta: digits only with country code, no '+', no leading '00' or '0'."""
     digits = _NOT_DIGITS.sub("", value.strip())
@@ -93,9 +106,9 @@ def _hash(value: str, normalize: Callable[[str], str]) -> str:
 def hash_user(user: dict[str, str]) -> dict[str, str]:
     """Return the stored form of a ``user`` object: hashes and the never-hashed fields.
 
-    Keys of the result: ``email``, ``email_google``, ``phone``, ``phone_e164``,
-    ``first_name``, ``first_name_plain``, ``last_name``, ``last_name_plain``,
-    ``city``, ``state``, ``zip``, ``external_id`` (hex SHA-256), and
+    Keys of the result: ``email``, ``email_google``, ``email_google_sdk``,
+    ``phone``, ``phone_e164``, ``first_name``, ``first_name_plain``, ``last_name``,
+    ``last_name_plain``, ``city``, ``state``, ``zip``, ``external_id`` (hex SHA-256), and
     ``country`` (ISO alpha-2 upper case), ``client_ip``, ``user_agent``,
     ``fbc``, ``fbp`` as given.
     """
@@ -107,6 +120,7 @@ def hash_user(user: dict[str, str]) -> dict[str, str]:
         if field == "email":
             out["email"] = _hash(value, normalize_email)
             out["email_google"] = _hash(value, normalize_email_google)
+            out["email_google_sdk"] = _hash(value, normalize_email_google_sdk)
         elif field == "phone":
             if is_hashed(value):
                 out["phone"] = out["phone_e164"] = value
