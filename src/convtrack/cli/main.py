@@ -36,12 +36,27 @@ def cli() -> None:
 @click.option("--host", default=None, help="Address to listen on (server.host).")
 @click.option("--port", type=int, default=None, help="Port to listen on (server.port).")
 @click.option("--data-dir", "data_dir", default=None, help="Where data lives (server.data_dir).")
-def serve(config: str | None, host: str | None, port: int | None, data_dir: str | None) -> None:
-    """Run the whole pipeline in this process on the embedded default."""
+@click.option(
+    "--roles", "roles", default=None, metavar="ROLE[,ROLE...]",
+    help="Run only these roles: collect, process, store, deliver (default: all).",
+)  # fmt: skip
+def serve(
+    config: str | None, host: str | None, port: int | None, data_dir: str | None,
+    roles: str | None,
+) -> None:  # fmt: skip
+    """Run the pipeline in this process: every role (the default) or those of --roles.
+
+    Without collect, the process serves only /healthz, /readyz and /metrics.
+    """
+    from convtrack.runtime.roles import parse_roles
     from convtrack.runtime.serve import serve as run
 
+    try:
+        chosen = parse_roles(roles)
+    except ConvtrackError as exc:
+        raise click.BadParameter(str(exc), param_hint="--roles") from exc
     settings = _settings(config, host=host, port=port, data_dir=data_dir)
-    sys.exit(run(settings))
+    sys.exit(run(settings, chosen))
 
 
 @cli.command()

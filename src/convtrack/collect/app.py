@@ -16,6 +16,7 @@ from convtrack.collect.ingest import Collector
 from convtrack.collect.reports import ReportsApi
 from convtrack.collect.stats import StatsApi
 from convtrack.collect.tokens import ConversionTokens
+from convtrack.errors import LogError, LogUnavailable, StoreError
 from convtrack.log.base import EventLog
 from convtrack.model import codes
 from convtrack.observe.metrics import Metrics
@@ -85,6 +86,13 @@ class App:
             response = await self.dispatch(request)
         except ConnectionAbortedError:
             return  # the client went away mid-body; nobody to answer
+        except (LogError, StoreError) as exc:
+            # A backend is down (Kafka, Redis, the lake): the client may retry; an
+            # append that raised was never acknowledged, so nothing was accepted.
+            self.metrics.errors.labels("http", type(exc).__name__).inc()
+            log.warning("backend_unavailable", extra={"path": request.path, "error": str(exc)})
+            retry_after = exc.retry_after_secs if isinstance(exc, LogUnavailable) else 2
+            response = error(503, codes.ERR_UNAVAILABLE, retry_after=retry_after)
         except Exception as exc:
             self.metrics.errors.labels("http", type(exc).__name__).inc()
             log.exception("unhandled_error", extra={"path": request.path})
@@ -157,16 +165,22 @@ class App:
     async def readyz(self, request: Request) -> Response:
         status = self.log.status()
         ready = status.writable and not self.draining
-        body = {
+        body: dict[str, Any] = {
             "status": "ready" if ready else "unavailable",
             "draining": self.draining,
             "log": {"writable": status.writable, "detail": status.detail,
                     "pending_events": status.pending_events},
         }  # fmt: skip
-        # The later stages are reported but do not gate readiness: while they catch
-        # up (or the lake is away) the log keeps taking events durably.
-        for name, report in self.components.items():
-            body[name] = report()
+        # The later stages and their backends (hot store, lake) are reported but do not
+        # gate readiness: while they catch up or are away the log keeps taking events
+        # durably. ``degraded`` names those that are not healthy.
+        degraded = []
+        for name, component in self.components.items():
+            report = component()
+            body[name] = report
+            if report.get("healthy") is False:
+                degraded.append(name)
+        body["degraded"] = degraded
         return json_response(200 if ready else 503, body)
 
     async def render_metrics(self, request: Request) -> Response:

@@ -1,7 +1,9 @@
 """The embedded event log: one SQLite database in WAL mode, group-committed.
 
-One partition. Offsets are assigned by the writer thread in commit order, so
-a reader never sees a gap that fills in later. ``synchronous=full`` (the
+One partition. Offsets are assigned inside each group commit's write
+transaction, in commit order, so a reader never sees a gap that fills in
+later, and several processes may append to one file (SQLite's write lock
+orders them). Readers in other processes see new entries by polling. ``synchronous=full`` (the
 default) fsyncs each group commit: power-loss safe. ``normal`` survives a
 process crash but may lose the last commits on power loss.
 """
@@ -59,6 +61,7 @@ class SqliteLog(EventLog):
             raise LogError(f"cannot open the event log at {path}: {exc}") from exc
         self._next_offset: int = row[0]
         self._pending_next = self._next_offset
+        self._wrote = False
         self._new_data = threading.Condition()
         self._on_commit = on_commit
         self._writer: GroupCommitter[Sequence[LogRecord], list[int]] = GroupCommitter(
@@ -72,7 +75,8 @@ class SqliteLog(EventLog):
         self, conn: sqlite3.Connection, batches: Sequence[Sequence[LogRecord]]
     ) -> list[list[int]]:
         now = self.clock.now_us()
-        offset = self._next_offset
+        # Read under the write lock: another process may have appended since our last commit.
+        offset = conn.execute("SELECT COALESCE(MAX(offset) + 1, 0) FROM log").fetchone()[0]
         rows = []
         results: list[list[int]] = []
         for records in batches:
@@ -110,6 +114,7 @@ class SqliteLog(EventLog):
 
     def _committed(self, count: int, secs: float) -> None:
         self._next_offset = self._pending_next
+        self._wrote = True
         with self._new_data:
             self._new_data.notify_all()
         if self._on_commit is not None:
@@ -119,6 +124,10 @@ class SqliteLog(EventLog):
         return SqliteConsumer(self, group)
 
     def end_offset(self) -> int:
+        """The next offset, as the file has it (appends of other processes included)."""
+        with self._reader_lock:
+            row = self._reader.execute("SELECT COALESCE(MAX(offset) + 1, 0) FROM log").fetchone()
+        self._next_offset = max(self._next_offset, int(row[0]))
         return self._next_offset
 
     def wait_for_data(self, timeout_secs: float) -> None:
@@ -127,7 +136,7 @@ class SqliteLog(EventLog):
 
     def lag(self, positions: Mapping[int, int]) -> LogLag:
         position = positions.get(PARTITION, 0)
-        events = max(0, self._next_offset - position)
+        events = max(0, self.end_offset() - position)
         if events == 0:
             return LogLag(0, 0.0)
         with self._reader_lock:
@@ -144,7 +153,7 @@ class SqliteLog(EventLog):
             writable=error is None,
             detail=error or "ok",
             pending_events=self._writer.pending,
-            end_offsets={PARTITION: self._next_offset},
+            end_offsets={PARTITION: self.end_offset()},
         )
 
     def stop_writes(self) -> None:
@@ -153,8 +162,9 @@ class SqliteLog(EventLog):
 
     def close(self) -> None:
         self.stop_writes()
-        with contextlib.suppress(sqlite3.Error):  # the WAL is replayed on the next open anyway
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if self._wrote:  # a reader-only process must not wait on the writers' checkpoint
+            with contextlib.suppress(sqlite3.Error):  # the WAL is replayed on the next open
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._conn.close()
         self._reader.close()
 

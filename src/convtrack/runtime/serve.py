@@ -1,8 +1,11 @@
-"""``convtrack serve``: the embedded pipeline behind uvicorn, with a graceful stop.
+"""``convtrack serve``: this process's roles behind uvicorn, with a graceful stop.
+
+All roles by default (the embedded pipeline); ``--roles`` picks a subset. A
+process without ``collect`` serves only /healthz, /readyz and /metrics.
 
 SIGTERM or SIGINT: mark the app draining (new ingests get 503), let uvicorn
 stop accepting and finish in-flight requests, then let the log writer commit
-everything queued and close. Exit 0.
+everything queued, the processor drain, the lake flush, and close. Exit 0.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ from convtrack import __version__
 from convtrack.config import Settings
 from convtrack.observe.logs import configure_logging
 from convtrack.runtime.embedded import Pipeline
+from convtrack.runtime.node import Node
+from convtrack.runtime.roles import ROLES
 
 log = logging.getLogger("convtrack.serve")
 
 
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, pipeline: Pipeline) -> None:
+    def __init__(self, config: uvicorn.Config, pipeline: Node) -> None:
         super().__init__(config)
         self.pipeline = pipeline
 
@@ -43,14 +48,16 @@ def _bound_address(server: uvicorn.Server, settings: Settings) -> tuple[str, int
     return settings.server.host, settings.server.port
 
 
-def _banner(pipeline: Pipeline, host: str, port: int) -> str:
+def _banner(pipeline: Node, host: str, port: int) -> str:
     base = f"http://{host}:{port}"
+    if pipeline.roles != ROLES:
+        return _roles_banner(pipeline, base)
     lines = [
         f"convtrack {__version__} ready on {base} (data dir: {pipeline.settings.data_dir})",
         f"Send events:  POST {base}/v1/track   (Authorization: Bearer <write key>)",
         f"Batches:      POST {base}/v1/batch   Health: {base}/healthz   Metrics: {base}/metrics",
     ]
-    if pipeline.keys.generated:
+    if pipeline.keys is not None and pipeline.keys.generated:
         lines.append(
             f"Keys created now and stored in {pipeline.settings.data_dir / 'keys.json'}"
             " (shown only this once):"
@@ -59,8 +66,32 @@ def _banner(pipeline: Pipeline, host: str, port: int) -> str:
     return "\n".join(lines)
 
 
-async def _serve(settings: Settings) -> None:
-    pipeline = Pipeline(settings)
+def _roles_banner(node: Node, base: str) -> str:
+    where = f"data dir: {node.settings.data_dir}; log: {node.settings.log.kind},"
+    where += f" hot store: {node.settings.hot.kind}"
+    lines = [f"convtrack {__version__} roles {','.join(node.roles)} ready on {base} ({where})"]
+    if node.collect is not None:
+        lines.append(f"Send events:  POST {base}/v1/track   (Authorization: Bearer <write key>)")
+        generated = node.collect.keys.generated
+        if generated:
+            lines.append(
+                f"Keys created now and stored in {node.settings.data_dir / 'keys.json'}"
+                " (shown only this once):"
+            )
+            lines.extend(f"  {role:<6} {secret}" for role, secret in generated.items())
+    else:
+        lines.append(f"Probes only: {base}/healthz  {base}/readyz  {base}/metrics")
+    return "\n".join(lines)
+
+
+def _build(settings: Settings, roles: tuple[str, ...]) -> Node:
+    if roles == ROLES:
+        return Pipeline(settings, exclusive=True)
+    return Node(settings, roles, exclusive=True)
+
+
+async def _serve(settings: Settings, roles: tuple[str, ...]) -> None:
+    pipeline = _build(settings, roles)
     pipeline.start()
     # Everything built so far lives as long as the process: keep it out of the
     # collector's way, and collect young objects less often under load.
@@ -101,7 +132,7 @@ async def _serve(settings: Settings) -> None:
         log.info("stopped")
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, roles: tuple[str, ...] = ROLES) -> int:
     configure_logging(settings.server.log_level)
     # uvicorn re-raises the signal it caught once it has shut down; a no-op handler
     # here makes that re-raise harmless so we exit 0 after draining.
@@ -110,7 +141,7 @@ def serve(settings: Settings) -> int:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(_serve(settings))
+        asyncio.run(_serve(settings, roles))
     else:
-        uvloop.run(_serve(settings))
+        uvloop.run(_serve(settings, roles))
     return 0

@@ -1,0 +1,182 @@
+"""Backend factories: which event log, hot store and lake a process uses, from settings.
+
+``log.kind`` picks the event log and the processed log (SQLite files under the
+data dir, or Kafka topics); ``hot.kind`` the hot store (SQLite or Redis);
+``cold.uri`` the lake (a path or ``s3://``). Rejects and dead letters stay in
+SQLite files under the data dir on every backend.
+
+The Kafka and Redis classes are imported only when chosen, so the embedded
+default needs neither client library. ``Backends`` opens each one on first use
+and closes what it opened, writers first.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from convtrack.clock import Clock
+from convtrack.config import Settings
+from convtrack.deliver.deadletters import DeadLetterStore, store_path
+from convtrack.errors import ConfigError
+from convtrack.log.base import EventLog
+from convtrack.log.sqlite import SqliteLog
+from convtrack.observe.metrics import Metrics
+from convtrack.store.cold.lake import Lake
+from convtrack.store.hot.base import HotStore
+from convtrack.store.hot.sqlite import SqliteHotStore
+from convtrack.store.rejects.sqlite import SqliteRejectStore
+
+Stream = str  # "events" (what collect appends) or "processed" (what process publishes)
+
+
+def check_backend_settings(settings: Settings) -> None:
+    """Fail at start, naming the setting, when a chosen backend lacks its address."""
+    if settings.log.kind == "kafka" and not settings.log.kafka_bootstrap.strip():
+        raise ConfigError(
+            "log.kind = 'kafka' needs log.kafka_bootstrap (CONVTRACK_LOG_KAFKA_BOOTSTRAP),"
+            " e.g. 'localhost:9092'"
+        )
+    if settings.hot.kind == "redis" and not settings.hot.redis_url.strip():
+        raise ConfigError(
+            "hot.kind = 'redis' needs hot.redis_url (CONVTRACK_HOT_REDIS_URL),"
+            " e.g. 'redis://localhost:6379/0'"
+        )
+
+
+def open_log(
+    settings: Settings,
+    stream: Stream,
+    clock: Clock,
+    on_commit: Callable[[int, float], None] | None = None,
+) -> EventLog:
+    if settings.log.kind == "kafka":
+        kafka = importlib.import_module("convtrack.log.kafka")  # needs the [kafka] extra
+        log: EventLog = kafka.KafkaLog.from_settings(
+            settings.log, stream=stream, clock=clock, on_commit=on_commit
+        )
+        return log
+    log_settings = settings.log
+    return SqliteLog(
+        settings.data_dir / "log" / f"{stream}.db",
+        # The processed log is safe without an fsync per commit: a power cut that loses
+        # its tail also rewinds the processor (it resumes after the last published
+        # event) and the fsynced event log replays what is missing.
+        synchronous=log_settings.sqlite_synchronous if stream == "events" else "normal",
+        max_pending_events=log_settings.max_pending_events,
+        max_commit_events=log_settings.max_commit_events,
+        clock=clock,
+        on_commit=on_commit,
+    )
+
+
+def open_hot_store(settings: Settings) -> HotStore:
+    if settings.hot.kind == "redis":
+        redis = importlib.import_module("convtrack.store.hot.redis")  # needs the [redis] extra
+        hot: HotStore = redis.RedisHotStore.from_settings(settings.hot, settings.dedup)
+        return hot
+    return SqliteHotStore(
+        settings.data_dir / "hot" / "hot.db",
+        dedup_window_secs=settings.dedup.window_secs,
+        minute_retention=settings.hot.minute_retention,
+    )
+
+
+def open_lake(settings: Settings, environ: Mapping[str, str] | None) -> Lake:
+    return Lake.open(
+        settings.lake_uri,
+        endpoint_url=settings.cold.s3_endpoint_url or None,
+        create_bucket=settings.cold.create_bucket,
+        environ=environ,
+    )
+
+
+def rejects_path(data_dir: Path) -> Path:
+    return data_dir / "rejects" / "rejects.db"
+
+
+class Backends:
+    """The backends of one process, opened on first use and shared by its roles."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        metrics: Metrics,
+        environ: Mapping[str, str] | None,
+    ) -> None:
+        check_backend_settings(settings)
+        self.settings = settings
+        self._clock = clock
+        self._metrics = metrics
+        self._environ = environ
+        self._events: EventLog | None = None
+        self._processed: EventLog | None = None
+        self._hot: HotStore | None = None
+        self._lake: Lake | None = None
+        self._rejects: SqliteRejectStore | None = None
+        self._deadletters: DeadLetterStore | None = None
+
+    @property
+    def events(self) -> EventLog:
+        if self._events is None:
+            self._events = open_log(
+                self.settings, "events", self._clock, self._metrics.on_log_commit
+            )
+        return self._events
+
+    @property
+    def processed(self) -> EventLog:
+        if self._processed is None:
+            self._processed = open_log(self.settings, "processed", self._clock)
+        return self._processed
+
+    @property
+    def hot(self) -> HotStore:
+        if self._hot is None:
+            self._hot = open_hot_store(self.settings)
+        return self._hot
+
+    @property
+    def lake(self) -> Lake:
+        if self._lake is None:
+            self._lake = open_lake(self.settings, self._environ)
+        return self._lake
+
+    @property
+    def rejects(self) -> SqliteRejectStore:
+        if self._rejects is None:
+            self._rejects = SqliteRejectStore(
+                rejects_path(self.settings.data_dir),
+                max_rows=self.settings.rejects.max_rows,
+                max_body_chars=self.settings.rejects.max_body_bytes,
+                on_drop=self._metrics.rejects_dropped.inc,
+            )
+        return self._rejects
+
+    @property
+    def deadletters(self) -> DeadLetterStore:
+        if self._deadletters is None:
+            self._deadletters = DeadLetterStore(store_path(self.settings.data_dir))
+        return self._deadletters
+
+    def stop_event_writes(self) -> None:
+        """Commit the appends already queued and refuse new ones (the first step of a stop)."""
+        # Kafka's producer finishes its queued sends in close(); SQLite can stop writing
+        # first and keep serving reads while the processor drains.
+        if isinstance(self._events, SqliteLog):
+            self._events.stop_writes()
+
+    def close(self) -> None:
+        """Close what was opened: derived stores first, the event log (the source) last."""
+        if self._deadletters is not None:
+            self._deadletters.close()
+        if self._processed is not None:
+            self._processed.close()
+        if self._hot is not None:
+            self._hot.close()
+        if self._rejects is not None:
+            self._rejects.close()
+        if self._events is not None:
+            self._events.close()

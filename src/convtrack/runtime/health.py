@@ -1,0 +1,148 @@
+"""Health of the backends a process uses, and the probe app of a process without ``collect``.
+
+Backend checks (is the hot store reachable? where is the processor?) may block
+on a network call when a backend is down, so a ``HealthMonitor`` runs them on
+its own thread once a second and readiness reads the last answers: a probe
+never stalls the event loop that serves ingest.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from convtrack.collect.http import Receive, Request, Response, Scope, Send, json_response
+from convtrack.observe.metrics import Metrics
+
+log = logging.getLogger("convtrack.health")
+
+Report = dict[str, Any]  # always has "healthy" (bool) and "detail" (str)
+Check = Callable[[], Report]
+CHECK_INTERVAL_SECS = 1.0
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def failed(exc: BaseException) -> Report:
+    return {"healthy": False, "detail": f"{type(exc).__name__}: {exc}"}
+
+
+class HealthMonitor:
+    """Runs named checks in the background; ``report(name)`` is the latest answer."""
+
+    def __init__(self, checks: Mapping[str, Check], interval_secs: float = CHECK_INTERVAL_SECS):
+        self._checks = dict(checks)
+        self._interval = interval_secs
+        self._reports: dict[str, Report] = {
+            name: {"healthy": True, "detail": "not checked yet"} for name in self._checks
+        }
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="health", daemon=True)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._checks)
+
+    def start(self) -> None:
+        if self._checks:
+            self.check_now()
+            self._thread.start()
+
+    def check_now(self) -> None:
+        for name, check in self._checks.items():
+            try:
+                report = check()
+            except Exception as exc:  # a check must report, never raise
+                report = failed(exc)
+            if report.get("healthy") is False and self._reports[name].get("healthy") is True:
+                log.warning("backend_unhealthy", extra={"check": name, "detail": report["detail"]})
+            self._reports[name] = report
+
+    def report(self, name: str) -> Report:
+        return dict(self._reports[name])
+
+    def reporter(self, name: str) -> Callable[[], Report]:
+        return lambda: self.report(name)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.check_now()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5.0)
+
+
+def readiness(
+    components: Mapping[str, Callable[[], Report]],
+) -> tuple[dict[str, Any], list[str]]:
+    """Every component's report, and the names of those that are not healthy."""
+    body: dict[str, Any] = {}
+    degraded: list[str] = []
+    for name, component in components.items():
+        report = component()
+        body[name] = report
+        if report.get("healthy") is False:
+            degraded.append(name)
+    return body, degraded
+
+
+class ProbeApp:
+    """What a process without ``collect`` serves: /healthz, /readyz and /metrics.
+
+    Ready means every role of the process is doing its work: a role stuck on a
+    backend that is down makes /readyz answer 503 and name it.
+    """
+
+    def __init__(
+        self,
+        roles: tuple[str, ...],
+        metrics: Metrics,
+        components: Mapping[str, Callable[[], Report]],
+    ) -> None:
+        self.roles = roles
+        self.metrics = metrics
+        self.components = dict(components)
+        self.draining = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        response = self.dispatch(request)
+        route = request.path if request.path in PROBE_PATHS else "other"
+        self.metrics.count_request(route, response.status)
+        await response.send(send)
+
+    def dispatch(self, request: Request) -> Response:
+        if request.path in PROBE_PATHS and request.method != "GET":
+            return json_response(405, {"error": "method_not_allowed"})
+        if request.path == "/healthz":
+            return json_response(200, {"status": "ok", "roles": list(self.roles)})
+        if request.path == "/readyz":
+            body, degraded = readiness(self.components)
+            ready = not degraded and not self.draining
+            return json_response(
+                200 if ready else 503,
+                {
+                    "status": "ready" if ready else "unavailable",
+                    "roles": list(self.roles),
+                    "draining": self.draining,
+                    "degraded": degraded,
+                    **body,
+                },
+            )
+        if request.path == "/metrics":
+            return Response(
+                200, self.metrics.render(), [(b"content-type", b"text/plain; version=0.0.4")]
+            )
+        return json_response(
+            404,
+            {
+                "error": "not_found",
+                "message": "this process runs the roles "
+                f"{','.join(self.roles)}; the HTTP API is served by the collect role",
+            },
+        )

@@ -1,0 +1,78 @@
+"""One process per role where a role cannot share its work: an exclusive lock file each.
+
+On the SQLite log a consumer group has no members to share partitions among,
+so two processes of the ``process``, ``store`` or ``deliver`` role on one data
+dir would both handle every entry. The SQLite hot store has one writer (the
+processor). The ``store`` role also copies this data dir's rejects, which only
+one copier may do. The lock is an ``flock`` on ``DATA_DIR/locks/ROLE.lock``:
+the kernel releases it when the process dies, SIGKILL included, so a restart
+never finds a stale lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from convtrack.config import Settings
+from convtrack.errors import ConfigError
+
+
+def exclusive_roles(settings: Settings, roles: Sequence[str]) -> list[str]:
+    """The roles among ``roles`` that at most one process may run on this data dir."""
+    sqlite_log = settings.log.kind == "sqlite"
+    needs = {
+        "process": sqlite_log or settings.hot.kind == "sqlite",
+        "store": True,  # the rejects of this data dir have one copier
+        "deliver": sqlite_log,
+    }
+    return [role for role in roles if needs.get(role, False)]
+
+
+class RoleLock:
+    """Held for the life of the process; ``release`` on a clean stop."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, data_dir: Path, role: str) -> RoleLock:
+        path = data_dir / "locks" / f"{role}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(
+                f"another process (pid {holder}) already runs the {role} role on {data_dir};"
+                f" with this configuration only one may (see docs/operations.md,"
+                f" 'Roles and scaling')"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return cls(path, fd)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def acquire_role_locks(settings: Settings, roles: Sequence[str]) -> list[RoleLock]:
+    locks: list[RoleLock] = []
+    try:
+        for role in exclusive_roles(settings, roles):
+            locks.append(RoleLock.acquire(settings.data_dir, role))
+    except BaseException:
+        for lock in locks:
+            lock.release()
+        raise
+    return locks

@@ -1,0 +1,177 @@
+"""One process's share of the pipeline: any subset of the roles, on shared backends.
+
+Stop order (``close``): the HTTP side stops accepting first (``serve`` marks
+the app draining and uvicorn finishes in-flight requests), then the event
+log's queued appends commit, the processor drains what the log holds, the
+cold store flushes, the deliveries stop, and the backends close.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+
+from convtrack.clock import Clock, SystemClock
+from convtrack.collect.app import App
+from convtrack.config import Settings
+from convtrack.deliver.runner import DeliveryRunner
+from convtrack.log.base import LogLag, LogStatus
+from convtrack.model.currency import iso4217_codes
+from convtrack.observe.metrics import Metrics
+from convtrack.process.runner import GROUP as PROCESSOR_GROUP
+from convtrack.process.runner import ProcessorRunner
+from convtrack.runtime.backends import Backends
+from convtrack.runtime.health import HealthMonitor, ProbeApp, Report, failed
+from convtrack.runtime.keys import ProvisionedKeys
+from convtrack.runtime.locks import RoleLock, acquire_role_locks
+from convtrack.runtime.roles import (
+    ROLES,
+    CollectRole,
+    build_cold_store,
+    build_delivery_runners,
+    build_processor,
+    committed_processor_lag,
+)
+from convtrack.store.cold.writer import ColdStoreRunner
+
+
+class Node:
+    """The roles this process runs. ``exclusive`` takes the per-role locks (``serve`` does)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        roles: Sequence[str] = ROLES,
+        clock: Clock | None = None,
+        environ: Mapping[str, str] | None = None,
+        delivery_sleep: Callable[[float], None] | None = None,
+        exclusive: bool = False,
+    ) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self.settings = settings
+        self.roles = tuple(role for role in ROLES if role in roles)
+        self.metrics = Metrics()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self._locks: list[RoleLock] = acquire_role_locks(settings, self.roles) if exclusive else []
+        self.backends = Backends(settings, self.clock, self.metrics, environ)
+        try:
+            self._assemble(environ, delivery_sleep)
+        except BaseException:
+            self.backends.close()
+            self._release_locks()
+            raise
+
+    def _assemble(
+        self, environ: Mapping[str, str] | None, delivery_sleep: Callable[[float], None] | None
+    ) -> None:
+        settings, backends, metrics, clock = self.settings, self.backends, self.metrics, self.clock
+        if "collect" in self.roles:
+            iso4217_codes()  # load the currency table now, not on the first request
+            backends.events.status()  # open the log now: a bad backend fails the start
+        self.processor: ProcessorRunner | None = (
+            build_processor(settings, backends, metrics, clock) if "process" in self.roles else None
+        )
+        self.cold: ColdStoreRunner | None = (
+            build_cold_store(settings, backends, metrics, clock) if "store" in self.roles else None
+        )
+        env = os.environ if environ is None else environ
+        self.deliveries: list[DeliveryRunner] = (
+            build_delivery_runners(settings, backends, metrics, clock, env, delivery_sleep)
+            if "deliver" in self.roles
+            else []
+        )
+        self.monitor = HealthMonitor(self._backend_checks())
+        components: dict[str, Callable[[], Report]] = {
+            name: self.monitor.reporter(name) for name in self.monitor.names
+        }
+        if self.processor is not None:
+            components["processor"] = self.processor.health
+        if self.cold is not None:
+            components["cold"] = self.cold.health
+        for runner in self.deliveries:
+            components[f"deliver-{runner.name}"] = runner.health
+        self.collect: CollectRole | None = None
+        self.app: App | ProbeApp
+        if "collect" in self.roles:
+            lag = self.processor.lag if self.processor is not None else self._remote_lag
+            self.collect = CollectRole(settings, backends, metrics, clock, environ, lag)
+            self.app = self.collect.app
+            self.app.components.update(components)
+        else:
+            self.app = ProbeApp(self.roles, metrics, components)
+
+    def _backend_checks(self) -> dict[str, Callable[[], Report]]:
+        """Checks that may block on a backend: they run on the monitor's thread."""
+        checks: dict[str, Callable[[], Report]] = {}
+        backends = self.backends
+        if "collect" in self.roles or "process" in self.roles:
+            checks["hot"] = self._check_hot
+        if "collect" in self.roles and "process" not in self.roles:
+            checks["processor"] = self._check_remote_processor
+        if "process" in self.roles:
+            checks["processed_log"] = lambda: _log_report(backends.processed.status())
+        if "collect" not in self.roles and "process" in self.roles:
+            checks["log"] = lambda: _log_report(backends.events.status())
+        return checks
+
+    def _check_hot(self) -> Report:
+        kind = self.settings.hot.kind
+        try:
+            self.backends.hot.positions(PROCESSOR_GROUP)  # one cheap read: reachable?
+        except Exception as exc:
+            return {**failed(exc), "reachable": False, "kind": kind}
+        return {"healthy": True, "reachable": True, "detail": "ok", "kind": kind}
+
+    def _remote_lag(self) -> LogLag:
+        return committed_processor_lag(self.backends)()
+
+    def _check_remote_processor(self) -> Report:
+        """The processor of another process, seen through the positions it committed."""
+        lag = self._remote_lag()
+        return {
+            "healthy": True,
+            "detail": "runs in another process; lag from its committed positions",
+            "lag_events": lag.events,
+            "lag_seconds": round(lag.seconds, 3),
+        }
+
+    @property
+    def keys(self) -> ProvisionedKeys | None:
+        return self.collect.keys if self.collect is not None else None
+
+    def start(self) -> None:
+        """Start the background stages of this process's roles."""
+        self.monitor.start()
+        if self.processor is not None:
+            self.processor.start()
+        if self.cold is not None:
+            self.cold.start()
+        for runner in self.deliveries:
+            runner.start()
+
+    def close(self) -> None:
+        """Finish pending appends, let the processor catch up, then close the stores."""
+        self.backends.stop_event_writes()
+        if self.processor is not None:
+            self.processor.stop(drain_secs=3.0)
+        if self.cold is not None:
+            self.cold.stop(flush=True)
+        for runner in self.deliveries:
+            runner.stop()
+        self.monitor.stop()
+        self.backends.close()
+        self._release_locks()
+
+    def _release_locks(self) -> None:
+        for lock in self._locks:
+            lock.release()
+        self._locks = []
+
+
+def _log_report(status: LogStatus) -> Report:
+    return {
+        "healthy": bool(status.writable),
+        "writable": bool(status.writable),
+        "detail": str(status.detail),
+        "pending_events": int(status.pending_events),
+    }

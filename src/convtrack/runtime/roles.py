@@ -1,0 +1,222 @@
+"""The four roles a process can run, each assembled from the process's backends.
+
+- ``collect``: the whole HTTP API (ingest, stats, reports, attribution,
+  conversion tokens, rejects, dead letters); appends to the event log.
+- ``process``: the processor; reads the event log, writes the hot store and
+  the processed log.
+- ``store``: the cold store; copies the processed log and the rejects into
+  the lake, and keeps the lake compact.
+- ``deliver``: one runner per destination, reading the processed log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from convtrack.clock import Clock
+from convtrack.collect.app import App
+from convtrack.collect.attribution import AttributionApi
+from convtrack.collect.auth import Keyring
+from convtrack.collect.clientip import ClientIpResolver
+from convtrack.collect.deadletters import DeadLettersApi
+from convtrack.collect.ingest import Collector, IngestLimits
+from convtrack.collect.ratelimit import TokenBuckets
+from convtrack.collect.reports import ReportsApi
+from convtrack.collect.stats import StatsApi
+from convtrack.collect.tokens import ConversionTokens
+from convtrack.config import Settings
+from convtrack.deliver.runner import DeliveryRunner
+from convtrack.errors import ConfigError
+from convtrack.log.base import EventLog, LogConsumer, LogLag
+from convtrack.model.validate import Rules
+from convtrack.observe.metrics import Metrics
+from convtrack.process.base import Step
+from convtrack.process.enrich import ENRICHERS
+from convtrack.process.runner import GROUP as PROCESSOR_GROUP
+from convtrack.process.runner import ProcessorRunner
+from convtrack.process.sessions import SessionStep
+from convtrack.process.steps import CheckStep, DedupeCommitStep, EnrichStep, RouteStep
+from convtrack.runtime.backends import Backends
+from convtrack.runtime.deliveries import build_deliveries
+from convtrack.runtime.keys import ProvisionedKeys, provision_keys
+from convtrack.runtime.token_secrets import provision_token_secrets
+from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.maintain import compact, expire, purge_removed, utc_date
+from convtrack.store.cold.tables import EventsSource, RejectsSource
+from convtrack.store.cold.writer import ColdStoreRunner, TableWriter
+from convtrack.store.hot.base import HotStore
+
+ROLES = ("collect", "process", "store", "deliver")
+
+
+def parse_roles(text: str | None) -> tuple[str, ...]:
+    """``"collect,process"`` -> the roles in pipeline order; ``None`` or empty: all of them."""
+    if text is None or not text.strip():
+        return ROLES
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    unknown = sorted({name for name in names if name not in ROLES})
+    if unknown:
+        raise ConfigError(
+            f"unknown role(s): {', '.join(unknown)}; the roles are {', '.join(ROLES)}"
+        )
+    return tuple(role for role in ROLES if role in names)
+
+
+class CollectRole:
+    """The HTTP API and the keys it checks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        backends: Backends,
+        metrics: Metrics,
+        clock: Clock,
+        environ: Mapping[str, str] | None,
+        processor_lag: Callable[[], LogLag],
+    ) -> None:
+        self.keys: ProvisionedKeys = provision_keys(settings, environ)
+        token_secrets = provision_token_secrets(settings, environ)
+        limits = settings.limits
+        collector = Collector(
+            log=backends.events,
+            rejects=backends.rejects,
+            metrics=metrics,
+            clock=clock,
+            rules=Rules(
+                max_event_age_secs=limits.max_event_age_secs,
+                max_future_secs=limits.max_future_secs,
+                max_properties=limits.max_properties,
+                max_depth=limits.max_properties_depth,
+                max_string_chars=limits.max_string_chars,
+            ),
+            limits=IngestLimits(
+                max_event_bytes=limits.max_event_bytes,
+                max_batch_bytes=limits.max_batch_bytes,
+                max_batch_events=limits.max_batch_events,
+            ),
+            user_buckets=TokenBuckets(limits.user_events_per_sec, limits.user_burst, clock),
+            key_buckets=TokenBuckets(limits.key_events_per_sec, 0, clock),
+            client_ips=ClientIpResolver(settings.collect.trusted_proxies),
+            token_secrets=token_secrets,
+        )
+        deadletters = backends.deadletters
+        stats = StatsApi(
+            hot=backends.hot,
+            clock=clock,
+            lag=processor_lag,
+            live_window_minutes=settings.hot.live_window_minutes,
+            latency_window_minutes=settings.hot.latency_window_minutes,
+            dead_letters=deadletters.total,
+        )
+        self.app = App(
+            stats=stats,
+            reports=ReportsApi(lake=backends.lake, hot=backends.hot, clock=clock),
+            attribution=AttributionApi(lake=backends.lake),
+            collector=collector,
+            keyring=Keyring(self.keys.keys),
+            log=backends.events,
+            rejects=backends.rejects,
+            metrics=metrics,
+            cors_max_age_secs=settings.collect.cors_max_age_secs,
+            tokens=ConversionTokens(
+                secrets=token_secrets, ttl_secs=settings.tokens.ttl_secs, clock=clock
+            ),
+            dead_letters=DeadLettersApi(deadletters, [d.name for d in settings.destinations]),
+        )
+
+
+def committed_processor_lag(backends: Backends) -> Callable[[], LogLag]:
+    """The processor's lag seen from another process: its positions live in the hot store."""
+    return lambda: backends.events.lag(backends.hot.positions(PROCESSOR_GROUP))
+
+
+def build_processor(
+    settings: Settings, backends: Backends, metrics: Metrics, clock: Clock
+) -> ProcessorRunner:
+    hot, processed = backends.hot, backends.processed
+    return ProcessorRunner(
+        event_log=backends.events,
+        processed=processed,
+        hot=hot,
+        make_chain=lambda consumer: build_chain(settings, hot, consumer, processed, clock, metrics),
+        clock=clock,
+        metrics=metrics,
+        max_batch=settings.process.max_batch_events,
+    )
+
+
+def build_chain(
+    settings: Settings,
+    hot: HotStore,
+    consumer: LogConsumer,
+    processed: EventLog,
+    clock: Clock,
+    metrics: Metrics,
+) -> Step:
+    """check → sessions → enrich → route → dedupe-and-commit."""
+    commit = DedupeCommitStep(hot, consumer, processed, clock, metrics)
+    route = RouteStep(
+        settings.conversions.event_names, settings.conversions.count_bots, next_step=commit
+    )
+    enrich = EnrichStep(ENRICHERS, metrics, next_step=route)
+    sessions = SessionStep(
+        hot,
+        ttl_secs=settings.sessions.ttl_secs,
+        lookback_secs=settings.sessions.lookback_days * 86_400,
+        next_step=enrich,
+    )
+    return CheckStep(clock, metrics, next_step=sessions)
+
+
+def build_cold_store(
+    settings: Settings, backends: Backends, metrics: Metrics, clock: Clock
+) -> ColdStoreRunner:
+    lake = backends.lake
+    return ColdStoreRunner(
+        [
+            TableWriter(
+                lake=lake,
+                source=source,
+                clock=clock,
+                metrics=metrics,
+                flush_interval_secs=settings.cold.flush_interval_secs,
+                flush_max_rows=settings.cold.flush_max_rows,
+            )
+            for source in (
+                EventsSource(backends.processed.consumer("cold")),
+                RejectsSource(backends.rejects),
+            )
+        ],
+        metrics,
+        maintain=lambda: maintain_lake(lake, settings, clock),
+        maintain_interval_secs=settings.cold.compaction_interval_secs,
+    )
+
+
+def maintain_lake(lake: Lake, settings: Settings, clock: Clock) -> None:
+    """Compact closed days, apply retention, delete files removed long enough ago."""
+    now = clock.now_us()
+    for table in ("events", "rejects"):
+        compact(lake, table, closed_before=utc_date(now), now_us=now)
+        if settings.cold.retention_days:
+            expire(lake, table, keep_from=utc_date(now, settings.cold.retention_days), now_us=now)
+        purge_removed(lake, table, now_us=now, grace_secs=settings.cold.removed_grace_secs)
+
+
+def build_delivery_runners(
+    settings: Settings,
+    backends: Backends,
+    metrics: Metrics,
+    clock: Clock,
+    environ: Mapping[str, str],
+    sleep: Callable[[float], None] | None,
+) -> list[DeliveryRunner]:
+    return build_deliveries(
+        settings,
+        processed=backends.processed,
+        deadletters=backends.deadletters,
+        clock=clock,
+        metrics=metrics,
+        environ=environ,
+        sleep=sleep,
+    )
