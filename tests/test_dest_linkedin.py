@@ -368,6 +368,10 @@ def test_every_eligible_event_reaches_linkedin_once_through_faults(
         assert [e["eventId"] for e in last] == ["e3"]
         (letter,) = dead_letters(pipeline)
         assert letter["event_id"] == "e4" and "element status 400" in letter["last_answer"]
+        metrics = call(pipeline, "GET", "/metrics", key=ADMIN_KEY).text
+        for reason in ("too_old", "no_user_identifier", "consent"):
+            line = f'convtrack_deliver_skipped_total{{destination="li",reason="{reason}"}} 1.0'
+            assert line in metrics, reason
 
         # Round 2: a request outlives timeout_secs; LinkedIn got it anyway and drops the copy.
         sent_before = len(standin.requests)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +26,9 @@ from convtrack.model.event import Envelope
 from convtrack.model.pii import hash_user
 from convtrack.model.processed import ProcessedEvent
 from convtrack.runtime.embedded import Pipeline
-from tests.conftest import ADMIN_KEY, WRITE_KEY
+from tests.conftest import ADMIN_KEY, WRITE_KEY, ServerFactory, ServerProcess, auth
 from tests.inprocess import ENV, call, process_all
-from tests.standins.base import Answer
+from tests.standins.base import Answer, Slow
 from tests.standins.slack import SlackStandIn
 
 URL_ENV = "SLACK_HOOK_URL"
@@ -399,3 +402,99 @@ def test_a_paused_destination_is_announced_in_slack(tmp_path: Path, clock: Manua
     assert re.fullmatch(r":[a-z_]+: \*convtrack alert\*", title)  # one sign, a bold title
     assert "li" in detail and "HTTP 401" in detail
     assert "an-expired-token" not in json.dumps(alert)
+
+
+# -- a real server process: a crash mid-post, and the secret URL --------------------
+
+
+def wait_for(what: str, check: Callable[[], bool], deadline_secs: float = 20.0) -> None:
+    end = time.monotonic() + deadline_secs
+    while not check():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        threading.Event().wait(0.05)
+
+
+def slack_config(path: Path, **fields: Any) -> Path:
+    lines = ["[[destinations]]", 'kind = "slack"', f'webhook_url_env = "{URL_ENV}"',
+             "batch_max_wait_secs = 0"]  # fmt: skip
+    lines += [f"{key} = {json.dumps(value)}" for key, value in fields.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def server_dead_letters(server: ServerProcess) -> dict[str, Any]:
+    answer = httpx.get(server.url + "/v1/dead-letters?destination=sales", headers=auth(ADMIN_KEY))
+    assert answer.status_code == 200, answer.text
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+def post_purchase(server: ServerProcess, event_id: str) -> None:
+    body = {"event_id": event_id, "event_name": "Purchase", "user_id": "u1", "value": 4999,
+            "currency": "EUR", "campaign_id": "spring"}  # fmt: skip
+    answer = httpx.post(server.url + "/v1/track", json=body, headers=auth(WRITE_KEY))
+    assert answer.status_code == 202, answer.text
+
+
+def test_a_crash_mid_post_is_not_posted_twice(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """Slack cannot deduplicate: after a SIGKILL during a post, the batch waits for review."""
+    standin = SlackStandIn()
+    standin.plan = [Slow(30)]  # the first post hangs until the server is killed
+    config = slack_config(tmp_path / "convtrack.toml", name="sales", endpoint=standin.url)
+    server = server_factory(args=["--config", str(config)])
+    try:
+        server.start()
+        post_purchase(server, "order-1")
+        wait_for("the post to reach Slack", lambda: len(standin.requests) == 1)
+        server.kill()
+        server.start()
+        wait_for("the interrupted post to be dead-lettered",
+                 lambda: server_dead_letters(server)["total"] == 1)  # fmt: skip
+        (letter,) = server_dead_letters(server)["items"]
+        assert letter["event_id"] == "order-1" and "not resent" in letter["last_answer"]
+        assert len(standin.requests) == 1  # not posted again on its own
+        post_purchase(server, "order-2")  # the runner went past it
+        wait_for("the next post", lambda: len(standin.messages) == 1)
+        replay = httpx.post(server.url + "/v1/dead-letters/replay", json={"destination": "sales"},
+                            headers=auth(ADMIN_KEY))  # fmt: skip
+        assert replay.json() == {"replayed": 1}  # the operator checked Slack and chose to
+        wait_for("the replayed post", lambda: len(standin.messages) == 2)
+        assert server_dead_letters(server)["total"] == 0
+    finally:
+        server.stop()
+        standin.close()
+    assert len(standin.requests) == 3
+
+
+def test_the_hook_url_stays_secret(server_factory: ServerFactory, tmp_path: Path) -> None:
+    """The URL from the environment is nowhere in logs, answers or dead letters."""
+    secret = "T0SECRET/B0SECRET/sEcReTtOkEn42"
+    with socket.socket() as sock:  # a port nothing listens on: every post fails
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = slack_config(tmp_path / "convtrack.toml", name="sales", max_attempts=2,
+                          retry_base_secs=0.01, retry_cap_secs=0.02)  # fmt: skip
+    env = {URL_ENV: f"https://127.0.0.1:{port}/services/{secret}"}
+    server = server_factory(env, args=["--config", str(config)])
+    try:
+        server.start()
+        post_purchase(server, "order-1")
+        wait_for("the failed post to be dead-lettered",
+                 lambda: server_dead_letters(server)["total"] == 1)  # fmt: skip
+        answers = [
+            httpx.get(server.url + path, headers=auth(ADMIN_KEY)).text
+            for path in ("/v1/dead-letters?destination=sales", "/metrics", "/healthz")
+        ]
+        assert server.terminate() == 0
+    finally:
+        server.stop()
+    assert "ConnectError" in answers[0]  # the failure is told, the URL's path is not
+    for part in ("sEcReTtOkEn42", "B0SECRET"):
+        for text in answers:
+            assert part not in text
+        assert part.encode() not in server.log_path.read_bytes()
+        for path in server.data_dir.rglob("*"):
+            if path.is_file():
+                assert part.encode() not in path.read_bytes(), path
