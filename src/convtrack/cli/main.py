@@ -11,6 +11,7 @@ import click
 import msgspec
 
 from convtrack import __version__
+from convtrack.cli.destinations import destinations_group
 from convtrack.cli.output import render
 from convtrack.config import Settings, load_settings, settings_as_dict
 from convtrack.errors import ConvtrackError
@@ -225,6 +226,9 @@ def dlq_purge(destination: str | None, config: str | None, data_dir: str | None)
     """Delete the dead letters for good."""
     with _dead_letter_store(config, data_dir) as store:
         click.echo(f"purged {store.purge(destination)}")
+
+
+cli.add_command(destinations_group)
 
 
 @cli.group("dev")
