@@ -145,7 +145,7 @@ def test_long_batches_are_capped_and_nothing_personal_is_shown() -> None:
     result = json.loads(body)
     lines = [line for b in result["blocks"][1:-1] for line in b["text"]["text"].split("\n")]
     assert len(lines) == 13 and lines[-1] == "_…and 11 more_"
-    assert len(result["blocks"]) == 4  # title, 10 lines, 2 lines + "more", footer
+    assert len(result["blocks"]) == 3  # title, the lines, footer
     assert result["text"] == "23 conversions: " + f"{sum(100 + i for i in range(23)) / 100:.2f} EUR"
     user = events[0].payload["user"]
     for private in ("user-8842", "203.0.113.7", "jane", "555", "fb.1.", "o1", *user.values()):
@@ -158,6 +158,21 @@ def test_what_we_did_not_write_is_escaped() -> None:
     assert "<" not in line and ">" not in line
     assert "*Buy &lt;b&gt;&amp;now*" in line
     assert "campaign &lt;!channel&gt; " + "x" * 48 + "…" in line
+
+
+def test_escaped_lines_stay_within_slacks_limits(clock: ManualClock) -> None:
+    """Escaping makes "<" four characters: sections are split by size, and Slack takes them."""
+    events = [forwarded(f"o{i}", event_name="<" * 80, campaign_id="&" * 80) for i in range(40)]
+    request = make_destination(max_lines=40).build(events, EVENT_US)
+    blocks = json.loads(request.body)["blocks"]
+    assert all(len(b["text"]["text"]) <= 3000 for b in blocks if b["type"] == "section")
+    assert sum(b["text"]["text"].count("• ") for b in blocks if b["type"] == "section") == 40
+    standin = SlackStandIn(now=clock.monotonic)
+    try:
+        answer = httpx.post(standin.url, content=request.body, headers=request.headers)
+    finally:
+        standin.close()
+    assert (answer.status_code, answer.text) == (200, "ok")
 
 
 def test_an_alert_is_a_clear_warning() -> None:

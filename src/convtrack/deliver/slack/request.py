@@ -20,7 +20,7 @@ import msgspec
 from convtrack.deliver.base import OutboundRequest
 from convtrack.model.currency import major_amount
 
-LINES_PER_SECTION = 10  # keeps a section under Slack's 3,000 characters
+SECTION_CHARS = 3000  # Slack's limit for a section's text
 FIELD_CHARS = 60
 ALERT_CHARS = 2800
 UNKNOWN_COUNTRY = "ZZ"
@@ -106,16 +106,28 @@ def conversions_message(payloads: Sequence[dict[str, Any]], max_lines: int) -> d
         line = conversion_line(payloads[0])
         return {"text": f"New conversion: {line}",
                 "blocks": [section(f":moneybag: {line}"), footer]}  # fmt: skip
-    noun = "conversions"
-    title = f"{count} {noun}" + (f": {total}" if total else "")
     lines = [f"• {conversion_line(p)}" for p in payloads[:max_lines]]
     if count > max_lines:
         lines.append(f"_…and {count - max_lines} more_")
-    blocks = [section(f":moneybag: *{count} {noun}*" + (f" · {total}" if total else ""))]
-    for start in range(0, len(lines), LINES_PER_SECTION):
-        blocks.append(section("\n".join(lines[start : start + LINES_PER_SECTION])))
+    blocks = [section(f":moneybag: *{count} conversions*" + (f" · {total}" if total else ""))]
+    blocks += [section(text) for text in sections_of(lines)]
     blocks.append(footer)
-    return {"text": title, "blocks": blocks}
+    return {"text": f"{count} conversions" + (f": {total}" if total else ""), "blocks": blocks}
+
+
+def sections_of(lines: Sequence[str]) -> list[str]:
+    """Lines joined into as few section texts as Slack's size limit allows.
+
+    Escaping can make a line several times longer than its values, so the
+    split is by characters, not by a count of lines.
+    """
+    texts: list[str] = []
+    for line in lines:
+        if texts and len(texts[-1]) + 1 + len(line) <= SECTION_CHARS:
+            texts[-1] += "\n" + line
+        else:
+            texts.append(line)
+    return texts
 
 
 def alert_message(destination: str, text: str, now_us: int) -> dict[str, Any]:
