@@ -16,7 +16,7 @@ from convtrack.config import DedupSettings, HotSettings
 from convtrack.devservices import RedisServer
 from convtrack.errors import ConvtrackError, StoreError, StoreUnavailable
 from convtrack.store.hot.base import HotStore, SessionState
-from convtrack.store.hot.keys import RedisKeys, slice_secs
+from convtrack.store.hot.keys import MIN_FANOUT, TARGET_PER_BUCKET, RedisKeys, slice_secs
 from convtrack.store.hot.redis import RedisHotStore
 from tests.contract.hot_contract import DAY, HOUR, MINUTE, T0, HotContract, effect
 from tests.redis_fixtures import require_redis, start_redis
@@ -183,6 +183,29 @@ def test_dedup_entries_are_compact_hash_fields(
     finally:
         client.close()
     assert store.remembered() == len(effects)
+
+
+def test_a_growing_slice_doubles_its_buckets_and_still_finds_older_ids(
+    store: RedisHotStore, url: str, tmp_path: Path
+) -> None:
+    n = 8 * MIN_FANOUT * TARGET_PER_BUCKET  # three doublings
+    ids = [f"grow{i}" for i in range(n)]
+    for at in range(0, n, 2000):
+        chunk = [effect(e, offset=at + i) for i, e in enumerate(ids[at : at + 2000])]
+        assert all(store.apply("g", chunk, {0: at + len(chunk)}, T0).counted)
+    prefix = prefix_for(tmp_path)
+    client = redis.Redis.from_url(url)
+    try:
+        (meta,) = client.scan_iter(match=f"{prefix}:dm:*")
+        fanouts = client.hmget(meta, ["f0", "f"])
+        assert (int(fanouts[0]), int(fanouts[1])) == (MIN_FANOUT, 8 * MIN_FANOUT)
+        buckets = list(client.scan_iter(match=f"{prefix}:d:*", count=5000))
+        assert {client.object("encoding", b) for b in buckets} == {b"listpack"}
+    finally:
+        client.close()
+    again = [effect(e, partition=1, offset=i) for i, e in enumerate(ids)]
+    assert not any(store.apply("g", again, {1: n}, T0 + HOUR).counted)
+    assert store.remembered() == n
 
 
 def test_the_script_is_reloaded_after_a_script_flush(store: RedisHotStore, url: str) -> None:

@@ -6,8 +6,9 @@ several deployments (or tests) can share one Redis database. The layout:
 - ``pos:<group>`` hash: partition -> next offset applied by the group. No TTL.
 - ``d:<slice>:<bucket>`` hash: dedup entries, 12-byte id hash -> receive second
   within the slice and position tag. TTL: slice end + window + margin.
-- ``dm:<slice>`` hash: a slice's fanout ``f``, entry count ``n``, expiry progress
-  (``gone``, ``next``). TTL: as its buckets. ``dx`` sorted set: the live slices.
+- ``dm:<slice>`` hash: a slice's first and current fanout ``f0``/``f``, entries
+  ``n``, expiry progress (``gone``, ``next``). TTL: as its buckets.
+  ``dx`` sorted set: the live slices.
 - ``t:<token_id>`` string: a conversion token's expiry (µs). TTL: that + margin.
   ``tc:<slice>`` string / ``tx`` sorted set: tokens counted by their expiry slice.
 - ``c:<date>`` hash: conversions ``n`` and value ``v`` per campaign x currency;
@@ -31,11 +32,13 @@ from typing import Final
 # A slice is a quarter of the dedup window: a lookup checks at most 5 slices, and an
 # entry outlives its window by at most a quarter window before its slice is dropped.
 SLICES_PER_WINDOW: Final = 4
-# Buckets (hashes) per slice: a power of two, sized so a bucket holds about
-# TARGET_PER_BUCKET entries and stays in Redis's compact listpack encoding (<= 128).
-MIN_FANOUT: Final = 2**14
+# Buckets (hashes) per slice: a power of two, sized from the busiest slice when a
+# slice starts and doubled whenever it holds TARGET_PER_BUCKET entries per bucket,
+# so buckets stay in Redis's compact listpack encoding (<= 128 entries). Entries
+# stay where they were written: a lookup checks one bucket per fanout the slice had.
+MIN_FANOUT: Final = 2**7
 MAX_FANOUT: Final = 2**22
-TARGET_PER_BUCKET: Final = 64
+TARGET_PER_BUCKET: Final = 32
 # The id hash: SEED_BYTES choose the bucket, FIELD_BYTES are the field (96 bits).
 SEED_BYTES: Final = 3
 FIELD_BYTES: Final = 12

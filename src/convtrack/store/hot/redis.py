@@ -136,7 +136,7 @@ class RedisHotStore(HotStore):
             minute_retention=self._minute_retention,
         )
         with self._translate("apply"):
-            verdicts, duplicates, anomalies = self._apply(keys=[], args=[batch])
+            verdicts, duplicates, anomalies = self._apply(keys=[], args=batch)
         return ApplyResult(
             counted=[flag == ord("1") for flag in verdicts],
             duplicates=int(duplicates),
