@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from convtrack.errors import ConfigError
 from convtrack.model.event import Envelope
 from convtrack.model.processed import ProcessedEvent
 from convtrack.runtime.embedded import Pipeline
-from tests.conftest import ADMIN_KEY, WRITE_KEY
+from tests.conftest import ADMIN_KEY, WRITE_KEY, ServerFactory, ServerProcess, auth
 from tests.inprocess import ENV, call, process_all
 from tests.standins.base import Answer, Hangup, Slow
 from tests.standins.ga4 import Ga4StandIn
@@ -334,3 +336,56 @@ def test_end_to_end_with_faults(tmp_path: Path, clock: ManualClock, standin: Ga4
     assert first["name"] == "purchase" and first["client_id"] == "1.1"
     assert first["user_id"] == "u-g1" and first["params"]["value"] == 12.5
     assert first["timestamp_micros"] == 1_796_000_000_000_000
+
+
+# -- a crash while a request is out ----------------------------------------------------------
+
+
+def wait_for(what: str, check: Callable[[], bool], deadline_secs: float = 20.0) -> None:
+    end = time.monotonic() + deadline_secs
+    while not check():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        threading.Event().wait(0.05)
+
+
+def dead_letters_of(server: ServerProcess) -> dict[str, Any]:
+    answer = httpx.get(server.url + "/v1/dead-letters?destination=ga", headers=auth(ADMIN_KEY))
+    assert answer.status_code == 200, answer.text
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+def test_a_crash_mid_send_is_not_sent_twice(server_factory: ServerFactory, tmp_path: Path) -> None:
+    """GA4 cannot deduplicate: after a SIGKILL while a request was out, the event waits
+    in the dead letters for review instead of being counted twice."""
+    standin = Ga4StandIn(SECRET)
+    standin.stall_next = True  # recorded, then no answer until the server is killed
+    config = tmp_path / "convtrack.toml"
+    config.write_text("\n".join([
+        "[[destinations]]", 'kind = "ga4"', 'name = "ga"', f'endpoint = "{standin.base_url}"',
+        f'measurement_id = "{MEASUREMENT_ID}"', 'api_secret_env = "GA4_SECRET"',
+        "batch_max_wait_secs = 0", 'event_map = { Purchase = "purchase" }']) + "\n")  # fmt: skip
+    server = server_factory({"GA4_SECRET": SECRET}, args=["--config", str(config)])
+
+    def post(event_id: str) -> None:
+        body = {"event_id": event_id, "event_name": "Purchase", "user_id": "u1", "value": 4999,
+                "currency": "EUR"}  # fmt: skip
+        answer = httpx.post(server.url + "/v1/track", json=body, headers=auth(WRITE_KEY))
+        assert answer.status_code == 202, answer.text
+
+    try:
+        server.start()
+        post("order-1")
+        wait_for("the event to reach GA4", lambda: standin.accepted == ["order-1"])
+        server.kill()
+        server.start()
+        wait_for("the interrupted send to be dead-lettered",
+                 lambda: dead_letters_of(server)["total"] == 1)  # fmt: skip
+        (letter,) = dead_letters_of(server)["items"]
+        post("order-2")  # the runner went past it
+        wait_for("the next event", lambda: "order-2" in standin.accepted)
+    finally:
+        server.stop()
+        standin.close()
+    assert letter["event_id"] == "order-1"
+    assert standin.accepted == ["order-1", "order-2"]  # order-1 counted once, not resent

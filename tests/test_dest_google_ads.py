@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from convtrack.model.event import Envelope
 from convtrack.model.pii import hash_user
 from convtrack.model.processed import ProcessedEvent
 from convtrack.runtime.embedded import Pipeline
-from tests.conftest import ADMIN_KEY, WRITE_KEY
+from tests.conftest import ADMIN_KEY, WRITE_KEY, ServerFactory, ServerProcess, auth
 from tests.inprocess import ENV, call, process_all
 from tests.standins.base import After, Answer, Hangup, Slow
 from tests.standins.google_ads import GoogleAdsStandIn, ads_request_error, dm_error
@@ -536,3 +538,56 @@ def test_data_manager_end_to_end_with_faults(
     finally:
         pipeline.close()
     assert sorted(standin.accepted) == ["d1", "d2", "d3", "d4"]
+
+
+# -- a crash while a request is out ----------------------------------------------------------
+
+
+def wait_for(what: str, check: Callable[[], bool], deadline_secs: float = 20.0) -> None:
+    end = time.monotonic() + deadline_secs
+    while not check():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        threading.Event().wait(0.05)
+
+
+def server_config(path: Path, standin: GoogleAdsStandIn) -> Path:
+    lines = ["[[destinations]]", 'kind = "google_ads"', 'name = "gads"', 'api = "click_upload"',
+             f'endpoint = "{standin.base_url}"', f'customer_id = "{CUSTOMER}"',
+             f'conversion_action_id = "{ACTION}"', 'access_token_env = "GADS_TOKEN"',
+             "batch_max_wait_secs = 0"]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def post_purchase(server: ServerProcess, event_id: str) -> None:
+    body = {"event_id": event_id, "event_name": "Purchase", "user_id": "u1", "value": 4999,
+            "currency": "EUR", "context": {"click_ids": {"gclid": "G-" + event_id}}}  # fmt: skip
+    answer = httpx.post(server.url + "/v1/track", json=body, headers=auth(WRITE_KEY))
+    assert answer.status_code == 202, answer.text
+
+
+def test_a_crash_mid_upload_is_resent_and_deduplicated_by_order_id(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """Google deduplicates on orderId: after a SIGKILL the upload is sent again, and the
+    copy is answered ORDER_ID_ALREADY_IN_USE, which counts as delivered."""
+    standin = GoogleAdsStandIn(TOKEN)
+    standin.stall_next = True  # recorded, then no answer until the server is killed
+    config = server_config(tmp_path / "convtrack.toml", standin)
+    server = server_factory({"GADS_TOKEN": TOKEN}, args=["--config", str(config)])
+    try:
+        server.start()
+        post_purchase(server, "order-1")
+        wait_for("the upload to be recorded", lambda: standin.accepted == ["order-1"])
+        server.kill()
+        server.start()
+        wait_for("the upload to be sent again", lambda: standin.received_rows.count("order-1") == 2)
+        post_purchase(server, "order-2")
+        wait_for("the next upload", lambda: "order-2" in standin.accepted)
+        letters = httpx.get(server.url + "/v1/dead-letters?destination=gads",
+                            headers=auth(ADMIN_KEY)).json()  # fmt: skip
+    finally:
+        server.stop()
+        standin.close()
+    assert letters["total"] == 0
+    assert standin.accepted == ["order-1", "order-2"]  # each recorded once

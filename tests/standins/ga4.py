@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from typing import Any
 
 from tests.standins.base import Answer, Request, StandIn
+
+STALL_SECS = 60.0
 
 MAX_EVENTS = 25
 MAX_PARAMS = 25
@@ -117,6 +120,10 @@ class Ga4StandIn(StandIn):
         self.events: list[dict[str, Any]] = []  # every recorded event, with its request's ids
         self.invalid: list[tuple[bytes, list[dict[str, str]]]] = []
         self.debug_requests = 0
+        # The next request is recorded, then its answer waits (until close): a crash of
+        # the sender after the platform took the events, before it heard back.
+        self.stall_next = False
+        self._release = threading.Event()
         super().__init__()
 
     def check(self, request: Request) -> Answer:
@@ -146,3 +153,15 @@ class Ga4StandIn(StandIn):
             self.events.append(recorded)
             self.accepted.append(str(event.get("params", {}).get("transaction_id")))
         return Answer(204)
+
+    def serve(self, request: Request) -> Answer | None:
+        answer = super().serve(request)
+        with self.lock:
+            stall, self.stall_next = self.stall_next, False
+        if stall:
+            self._release.wait(STALL_SECS)
+        return answer
+
+    def close(self) -> None:
+        self._release.set()
+        super().close()

@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import uuid
 from typing import Any
 
 from tests.standins.base import Answer, Request, StandIn
+
+STALL_SECS = 60.0
 
 MAX_CONVERSIONS = 2000
 MAX_UPLOAD_IDENTIFIERS = 5
@@ -114,6 +117,10 @@ class GoogleAdsStandIn(StandIn):
         self.received_rows: list[str] = []  # every row's order/transaction id that arrived
         self.row_faults: dict[str, list[str]] = {}
         self.job_id = 2147483650
+        # The next request is recorded, then its answer waits (until close): a crash of
+        # the sender after the platform took the events, before it heard back.
+        self.stall_next = False
+        self._release = threading.Event()
         super().__init__()
 
     def check(self, request: Request) -> Answer:
@@ -312,3 +319,15 @@ class GoogleAdsStandIn(StandIn):
         if not isinstance(consent, dict) or not set(consent.values()) <= _DM_CONSENT:
             return "INVALID_ENUM_VALUE", "consent", "CONSENT_GRANTED or CONSENT_DENIED"
         return None
+
+    def serve(self, request: Request) -> Answer | None:
+        answer = super().serve(request)
+        with self.lock:
+            stall, self.stall_next = self.stall_next, False
+        if stall:
+            self._release.wait(STALL_SECS)
+        return answer
+
+    def close(self) -> None:
+        self._release.set()
+        super().close()
