@@ -43,6 +43,9 @@ def client_settings(bootstrap: str, client_id: str) -> dict[str, Any]:
         # A missing topic is created by the log with its own partitions and
         # replication, never implicitly with the broker's defaults.
         "allow.auto.create.topics": False,
+        # Reconnect within a second of a broker's return (librdkafka's default backs off
+        # to 10 s), so readiness and appends recover by themselves promptly.
+        "reconnect.backoff.max.ms": 1000,
     }
 
 
