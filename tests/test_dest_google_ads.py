@@ -196,6 +196,21 @@ def test_the_developer_token_is_sent_only_when_set_and_the_sdk_gmail_rule_is_a_c
     assert "developer-token" not in documented.headers
 
 
+def test_batch_limits_keep_answers_readable(standin: GoogleAdsStandIn) -> None:
+    assert make().max_batch_events == 2000  # events:ingest answers only a request id
+    destination = make(api="click_upload", endpoint=standin.base_url)
+    assert destination.max_batch_events == 100
+    events = [forwarded(f"order-{i:036d}", i, click_ids={"gclid": "Cj0KCQjw" + "x" * 90})
+              for i in range(destination.max_batch_events)]  # fmt: skip
+    request = destination.build(events, EVENT_US)
+    for _ in range(2):  # all recorded, then all already in use: both answers are per row
+        answer = post(request.url, request.body, request.headers)
+        assert len(answer.content) < 32 * 1024  # half the cap: Google's messages are longer
+        outcome = destination.read(events, answer.status_code, dict(answer.headers),
+                                   answer.content)  # fmt: skip
+        assert outcome == Delivered()
+
+
 def test_the_dedup_id_is_our_event_id_on_every_attempt() -> None:
     destination = make(api="click_upload")
     events = [forwarded("o1", click_ids={"gclid": "G1"})]

@@ -27,6 +27,12 @@ __all__ = ["GoogleAdsConfig", "GoogleAdsDestination", "create"]
 _DAY_US = 86_400 * 1_000_000
 
 
+# uploadClickConversions answers with a result or an error per row (up to ~300 bytes
+# each): 100 rows keep the answer well inside the runner's 64 KiB answer cap, so
+# partial failures can always be read. events:ingest answers only a request id.
+CLICK_UPLOAD_BATCH = 100
+
+
 class GoogleAdsDestination(Destination):
     max_batch_events = MAX_CONVERSIONS
     ad_platform = True
@@ -35,6 +41,8 @@ class GoogleAdsDestination(Destination):
     def __init__(self, config: GoogleAdsConfig) -> None:
         self.name = config.name
         self.config = config
+        if config.api == "click_upload":
+            self.max_batch_events = CLICK_UPLOAD_BATCH
 
     def skip_reason(self, event: Forwarded, now_us: int) -> str | None:
         payload = event.payload
