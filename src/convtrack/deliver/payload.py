@@ -18,7 +18,7 @@ Shape (every key always present; ``None`` when unknown)::
     user_agent          user.user_agent, else context.user_agent
     properties          as sent
     user                the stored user object: SHA-256 hex of email, email_google,
-                        phone (digits, no '+'), phone_e164 (with '+'), first_name,
+                        email_google_sdk, phone (digits, no '+'), phone_e164 (with '+'), first_name,
                         first_name_plain, last_name, last_name_plain, city, state,
                         zip, external_id; plain country, fbc, fbp
     click_ids           the event's own click ids, else its attributed touch's
