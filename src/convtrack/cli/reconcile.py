@@ -17,11 +17,11 @@ import msgspec
 from convtrack.cli.output import render
 from convtrack.config import Settings
 from convtrack.errors import StoreError
+from convtrack.runtime.backends import open_hot_store
 from convtrack.store.cold import reports
 from convtrack.store.cold.lake import Lake
 from convtrack.store.cold.query import connect
 from convtrack.store.cold.reports import ReportRow
-from convtrack.store.hot.sqlite import SqliteHotStore
 
 COLUMNS = [
     "campaign_id",
@@ -80,13 +80,9 @@ def compare(hot: list[ReportRow], lake: list[ReportRow]) -> Comparison:
 
 def hot_totals(settings: Settings, day: str) -> list[ReportRow]:
     path = settings.data_dir / "hot" / "hot.db"
-    if not path.is_file():
+    if settings.hot.kind == "sqlite" and not path.is_file():
         raise StoreError(f"no hot store at {path} (is --data-dir right?)")
-    hot = SqliteHotStore(
-        path,
-        dedup_window_secs=settings.dedup.window_secs,
-        minute_retention=settings.hot.minute_retention,
-    )
+    hot = open_hot_store(settings)  # SQLite under the data dir, or Redis (hot.kind)
     try:
         totals = hot.campaign_totals(day)
     finally:

@@ -12,9 +12,9 @@ and closes what it opened, writers first.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from convtrack.clock import Clock
 from convtrack.config import Settings
@@ -29,6 +29,12 @@ from convtrack.store.hot.sqlite import SqliteHotStore
 from convtrack.store.rejects.sqlite import SqliteRejectStore
 
 Stream = str  # "events" (what collect appends) or "processed" (what process publishes)
+
+
+@runtime_checkable
+class StopsWrites(Protocol):
+    def stop_writes(self) -> None:
+        """Commit the appends already queued, refuse new ones, keep serving reads."""
 
 
 def check_backend_settings(settings: Settings) -> None:
@@ -52,11 +58,9 @@ def open_log(
     on_commit: Callable[[int, float], None] | None = None,
 ) -> EventLog:
     if settings.log.kind == "kafka":
-        kafka = importlib.import_module("convtrack.log.kafka")  # needs the [kafka] extra
-        log: EventLog = kafka.KafkaLog.from_settings(
-            settings.log, stream=stream, clock=clock, on_commit=on_commit
-        )
-        return log
+        from convtrack.log.kafka import KafkaLog  # needs the [kafka] extra
+
+        return KafkaLog.from_settings(settings.log, stream=stream, clock=clock, on_commit=on_commit)
     log_settings = settings.log
     return SqliteLog(
         settings.data_dir / "log" / f"{stream}.db",
@@ -73,9 +77,9 @@ def open_log(
 
 def open_hot_store(settings: Settings) -> HotStore:
     if settings.hot.kind == "redis":
-        redis = importlib.import_module("convtrack.store.hot.redis")  # needs the [redis] extra
-        hot: HotStore = redis.RedisHotStore.from_settings(settings.hot, settings.dedup)
-        return hot
+        from convtrack.store.hot.redis import RedisHotStore  # needs the [redis] extra
+
+        return RedisHotStore.from_settings(settings.hot, settings.dedup)
     return SqliteHotStore(
         settings.data_dir / "hot" / "hot.db",
         dedup_window_secs=settings.dedup.window_secs,
@@ -163,9 +167,8 @@ class Backends:
 
     def stop_event_writes(self) -> None:
         """Commit the appends already queued and refuse new ones (the first step of a stop)."""
-        # Kafka's producer finishes its queued sends in close(); SQLite can stop writing
-        # first and keep serving reads while the processor drains.
-        if isinstance(self._events, SqliteLog):
+        # Both logs can stop writing first and keep serving reads while the processor drains.
+        if isinstance(self._events, StopsWrites):
             self._events.stop_writes()
 
     def close(self) -> None:

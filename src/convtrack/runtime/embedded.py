@@ -40,11 +40,25 @@ class Pipeline(Node):
         """``delivery_sleep`` waits between delivery attempts (tests move a clock instead);
         ``exclusive`` takes the role locks of the data dir (``serve`` does)."""
         super().__init__(settings, ROLES, clock, environ, delivery_sleep, exclusive)
-        assert self.processor is not None and self.cold is not None  # every role is here
-        assert self.collect is not None
-        self.processor: ProcessorRunner = self.processor
-        self.cold: ColdStoreRunner = self.cold
+        assert self.collect is not None  # every role is here
         self.app: App = self.collect.app
+
+    @property
+    def processor(self) -> ProcessorRunner:
+        runner = super().processor
+        if runner is None:
+            raise RuntimeError(f"the processor did not start: {self._process_detail()}")
+        return runner
+
+    @property
+    def cold(self) -> ColdStoreRunner:
+        runner = super().cold
+        if runner is None:
+            raise RuntimeError("the cold store did not start: its lake is unreachable")
+        return runner
+
+    def _process_detail(self) -> str:
+        return str(self._process.detail) if self._process is not None else "no process role"
 
     @property
     def keys(self) -> ProvisionedKeys:

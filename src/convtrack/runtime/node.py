@@ -27,6 +27,7 @@ from convtrack.runtime.locks import RoleLock, acquire_role_locks
 from convtrack.runtime.roles import (
     ROLES,
     CollectRole,
+    Deferred,
     build_cold_store,
     build_delivery_runners,
     build_processor,
@@ -68,11 +69,15 @@ class Node:
         if "collect" in self.roles:
             iso4217_codes()  # load the currency table now, not on the first request
             backends.events.status()  # open the log now: a bad backend fails the start
-        self.processor: ProcessorRunner | None = (
-            build_processor(settings, backends, metrics, clock) if "process" in self.roles else None
+        self._process: Deferred[ProcessorRunner] | None = (
+            Deferred("processor", lambda: build_processor(settings, backends, metrics, clock))
+            if "process" in self.roles
+            else None
         )
-        self.cold: ColdStoreRunner | None = (
-            build_cold_store(settings, backends, metrics, clock) if "store" in self.roles else None
+        self._store: Deferred[ColdStoreRunner] | None = (
+            Deferred("cold", lambda: build_cold_store(settings, backends, metrics, clock))
+            if "store" in self.roles
+            else None
         )
         env = os.environ if environ is None else environ
         self.deliveries: list[DeliveryRunner] = (
@@ -84,16 +89,16 @@ class Node:
         components: dict[str, Callable[[], Report]] = {
             name: self.monitor.reporter(name) for name in self.monitor.names
         }
-        if self.processor is not None:
-            components["processor"] = self.processor.health
-        if self.cold is not None:
-            components["cold"] = self.cold.health
+        if self._process is not None:
+            components["processor"] = self._process.health
+        if self._store is not None:
+            components["cold"] = self._store.health
         for runner in self.deliveries:
             components[f"deliver-{runner.name}"] = runner.health
         self.collect: CollectRole | None = None
         self.app: App | ProbeApp
         if "collect" in self.roles:
-            lag = self.processor.lag if self.processor is not None else self._remote_lag
+            lag = self._local_lag if self._process is not None else self._remote_lag
             self.collect = CollectRole(settings, backends, metrics, clock, environ, lag)
             self.app = self.collect.app
             self.app.components.update(components)
@@ -122,6 +127,18 @@ class Node:
             return {**failed(exc), "reachable": False, "kind": kind}
         return {"healthy": True, "reachable": True, "detail": "ok", "kind": kind}
 
+    @property
+    def processor(self) -> ProcessorRunner | None:
+        return self._process.runner if self._process is not None else None
+
+    @property
+    def cold(self) -> ColdStoreRunner | None:
+        return self._store.runner if self._store is not None else None
+
+    def _local_lag(self) -> LogLag:
+        processor = self.processor
+        return processor.lag() if processor is not None else self._remote_lag()
+
     def _remote_lag(self) -> LogLag:
         return committed_processor_lag(self.backends)()
 
@@ -142,20 +159,22 @@ class Node:
     def start(self) -> None:
         """Start the background stages of this process's roles."""
         self.monitor.start()
-        if self.processor is not None:
-            self.processor.start()
-        if self.cold is not None:
-            self.cold.start()
+        if self._process is not None:
+            self._process.start()
+        if self._store is not None:
+            self._store.start()
         for runner in self.deliveries:
             runner.start()
 
     def close(self) -> None:
         """Finish pending appends, let the processor catch up, then close the stores."""
         self.backends.stop_event_writes()
-        if self.processor is not None:
-            self.processor.stop(drain_secs=3.0)
-        if self.cold is not None:
-            self.cold.stop(flush=True)
+        processor = self._process.stop_waiting() if self._process is not None else None
+        if processor is not None:
+            processor.stop(drain_secs=3.0)
+        cold = self._store.stop_waiting() if self._store is not None else None
+        if cold is not None:
+            cold.stop(flush=True)
         for runner in self.deliveries:
             runner.stop()
         self.monitor.stop()

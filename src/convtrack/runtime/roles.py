@@ -11,7 +11,10 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Mapping
+from typing import Generic, Protocol, TypeVar
 
 from convtrack.clock import Clock
 from convtrack.collect.app import App
@@ -26,7 +29,7 @@ from convtrack.collect.stats import StatsApi
 from convtrack.collect.tokens import ConversionTokens
 from convtrack.config import Settings
 from convtrack.deliver.runner import DeliveryRunner
-from convtrack.errors import ConfigError
+from convtrack.errors import ConfigError, ConvtrackError
 from convtrack.log.base import EventLog, LogConsumer, LogLag
 from convtrack.model.validate import Rules
 from convtrack.observe.metrics import Metrics
@@ -45,6 +48,8 @@ from convtrack.store.cold.maintain import compact, expire, purge_removed, utc_da
 from convtrack.store.cold.tables import EventsSource, RejectsSource
 from convtrack.store.cold.writer import ColdStoreRunner, TableWriter
 from convtrack.store.hot.base import HotStore
+
+log = logging.getLogger("convtrack.roles")
 
 ROLES = ("collect", "process", "store", "deliver")
 
@@ -220,3 +225,79 @@ def build_delivery_runners(
         environ=environ,
         sleep=sleep,
     )
+
+
+class Runner(Protocol):
+    def start(self) -> None: ...
+
+    def health(self) -> dict[str, object]: ...
+
+
+R = TypeVar("R", bound=Runner)
+
+
+class Deferred(Generic[R]):
+    """A role's runner, built now or, while a backend it needs at start is down, later.
+
+    The processor reads its positions from the hot store and the cold store its
+    manifest from the lake before they run. A process whose backend is down
+    still starts (its probes answer, naming the backend) and builds the runner
+    as soon as the backend answers, retrying with backoff.
+    """
+
+    def __init__(self, name: str, build: Callable[[], R]) -> None:
+        self.name = name
+        self._build = build
+        self.runner: R | None = None
+        self.detail = "ok"
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        try:
+            self.runner = build()
+        except ConfigError:
+            raise
+        except ConvtrackError as exc:
+            self._waiting(exc)
+
+    def _waiting(self, exc: ConvtrackError) -> None:
+        self.detail = f"not started, waiting for a backend: {exc}"
+        log.warning("role_waiting_for_backend", extra={"runner": self.name, "error": str(exc)})
+
+    def start(self) -> None:
+        if self.runner is not None:
+            self.runner.start()
+            return
+        self._thread = threading.Thread(target=self._build_later, name=f"{self.name}-start")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _build_later(self) -> None:
+        delay = 0.5
+        while not self._stop.wait(delay):
+            try:
+                runner = self._build()
+            except ConvtrackError as exc:
+                self._waiting(exc)
+                delay = min(delay * 2, 5.0)
+                continue
+            with self._lock:
+                if self._stop.is_set():
+                    return  # stopping: never start a runner nobody will stop
+                self.runner, self.detail = runner, "ok"
+                runner.start()
+            log.info("role_started", extra={"runner": self.name})
+            return
+
+    def health(self) -> dict[str, object]:
+        if self.runner is not None:
+            return self.runner.health()
+        return {"healthy": False, "detail": self.detail}
+
+    def stop_waiting(self) -> R | None:
+        """Stop trying to build; the runner, if there is one, is the caller's to stop."""
+        with self._lock:
+            self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10.0)
+        return self.runner
