@@ -65,6 +65,7 @@ def test_ga4_passes_the_validator(tmp_path: Path, ga4_standin: Ga4StandIn) -> No
     assert request.path == "/debug/mp/collect" and ga4_standin.accepted == []
     body = json.loads(request.body)
     assert body["events"][0]["name"] == "purchase" and body["client_id"]
+    assert body["validation_behavior"] == "ENFORCE_RECOMMENDATIONS"
     assert body["events"][0]["params"]["value"] == 49.99
 
 

@@ -159,7 +159,10 @@ def build_request(config: Ga4Config, events: Sequence[Forwarded]) -> OutboundReq
 
 
 def debug_request(config: Ga4Config, request: OutboundRequest) -> OutboundRequest:
-    """The same request to the validation endpoint (which records nothing)."""
+    """The same request to the validation endpoint (which records nothing), asking for
+    GA4's strict checks (``validation_behavior: ENFORCE_RECOMMENDATIONS``)."""
     url = request.url.replace(config.base_url + COLLECT_PATH, config.base_url + DEBUG_PATH, 1)
+    body = msgspec.json.decode(request.body)
+    body["validation_behavior"] = "ENFORCE_RECOMMENDATIONS"
     return OutboundRequest(method=request.method, url=url, headers=request.headers,
-                           body=request.body)  # fmt: skip
+                           body=_encoder.encode(body))  # fmt: skip
