@@ -39,6 +39,7 @@ __all__ = ["DeliveryRunner", "wanted"]
 log = logging.getLogger("convtrack.deliver")
 
 DEAD_LETTER_CHECK_SECS = 30.0
+POLL_TIMEOUT_SECS = 0.2
 REPLAY_CLAIM_NOTE = (
     "replay in flight: if this row is still here after a crash, the platform may have the "
     "event (it cannot deduplicate); check before replaying again"
@@ -290,12 +291,19 @@ class DeliveryRunner:
                     self._stop.wait(min(blocked, 1.0))
                     self._check_dead_letters()
                     continue
-                self.run_once(timeout_secs=0.2)
+                self.run_once(timeout_secs=self._poll_timeout())
             except Exception as exc:
                 self._dispatcher.last_error = f"{self.name}: {exc}"
                 self._metrics.errors.labels("deliver", type(exc).__name__).inc()
                 log.exception("delivery_failed", extra={"destination": self.name})
                 self._stop.wait(1.0)
+
+    def _poll_timeout(self) -> float:
+        """Wait for new events at most until the buffered batch is due (its latency)."""
+        if not self._batch:
+            return POLL_TIMEOUT_SECS
+        due = self._batch_started + self._settings.batch_max_wait_secs - self._clock.monotonic()
+        return max(0.0, min(POLL_TIMEOUT_SECS, due))
 
     def _wait(self, secs: float) -> None:
         self._stop.wait(secs)
