@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from convtrack.clock import ManualClock
 from convtrack.config import load_settings
@@ -30,7 +34,7 @@ from convtrack.model.processed import ProcessedEvent
 from convtrack.runtime.embedded import Pipeline
 from tests.conftest import ADMIN_KEY
 from tests.inprocess import ENV, call, process_all
-from tests.standins.base import After, Answer, Hangup, Slow
+from tests.standins.base import After, Answer, Hangup, Request, Slow
 from tests.standins.meta import MetaStandIn, graph_error
 
 PIXEL = "123456789012345"
@@ -501,3 +505,79 @@ def test_an_expired_token_pauses_the_destination_and_keeps_the_events(
     finally:
         pipeline.close()
     assert standin.accepted == ["order-1"] and len(standin.requests) == 2
+
+
+# -- any event we would send passes Meta's contract ------------------------------------
+
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
+_users = st.dictionaries(
+    st.sampled_from(["email", "phone", "first_name", "last_name", "city", "state", "zip",
+                     "country", "external_id", "fbp"]),
+    st.one_of(_text, st.emails(), st.sampled_from(["+44 20 7946 0958", "0049 30 1234", "US"])),
+)  # fmt: skip
+_items = st.lists(
+    st.dictionaries(
+        st.sampled_from(["id", "content_id", "quantity", "item_price", "price", "name"]),
+        st.one_of(_text, st.integers(-5, 10**6), st.floats(0, 1e6), st.booleans(), st.none()),
+    ),
+    max_size=3,
+)
+_money = st.one_of(
+    st.tuples(st.none(), st.none()),
+    st.tuples(st.integers(0, 10**12), st.sampled_from(["USD", "JPY", "EUR", "KWD"])),
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_standin() -> Iterator[MetaStandIn]:
+    server = MetaStandIn(pixel_id=PIXEL, access_token=TOKEN, now=lambda: float(FUZZ_NOW))
+    yield server
+    server.close()
+
+
+FUZZ_NOW = 1_796_000_000
+
+
+@given(
+    user=_users,
+    money=_money,
+    name=st.sampled_from(["Purchase", "Lead", "Subscribe"]),
+    items=_items,
+    order=st.one_of(st.none(), _text, st.integers(0, 10**9)),
+    click_ids=st.dictionaries(st.sampled_from(["fbclid", "fbc", "fbp"]),
+                              st.one_of(st.text("abcXYZ09_-.", min_size=1, max_size=20),
+                                        st.just(FBC))),
+    ip=st.one_of(st.just("203.0.113.7"), st.just("2001:db8::1"), _text),
+    age_secs=st.integers(0, 8 * 86_400),
+)  # fmt: skip
+@hypothesis_settings(max_examples=80, deadline=None)
+def test_every_event_we_would_send_passes_the_standin(
+    fuzz_standin: MetaStandIn,
+    user: dict[str, str],
+    money: tuple[int | None, str | None],
+    name: str,
+    items: list[dict[str, Any]],
+    order: str | int | None,
+    click_ids: dict[str, str],
+    ip: str,
+    age_secs: int,
+) -> None:
+    value, currency = money
+    properties = {"contents": items} | ({} if order is None else {"order_id": order})
+    event = forwarded(
+        event_name=name, time_s=FUZZ_NOW - age_secs, value=value, currency=currency, user=user,
+        properties=properties, click_ids=click_ids,
+        context={"page_url": PAGE, "user_agent": UA, "ip": ip},
+    )  # fmt: skip
+    meta = destination()
+    if meta.skip_reason(event, FUZZ_NOW * 1_000_000) is not None:
+        return
+    request = meta.build([event], FUZZ_NOW * 1_000_000)
+    with fuzz_standin.lock:
+        answer = fuzz_standin.check(
+            Request(method="POST", path=f"/v26.0/{PIXEL}/events", query={},
+                    headers=request.headers, body=request.body)
+        )  # fmt: skip
+    assert answer.status == 200, answer.body  # contact fields included: all 64-hex
+    sent = json.loads(request.body)["data"][0]["user_data"]
+    assert "external_id" not in sent or re.fullmatch("[a-f0-9]{64}", sent["external_id"])

@@ -16,6 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from convtrack.clock import ManualClock
 from convtrack.config import load_settings
@@ -30,7 +33,7 @@ from convtrack.model.processed import ProcessedEvent
 from convtrack.runtime.embedded import Pipeline
 from tests.conftest import ADMIN_KEY
 from tests.inprocess import ENV, call, process_all
-from tests.standins.base import After, Answer, Slow
+from tests.standins.base import After, Answer, Request, Slow
 from tests.standins.tiktok import TikTokStandIn, envelope
 
 PIXEL = "C4ABCDEF1234567890"
@@ -480,3 +483,64 @@ def test_a_revoked_token_pauses_the_destination_and_keeps_the_events(
     finally:
         pipeline.close()
     assert standin.accepted == ["order-1"] and len(standin.requests) == 2
+
+
+# -- any event we would send passes TikTok's contract -----------------------------------
+
+FUZZ_NOW = 1_796_000_000
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
+
+
+@pytest.fixture(scope="module")
+def fuzz_standin() -> Iterator[TikTokStandIn]:
+    server = TikTokStandIn(event_source_id=PIXEL, access_token=TOKEN,
+                           now=lambda: float(FUZZ_NOW), window_days=7)  # fmt: skip
+    yield server
+    server.close()
+
+
+@given(
+    user=st.dictionaries(
+        st.sampled_from(["email", "phone", "first_name", "external_id", "country", "fbp"]),
+        st.one_of(_text, st.emails(), st.just("+44 20 7946 0958")),
+    ),
+    money=st.one_of(st.tuples(st.none(), st.none()),
+                    st.tuples(st.integers(0, 10**12), st.sampled_from(["USD", "JPY", "KWD"]))),
+    items=st.lists(st.dictionaries(
+        st.sampled_from(["id", "content_id", "quantity", "price", "content_name", "name"]),
+        st.one_of(_text, st.integers(-5, 10**6), st.floats(0, 1e6), st.booleans(), st.none()),
+    ), max_size=3),
+    properties=st.dictionaries(st.sampled_from(["order_id", "_ttp", "content_type"]),
+                               st.one_of(_text, st.integers(0, 10**9), st.none())),
+    ttclid=st.one_of(st.none(), st.text("abcXYZ09_-.", min_size=1, max_size=20)),
+    ip=st.one_of(st.just("203.0.113.7"), st.just("2001:db8::1"), _text),
+    age_secs=st.integers(0, 8 * 86_400),
+)  # fmt: skip
+@hypothesis_settings(max_examples=80, deadline=None)
+def test_every_event_we_would_send_passes_the_standin(
+    fuzz_standin: TikTokStandIn,
+    user: dict[str, str],
+    money: tuple[int | None, str | None],
+    items: list[dict[str, Any]],
+    properties: dict[str, Any],
+    ttclid: str | None,
+    ip: str,
+    age_secs: int,
+) -> None:
+    value, currency = money
+    event = forwarded(
+        time_s=FUZZ_NOW - age_secs, value=value, currency=currency, user=user,
+        properties={**properties, "contents": items},
+        click_ids={"ttclid": ttclid} if ttclid else {},
+        context={"page_url": PAGE, "user_agent": UA, "ip": ip},
+    )  # fmt: skip
+    tiktok = destination()
+    if tiktok.skip_reason(event, FUZZ_NOW * 1_000_000) is not None:
+        return
+    request = tiktok.build([event], FUZZ_NOW * 1_000_000)
+    with fuzz_standin.lock:
+        answer = fuzz_standin.check(
+            Request(method="POST", path="/open_api/v1.3/event/track/", query={},
+                    headers=request.headers, body=request.body)
+        )  # fmt: skip
+    assert json.loads(answer.body)["code"] == 0, answer.body

@@ -9,6 +9,7 @@ dropped, the country hashed from its lower-case ISO code. IP, user agent,
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +21,9 @@ from convtrack.deliver.base import Forwarded, OutboundRequest
 _encoder = msgspec.json.Encoder(order="deterministic")
 _HEX64 = re.compile(r"^[a-fA-F0-9]{64}$")
 _NOT_LETTERS = re.compile(r"[^a-z]")
+# fb.{subdomain index}.{creation time in ms}.{value}: Meta refuses the whole
+# request for a malformed one, so one that does not fit is left out.
+_COOKIE = re.compile(r"^fb\.\d\.\d{13}\..+")
 # user_data keys taken as they are from the payload's hashed user fields.
 _HASHED_AS_IS = (("fn", "first_name"), ("ln", "last_name"), ("ct", "city"),
                  ("st", "state"), ("zp", "zip"), ("external_id", "external_id"))  # fmt: skip
@@ -38,8 +42,23 @@ def hashed_country(country: str) -> str | None:
 
 
 def click_cookie(payload: dict[str, Any], name: str) -> str | None:
-    value = (payload.get("user") or {}).get(name) or (payload.get("click_ids") or {}).get(name)
-    return value if isinstance(value, str) and value else None
+    """``fbc`` or ``fbp`` from the user object, else the click ids, when well formed."""
+    for source in (payload.get("user") or {}, payload.get("click_ids") or {}):
+        value = source.get(name)
+        if isinstance(value, str) and _COOKIE.match(value):
+            return value
+    return None
+
+
+def ip_address(value: object) -> str | None:
+    """The client IP as given, when it is one (contexts are not checked on arrival)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    return value
 
 
 def fbc(payload: dict[str, Any]) -> str | None:
@@ -68,8 +87,9 @@ def user_data(payload: dict[str, Any]) -> dict[str, Any]:
         country = hashed_country(str(user["country"]))
         if country:
             data["country"] = country
-    if payload.get("client_ip"):
-        data["client_ip_address"] = payload["client_ip"]
+    client_ip = ip_address(payload.get("client_ip"))
+    if client_ip:
+        data["client_ip_address"] = client_ip
     if payload.get("user_agent"):
         data["client_user_agent"] = payload["user_agent"]
     click = fbc(payload)

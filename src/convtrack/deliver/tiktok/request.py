@@ -7,6 +7,7 @@ external id. ``ttclid``, ``ttp``, IP and user agent are sent as they are.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,17 @@ def event_seconds(payload: dict[str, Any]) -> int:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def ip_address(value: object) -> str | None:
+    """The client IP as given, when it is one (contexts are not checked on arrival)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    return value
 
 
 def ttp(payload: dict[str, Any]) -> str | None:
@@ -45,8 +57,9 @@ def user(payload: dict[str, Any]) -> dict[str, Any]:
     cookie = ttp(payload)
     if cookie:
         out["ttp"] = cookie
-    if payload.get("client_ip"):
-        out["ip"] = payload["client_ip"]
+    client_ip = ip_address(payload.get("client_ip"))
+    if client_ip:
+        out["ip"] = client_ip
     if payload.get("user_agent"):
         out["user_agent"] = payload["user_agent"]
     return out
