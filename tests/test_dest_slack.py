@@ -460,11 +460,11 @@ def test_a_crash_mid_post_is_not_posted_twice(
     config = slack_config(tmp_path / "convtrack.toml", name="sales", endpoint=standin.url)
     server = server_factory(args=["--config", str(config)])
     try:
-        server.start()
+        server.start(timeout_secs=30)  # the machine is shared: allow a slow start
         post_purchase(server, "order-1")
         wait_for("the post to reach Slack", lambda: len(standin.requests) == 1)
         server.kill()
-        server.start()
+        server.start(timeout_secs=30)  # the machine is shared: allow a slow start
         wait_for("the interrupted post to be dead-lettered",
                  lambda: server_dead_letters(server)["total"] == 1)  # fmt: skip
         (letter,) = server_dead_letters(server)["items"]
@@ -494,7 +494,7 @@ def test_the_hook_url_stays_secret(server_factory: ServerFactory, tmp_path: Path
     env = {URL_ENV: f"https://127.0.0.1:{port}/services/{secret}"}
     server = server_factory(env, args=["--config", str(config)])
     try:
-        server.start()
+        server.start(timeout_secs=30)  # the machine is shared: allow a slow start
         post_purchase(server, "order-1")
         wait_for("the failed post to be dead-lettered",
                  lambda: server_dead_letters(server)["total"] == 1)  # fmt: skip
