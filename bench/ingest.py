@@ -4,6 +4,7 @@
     .venv/bin/python bench/ingest.py --commit HEAD       # the committed src/, not the tree
     .venv/bin/python bench/ingest.py --duration 5 --warmup 1
     .venv/bin/python bench/ingest.py --profile /tmp/prof # + py-spy on the server (slows it)
+    .venv/bin/python bench/ingest.py --split-roles       # collector alone; processing apart
 
 Phases, each a wrk warm-up then a measured wrk run of ``--duration`` seconds:
 
@@ -12,6 +13,11 @@ Phases, each a wrk warm-up then a measured wrk run of ``--duration`` seconds:
 2. a real ``python -m convtrack serve`` on a temporary data dir:
    ``POST /v1/track`` (one Purchase event per request, unique event_id) and
    ``POST /v1/batch`` (``--batch-size`` events per request).
+
+With ``--split-roles`` the measured server is ``serve --roles collect``, and a
+second ``serve --roles process,store,deliver`` on the same data dir (pinned to
+wrk's CPU) processes what it logs: the collector no longer shares its
+interpreter with the processor.
 
 Bodies come from ``bench/events.lua``. With two or more CPUs the server runs
 pinned to the first CPU and wrk to the second (``taskset``); ``--no-pin`` turns
@@ -456,16 +462,35 @@ def run_convtrack(
         *pin.server, sys.executable, "-m", "convtrack", "serve",
         "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
     ]  # fmt: skip
+    worker: Server | None = None
+    if args.split_roles:
+        argv += ["--roles", "collect"]
+        worker_port = free_port()
+        worker_argv = [
+            *pin.load, sys.executable, "-m", "convtrack", "serve", "--roles",
+            "process,store,deliver", "--host", "127.0.0.1", "--port", str(worker_port),
+            "--data-dir", str(data_dir),
+        ]  # fmt: skip
     server = Server("convtrack", argv, env, work / "convtrack.log")
     db = data_dir / "log" / "events.db"
     try:
         server.wait_ready(lambda: get_ok(port, "/healthz"))
+        if args.split_roles:
+            worker = Server("worker", worker_argv, env, work / "worker.log")
+            worker.wait_ready(lambda: get_ok(worker_port, "/healthz"))
+            print(f"worker (process,store,deliver) on 127.0.0.1:{worker_port}"
+                  f" (pid {worker.proc.pid})", flush=True)  # fmt: skip
         print(f"convtrack serve on 127.0.0.1:{port} (pid {server.proc.pid}, data {data_dir})",
               flush=True)  # fmt: skip
         results, seen_accepted = bench_target("convtrack", server, port, args, pin, db, run_id)
         stats = commit_stats(port)
     finally:
         code = server.stop()
+        if worker is not None:
+            worker_cpu = sum(worker.cpu_secs())
+            worker_code = worker.stop()
+            print(f"worker: {worker_cpu:.1f} CPU-seconds over the whole run, exit {worker_code}",
+                  flush=True)  # fmt: skip
     # Every answer wrk counted, warm-ups included, against the log after a clean stop.
     check = {
         "exit_code": code,
@@ -590,6 +615,11 @@ def main() -> int:
         help="benchmark the src/ of this git commit (exported) instead of the working tree",
     )
     parser.add_argument("--keep-data", action="store_true", help="keep the temporary data dir")
+    parser.add_argument(
+        "--split-roles",
+        action="store_true",
+        help="measure `serve --roles collect`, with process,store,deliver in a second process",
+    )
     args = parser.parse_args()
 
     if shutil.which("wrk") is None:
