@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -353,14 +353,20 @@ def test_the_standin_flags_repeats_within_48_hours(
 # -- the real pipeline against the stand-in ---------------------------------------------
 
 
-def open_pipeline(data_dir: Path, clock: ManualClock, standin: MetaStandIn, **kw: Any) -> Pipeline:
+def open_pipeline(
+    data_dir: Path,
+    clock: ManualClock,
+    standin: MetaStandIn,
+    sleep: Callable[[float], None] | None = None,
+    **kw: Any,
+) -> Pipeline:
     table = {"kind": "meta_capi", "name": "meta", "pixel_id": PIXEL,
              "access_token_env": TOKEN_ENV, "endpoint": standin.base_url,
              "batch_max_wait_secs": 0, **kw}  # fmt: skip
     env = {**ENV, TOKEN_ENV: TOKEN}
     overrides: dict[str, Any] = {"server": {"data_dir": str(data_dir)}, "destinations": [table]}
     return Pipeline(load_settings(environ=env, overrides=overrides), clock=clock, environ=env,
-                    delivery_sleep=clock.advance)  # fmt: skip
+                    delivery_sleep=sleep or clock.advance)  # fmt: skip
 
 
 def ingest(pipeline: Pipeline, clock: ManualClock, event_id: str, **kw: Any) -> None:
@@ -581,3 +587,36 @@ def test_every_event_we_would_send_passes_the_standin(
     assert answer.status == 200, answer.body  # contact fields included: all 64-hex
     sent = json.loads(request.body)["data"][0]["user_data"]
     assert "external_id" not in sent or re.fullmatch("[a-f0-9]{64}", sent["external_id"])
+
+
+def test_a_crash_after_the_platform_took_the_batch_sends_it_again_once(
+    tmp_path: Path, clock: ManualClock, standin: MetaStandIn
+) -> None:
+    standin.plan = [After(Hangup())]  # the platform takes the batch; its answer is lost
+    crashed: list[Pipeline] = []
+
+    def crash_before_the_retry(secs: float) -> None:
+        clock.advance(secs)
+        crashed[0].deliveries[0].request_stop()  # the process dies while backing off
+
+    pipeline = open_pipeline(tmp_path, clock, standin, sleep=crash_before_the_retry)
+    crashed.append(pipeline)
+    try:
+        ingest(pipeline, clock, "order-1")
+        ingest(pipeline, clock, "order-2")
+        process_all(pipeline)
+        while pipeline.deliveries[0].run_once():
+            pass
+        assert not pipeline.deliveries[0].flush()  # stopped: nothing committed
+    finally:
+        pipeline.close()
+    assert sorted(standin.accepted) == ["order-1", "order-2"]
+    for _ in range(2):  # the restart sends the batch again, once; a second one sends nothing
+        pipeline = open_pipeline(tmp_path, clock, standin)
+        try:
+            deliver_all(pipeline, clock)
+            assert dead_letters(pipeline)["total"] == 0
+        finally:
+            pipeline.close()
+    assert sorted(standin.accepted) == ["order-1", "order-1", "order-2", "order-2"]
+    assert sorted(standin.repeats) == ["order-1", "order-2"]  # and the platform drops them

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from convtrack.model.processed import ProcessedEvent
 from convtrack.runtime.embedded import Pipeline
 from tests.conftest import ADMIN_KEY
 from tests.inprocess import ENV, call, process_all
-from tests.standins.base import After, Answer, Request, Slow
+from tests.standins.base import After, Answer, Hangup, Request, Slow
 from tests.standins.tiktok import TikTokStandIn, envelope
 
 PIXEL = "C4ABCDEF1234567890"
@@ -330,7 +330,11 @@ def test_the_standin_flags_repeats_within_48_hours(
 
 
 def open_pipeline(
-    data_dir: Path, clock: ManualClock, standin: TikTokStandIn, **kw: Any
+    data_dir: Path,
+    clock: ManualClock,
+    standin: TikTokStandIn,
+    sleep: Callable[[float], None] | None = None,
+    **kw: Any,
 ) -> Pipeline:
     table = {"kind": "tiktok", "name": "tt", "event_source_id": PIXEL,
              "access_token_env": TOKEN_ENV, "endpoint": standin.base_url,
@@ -338,7 +342,7 @@ def open_pipeline(
     env = {**ENV, TOKEN_ENV: TOKEN}
     overrides: dict[str, Any] = {"server": {"data_dir": str(data_dir)}, "destinations": [table]}
     return Pipeline(load_settings(environ=env, overrides=overrides), clock=clock, environ=env,
-                    delivery_sleep=clock.advance)  # fmt: skip
+                    delivery_sleep=sleep or clock.advance)  # fmt: skip
 
 
 def ingest(pipeline: Pipeline, clock: ManualClock, event_id: str, **kw: Any) -> None:
@@ -544,3 +548,36 @@ def test_every_event_we_would_send_passes_the_standin(
                     headers=request.headers, body=request.body)
         )  # fmt: skip
     assert json.loads(answer.body)["code"] == 0, answer.body
+
+
+def test_a_crash_after_the_platform_took_the_batch_sends_it_again_once(
+    tmp_path: Path, clock: ManualClock, standin: TikTokStandIn
+) -> None:
+    standin.plan = [After(Hangup())]  # the platform takes the batch; its answer is lost
+    crashed: list[Pipeline] = []
+
+    def crash_before_the_retry(secs: float) -> None:
+        clock.advance(secs)
+        crashed[0].deliveries[0].request_stop()  # the process dies while backing off
+
+    pipeline = open_pipeline(tmp_path, clock, standin, sleep=crash_before_the_retry)
+    crashed.append(pipeline)
+    try:
+        ingest(pipeline, clock, "order-1")
+        ingest(pipeline, clock, "order-2")
+        process_all(pipeline)
+        while pipeline.deliveries[0].run_once():
+            pass
+        assert not pipeline.deliveries[0].flush()  # stopped: nothing committed
+    finally:
+        pipeline.close()
+    assert sorted(standin.accepted) == ["order-1", "order-2"]
+    for _ in range(2):  # the restart sends the batch again, once; a second one sends nothing
+        pipeline = open_pipeline(tmp_path, clock, standin)
+        try:
+            deliver_all(pipeline, clock)
+            assert dead_letters(pipeline)["total"] == 0
+        finally:
+            pipeline.close()
+    assert sorted(standin.accepted) == ["order-1", "order-1", "order-2", "order-2"]
+    assert sorted(standin.repeats) == ["order-1", "order-2"]  # and the platform drops them
