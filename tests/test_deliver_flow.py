@@ -302,3 +302,29 @@ def test_health_and_metrics_are_served(tmp_path: Path, clock: ManualClock) -> No
     for name in ("convtrack_deliver_lag_events", "convtrack_deliver_lag_seconds"):
         assert f'{name}{{destination="crm"}}' in metrics
     assert json.dumps(component)  # plain JSON values only
+
+
+def test_a_crash_mid_replay_is_not_replayed_again_where_the_platform_cannot_deduplicate(
+    pipeline: Pipeline, clock: ManualClock, platform: TinyPlatform
+) -> None:
+    platform.row_faults = {"e1": ["reject:first"]}
+    dest = TinyDestination("tiny", f"{platform.base_url}/events", dedupes=False)
+    delivery = runner(pipeline, clock, dest, settings())
+    ingest(pipeline, clock, "e1")
+    try:
+        drain(delivery)
+    finally:
+        delivery.stop()
+    pipeline.deadletters.mark_replay("tiny")
+    platform.plan = [After(Hangup())]  # the replay lands, its answer is lost, then a crash
+    crash_after_send(pipeline, clock, TinyDestination("tiny", f"{platform.base_url}/events",
+                                                      dedupes=False))  # fmt: skip
+    (row,) = pipeline.deadletters.items("tiny")
+    assert not row.replay and "cannot deduplicate" in row.last_answer
+    again = runner(pipeline, clock, TinyDestination("tiny", f"{platform.base_url}/events",
+                                                    dedupes=False), settings())  # fmt: skip
+    try:
+        drain(again)
+    finally:
+        again.stop()
+    assert platform.accepted == ["e1"] and len(platform.requests) == 2

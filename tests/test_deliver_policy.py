@@ -7,6 +7,7 @@ import random
 import httpx
 import pytest
 
+from convtrack.deliver.alerts import PAUSED, Alerts
 from convtrack.deliver.base import OutboundRequest
 from convtrack.deliver.outbound import MAX_ANSWER_BYTES, EndpointGuard, Sender, forbidden_address
 from convtrack.deliver.policy import Backoff, Breaker, next_delay
@@ -117,3 +118,21 @@ def test_the_sender_times_out() -> None:
                 sender.send(OutboundRequest("POST", f"{platform.base_url}/big", {}, b"{}"))
         finally:
             sender.close()
+
+
+def test_alerts_are_raised_once_cleared_once_and_not_sent_to_the_channel_they_are_about() -> None:
+    gauges: dict[tuple[str, str], float] = {}
+    alerts = Alerts(lambda kind, name, value: gauges.__setitem__((kind, name), value))
+    ops, other = alerts.outbox("ops"), alerts.outbox("team")
+    alerts.raise_(PAUSED, "meta", "HTTP 401: token expired")
+    alerts.raise_(PAUSED, "meta", "HTTP 401: token expired again")  # already raised
+    alerts.raise_(PAUSED, "ops", "HTTP 403: invalid_token")  # ops cannot tell itself
+    assert gauges == {(PAUSED, "meta"): 1.0, (PAUSED, "ops"): 1.0}
+    assert alerts.active()[(PAUSED, "meta")] == "HTTP 401: token expired again"
+    assert len(ops) == 1 and len(other) == 2
+    alerts.clear(PAUSED, "meta")
+    alerts.clear(PAUSED, "meta")
+    assert gauges[(PAUSED, "meta")] == 0.0 and len(ops) == 2
+    messages = [ops.take(), ops.take()]
+    assert "meta" in str(messages[0]) and "token expired" in str(messages[0])
+    assert "resolved" in str(messages[1]) and ops.take() is None
