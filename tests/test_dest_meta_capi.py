@@ -143,7 +143,13 @@ def test_the_request_matches_the_documented_example() -> None:
 
 
 def test_variants_cookies_endpoint_and_version() -> None:
-    user = {"email": "a@b.co", "city": "New York", "state": "NY", "zip": "10001-1234"}
+    user = {
+        "email": "a@b.co",
+        "city": "New York",
+        "state": "NY",
+        "zip": "10001-1234",
+        "country": "United States",
+    }  # a name, not an ISO code: left out
     event = forwarded("e1", event_name="Lead", value=None, currency=None, user=user,
                       properties={}, click_ids={"fbclid": "IwAR_case_Sensitive"},
                       consent={"ad_personalization": False},

@@ -34,11 +34,12 @@ def event_seconds(payload: dict[str, Any]) -> int:
 
 
 def hashed_country(country: str) -> str | None:
-    """SHA-256 of the lower-case two-letter code (a hash given by the sender passes)."""
+    """SHA-256 of the lower-case ISO 3166-1 alpha-2 code (a hash given by the sender
+    passes); anything else (a country's name) is left out rather than hashed wrong."""
     if _HEX64.fullmatch(country):
         return country.lower()
     code = _NOT_LETTERS.sub("", country.strip().lower())
-    return hashlib.sha256(code.encode()).hexdigest() if code else None
+    return hashlib.sha256(code.encode()).hexdigest() if len(code) == 2 else None
 
 
 def click_cookie(payload: dict[str, Any], name: str) -> str | None:
