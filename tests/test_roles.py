@@ -283,3 +283,20 @@ def test_an_unwritable_log_answers_503_and_recovers_by_itself(
     assert track(collector.url, purchase("after")).status_code == 202
     assert httpx.get(f"{collector.url}/readyz").status_code == 200
     wait_for("the counters", lambda: conversions(collector.url, "spring") == 2)
+
+
+def test_hot_reads_fail_fast_while_the_monitor_sees_the_store_down(tmp_path: Path) -> None:
+    from convtrack.errors import StoreUnavailable
+    from convtrack.runtime.guarded import ReadGuardedHotStore
+    from convtrack.store.hot.sqlite import SqliteHotStore
+
+    inner = SqliteHotStore(tmp_path / "hot.db")
+    down: list[str] = ["Connection refused"]
+    guarded = ReadGuardedHotStore(inner, lambda: down[0] if down else None)
+    try:
+        with pytest.raises(StoreUnavailable, match="Connection refused"):
+            guarded.conversions("spring", DATE)
+        down.clear()  # the next check found it again
+        assert guarded.conversions("spring", DATE).conversions == 0
+    finally:
+        inner.close()

@@ -21,6 +21,7 @@ from convtrack.observe.metrics import Metrics
 from convtrack.process.runner import GROUP as PROCESSOR_GROUP
 from convtrack.process.runner import ProcessorRunner
 from convtrack.runtime.backends import Backends
+from convtrack.runtime.guarded import ReadGuardedHotStore
 from convtrack.runtime.health import HealthMonitor, ProbeApp, Report, failed
 from convtrack.runtime.keys import ProvisionedKeys
 from convtrack.runtime.locks import RoleLock, acquire_role_locks
@@ -99,7 +100,8 @@ class Node:
         self.app: App | ProbeApp
         if "collect" in self.roles:
             lag = self._local_lag if self._process is not None else self._remote_lag
-            self.collect = CollectRole(settings, backends, metrics, clock, environ, lag)
+            hot = ReadGuardedHotStore(backends.hot, self._hot_down)
+            self.collect = CollectRole(settings, backends, metrics, clock, environ, lag, hot)
             self.app = self.collect.app
             self.app.components.update(components)
         else:
@@ -118,6 +120,13 @@ class Node:
         if "collect" not in self.roles and "process" in self.roles:
             checks["log"] = lambda: _log_report(backends.events.status())
         return checks
+
+    def _hot_down(self) -> str | None:
+        """Why the hot store is down, as of the last check; None when it answered."""
+        if "hot" not in self.monitor.names:
+            return None
+        report = self.monitor.report("hot")
+        return None if report.get("reachable", True) else str(report["detail"])
 
     def _check_hot(self) -> Report:
         kind = self.settings.hot.kind

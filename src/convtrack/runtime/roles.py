@@ -78,7 +78,9 @@ class CollectRole:
         clock: Clock,
         environ: Mapping[str, str] | None,
         processor_lag: Callable[[], LogLag],
+        hot: HotStore,
     ) -> None:
+        """``hot`` is the store the API reads (the runtime's fail-fast view of it)."""
         self.keys: ProvisionedKeys = provision_keys(settings, environ)
         token_secrets = provision_token_secrets(settings, environ)
         limits = settings.limits
@@ -106,7 +108,7 @@ class CollectRole:
         )
         deadletters = backends.deadletters
         stats = StatsApi(
-            hot=backends.hot,
+            hot=hot,
             clock=clock,
             lag=processor_lag,
             live_window_minutes=settings.hot.live_window_minutes,
@@ -115,7 +117,7 @@ class CollectRole:
         )
         self.app = App(
             stats=stats,
-            reports=ReportsApi(lake=backends.lake, hot=backends.hot, clock=clock),
+            reports=ReportsApi(lake=backends.lake, hot=hot, clock=clock),
             attribution=AttributionApi(lake=backends.lake),
             collector=collector,
             keyring=Keyring(self.keys.keys),
