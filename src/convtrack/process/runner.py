@@ -5,6 +5,14 @@ finished, so a slow hot store leaves events waiting in the durable log
 (backpressure) rather than in memory. A batch whose commit fails is retried
 with backoff until it succeeds or the runner stops; positions never move
 past an uncommitted batch.
+
+Any number of processors may share the log's consumer group. Whenever a
+partition starts (at start, or when a rebalance hands it to this process, or
+the log rewinds it), the runner first moves it to the partition's resume
+point (``resume_positions``), computed then and there, so it publishes exactly
+what the processed log is missing from that partition. Two processors that
+briefly own one partition may both publish a stretch of it; readers keep the
+first copy (process/published.py, ADR 0004).
 """
 
 from __future__ import annotations
@@ -12,11 +20,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from convtrack.clock import Clock
 from convtrack.errors import ConvtrackError
-from convtrack.log.base import EventLog, LogConsumer, LogLag, next_positions
+from convtrack.log.base import EventLog, LogConsumer, LogEntry, LogLag, next_positions
 from convtrack.model.processed import decode_processed
 from convtrack.observe.metrics import Metrics
 from convtrack.process.base import Batch, Item, Step
@@ -31,22 +39,41 @@ EXPIRY_INTERVAL_SECS = 10.0
 EXPIRY_SLACK_US = 3_600_000_000
 
 
-def resume_positions(hot_positions: dict[int, int], processed: EventLog) -> dict[int, int]:
+def published_through(processed: EventLog) -> dict[int, int]:
+    """Per source partition, the position after the last event its processed partition holds.
+
+    Source partition ``p`` publishes to processed partition ``p`` (same key, same
+    partitioner, same partition count), each append in order and without gaps,
+    so every new event of ``p`` before that position is in the processed log.
+    A tail record from another source partition (a processed topic with a
+    different partition count) proves nothing and is ignored.
+    """
+    published: dict[int, int] = {}
+    for partition, entry in processed.last_entries().items():
+        event = decode_processed(entry.payload)
+        if event.source_partition == partition:
+            published[partition] = event.source_offset + 1
+    return published
+
+
+def resume_positions(
+    hot_positions: dict[int, int],
+    processed: EventLog,
+    partitions: Collection[int] | None = None,
+) -> dict[int, int]:
     """Where to start reading: after the last event published to the processed log.
 
     The hot store may be ahead of it (a crash between counting and
     publishing); replaying that stretch is safe because the hot store answers
-    a replay with its first verdicts, and it publishes what was missing.
+    a replay with its first verdicts, and it publishes what was missing. A
+    partition the hot store has no position for has never been applied: it
+    starts wherever the log's group stands.
     """
-    published: dict[int, int] = {}
-    for entry in processed.last_entries().values():
-        event = decode_processed(entry.payload)
-        published[event.source_partition] = max(
-            published.get(event.source_partition, 0), event.source_offset + 1
-        )
+    published = published_through(processed)
     return {
         partition: min(position, published.get(partition, 0))
         for partition, position in hot_positions.items()
+        if partitions is None or partition in partitions
     }
 
 
@@ -70,8 +97,11 @@ class ProcessorRunner:
         self._poll_timeout = poll_timeout_secs
         self._log = event_log
         self._consumer = event_log.consumer(GROUP)
+        self._processed = processed
         self._positions = resume_positions(hot.positions(GROUP), processed)
         self._consumer.seek(self._positions)
+        self._next_offsets = dict(self._positions)  # per partition: where reading goes on
+        self.resumes = 0
         self._chain = make_chain(self._consumer)
         self._stop = threading.Event()
         self._drain_deadline: float | None = None
@@ -98,8 +128,13 @@ class ProcessorRunner:
         return self._log.lag(dict(self._positions))
 
     def run_once(self) -> int:
-        """Poll and process one batch; returns how many entries it held."""
-        entries = self._consumer.poll(self._max_batch, self._poll_timeout)
+        """Poll and process one batch; returns how many entries the poll gave.
+
+        Entries of a partition that moves to its resume point are read again
+        from there, and count here (there is more to read).
+        """
+        polled = self._consumer.poll(self._max_batch, self._poll_timeout)
+        entries = self._resume_started_partitions(polled)
         if entries:
             batch = Batch(items=[Item(entry=e) for e in entries], positions=next_positions(entries))
             self._submit_until_committed(batch)
@@ -109,7 +144,36 @@ class ProcessorRunner:
                     self._watermark_us = item.envelope.received_at_us
         self._update_lag()
         self._maybe_expire()
-        return len(entries)
+        return len(polled)
+
+    def _resume_started_partitions(self, entries: list[LogEntry]) -> list[LogEntry]:
+        """Move each partition that did not continue where this runner left it to its resume point.
+
+        Such a partition was just handed to this process (or rewound): what the
+        processed log holds of it now says where publishing must go on. Its
+        entries of this poll are dropped when the position moves.
+        """
+        first: dict[int, int] = {}
+        for entry in entries:
+            first.setdefault(entry.partition, entry.offset)
+        started = {p for p, offset in first.items() if offset != self._next_offsets.get(p)}
+        if not started:
+            self._advance(entries)
+            return entries
+        targets = resume_positions(self._hot.positions(GROUP), self._processed, started)
+        moves = {p: targets[p] for p in started if p in targets and targets[p] != first[p]}
+        self.resumes += len(started)
+        if moves:
+            log.info("partitions_resumed", extra={"positions": moves})
+            self._consumer.seek(moves)
+            self._next_offsets.update(moves)
+            entries = [e for e in entries if e.partition not in moves]
+        self._advance(entries)
+        return entries
+
+    def _advance(self, entries: list[LogEntry]) -> None:
+        for entry in entries:
+            self._next_offsets[entry.partition] = entry.offset + 1
 
     def _submit_until_committed(self, batch: Batch) -> None:
         delay = 0.05

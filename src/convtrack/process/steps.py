@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 
 import msgspec
 
 from convtrack.clock import Clock
+from convtrack.errors import ConvtrackError
 from convtrack.log.base import EventLog, LogConsumer, LogRecord
 from convtrack.model.event import SESSION_EVENT_NAMES, decode_envelope
 from convtrack.model.processed import ProcessedEvent, encode_processed
@@ -16,6 +18,8 @@ from convtrack.observe.metrics import Metrics
 from convtrack.process.base import Batch, Item, Step
 from convtrack.process.enrich import Enricher, utc_date
 from convtrack.store.hot.base import NO_CAMPAIGN, Effect, HotStore
+
+log = logging.getLogger("convtrack.process")
 
 LOG_COMMIT_INTERVAL_SECS = 1.0
 
@@ -112,7 +116,10 @@ class DedupeCommitStep(Step):
     3. The event log's own consumer group moves (lag and retention).
     A crash after 1 replays from the processed log's tail (see the runner):
     the hot store answers a replay with its first verdicts and counts nothing
-    twice, so step 2 is completed exactly once.
+    twice, so step 2 is completed exactly once. Each event goes to the
+    processed partition of its source partition (same key and partitioner,
+    same partition count), which is what lets the tail of a processed
+    partition say how far its source partition was published.
     """
 
     GROUP = "processor"
@@ -147,10 +154,20 @@ class DedupeCommitStep(Step):
         # positions are what it resumes from); committing it every batch would take the
         # event log's write lock and an fsync away from ingest, so once a second is enough.
         if time.monotonic() - self._last_log_commit >= LOG_COMMIT_INTERVAL_SECS:
-            self._consumer.commit(batch.positions)
-            self._last_log_commit = time.monotonic()
+            self._commit_log_positions(batch.positions)
         self._observe(live, result.counted, now)
         self._metrics.latency_anomalies.inc(result.latency_anomalies)
+
+    def _commit_log_positions(self, positions: dict[int, int]) -> None:
+        # Only a hint (for lag, and where a partition's next owner starts reading before
+        # it moves to its resume point): a failure must not replay a published batch.
+        # Kafka refuses it for a partition that has just moved to another process.
+        try:
+            self._consumer.commit(positions)
+        except ConvtrackError as exc:
+            self._metrics.errors.labels("process", "log_commit").inc()
+            log.warning("log_commit_failed", extra={"error": str(exc)})
+        self._last_log_commit = time.monotonic()
 
     def _observe(self, items: Sequence[Item], counted: Sequence[bool], now_us: int) -> None:
         m = self._metrics

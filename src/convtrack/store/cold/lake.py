@@ -1,19 +1,24 @@
 """The lake's file system: a local directory, or an S3 bucket through pyarrow.fs.
 
 One small surface for the rest of the cold store: put a whole object
-atomically (readers never see a partial file), read, list and delete. On a
-local disk a put is write-to-temp, fsync, rename, fsync the directory; on S3
-a single PUT is atomic by itself. Local lakes use the os module directly so
-``convtrack query`` does not pay for importing pyarrow's file systems.
+atomically (readers never see a partial file), create one only if its name is
+free (the manifest's commit point when several writers share a lake), read,
+list and delete. On a local disk a put is write-to-temp, fsync, rename, fsync
+the directory, and a create-if-absent links the temp file to its name (which
+fails if the name exists); on S3 a single PUT is atomic by itself, and a
+create-if-absent is a PUT with ``If-None-Match: *`` (sent with boto3, since
+pyarrow cannot). Local lakes use the os module directly so ``convtrack query``
+does not pay for importing pyarrow's file systems.
 """
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from convtrack.errors import StoreError
@@ -22,6 +27,9 @@ if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
 Paths = list[str]
+# A concurrent conditional PUT on the same key answers 409 ConditionalRequestConflict;
+# AWS asks to retry it, and the retry then learns who won (412) or creates the object.
+CONDITIONAL_CONFLICT_RETRIES = 5
 
 
 class Lake:
@@ -33,6 +41,8 @@ class Lake:
         self._bucket: str | None = None
         self._create_bucket = False
         self._ready = local
+        self._s3_client_options: dict[str, Any] = {}
+        self._s3_client: Any = None
 
     @property
     def fs(self) -> pafs.FileSystem:
@@ -107,6 +117,13 @@ class Lake:
         lake = cls(fs, root, uri=uri.rstrip("/"), local=False)
         lake._bucket = bucket
         lake._create_bucket = create_bucket
+        lake._s3_client_options = {
+            "region_name": options["region"],
+            "endpoint_url": endpoint or None,
+            "aws_access_key_id": options.get("access_key"),
+            "aws_secret_access_key": options.get("secret_key"),
+            "aws_session_token": options.get("session_token"),
+        }
         return lake
 
     def path(self, relative: str) -> str:
@@ -123,6 +140,58 @@ class Lake:
                     out.write(data)
         except OSError as exc:
             raise StoreError(f"cannot write {target}: {exc}") from exc
+
+    def put_if_absent(self, relative: str, data: bytes) -> bool:
+        """Create ``relative`` with ``data`` unless it exists; False when it already did.
+
+        Atomic against every other writer of the lake, in any process: of two
+        creates of one name, exactly one returns True, and readers see the
+        whole object or nothing.
+        """
+        target = self.path(relative)
+        try:
+            if self.local:
+                return _create_local(target, data)
+            return self._create_s3(relative, data)
+        except OSError as exc:
+            raise StoreError(f"cannot create {target}: {exc}") from exc
+
+    def _create_s3(self, relative: str, data: bytes) -> bool:
+        client = self._s3()
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        assert self._bucket is not None
+        key = self.path(relative)[len(self._bucket) + 1 :]
+        for attempt in range(CONDITIONAL_CONFLICT_RETRIES + 1):
+            try:
+                client.put_object(Bucket=self._bucket, Key=key, Body=data, IfNoneMatch="*")
+                return True
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if code == "PreconditionFailed" or status == 412:
+                    return False
+                retryable = code == "ConditionalRequestConflict" or status == 409
+                if not retryable or attempt == CONDITIONAL_CONFLICT_RETRIES:
+                    raise StoreError(f"cannot create {relative}: {exc}") from exc
+                time.sleep(0.05 * 2**attempt)
+            except BotoCoreError as exc:
+                raise StoreError(f"cannot create {relative}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _s3(self) -> Any:
+        """The boto3 client for conditional creates, made on first use."""
+        if self._s3_client is None:
+            try:
+                import boto3
+            except ImportError as exc:
+                raise StoreError(
+                    "an s3:// lake needs boto3 for its conditional writes:"
+                    " pip install 'convtrack[s3]'"
+                ) from exc
+            options = {k: v for k, v in self._s3_client_options.items() if v is not None}
+            self._s3_client = boto3.client("s3", **options)
+        return self._s3_client
 
     def read(self, relative: str) -> bytes:
         try:
@@ -176,8 +245,7 @@ class Lake:
         return f"{self.uri}/{relative}"
 
 
-def _put_local(target: str, data: bytes) -> None:
-    directory = os.path.dirname(target)
+def _write_temp(directory: str, data: bytes) -> str:
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -186,11 +254,40 @@ def _put_local(target: str, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _put_local(target: str, data: bytes) -> None:
+    directory = os.path.dirname(target)
+    tmp = _write_temp(directory, data)
+    try:
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(directory)
+
+
+def _create_local(target: str, data: bytes) -> bool:
+    # link(2) fails with EEXIST when the name is taken, atomically, unlike a rename;
+    # the temp file is complete and synced first, so the name never shows a partial file.
+    directory = os.path.dirname(target)
+    tmp = _write_temp(directory, data)
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+    _fsync_dir(directory)
+    return True
+
+
+def _fsync_dir(directory: str) -> None:
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -7,6 +7,12 @@ file and removes the files it replaces; retention removes old files.
 Readers take ``union(adds) - union(removes)`` over all manifest objects, so
 they see every change whole or not at all, and data files that no manifest
 names (a flush that crashed before its manifest) are invisible.
+
+Flushes of one source partition form a chain: each starts where the previous
+one ended. Its manifest object is named by the partition and that start
+(``flush-part-<p>-<first>``) and created only if the name is free, so when
+several writers race to extend the chain from the same point, exactly one
+range is committed and the others learn they lost (see ``commit_flush``).
 """
 
 from __future__ import annotations
@@ -31,11 +37,16 @@ class ManifestEntry(msgspec.Struct, frozen=True, kw_only=True):
     adds: list[DataFile] = msgspec.field(default_factory=list)
     removes: list[str] = msgspec.field(default_factory=list)
     created_at_us: int
+    # The highest processed event's source offset read through ``last`` (see
+    # process/published.py): where the next flush's first-copy filter starts.
+    source_through: int | None = None
+    writer: str = ""  # which writer committed it (for operators)
 
 
 class TableState(msgspec.Struct):
     files: dict[str, DataFile]
     flushed_through: dict[int, int]  # per source partition, the last position flushed
+    source_through: dict[int, int]  # per source partition, the filter state at that point
     removed: dict[str, int]  # path -> when its removal was committed (for deferred deletion)
     manifests: list[str]
 
@@ -44,24 +55,54 @@ def manifest_dir(table: str) -> str:
     return f"_manifest/{table}"
 
 
+_decoder = msgspec.json.Decoder(ManifestEntry)
+
+
 def write_entry(lake: Lake, entry: ManifestEntry, name: str) -> None:
     lake.put(f"{manifest_dir(entry.table)}/{name}.json", msgspec.json.encode(entry))
+
+
+def flush_entry_name(table: str, partition: int, first: int) -> str:
+    return f"{manifest_dir(table)}/flush-part-{partition}-{first:012d}.json"
+
+
+def commit_flush(lake: Lake, entry: ManifestEntry) -> ManifestEntry:
+    """Commit a flush unless its chain position is taken; returns the entry that holds it.
+
+    The result is ``entry`` itself when this call committed it, or the entry
+    another writer (or an earlier attempt of this one) committed at the same
+    partition and first position.
+    """
+    assert entry.source_partition is not None and entry.first is not None
+    name = flush_entry_name(entry.table, entry.source_partition, entry.first)
+    if lake.put_if_absent(name, msgspec.json.encode(entry)):
+        return entry
+    return _decoder.decode(lake.read(name))
 
 
 def read_state(lake: Lake, table: str) -> TableState:
     adds: dict[str, DataFile] = {}
     removed: dict[str, int] = {}
     flushed: dict[int, int] = {}
+    source_through: dict[int, int] = {}
     names = lake.list(manifest_dir(table))
-    decoder = msgspec.json.Decoder(ManifestEntry)
     for name in names:
-        entry = decoder.decode(lake.read(name))
+        entry = _decoder.decode(lake.read(name))
         for data_file in entry.adds:
             adds[data_file.path] = data_file
         for path in entry.removes:
             removed[path] = entry.created_at_us
         if entry.kind == "flush" and entry.source_partition is not None and entry.last is not None:
             partition = entry.source_partition
-            flushed[partition] = max(flushed.get(partition, -1), entry.last)
+            if entry.last > flushed.get(partition, -1):
+                flushed[partition] = entry.last
+                if entry.source_through is not None:
+                    source_through[partition] = entry.source_through
     visible = {path: f for path, f in adds.items() if path not in removed}
-    return TableState(files=visible, flushed_through=flushed, removed=removed, manifests=names)
+    return TableState(
+        files=visible,
+        flushed_through=flushed,
+        source_through=source_through,
+        removed=removed,
+        manifests=names,
+    )

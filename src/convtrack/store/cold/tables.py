@@ -45,6 +45,15 @@ class TableSource(ABC):
     def directory(self, row: Any) -> tuple[str, str]:
         """The row's hive directory under the table, and its partition date."""
 
+    def source_position(self, row: Any) -> Position | None:
+        """The position of the event a row copies, when the source may hold copies.
+
+        Rows of the processed log name their source event; the writer keeps
+        only the first copy of each (process/published.py). None: every row
+        is distinct.
+        """
+        return None
+
     def close(self) -> None:
         return None
 
@@ -77,6 +86,9 @@ class EventsSource(TableSource):
             f"{partition_segment('campaign_id', row.campaign_id)}",
             date,
         )
+
+    def source_position(self, row: Any) -> Position | None:
+        return (row.source_partition, row.source_offset)
 
     def close(self) -> None:
         self._consumer.close()

@@ -1,23 +1,40 @@
-"""Flush a table's rows into the lake, exactly once.
+"""Flush a table's rows into the lake, exactly once, with any number of writers.
 
 Rows are buffered and flushed every ``flush_interval_secs`` or when the
-buffer holds ``flush_max_rows``. A flush writes one Parquet file per hive
-directory, named by the source positions it holds
-(``part-<partition>-<first>-<last>.parquet``), then one manifest object
-naming those files, then commits the source positions. A crash before the
-manifest leaves invisible files that the next start deletes; a crash after
-it is recognized on start (the manifest says how far the lake got) and the
-source resumes after it. Either way no row is lost or doubled.
+buffer holds ``flush_max_rows``. Per source partition, flushes form a chain:
+each one holds the positions from where the previous one ended (the chain's
+end, read from the manifest) to the last position read. A flush writes one
+Parquet file per hive directory, named by that range
+(``part-<partition>-<first>-<last>.parquet``), then creates the range's
+manifest object only if no flush holds that start yet (``commit_flush``), then
+commits the source positions.
+
+- A crash before the manifest leaves files no manifest names; they are
+  deleted once the chain has moved past them (on start, and after a lost race).
+- A crash after it: the manifest says how far the lake got; the writer
+  resumes at the chain's end, whatever the source's own committed position.
+- Two writers reading the same partition (a rebalance, a paused process):
+  both extend the chain from the same end, so both try to create the same
+  manifest name, and exactly one does. The loser deletes its files that the
+  winner's manifest does not name, drops what it buffered for the partition
+  and continues after the winner's range.
+
+For the events table, only the first copy of each source event is written
+(process/published.py); the filter's state at the end of each flush is kept
+in its manifest, so a writer that takes the partition over continues it.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 import time
+import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -27,17 +44,35 @@ from convtrack import failpoints
 from convtrack.clock import Clock
 from convtrack.errors import ConvtrackError
 from convtrack.observe.metrics import Metrics
+from convtrack.process.published import NOTHING_READ, FirstCopies
 from convtrack.store.cold.lake import Lake
-from convtrack.store.cold.manifest import DataFile, ManifestEntry, read_state, write_entry
+from convtrack.store.cold.manifest import (
+    DataFile,
+    ManifestEntry,
+    TableState,
+    commit_flush,
+    read_state,
+)
 from convtrack.store.cold.tables import Position, TableSource
 
 log = logging.getLogger("convtrack.cold")
+
+_FLUSH_FILE = re.compile(r"(?:^|/)part-(\d+)-(\d+)-(\d+)\.parquet$")
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd", row_group_size=128 * 1024)
     return sink.getvalue()
+
+
+@dataclass
+class _Pending:
+    """What is read of one partition since the chain's end, waiting for a flush."""
+
+    first: int  # the chain's end when reading started: the range's start
+    last: int  # the last position read (its row may have been a copy, not kept)
+    rows: list[Any] = field(default_factory=list)
 
 
 class TableWriter:
@@ -50,70 +85,129 @@ class TableWriter:
         metrics: Metrics,
         flush_interval_secs: float,
         flush_max_rows: int,
+        writer_id: str | None = None,
     ) -> None:
         self.lake = lake
         self.source = source
         self.table = source.name
+        self.writer_id = writer_id or uuid.uuid4().hex[:12]
         self._clock = clock
         self._metrics = metrics
         self._interval = flush_interval_secs
         self._max_rows = flush_max_rows
-        self._buffer: list[tuple[Position, Any]] = []
+        self._chain: dict[int, int] = {}  # per partition: where the next flush starts
+        self._next_read: dict[int, int] = {}  # per partition: the position expected next
+        self._copies = FirstCopies()
+        self._pending: dict[int, _Pending] = {}
+        self._rows = 0
         self._last_flush = clock.monotonic()
         self._started = False
+        self._cleanup_due = False
+        self.races_lost = 0
 
     def recover(self) -> None:
-        """Resume after what the manifest says is flushed; delete files no manifest names."""
+        """Resume at the chain's end; delete files the chain has left behind unnamed."""
         self.lake.ensure_ready()
         state = read_state(self.lake, self.table)
-        self.source.seek({p: last + 1 for p, last in state.flushed_through.items()})
-        named = set(state.files) | set(state.removed)
-        for path in self.lake.list(self.table):
-            if path not in named:
-                self.lake.delete(path)  # written by a flush that crashed before its manifest
+        for partition in state.flushed_through:
+            self._load(state, partition)
+        self.source.seek(dict(self._chain))
+        self._next_read = dict(self._chain)
+        self._delete_orphans(state)
+        # Files of a crashed flush at the chain's end are removed once a flush passes them.
+        self._cleanup_due = True
         self._started = True
+
+    def _load(self, state: TableState, partition: int) -> None:
+        self._chain[partition] = state.flushed_through.get(partition, -1) + 1
+        self._copies.reset(partition, state.source_through.get(partition, NOTHING_READ))
+
+    def _resync(self, partition: int) -> None:
+        """Forget what is buffered for ``partition`` and learn the chain's end again."""
+        dropped = self._pending.pop(partition, None)
+        if dropped is not None:
+            self._rows -= len(dropped.rows)
+        self._load(read_state(self.lake, self.table), partition)
+
+    def _rewind(self, partition: int) -> None:
+        """Read ``partition`` again from the chain's end."""
+        self.source.seek({partition: self._chain[partition]})
+        self._next_read[partition] = self._chain[partition]
 
     def poll_once(self, timeout_secs: float = 0.2) -> int:
         if not self._started:
             self.recover()
-        room = self._max_rows - len(self._buffer)
+        room = self._max_rows - self._rows
         rows = self.source.poll(room, timeout_secs) if room > 0 else []
-        self._buffer.extend(rows)
+        self._take(rows)
         due = self._clock.monotonic() - self._last_flush >= self._interval
-        if self._buffer and (due or len(self._buffer) >= self._max_rows):
+        if self._pending and (due or self._rows >= self._max_rows):
             self.flush()
         elif due:
             self._last_flush = self._clock.monotonic()
         return len(rows)
 
+    def _take(self, rows: Sequence[tuple[Position, Any]]) -> None:
+        skipping: set[int] = set()
+        for (partition, offset), row in rows:
+            if partition in skipping:
+                continue
+            if offset != self._next_read.get(partition):
+                # A jump: the partition was (re)assigned to this writer, or the source
+                # rewound. Learn the chain's end again before taking anything.
+                self._resync(partition)
+                if offset < self._chain[partition]:
+                    self._rewind(partition)  # already in the lake: skip ahead to the end
+                    skipping.add(partition)
+                    continue
+            pending = self._pending.get(partition)
+            if pending is None:
+                pending = self._pending[partition] = _Pending(self._chain[partition], offset)
+            pending.last = offset
+            self._next_read[partition] = offset + 1
+            copied = self.source.source_position(row)
+            if copied is None or self._copies.keep_position(partition, *copied):
+                pending.rows.append(row)
+                self._rows += 1
+
     def flush(self) -> int:
         """Write everything buffered; raises (and keeps the buffer) if the lake fails."""
-        if not self._buffer:
+        if not self._pending:
             return 0
         started = time.perf_counter()
-        by_partition: defaultdict[int, list[tuple[Position, Any]]] = defaultdict(list)
-        for position, row in self._buffer:
-            by_partition[position[0]].append((position, row))
         committed: dict[int, int] = {}
-        for partition, rows in sorted(by_partition.items()):
-            first, last = rows[0][0][1], rows[-1][0][1]
-            self._flush_range(partition, first, last, [row for _, row in rows])
-            committed[partition] = last + 1
+        count = 0
+        for partition in sorted(self._pending):
+            pending = self._pending[partition]
+            if self._flush_range(partition, pending):
+                committed[partition] = pending.last + 1
+                count += len(pending.rows)
+                self._chain[partition] = pending.last + 1
+                del self._pending[partition]
+                self._rows -= len(pending.rows)
         failpoints.hit("cold.before_commit")
-        self.source.committed(committed)
+        if committed:
+            try:
+                self.source.committed(committed)
+            except ConvtrackError as exc:
+                # The manifest is what a writer resumes from; the source's own position
+                # only shortens the re-read (and a partition that moved on refuses it).
+                log.warning("source_commit_failed", extra={"table": self.table, "error": str(exc)})
         failpoints.hit("cold.after_commit")
-        count = len(self._buffer)
-        self._buffer.clear()
         self._last_flush = self._clock.monotonic()
+        if self._cleanup_due:
+            self._delete_orphans(read_state(self.lake, self.table))
+            self._cleanup_due = False
         self._metrics.cold_rows_written.labels(self.table).inc(count)
         self._metrics.cold_flush_seconds.labels(self.table).observe(time.perf_counter() - started)
         return count
 
-    def _flush_range(self, partition: int, first: int, last: int, rows: list[Any]) -> None:
+    def _flush_range(self, partition: int, pending: _Pending) -> bool:
+        """Write and commit one range; False when another flush already holds its start."""
         groups: defaultdict[tuple[str, str], list[Any]] = defaultdict(list)
-        for row in rows:
+        for row in pending.rows:
             groups[self.source.directory(row)].append(row)
-        name = f"part-{partition}-{first:012d}-{last:012d}"
+        name = f"part-{partition}-{pending.first:012d}-{pending.last:012d}"
         adds: list[DataFile] = []
         for (directory, date), group in sorted(groups.items()):
             path = f"{self.table}/{directory}/{name}.parquet"
@@ -124,16 +218,58 @@ class TableWriter:
             table=self.table,
             kind="flush",
             source_partition=partition,
-            first=first,
-            last=last,
+            first=pending.first,
+            last=pending.last,
             adds=adds,
             created_at_us=self._clock.now_us(),
+            source_through=self._copies.through(partition),
+            writer=self.writer_id,
         )
-        write_entry(self.lake, entry, f"flush-{name}")
+        holder = commit_flush(self.lake, entry)
+        if holder is entry or (holder.writer == self.writer_id and holder.last == entry.last):
+            return True  # ours: an earlier attempt whose answer was lost counts too
+        # Lost. An identical range of another writer names the very same files (with
+        # the same bytes): those stay; everything else written here is removed.
+        named = {f.path for f in holder.adds}
+        for data_file in adds:
+            if data_file.path not in named:
+                self.lake.delete(data_file.path)
+        self.races_lost += 1
+        self._metrics.errors.labels("cold", "flush_race_lost").inc()
+        log.info(
+            "flush_race_lost",
+            extra={
+                "table": self.table,
+                "partition": partition,
+                "first": pending.first,
+                "winner": holder.writer,
+                "winner_last": holder.last,
+            },
+        )
+        self._resync(partition)
+        self._rewind(partition)
+        self._cleanup_due = True
+        return False
+
+    def _delete_orphans(self, state: TableState) -> None:
+        """Delete flush files no manifest names whose range the chain has passed.
+
+        Such a file can never become visible: its range's start is already held
+        by another manifest. Files at or after the chain's end may belong to a
+        flush in progress in another process, so they stay.
+        """
+        named = set(state.files) | set(state.removed)
+        for path in self.lake.list(self.table):
+            match = _FLUSH_FILE.search(path)
+            if path in named or match is None:
+                continue
+            partition, first = int(match.group(1)), int(match.group(2))
+            if first <= state.flushed_through.get(partition, -1):
+                self.lake.delete(path)
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return self._rows
 
 
 class ColdStoreRunner:
