@@ -23,11 +23,12 @@ from collections.abc import Callable, Sequence
 from convtrack.clock import Clock
 from convtrack.config import DeadLettersSettings
 from convtrack.config_destinations import DestinationSettings
-from convtrack.deliver.alerts import DEAD_LETTERS, Alerts, Outbox
+from convtrack.deliver.alerts import Alerts, Outbox
 from convtrack.deliver.base import Destination, Forwarded
-from convtrack.deliver.deadletters import DeadLetter, DeadLetterStore, Failure
+from convtrack.deliver.deadletters import DeadLetterStore, Failure
 from convtrack.deliver.dispatch import Dispatcher, Job, Stopped
 from convtrack.deliver.inflight import InFlight
+from convtrack.deliver.keeper import DeadLetterKeeper
 from convtrack.deliver.outbound import EndpointGuard, Sender
 from convtrack.deliver.select import Selector, wanted
 from convtrack.log.base import LogConsumer, LogEntry, next_positions
@@ -38,12 +39,7 @@ __all__ = ["DeliveryRunner", "wanted"]
 
 log = logging.getLogger("convtrack.deliver")
 
-DEAD_LETTER_CHECK_SECS = 30.0
 POLL_TIMEOUT_SECS = 0.2
-REPLAY_CLAIM_NOTE = (
-    "replay in flight: if this row is still here after a crash, the platform may have the "
-    "event (it cannot deduplicate); check before replaying again"
-)
 
 
 class DeliveryRunner:
@@ -74,8 +70,7 @@ class DeliveryRunner:
         self._deadletters = deadletters
         self._clock = clock
         self._metrics = metrics
-        self._limits = deadletter_limits or DeadLettersSettings()
-        self._alerts = alerts or Alerts(metrics.deliver.set_alert)
+        alerts = alerts or Alerts(metrics.deliver.set_alert)
         self._outbox = outbox
         self._sender = sender or Sender(timeout_secs=settings.timeout_secs)
         self._stop = threading.Event()
@@ -86,7 +81,7 @@ class DeliveryRunner:
             guard=guard or EndpointGuard(allow_private_network=settings.allow_private_network),
             clock=clock,
             metrics=metrics.deliver,
-            alerts=self._alerts,
+            alerts=alerts,
             sleep=sleep or self._wait,
             stop=self._stop,
             rng=rng or random.Random(),
@@ -95,6 +90,11 @@ class DeliveryRunner:
         self._inflight = InFlight(
             deadletters, self.name, enabled=not destination.dedupes_on_event_id
         )
+        self._keeper = DeadLetterKeeper(
+            deadletters, self.name, clock=clock, metrics=metrics.deliver, alerts=alerts,
+            limits=deadletter_limits or DeadLettersSettings(),
+            claim_replays=not destination.dedupes_on_event_id,
+        )  # fmt: skip
         own = settings.batch_max_events or destination.max_batch_events
         self.batch_limit = max(1, min(own, destination.max_batch_events))
         self._entries: list[LogEntry] = []  # read since the last commit
@@ -102,17 +102,18 @@ class DeliveryRunner:
         self._batch_started = 0.0
         self._job: Job | None = None  # the batch being dispatched (held by a pause)
         self._started = False
-        self._next_dead_letter_check = 0.0
-        self._dead_letters = 0
         self._lag_events = 0
         self._lag_seconds = 0.0
         self._thread = threading.Thread(target=self._run, name=f"deliver-{self.name}", daemon=True)
         self.delivered = 0
-        self.dead_lettered = 0
 
     @property
     def last_error(self) -> str | None:
         return self._dispatcher.last_error
+
+    @property
+    def dead_lettered(self) -> int:
+        return self._keeper.dead_lettered
 
     # -- one step ---------------------------------------------------------------
 
@@ -123,7 +124,7 @@ class DeliveryRunner:
         """
         if not self._started:
             self._start_up()
-        self._check_dead_letters()
+        self._keeper.check()
         if self._dispatcher.blocked_secs() > 0:
             self._update_lag()
             return 0
@@ -132,7 +133,7 @@ class DeliveryRunner:
             return held if self.flush() else 0
         if self._outbox is not None:
             self._dispatcher.send_alerts(self._outbox)
-        replayed = self._replay()
+        replayed = self._keeper.replay(self._dispatcher, self.batch_limit, self._count_delivered)
         if replayed:
             return replayed
         room = self.batch_limit - len(self._batch)
@@ -172,7 +173,7 @@ class DeliveryRunner:
             self._job = Job(events=list(self._batch))
         if self._job is not None:
             try:
-                if not self._dispatcher.run(self._job, _LogSettle(self)):
+                if not self._dispatcher.run(self._job, _LogSettle(self, self._keeper)):
                     return False
             except Stopped:
                 return False  # not committed: sent again after a restart
@@ -188,65 +189,21 @@ class DeliveryRunner:
         self._inflight.committed(positions)
         self._entries.clear()
 
-    # -- dead letters -------------------------------------------------------------
-
-    def _replay(self) -> int:
-        rows = self._deadletters.replay_batch(self.name, self.batch_limit)
-        if not rows:
-            return 0
-        claimed = self._inflight.enabled
-        if claimed:
-            self._deadletters.claim([row.id for row in rows], REPLAY_CLAIM_NOTE)
-        settle = _ReplaySettle(self, rows)
-        job = Job(events=[row.event for row in rows])
-        try:
-            done = self._dispatcher.run(job, settle)
-        except Stopped:
-            done = False
-        if not done and claimed and job.events:
-            self._deadletters.unclaim(settle.rows_of(job.events))
-        self._check_dead_letters(force=True)
-        return len(rows) if done else 0
-
-    def store_dead(self, rows: Sequence[tuple[Forwarded, Failure]]) -> None:
-        dropped = self._deadletters.add_rows(self.name, rows, cap=self._limits.max_per_destination)
-        self.dead_lettered += len(rows)
-        if dropped:
-            self._metrics.deliver.dead_letters_dropped.labels(self.name).inc(dropped)
-        self._check_dead_letters(force=True)
-
-    def _check_dead_letters(self, force: bool = False) -> None:
-        """The dead-letter gauge and alert (the CLI may change the store from outside)."""
-        now = self._clock.monotonic()
-        if not force and now < self._next_dead_letter_check:
-            return
-        self._next_dead_letter_check = now + DEAD_LETTER_CHECK_SECS
-        total = self._dead_letters = self._deadletters.total(self.name)
-        self._metrics.deliver.dead_letters.labels(self.name).set(total)
-        threshold = self._limits.alert_threshold
-        if total > threshold:
-            self._alerts.raise_(
-                DEAD_LETTERS, self.name,
-                f"{total} dead letters (more than {threshold}): see `convtrack dlq list "
-                f"--destination {self.name}`, fix the cause, then replay",
-            )  # fmt: skip
-        else:
-            self._alerts.clear(DEAD_LETTERS, self.name)
+    def _count_delivered(self, count: int) -> None:
+        self.delivered += count
 
     def _start_up(self) -> None:
         """Once, before the first read: settle what a crash left in flight."""
         self._started = True
         count, dropped = self._inflight.recover(
-            self._consumer.committed(), self._clock.now_us(), self._limits.max_per_destination
+            self._consumer.committed(),
+            self._clock.now_us(),
+            self._keeper.limits.max_per_destination,
         )
         if count:
-            self.dead_lettered += count
-            self._metrics.deliver.dead_lettered.labels(self.name).inc(count)
             log.warning("in_flight_dead_lettered", extra={"destination": self.name,
                                                           "events": count})  # fmt: skip
-        if dropped:
-            self._metrics.deliver.dead_letters_dropped.labels(self.name).inc(dropped)
-        self._check_dead_letters(force=True)
+        self._keeper.kept_elsewhere(count, dropped)
 
     # -- the thread and health ------------------------------------------------------
 
@@ -280,7 +237,7 @@ class DeliveryRunner:
             "lag_events": self._lag_events,
             "lag_seconds": round(self._lag_seconds, 3),
             "buffered_events": len(self._batch),
-            "dead_letters": self._dead_letters,
+            "dead_letters": self._keeper.total,
         }
 
     def _run(self) -> None:
@@ -289,7 +246,7 @@ class DeliveryRunner:
                 blocked = self._dispatcher.blocked_secs()
                 if blocked > 0:
                     self._stop.wait(min(blocked, 1.0))
-                    self._check_dead_letters()
+                    self._keeper.check()
                     continue
                 self.run_once(timeout_secs=self._poll_timeout())
             except Exception as exc:
@@ -322,10 +279,11 @@ class DeliveryRunner:
 
 
 class _LogSettle:
-    """A batch read from the log: dead letters are stored; the commit comes after."""
+    """A batch read from the log: dead letters are kept; the commit comes after."""
 
-    def __init__(self, runner: DeliveryRunner) -> None:
+    def __init__(self, runner: DeliveryRunner, keeper: DeadLetterKeeper) -> None:
         self._runner = runner
+        self._keeper = keeper
 
     def delivered(self, events: Sequence[Forwarded]) -> None:
         self._runner.delivered += len(events)
@@ -334,30 +292,4 @@ class _LogSettle:
         pass  # counted by the dispatcher; committed with the batch
 
     def dead(self, rows: Sequence[tuple[Forwarded, Failure]]) -> None:
-        self._runner.store_dead(rows)
-
-
-class _ReplaySettle:
-    """A replay of dead letters: delivered rows leave the store, failed ones stay."""
-
-    def __init__(self, runner: DeliveryRunner, rows: Sequence[DeadLetter]) -> None:
-        self._runner = runner
-        self._store = runner._deadletters
-        self._by_event = {id(row.event): row for row in rows}
-
-    def rows_of(self, events: Sequence[Forwarded]) -> list[DeadLetter]:
-        return [self._by_event[id(e)] for e in events]
-
-    def delivered(self, events: Sequence[Forwarded]) -> None:
-        self._runner.delivered += len(events)
-        self._store.remove([row.id for row in self.rows_of(events)])
-
-    def skipped(self, events: Sequence[Forwarded], reason: str) -> None:
-        now_us = self._runner._clock.now_us()
-        failure = Failure(last_status=None, last_answer=f"not replayed: {reason}", attempts=0,
-                          first_attempt_at_us=now_us, last_attempt_at_us=now_us)  # fmt: skip
-        self._store.failed_again([row.id for row in self.rows_of(events)], failure)
-
-    def dead(self, rows: Sequence[tuple[Forwarded, Failure]]) -> None:
-        for event, failure in rows:
-            self._store.failed_again([self._by_event[id(event)].id], failure)
+        self._keeper.keep(rows)
