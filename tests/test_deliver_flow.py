@@ -13,6 +13,7 @@ import pytest
 from convtrack.clock import ManualClock
 from convtrack.config import DeadLettersSettings, load_settings
 from convtrack.deliver.alerts import Alerts
+from convtrack.deliver.base import Forwarded
 from convtrack.deliver.inflight import unknown_fate_reason
 from convtrack.errors import ConfigError
 from convtrack.runtime.embedded import Pipeline
@@ -328,3 +329,32 @@ def test_a_crash_mid_replay_is_not_replayed_again_where_the_platform_cannot_dedu
     finally:
         again.stop()
     assert platform.accepted == ["e1"] and len(platform.requests) == 2
+
+
+class Flaky(TinyDestination):
+    """Its skip rule fails once on one event (a bug in a destination)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__("tiny", url)
+        self.failed = False
+
+    def skip_reason(self, event: Forwarded, now_us: int) -> str | None:
+        if event.event_id == "e2" and not self.failed:
+            self.failed = True
+            raise RuntimeError("bug")
+        return None
+
+
+def test_an_error_while_selecting_reads_the_event_again_instead_of_skipping_it(
+    pipeline: Pipeline, clock: ManualClock, platform: TinyPlatform
+) -> None:
+    dest = Flaky(f"{platform.base_url}/events")
+    delivery = runner(pipeline, clock, dest, settings(batch_max_wait_secs=60))
+    ingest(pipeline, clock, "e1", "e2", "e3")
+    try:
+        with pytest.raises(RuntimeError):
+            delivery.run_once()
+        drain(delivery)
+    finally:
+        delivery.stop()
+    assert platform.accepted == ["e1", "e2", "e3"]

@@ -153,17 +153,23 @@ class DeliveryRunner:
     def _select(self, entries: Sequence[LogEntry]) -> None:
         now_us = self._clock.now_us()
         skipped = self._metrics.deliver.skipped
-        for entry in entries:
+        for index, entry in enumerate(entries):
             if self._inflight.already_dead_lettered(entry):
+                self._entries.append(entry)
                 continue
-            chosen = self._selector.select(entry, decode_processed(entry.payload), now_us)
+            try:
+                chosen = self._selector.select(entry, decode_processed(entry.payload), now_us)
+            except Exception:
+                # Read it again later rather than commit past it unsent.
+                self._consumer.seek(_first_positions(entries[index:]))
+                raise
             if isinstance(chosen, Forwarded):
                 if not self._batch:
                     self._batch_started = self._clock.monotonic()
                 self._batch.append(chosen)
             elif chosen is not None:
                 skipped.labels(self.name, chosen).inc()
-        self._entries.extend(entries)
+            self._entries.append(entry)
 
     def flush(self) -> bool:
         """Send the buffered batch now; commit once it is settled. False when it is held
@@ -276,6 +282,13 @@ class DeliveryRunner:
             self._thread.join(30)
         self._consumer.close()
         self._sender.close()
+
+
+def _first_positions(entries: Sequence[LogEntry]) -> dict[int, int]:
+    positions: dict[int, int] = {}
+    for entry in entries:
+        positions[entry.partition] = min(positions.get(entry.partition, entry.offset), entry.offset)
+    return positions
 
 
 class _LogSettle:
