@@ -12,6 +12,7 @@ and closes what it opened, writers first.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -121,49 +122,59 @@ class Backends:
         self._lake: Lake | None = None
         self._rejects: SqliteRejectStore | None = None
         self._deadletters: DeadLetterStore | None = None
+        self._opening = threading.RLock()
+
+    # Opened under one lock: a role starting late and the health monitor may both ask
+    # for a backend that failed to open before, and only one of them may open it.
 
     @property
     def events(self) -> EventLog:
-        if self._events is None:
-            self._events = open_log(
-                self.settings, "events", self._clock, self._metrics.on_log_commit
-            )
-        return self._events
+        with self._opening:
+            if self._events is None:
+                self._events = open_log(
+                    self.settings, "events", self._clock, self._metrics.on_log_commit
+                )
+            return self._events
 
     @property
     def processed(self) -> EventLog:
-        if self._processed is None:
-            self._processed = open_log(self.settings, "processed", self._clock)
-        return self._processed
+        with self._opening:
+            if self._processed is None:
+                self._processed = open_log(self.settings, "processed", self._clock)
+            return self._processed
 
     @property
     def hot(self) -> HotStore:
-        if self._hot is None:
-            self._hot = open_hot_store(self.settings)
-        return self._hot
+        with self._opening:
+            if self._hot is None:
+                self._hot = open_hot_store(self.settings)
+            return self._hot
 
     @property
     def lake(self) -> Lake:
-        if self._lake is None:
-            self._lake = open_lake(self.settings, self._environ)
-        return self._lake
+        with self._opening:
+            if self._lake is None:
+                self._lake = open_lake(self.settings, self._environ)
+            return self._lake
 
     @property
     def rejects(self) -> SqliteRejectStore:
-        if self._rejects is None:
-            self._rejects = SqliteRejectStore(
-                rejects_path(self.settings.data_dir),
-                max_rows=self.settings.rejects.max_rows,
-                max_body_chars=self.settings.rejects.max_body_bytes,
-                on_drop=self._metrics.rejects_dropped.inc,
-            )
-        return self._rejects
+        with self._opening:
+            if self._rejects is None:
+                self._rejects = SqliteRejectStore(
+                    rejects_path(self.settings.data_dir),
+                    max_rows=self.settings.rejects.max_rows,
+                    max_body_chars=self.settings.rejects.max_body_bytes,
+                    on_drop=self._metrics.rejects_dropped.inc,
+                )
+            return self._rejects
 
     @property
     def deadletters(self) -> DeadLetterStore:
-        if self._deadletters is None:
-            self._deadletters = DeadLetterStore(store_path(self.settings.data_dir))
-        return self._deadletters
+        with self._opening:
+            if self._deadletters is None:
+                self._deadletters = DeadLetterStore(store_path(self.settings.data_dir))
+            return self._deadletters
 
     def stop_event_writes(self) -> None:
         """Commit the appends already queued and refuse new ones (the first step of a stop)."""
