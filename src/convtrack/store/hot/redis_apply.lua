@@ -167,9 +167,9 @@ for _, e in ipairs(fresh) do
   local s, seed = e[1], e[2]
   ensure_slice(s)
   local key = h.d .. s .. ':' .. (seed % fnow[s])
-  redis.call('HSET', key, e[3], e[4])
+  -- counts new fields only: an id back after its window ended replaces its old entry
+  added[s] = (added[s] or 0) + redis.call('HSET', key, e[3], e[4])
   if not expiring[key] then redis.call('EXPIRE', key, slice_ttl(s)); expiring[key] = true end
-  added[s] = (added[s] or 0) + 1
   local token = e[5]
   if token and seen_tokens[token[1]] then
     local expires = token[2]
