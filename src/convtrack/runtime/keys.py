@@ -6,10 +6,12 @@ so ``serve`` can print them on first start.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import msgspec
@@ -52,7 +54,24 @@ def _write_store(path: Path, stored: dict[str, str]) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _provisioning(data_dir: Path) -> Iterator[None]:
+    """Collectors starting together on a fresh data dir agree on one set of keys."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / "keys.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def provision_keys(settings: Settings, environ: Mapping[str, str] | None = None) -> ProvisionedKeys:
+    with _provisioning(settings.data_dir):
+        return _provision_keys(settings, environ)
+
+
+def _provision_keys(settings: Settings, environ: Mapping[str, str] | None) -> ProvisionedKeys:
     env = os.environ if environ is None else environ
     store_path = settings.data_dir / "keys.json"
     stored = _read_store(store_path)
