@@ -198,7 +198,8 @@ class Dispatcher:
             return True
         job.attempts += 1
         job.last_status, job.last_answer = status, outcome.reason[:REASON_CHARS]
-        self.last_error = f"{self.name}: {job.last_answer}"
+        failing = f"{self.name}: {job.last_answer}"
+        self.last_error = failing
         sent = len(job.events)
         after, throttled = None, False
         if isinstance(outcome, Reject):
@@ -212,6 +213,7 @@ class Dispatcher:
             retry = [e for e in job.events if e.event_id in retry_ids - rejected.keys()]
             accepted = [e for e in job.events if e.event_id not in retry_ids | rejected.keys()]
             self._delivered(accepted, settle)
+            self.last_error = failing  # some rows failed: not cleared by the others
             self._dead(settle, [(e, job.failure(now_us, f"{rejected[e.event_id]}"[:REASON_CHARS]))
                                 for e in refused])  # fmt: skip
             job.events, after = retry, outcome.after_secs
