@@ -370,6 +370,17 @@ def commit_stats(port: int) -> dict[str, float]:
     }
 
 
+def processor_lag(port: int) -> str:
+    """The split-off processor's lag, from its /readyz (how far it trails the collector)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
+            body = json.loads(answer.read())
+    except OSError as exc:
+        return f"unknown ({exc})"
+    lag = body.get("processor", {})
+    return f"{lag.get('lag_events')} events, {lag.get('lag_seconds')} s"
+
+
 # -- profiling ---------------------------------------------------------------------------
 
 
@@ -484,6 +495,9 @@ def run_convtrack(
               flush=True)  # fmt: skip
         results, seen_accepted = bench_target("convtrack", server, port, args, pin, db, run_id)
         stats = commit_stats(port)
+        if worker is not None:
+            print(f"worker processor lag when the load stopped: {processor_lag(worker_port)}",
+                  flush=True)  # fmt: skip
     finally:
         code = server.stop()
         if worker is not None:
