@@ -48,6 +48,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -375,6 +376,8 @@ def processor_lag(port: int) -> str:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
             body = json.loads(answer.read())
+    except urllib.error.HTTPError as unready:  # 503 still carries the report
+        body = json.loads(unready.read())
     except OSError as exc:
         return f"unknown ({exc})"
     lag = body.get("processor", {})
