@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+import socket
+import threading
+import time
 
 import httpx
 import pytest
@@ -136,3 +139,34 @@ def test_alerts_are_raised_once_cleared_once_and_not_sent_to_the_channel_they_ar
     messages = [ops.take(), ops.take()]
     assert "meta" in str(messages[0]) and "token expired" in str(messages[0])
     assert "resolved" in str(messages[1]) and ops.take() is None
+
+
+def test_a_slow_body_cannot_outlast_the_whole_timeout() -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+
+    def drip() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n")
+        for _ in range(100):
+            try:
+                conn.sendall(b"x")
+            except OSError:
+                break
+            time.sleep(0.05)
+        conn.close()
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    sender = Sender(timeout_secs=0.5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(httpx.TimeoutException):
+            sender.send(OutboundRequest("POST", f"http://127.0.0.1:{port}/", {}, b"{}"))
+    finally:
+        sender.close()
+        server.close()
+    assert time.monotonic() - started < 2.0

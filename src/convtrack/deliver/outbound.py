@@ -107,6 +107,7 @@ class Sender:
     def __init__(
         self, *, timeout_secs: float = 20.0, transport: httpx.BaseTransport | None = None
     ) -> None:
+        self._timeout_secs = timeout_secs
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout_secs, connect=min(CONNECT_TIMEOUT_SECS, timeout_secs)),
             follow_redirects=False,
@@ -114,7 +115,9 @@ class Sender:
         )
 
     def send(self, request: OutboundRequest) -> Answer:
-        """Status, headers (lower-case names) and the start of the body; raises httpx errors."""
+        """Status, headers (lower-case names) and the start of the body; raises httpx errors
+        (``httpx.TimeoutException`` also when a slow body outlasts the whole timeout)."""
+        deadline = time.monotonic() + self._timeout_secs
         with self._client.stream(
             request.method, request.url, headers=request.headers, content=request.body
         ) as response:
@@ -125,6 +128,8 @@ class Sender:
                 size += len(chunk)
                 if size >= MAX_ANSWER_BYTES:
                     break  # the rest is not read: closing the stream drops it
+                if time.monotonic() > deadline:  # httpx's read timeout is per chunk
+                    raise httpx.ReadTimeout("the answer took longer than the timeout")
             headers = {k.lower(): v for k, v in response.headers.items()}
             return response.status_code, headers, b"".join(chunks)[:MAX_ANSWER_BYTES]
 
