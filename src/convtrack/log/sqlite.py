@@ -49,8 +49,12 @@ class SqliteLog(EventLog):
         max_commit_events: int = 20_000,
         clock: Clock | None = None,
         on_commit: Callable[[int, float], None] | None = None,
+        other_writers_poll_secs: float = 0.05,
     ) -> None:
+        """``other_writers_poll_secs``: how often a waiting consumer looks for entries that
+        another process appended (this process's own appends wake it at once)."""
         self.path = path
+        self.other_writers_poll_secs = other_writers_poll_secs
         self.synchronous = synchronous
         self.clock: Clock = clock or SystemClock()
         try:
@@ -192,7 +196,7 @@ class SqliteConsumer(LogConsumer):
             if remaining <= 0:
                 return []
             # Woken by in-process commits; the short cap covers writers in other processes.
-            self._log.wait_for_data(min(remaining, 0.05))
+            self._log.wait_for_data(min(remaining, self._log.other_writers_poll_secs))
 
     def commit(self, positions: Mapping[int, int]) -> None:
         with self._conn:

@@ -52,11 +52,17 @@ def check_backend_settings(settings: Settings) -> None:
         )
 
 
+# A SQLite log written by another process (the roles split over processes) is polled
+# this often: it bounds the latency each cross-process hop adds.
+SPLIT_POLL_SECS = 0.01
+
+
 def open_log(
     settings: Settings,
     stream: Stream,
     clock: Clock,
     on_commit: Callable[[int, float], None] | None = None,
+    written_elsewhere: bool = False,
 ) -> EventLog:
     if settings.log.kind == "kafka":
         from convtrack.log.kafka import KafkaLog  # needs the [kafka] extra
@@ -73,6 +79,7 @@ def open_log(
         max_commit_events=log_settings.max_commit_events,
         clock=clock,
         on_commit=on_commit,
+        other_writers_poll_secs=SPLIT_POLL_SECS if written_elsewhere else 0.05,
     )
 
 
@@ -110,8 +117,11 @@ class Backends:
         clock: Clock,
         metrics: Metrics,
         environ: Mapping[str, str] | None,
+        split: bool = False,
     ) -> None:
+        """``split``: this process runs some roles only; the others write the files too."""
         check_backend_settings(settings)
+        self._split = split
         self.settings = settings
         self._clock = clock
         self._metrics = metrics
@@ -132,7 +142,7 @@ class Backends:
         with self._opening:
             if self._events is None:
                 self._events = open_log(
-                    self.settings, "events", self._clock, self._metrics.on_log_commit
+                    self.settings, "events", self._clock, self._metrics.on_log_commit, self._split
                 )
             return self._events
 
@@ -140,7 +150,9 @@ class Backends:
     def processed(self) -> EventLog:
         with self._opening:
             if self._processed is None:
-                self._processed = open_log(self.settings, "processed", self._clock)
+                self._processed = open_log(
+                    self.settings, "processed", self._clock, written_elsewhere=self._split
+                )
             return self._processed
 
     @property

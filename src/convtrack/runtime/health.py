@@ -55,8 +55,11 @@ class HealthMonitor:
                 report = check()
             except Exception as exc:  # a check must report, never raise
                 report = failed(exc)
-            if report.get("healthy") is False and self._reports[name].get("healthy") is True:
+            was_healthy = self._reports[name].get("healthy") is not False
+            if report.get("healthy") is False and was_healthy:
                 log.warning("backend_unhealthy", extra={"check": name, "detail": report["detail"]})
+            elif report.get("healthy") is not False and not was_healthy:
+                log.info("backend_recovered", extra={"check": name})
             self._reports[name] = report
 
     def report(self, name: str) -> Report:

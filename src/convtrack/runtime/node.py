@@ -55,7 +55,9 @@ class Node:
         self.metrics = Metrics()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._locks: list[RoleLock] = acquire_role_locks(settings, self.roles) if exclusive else []
-        self.backends = Backends(settings, self.clock, self.metrics, environ)
+        self.backends = Backends(
+            settings, self.clock, self.metrics, environ, split=self.roles != ROLES
+        )
         try:
             self._assemble(environ, delivery_sleep)
         except BaseException:
