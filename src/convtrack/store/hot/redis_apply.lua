@@ -63,6 +63,8 @@ local function add(key, field, small, big)
 end
 
 local verdicts, fresh, seen, seen_tokens = {}, {}, {}, {}
+-- per cell group: events, duplicates, new conversions, their small-value sum, big values
+local events, dups, conversions, values, bigs, latency = {}, {}, {}, {}, {}, {}
 local duplicates, anomalies, pos = 0, 0, 1
 for i = 1, h.n do
   local part, off, at, grp, lat, small, big, tok, digest
@@ -90,12 +92,10 @@ for i = 1, h.n do
       if not expires then expires = tonumber(redis.call('GET', h.t .. token[1]) or '0') end
       dup = expires > at
     end
-    local cells = h.groups[grp]
-    local minute = cells[1]
-    add(minute[1], 'e' .. minute[2], 1)
+    events[grp] = (events[grp] or 0) + 1
     if dup then
       duplicates = duplicates + 1
-      add(minute[1], 'd' .. minute[2], 1)
+      dups[grp] = (dups[grp] or 0) + 1
       verdicts[i] = '0'
     else
       verdicts[i] = '1'
@@ -104,20 +104,38 @@ for i = 1, h.n do
       seen[digest] = remembered_s * 1000000
       fresh[#fresh + 1] = {s, seed, field, fmt((remembered_s - s * slice_s) * TAG + tag), token}
       if token then seen_tokens[token[1]] = token[2] end
-      local amount = big > 0 and h.bigs[big] or nil
-      for c = 2, #cells do
-        add(cells[c][1], 'n' .. cells[c][2], 1)
-        add(cells[c][1], 'v' .. cells[c][2], small, amount)
+      if h.groups[grp][2] then -- a conversion
+        conversions[grp] = (conversions[grp] or 0) + 1
+        if big > 0 then
+          local list = bigs[grp] or {}
+          list[#list + 1] = h.bigs[big]
+          bigs[grp] = list
+        else
+          values[grp] = (values[grp] or 0) + small
+        end
       end
-      if #cells > 1 then
-        add(minute[1], 'c' .. minute[2], 1)
-        add(minute[1], 'v' .. minute[2], small, amount)
-      end
-      add(h.lat, tostring(lat), 1)
+      latency[lat] = (latency[lat] or 0) + 1
       if now_us - at > h.anomaly_us then anomalies = anomalies + 1 end
     end
   end
 end
+
+-- per cell: groups that share a cell (the minute's, say) add up
+for grp, n in pairs(events) do
+  local cells = h.groups[grp]
+  local minute, n_conv, value, big = cells[1], conversions[grp], values[grp] or 0, bigs[grp] or {}
+  add(minute[1], 'e' .. minute[2], n)
+  if dups[grp] then add(minute[1], 'd' .. minute[2], dups[grp]) end
+  if n_conv then
+    for c = 1, #cells do
+      local kinds = c == 1 and {'c', 'v'} or {'n', 'v'}
+      add(cells[c][1], kinds[1] .. cells[c][2], n_conv)
+      add(cells[c][1], kinds[2] .. cells[c][2], value)
+      for _, amount in ipairs(big) do add(cells[c][1], kinds[2] .. cells[c][2], 0, amount) end
+    end
+  end
+end
+for bucket, n in pairs(latency) do add(h.lat, tostring(bucket), n) end
 
 -- Counters first, undone on any error (a 64-bit overflow): the script is atomic but
 -- Redis does not roll back a failed one, so nothing else is written before this.
