@@ -4,6 +4,7 @@ markers, dead-letter caps and alerts, replays. Real stand-in over HTTP, manual c
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from tests.deliverkit import (
     slack_settings,
 )
 from tests.inprocess import ENV, call
-from tests.standins.base import After, Answer, Hangup
+from tests.standins.base import After, Answer, Hangup, Slow
 
 
 class Crash(BaseException):
@@ -358,3 +359,24 @@ def test_an_error_while_selecting_reads_the_event_again_instead_of_skipping_it(
     finally:
         delivery.stop()
     assert platform.accepted == ["e1", "e2", "e3"]
+
+
+def test_a_stop_does_not_wait_for_a_hanging_platform(
+    pipeline: Pipeline, clock: ManualClock, platform: TinyPlatform
+) -> None:
+    platform.plan = [Slow(3.0)]
+    dest = TinyDestination("tiny", f"{platform.base_url}/events")
+    delivery = runner(pipeline, clock, dest, settings(timeout_secs=30))
+    ingest(pipeline, clock, "e1")
+    delivery.start()
+    deadline = time.monotonic() + 10
+    while not platform.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    delivery.stop(grace_secs=0.5)
+    assert time.monotonic() - started < 2.0
+    committed = pipeline.processed.consumer("deliver-tiny")
+    try:
+        assert committed.committed() == {}  # not committed: sent again after the restart
+    finally:
+        committed.close()

@@ -40,6 +40,7 @@ __all__ = ["DeliveryRunner", "wanted"]
 log = logging.getLogger("convtrack.deliver")
 
 POLL_TIMEOUT_SECS = 0.2
+STOP_GRACE_SECS = 3.0  # within the 10 s a SIGTERM may take, beside the other stages
 
 
 class DeliveryRunner:
@@ -275,11 +276,19 @@ class DeliveryRunner:
         """Ask the thread to stop at its next wait (without waiting for it)."""
         self._stop.set()
 
-    def stop(self) -> None:
-        """Stop; what is buffered and not committed is sent again after a restart."""
+    def stop(self, grace_secs: float = STOP_GRACE_SECS) -> None:
+        """Stop; what is buffered and not committed is sent again after a restart.
+
+        A request still in flight after ``grace_secs`` is abandoned (the process is
+        exiting within its shutdown budget): its batch is not committed, so it is
+        resent, or for a platform that cannot deduplicate, found in flight at the
+        next start."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(30)
+            self._thread.join(grace_secs)
+        if self._thread.is_alive():
+            log.warning("delivery_abandoned_at_stop", extra={"destination": self.name})
+            return  # its consumer and client go with the process
         self._consumer.close()
         self._sender.close()
 
