@@ -208,6 +208,39 @@ def test_a_growing_slice_doubles_its_buckets_and_still_finds_older_ids(
     assert store.remembered() == n
 
 
+def test_expire_deletes_an_ended_slice_in_steps_of_max_rows(
+    store: RedisHotStore, url: str, tmp_path: Path
+) -> None:
+    ids = [f"old{i}" for i in range(8000)]  # enough for the slice to double its buckets
+    for at in range(0, len(ids), 2000):
+        chunk = [effect(e, offset=at + i) for i, e in enumerate(ids[at : at + 2000])]
+        store.apply("g", chunk, {0: at + len(chunk)}, T0)
+    store.apply("g", [effect("new", at=T0 + 2 * DAY)], {0: 8001}, T0 + 2 * DAY)
+    client = redis.Redis.from_url(url)
+    old_slice = T0 // (slice_secs(86_400) * 1_000_000)
+
+    def old_buckets() -> int:
+        return len(list(client.scan_iter(match=f"{prefix_for(tmp_path)}:d:{old_slice}:*")))
+
+    try:
+        before = old_buckets()
+        assert before > MIN_FANOUT
+        watermark = T0 + DAY + slice_secs(86_400) * 1_000_000
+        assert store.expire(watermark, max_rows=100) == len(ids)  # forgotten at once ...
+        assert store.remembered() == 1
+        assert old_buckets() < before
+        calls = 1
+        while old_buckets():  # ... and deleted 100 bucket keys per call
+            assert store.expire(watermark, max_rows=100) == 0
+            calls += 1
+            assert calls <= before // 100 + 2
+        assert calls >= 2
+        assert not list(client.scan_iter(match=f"{prefix_for(tmp_path)}:dm:{old_slice}"))
+    finally:
+        client.close()
+    assert store.apply("g", [effect("old1", at=watermark)], {0: 8002}, watermark).counted == [True]
+
+
 def test_the_script_is_reloaded_after_a_script_flush(store: RedisHotStore, url: str) -> None:
     store.apply("g", [effect("a")], {0: 1}, T0)
     client = redis.Redis.from_url(url)
@@ -289,6 +322,7 @@ def test_a_lost_connection_is_store_unavailable_and_recovers(
     try:
         hot.apply("g", [effect("a")], {0: 1}, T0)
         own_server.stop()
+        assert issubclass(StoreUnavailable, ConvtrackError)  # the processor retries those
         with pytest.raises(StoreUnavailable, match="unavailable"):
             hot.apply("g", [effect("b")], {0: 2}, T0)
         with pytest.raises(StoreUnavailable):
