@@ -65,10 +65,8 @@ class DeliveryRunner:
         guard: EndpointGuard | None = None,
     ) -> None:
         self.name = settings.name
-        self._destination = destination
         self._settings = settings
         self._consumer = consumer
-        self._deadletters = deadletters
         self._clock = clock
         self._metrics = metrics
         alerts = alerts or Alerts(metrics.deliver.set_alert)
