@@ -315,6 +315,23 @@ def assert_survived(hot: HotStore) -> None:
         hot.close()
 
 
+def test_a_full_redis_refuses_the_batch_whole(own_server: RedisServer, tmp_path: Path) -> None:
+    hot = open_redis(own_server.url, tmp_path)
+    admin = redis.Redis.from_url(own_server.url)
+    try:
+        hot.apply("g", [effect("a")], {0: 1}, T0)
+        admin.config_set("maxmemory", "1")  # noeviction (the default): writes are refused
+        with pytest.raises(StoreError, match="maxmemory"):
+            hot.apply("g", [effect("b"), effect("c")], {0: 3}, T0)
+        admin.config_set("maxmemory", "0")
+        assert hot.positions("g") == {0: 1}
+        assert hot.apply("g", [effect("b"), effect("c")], {0: 3}, T0).counted == [True, True]
+        assert hot.conversions("spring", "2026-11-29").conversions == 3
+    finally:
+        admin.close()
+        hot.close()
+
+
 def test_a_lost_connection_is_store_unavailable_and_recovers(
     own_server: RedisServer, tmp_path: Path
 ) -> None:

@@ -1,8 +1,11 @@
+#!lua flags=no-cluster
 -- Apply one batch of hot-store effects atomically (see store/hot/redis.py).
 -- ARGV[1]: msgpack header; ARGV[2]: effect records; ARGV[3]: session and touch writes
 -- (store/hot/redis_batch.py lays them out).
 -- Returns {verdicts ("1" new / "0" not, one per effect), duplicates, latency anomalies}.
 -- Keys are computed here, not declared: a single Redis (or a primary) is required.
+-- The shebang makes Redis refuse the whole script up front when it is out of memory,
+-- instead of failing its first write after a part of the batch was applied.
 local h = cmsgpack.unpack(ARGV[1])
 local RECORD, WRITE = '>I4ddI4BdI4I4c15', '>I4c0I4c0d'
 local TAG, STRIDE = 4294967296, 2654435761

@@ -1,3 +1,4 @@
+#!lua flags=no-cluster
 -- Forget what ended before a watermark (see store/hot/redis.py, expire).
 -- ARGV[1]: msgpack {watermark_us, max_keys, window_us, slice_us, wm, d, dm, dx, tc, tx}.
 -- Returns how many remembered entries (ids and tokens) were forgotten.

@@ -1,3 +1,4 @@
+#!lua flags=no-writes,no-cluster
 -- How many dedup entries (ids in live slices, tokens) are remembered: one round trip.
 -- KEYS: none; ARGV: dx, dm, tx, tc (key names, see store/hot/keys.py).
 local total = 0
