@@ -313,3 +313,70 @@ def test_hot_reads_fail_fast_while_the_monitor_sees_the_store_down(tmp_path: Pat
         assert guarded.conversions("spring", DATE).conversions == 0
     finally:
         inner.close()
+
+
+def _probe(app: Any, method: str, path: str) -> httpx.Response:
+    import asyncio
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
+            return await client.request(method, path)
+
+    return asyncio.run(go())
+
+
+def test_a_process_without_collect_serves_only_its_probes(tmp_path: Path) -> None:
+    from convtrack.config import load_settings
+    from convtrack.runtime.health import ProbeApp
+    from convtrack.runtime.node import Node
+
+    settings = load_settings(environ={}, overrides={"server": {"data_dir": str(tmp_path)}})
+    node = Node(settings, ("store", "process"), environ={})
+    try:
+        assert node.roles == ("process", "store") and node.collect is None
+        assert isinstance(node.app, ProbeApp)
+        node.monitor.check_now()
+        assert _probe(node.app, "GET", "/healthz").json() == {
+            "status": "ok",
+            "roles": ["process", "store"],
+        }
+        ready = _probe(node.app, "GET", "/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["degraded"] == []
+        assert _probe(node.app, "GET", "/metrics").status_code == 200
+        assert _probe(node.app, "POST", "/readyz").status_code == 405
+        missing = _probe(node.app, "POST", "/v1/track")
+        assert missing.status_code == 404 and "collect role" in missing.json()["message"]
+        node.app.draining = True
+        assert _probe(node.app, "GET", "/readyz").status_code == 503
+    finally:
+        node.close()
+
+
+def test_a_processor_whose_hot_store_is_down_waits_and_says_so(tmp_path: Path) -> None:
+    pytest.importorskip("redis", reason="the redis client: pip install 'convtrack[redis]'")
+    from convtrack.config import load_settings
+    from convtrack.runtime.node import Node
+    from tests.conftest import free_port
+
+    nothing_there = f"redis://127.0.0.1:{free_port()}/0"
+    settings = load_settings(
+        environ={},
+        overrides={
+            "server": {"data_dir": str(tmp_path)},
+            "hot": {"kind": "redis", "redis_url": nothing_there},
+        },
+    )
+    node = Node(settings, ("process",), environ={})  # starts although Redis is down
+    try:
+        assert node.processor is None
+        node.monitor.check_now()
+        ready = _probe(node.app, "GET", "/readyz")
+        assert ready.status_code == 503
+        body = ready.json()
+        assert body["degraded"] == ["hot", "processor"]
+        assert body["hot"]["reachable"] is False
+        assert "waiting for a backend" in body["processor"]["detail"]
+    finally:
+        node.close()
