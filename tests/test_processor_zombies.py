@@ -23,6 +23,7 @@ from convtrack.clock import ManualClock
 from convtrack.log.sqlite import SqliteLog
 from convtrack.model.processed import ProcessedEvent, decode_processed
 from convtrack.observe.metrics import Metrics
+from convtrack.process.base import Batch, Item
 from convtrack.process.published import FirstCopies
 from convtrack.process.runner import ProcessorRunner
 from convtrack.runtime.embedded import Pipeline, build_chain
@@ -120,7 +121,7 @@ def lake_event_ids(pipeline: Pipeline) -> list[Any]:
         con.close()
 
 
-def test_a_zombie_that_goes_on_publishing_is_absorbed(
+def test_a_zombie_batch_in_flight_is_absorbed_and_the_zombie_then_steps_aside(
     pipeline: Pipeline, clock: ManualClock
 ) -> None:
     zombie = other_processor(pipeline, clock)
@@ -129,18 +130,32 @@ def test_a_zombie_that_goes_on_publishing_is_absorbed(
         while zombie.runner.run_once():  # the zombie owned the partition first
             pass
         send(pipeline, clock, [f"b{i}" for i in range(5)] + ["a1"])
-        while pipeline.processor.run_once():  # the new owner resumes where publishing stopped
+        # The zombie has taken its next batch, then stalls (a pause, a lost session)...
+        in_flight = pipeline.log.consumer("processor")
+        in_flight.seek({0: 5})
+        entries = in_flight.poll(100, 1.0)
+        chain = build_chain(
+            pipeline.settings, zombie.hot, in_flight, zombie.processed, clock, Metrics()
+        )
+        # ...while the new owner resumes where publishing stopped and handles it all.
+        while pipeline.processor.run_once():
             pass
-        assert pipeline.processor.resumes >= 1
-        while zombie.runner.run_once():  # the zombie has not noticed: it goes on
+        # The zombie wakes up and finishes its batch: a late copy of each new event.
+        chain.submit(Batch(items=[Item(entry=e) for e in entries], positions={0: 11}))
+        in_flight.close()
+        send(pipeline, clock, ["c0"])
+        # Polling again, it sees the partition applied past where it reads and moves to
+        # the processed log's end instead of publishing b0..b4 a third time.
+        while zombie.runner.run_once():
             pass
+        assert zombie.runner.resumes >= 1
     finally:
         zombie.close()
     records = raw_processed(pipeline)
-    expected = [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(5)]
-    assert len(records) > len(expected)  # the zombie's late copies are in the raw log
+    expected = [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(5)] + ["c0"]
+    assert len(records) == len(expected) + 5  # the in-flight batch's late copies only
     assert first_copies(records) == expected
-    assert conversions(pipeline, today(clock), "spring")["conversions"] == 10
+    assert conversions(pipeline, today(clock), "spring")["conversions"] == 11
     assert lake_event_ids(pipeline) == expected
 
 

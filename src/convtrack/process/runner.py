@@ -149,20 +149,29 @@ class ProcessorRunner:
     def _resume_started_partitions(self, entries: list[LogEntry]) -> list[LogEntry]:
         """Move each partition that did not continue where this runner left it to its resume point.
 
-        Such a partition was just handed to this process (or rewound): what the
-        processed log holds of it now says where publishing must go on. Its
-        entries of this poll are dropped when the position moves.
+        Such a partition was just handed to this process (or rewound), or
+        another process has applied past where this one reads (it had the
+        partition meanwhile): what the processed log holds of it now says where
+        publishing must go on. Its entries of this poll are dropped when the
+        position moves.
         """
+        if not entries:
+            return entries
         first: dict[int, int] = {}
         for entry in entries:
             first.setdefault(entry.partition, entry.offset)
-        started = {p for p, offset in first.items() if offset != self._next_offsets.get(p)}
+        hot = self._hot.positions(GROUP)
+        started = {
+            p
+            for p, offset in first.items()
+            if offset != self._next_offsets.get(p) or hot.get(p, 0) > offset
+        }
         if not started:
             self._advance(entries)
             return entries
-        targets = resume_positions(self._hot.positions(GROUP), self._processed, started)
+        targets = resume_positions(hot, self._processed, started)
         moves = {p: targets[p] for p in started if p in targets and targets[p] != first[p]}
-        self.resumes += len(started)
+        self.resumes += len(moves)
         if moves:
             log.info("partitions_resumed", extra={"positions": moves})
             self._consumer.seek(moves)
