@@ -14,6 +14,7 @@ from convtrack.errors import LogUnavailable
 from convtrack.log.base import LogRecord, next_positions
 from convtrack.model.processed import ProcessedEvent, decode_processed
 from convtrack.process.base import Batch, Item
+from convtrack.process.published import FirstCopies
 from convtrack.runtime.embedded import Pipeline, build_chain
 from tests.conftest import WRITE_KEY
 from tests.inprocess import call, conversions, make_pipeline, process_all
@@ -250,5 +251,26 @@ def test_a_crash_between_counting_and_publishing_is_completed_on_restart(
         assert conversions(second, date)["conversions"] == 3
         live = call(second, "GET", "/v1/stats/live").json()
         assert live["duplicates_total"] == 1
+    finally:
+        second.close()
+
+
+def test_a_lost_hot_store_is_recounted_from_the_log(tmp_path: Path, clock: ManualClock) -> None:
+    date = event_date(clock)
+    first = make_pipeline(tmp_path / "data", clock)
+    for event_id in ("a", "b", "a", "c"):
+        send(first, purchase(clock, event_id=event_id))
+    process_all(first)
+    first.close()
+    for path in (tmp_path / "data" / "hot").iterdir():
+        path.unlink()  # the hot store's data is gone (a Redis without persistence, a lost disk)
+    second = make_pipeline(tmp_path / "data", clock)
+    try:
+        send(second, purchase(clock, event_id="d"))
+        process_all(second)
+        assert conversions(second, date)["conversions"] == 4
+        rule = FirstCopies()
+        kept = [e.event.event_id for e in published(second) if rule.keep(0, e)]
+        assert kept == ["a", "b", "c", "d"]
     finally:
         second.close()

@@ -66,15 +66,14 @@ def resume_positions(
     The hot store may be ahead of it (a crash between counting and
     publishing); replaying that stretch is safe because the hot store answers
     a replay with its first verdicts, and it publishes what was missing. A
-    partition the hot store has no position for has never been applied: it
-    starts wherever the log's group stands.
+    partition the hot store has no position for (never applied, or a hot
+    store that lost its data) starts at the log's beginning: counting it
+    again rebuilds its counters, and readers drop the copies it republishes.
+    ``partitions`` limits the answer (default: those the hot store knows).
     """
     published = published_through(processed)
-    return {
-        partition: min(position, published.get(partition, 0))
-        for partition, position in hot_positions.items()
-        if partitions is None or partition in partitions
-    }
+    wanted = hot_positions if partitions is None else partitions
+    return {p: min(hot_positions.get(p, 0), published.get(p, 0)) for p in wanted}
 
 
 class ProcessorRunner:
@@ -101,6 +100,7 @@ class ProcessorRunner:
         self._positions = resume_positions(hot.positions(GROUP), processed)
         self._consumer.seek(self._positions)
         self._next_offsets = dict(self._positions)  # per partition: where reading goes on
+        self._moved_to: dict[int, int] = {}  # partitions just sought, and where
         self.resumes = 0
         self._chain = make_chain(self._consumer)
         self._stop = threading.Event()
@@ -147,13 +147,16 @@ class ProcessorRunner:
         return len(polled)
 
     def _resume_started_partitions(self, entries: list[LogEntry]) -> list[LogEntry]:
-        """Move each partition that did not continue where this runner left it to its resume point.
+        """Move each partition whose reading does not match the hot store to its resume point.
 
-        Such a partition was just handed to this process (or rewound), or
-        another process has applied past where this one reads (it had the
-        partition meanwhile): what the processed log holds of it now says where
-        publishing must go on. Its entries of this poll are dropped when the
-        position moves.
+        That is a partition just handed to this process or rewound (it did not
+        continue where this runner left it), one another process applied past
+        where this one reads (it had the partition meanwhile), or one the hot
+        store holds less of (it lost data: counting again rebuilds it). What
+        the processed log holds of it says where publishing must go on. Its
+        entries of this poll are dropped when the position moves; the log's
+        first entry after a move is taken as it comes (a log whose start was
+        deleted by retention begins later).
         """
         if not entries:
             return entries
@@ -161,21 +164,24 @@ class ProcessorRunner:
         for entry in entries:
             first.setdefault(entry.partition, entry.offset)
         hot = self._hot.positions(GROUP)
-        started = {
-            p
-            for p, offset in first.items()
-            if offset != self._next_offsets.get(p) or hot.get(p, 0) > offset
-        }
+        started = set()
+        for p, offset in first.items():
+            moved_to = self._moved_to.pop(p, None)
+            if moved_to is not None and offset >= moved_to:
+                continue
+            if offset != self._next_offsets.get(p) or hot.get(p, 0) != offset:
+                started.add(p)
         if not started:
             self._advance(entries)
             return entries
         targets = resume_positions(hot, self._processed, started)
-        moves = {p: targets[p] for p in started if p in targets and targets[p] != first[p]}
+        moves = {p: targets[p] for p in started if targets[p] != first[p]}
         self.resumes += len(moves)
         if moves:
             log.info("partitions_resumed", extra={"positions": moves})
             self._consumer.seek(moves)
             self._next_offsets.update(moves)
+            self._moved_to.update(moves)
             entries = [e for e in entries if e.partition not in moves]
         self._advance(entries)
         return entries
