@@ -380,3 +380,36 @@ def test_a_processor_whose_hot_store_is_down_waits_and_says_so(tmp_path: Path) -
         assert "waiting for a backend" in body["processor"]["detail"]
     finally:
         node.close()
+
+
+def test_sigterm_exits_0_within_10_s_even_while_the_log_hangs(
+    server_factory: ServerFactory,
+) -> None:
+    collector = server_factory(ENV, args=["--roles", "collect"])
+    collector.start()
+    answers: list[int] = []
+
+    def send() -> None:
+        try:
+            answers.append(track(collector.url, purchase("stuck")).status_code)
+        except httpx.TransportError:
+            answers.append(0)  # no answer: the process went away
+
+    # Another process holds the log's write lock: the append waits (busy timeout 10 s)
+    # and the graceful stop cannot finish it in time.
+    holder = sqlite3.connect(collector.data_dir / "log" / "events.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    sender = threading.Thread(target=send)
+    try:
+        sender.start()
+        wait_for(
+            "the append to wait",
+            lambda: httpx.get(f"{collector.url}/readyz").json()["log"]["pending_events"] >= 1,
+        )
+        assert terminate_within(collector) == 0
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        sender.join(30)
+    assert answers and answers[0] != 202  # never accepted without durability
+    assert "stop_deadline_reached" in collector.log_path.read_text()

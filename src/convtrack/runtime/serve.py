@@ -6,6 +6,9 @@ process without ``collect`` serves only /healthz, /readyz and /metrics.
 SIGTERM or SIGINT: mark the app draining (new ingests get 503), let uvicorn
 stop accepting and finish in-flight requests, then let the log writer commit
 everything queued, the processor drain, the lake flush, and close. Exit 0.
+If a stage is still busy ``STOP_DEADLINE_SECS`` after the signal (a backend
+that hangs), the process exits 0 there anyway: every 202 was durable before
+it was sent, and the unfinished work after the log replays on the next start.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
+import threading
 from types import FrameType
 from typing import Any
 
@@ -28,6 +33,18 @@ from convtrack.runtime.roles import ROLES
 
 log = logging.getLogger("convtrack.serve")
 
+# Supervisors commonly allow 10 s between SIGTERM and SIGKILL; the contract promises it.
+STOP_DEADLINE_SECS = 9.5
+
+
+def _exit_at_deadline() -> None:
+    log.warning(
+        "stop_deadline_reached",
+        extra={"secs": STOP_DEADLINE_SECS, "detail": "unfinished work replays on the next start"},
+    )
+    logging.shutdown()
+    os._exit(0)
+
 
 class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, pipeline: Node) -> None:
@@ -35,6 +52,10 @@ class _Server(uvicorn.Server):
         self.pipeline = pipeline
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.pipeline.app.draining:
+            deadline = threading.Timer(STOP_DEADLINE_SECS, _exit_at_deadline)
+            deadline.daemon = True
+            deadline.start()
         self.pipeline.app.draining = True
         log.info("shutdown_requested", extra={"signal": signal.Signals(sig).name})
         super().handle_exit(sig, frame)
