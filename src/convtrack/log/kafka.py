@@ -46,6 +46,7 @@ from convtrack.log.kafka_admin import (
     partition_leaders,
 )
 from convtrack.log.kafka_consumer import KafkaConsumer
+from convtrack.log.kafka_lag import LagTracker
 
 log = logging.getLogger("convtrack.log.kafka")
 
@@ -54,8 +55,6 @@ PROBE_TIMEOUT_SECS: Final = 2.0
 # A failed delivery keeps status unwritable until a later one succeeds, or this long
 # once the cluster answers again (readiness must not stay down with no traffic).
 DELIVERY_ERROR_HOLD_SECS: Final = 3.0
-# How long an unread record's age may be reused before it is read again (lag seconds).
-LAG_AGE_REFRESH_SECS: Final = 1.0
 LAST_ENTRY_TIMEOUT_SECS: Final = 10.0
 CLOSE_FLUSH_SECS: Final = 10.0
 Stream = Literal["events", "processed"]
@@ -64,11 +63,12 @@ Stream = Literal["events", "processed"]
 class _Append:
     """The delivery reports of one ``append`` call, gathered on the poller thread."""
 
-    __slots__ = ("done", "error", "lock", "offsets", "remaining", "started")
+    __slots__ = ("done", "error", "lock", "offsets", "partitions", "remaining", "started")
 
     def __init__(self, count: int, done: Callable[[_Append], None]) -> None:
         self.lock = threading.Lock()
         self.offsets = [-1] * count
+        self.partitions = [-1] * count
         self.remaining = count
         self.error: str | None = None
         self.started = time.perf_counter()
@@ -81,6 +81,7 @@ class _Append:
                 self.error = self.error or error.str()
             else:
                 self.offsets[index] = message.offset() or 0
+                self.partitions[index] = message.partition() or 0
             self.remaining -= 1
             finished = self.remaining == 0
         if finished:
@@ -88,14 +89,11 @@ class _Append:
 
 
 class _Health:
-    __slots__ = ("checked_at", "detail", "end_offsets", "reachable")
+    __slots__ = ("checked_at", "detail", "reachable")
 
-    def __init__(
-        self, reachable: bool, detail: str, end_offsets: dict[int, int], checked_at: float
-    ) -> None:
+    def __init__(self, reachable: bool, detail: str, checked_at: float) -> None:
         self.reachable = reachable
         self.detail = detail
-        self.end_offsets = end_offsets
         self.checked_at = checked_at
 
 
@@ -136,9 +134,8 @@ class KafkaLog(EventLog):
         self._fatal: str | None = None
         self._producer = self._new_producer()
         self._delivery_error: tuple[str, float] | None = None
-        self._health = _Health(True, "ok", {}, time.monotonic())
-        self._ages: dict[int, tuple[int, int, float]] = {}  # partition: (offset, ts, read at)
-        self._ages_lock = threading.Lock()
+        self._health = _Health(True, "ok", time.monotonic())
+        self._lag = LagTracker(self._reader, clock, self.partitions)
         self._last_lag = LogLag(0, 0.0)
         self._accepting = True
         self._closed = False
@@ -271,6 +268,10 @@ class KafkaLog(EventLog):
             log.warning("kafka_delivery_failed", extra={"error": pending.error})
             return
         self._delivery_error = None
+        ends: dict[int, int] = {}
+        for partition, offset in zip(pending.partitions, pending.offsets, strict=True):
+            ends[partition] = max(ends.get(partition, 0), offset + 1)
+        self._lag.raise_ends(ends)
         if self._on_commit is not None:
             self._on_commit(len(pending.offsets), time.perf_counter() - pending.started)
 
@@ -282,7 +283,10 @@ class KafkaLog(EventLog):
 
     def _serve_deliveries(self) -> None:
         while not self._stopping.is_set():
-            self._producer.poll(0.05)
+            try:
+                self._producer.poll(0.05)
+            except Exception:  # a failing callback must not stop every later append
+                log.exception("kafka_delivery_report_failed")
 
     # -- health -------------------------------------------------------------------
 
@@ -293,8 +297,7 @@ class KafkaLog(EventLog):
             self._probe()
 
     def _probe(self) -> None:
-        """Ask the cluster for the topic's metadata (and, best effort, its end offsets)."""
-        ends = self._health.end_offsets
+        """Ask the cluster for the topic's metadata; then refresh the lag caches."""
         try:
             leaders = partition_leaders(self._admin, self.topic, PROBE_TIMEOUT_SECS)
             if not leaders:
@@ -303,11 +306,13 @@ class KafkaLog(EventLog):
             if leaderless:
                 raise LogError(f"partitions {leaderless} of {self.topic} have no leader")
         except LogError as exc:
-            self._health = _Health(False, str(exc), ends, time.monotonic())
+            self._health = _Health(False, str(exc), time.monotonic())
             return
-        with contextlib.suppress(LogError):  # only for metrics: not a reason to refuse writes
-            ends = self._reader.end_offsets(sorted(leaders))
-        self._health = _Health(True, "ok", ends, time.monotonic())
+        self._health = _Health(True, "ok", time.monotonic())
+        try:  # for lag and metrics only: not a reason to refuse writes
+            self._lag.refresh()
+        except LogError as exc:
+            log.debug("kafka_lag_refresh_failed", extra={"error": str(exc)})
 
     def _replace_producer(self) -> None:
         old, self._producer = self._producer, self._new_producer()
@@ -335,7 +340,7 @@ class KafkaLog(EventLog):
             writable=problem is None,
             detail=problem or "ok",
             pending_events=len(self._producer),
-            end_offsets=dict(health.end_offsets),
+            end_offsets=self._lag.end_offsets(),
         )
 
     # -- reading ------------------------------------------------------------------
@@ -353,61 +358,24 @@ class KafkaLog(EventLog):
         """Reads each partition's record at its high watermark - 1 (no transactions here,
         so that offset always holds a record unless retention removed it)."""
         ends = self._reader.end_offsets(range(self.partitions))
+        self._lag.raise_ends(ends)
         wanted = {p: end - 1 for p, end in ends.items() if end > 0}
         return self._reader.read_first(wanted, LAST_ENTRY_TIMEOUT_SECS, strict=True)
 
     def lag(self, positions: Mapping[int, int]) -> LogLag:
         """Lag of every partition; a partition absent from ``positions`` counts from its
-        oldest retained record. During an outage: the last lag measured."""
+        oldest retained record. From caches (see kafka_lag); the last value measured
+        when even a first read fails."""
         return self._lag_of(positions, None)
 
     def _lag_of(self, positions: Mapping[int, int], partitions: frozenset[int] | None) -> LogLag:
-        wanted = sorted(partitions) if partitions is not None else list(range(self.partitions))
         try:
-            ends = self._reader.end_offsets(wanted)
-            unknown = [p for p in wanted if p not in positions]
-            starts = self._reader.start_offsets(unknown) if unknown else {}
-            behind: dict[int, int] = {}
-            for partition in wanted:
-                position = positions.get(partition, starts.get(partition, 0))
-                if ends.get(partition, 0) > position:
-                    behind[partition] = position
-            events = sum(ends[p] - position for p, position in behind.items())
-            lag = LogLag(events, self._oldest_unread_age(behind))
+            lag = self._lag.lag(positions, partitions)
         except LogError as exc:
             log.debug("kafka_lag_unknown", extra={"error": str(exc)})
             return self._last_lag
         self._last_lag = lag
         return lag
-
-    def _oldest_unread_age(self, behind: Mapping[int, int]) -> float:
-        """Seconds since the oldest unread record was appended.
-
-        Cheap approximation: the timestamp read at a partition's position is reused
-        for up to LAG_AGE_REFRESH_SECS while the position moves forward, so the age
-        may be overstated by that much (records of a partition are in time order).
-        """
-        if not behind:
-            return 0.0
-        now = time.monotonic()
-        with self._ages_lock:
-            stale = {
-                p: position
-                for p, position in behind.items()
-                if (cached := self._ages.get(p)) is None
-                or cached[0] > position
-                or (cached[0] != position and now - cached[2] >= LAG_AGE_REFRESH_SECS)
-            }
-        if stale:
-            found = self._reader.read_first(stale, PROBE_TIMEOUT_SECS)
-            with self._ages_lock:
-                for partition, entry in found.items():
-                    self._ages[partition] = (stale[partition], entry.logged_at_us, now)
-        with self._ages_lock:
-            stamps = [self._ages[p][1] for p in behind if p in self._ages]
-        if not stamps:
-            return 0.0
-        return max(0.0, (self.clock.now_us() - min(stamps)) / 1e6)
 
     # -- stopping -----------------------------------------------------------------
 

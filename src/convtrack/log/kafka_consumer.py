@@ -109,11 +109,13 @@ class KafkaConsumer(LogConsumer):
 
     def poll(self, max_records: int, timeout_secs: float) -> list[LogEntry]:
         self._check_open()
-        self._retry_seeks()
         deadline = time.monotonic() + timeout_secs
         while not self._buffer:
-            remaining = deadline - time.monotonic()
-            self._fetch(max(remaining, 0.0))
+            if self._pending_seeks:
+                self._retry_seeks()
+            remaining = max(deadline - time.monotonic(), 0.0)
+            # Short waits while a seek is refused, so that it is tried again soon.
+            self._fetch(min(remaining, 0.05) if self._pending_seeks else remaining)
             if remaining <= 0:
                 break
         if len(self._buffer) < max_records:
