@@ -222,6 +222,24 @@ def test_seek_before_assignment_applies_on_assignment(kafka_log: KafkaLog) -> No
     assert [e.payload for e in again] == [rec(i).payload for i in range(1, 8)]
 
 
+def test_close_closes_consumers_left_open(kafka_service: KafkaBroker, prefix: str) -> None:
+    """A consumer its runner left open leaves the group when the log closes."""
+    log = open_kafka_log(kafka_service, prefix)
+    left_open = log.consumer("g")
+    assert left_open.assignment() == set(range(PARTITIONS))
+    log.close()
+    with pytest.raises(LogError, match="closed"):
+        left_open.poll(1, 0.1)
+    again = open_kafka_log(kafka_service, prefix)
+    successor = again.consumer("g")
+    try:
+        # It left: the successor gets every partition now, not after the session timeout.
+        assert successor.assignment() == set(range(PARTITIONS))
+    finally:
+        successor.close()
+        again.close()
+
+
 def test_lag_in_events_and_seconds(kafka_service: KafkaBroker, prefix: str) -> None:
     clock = ManualClock(start_us=SystemClock().now_us())
     log = open_kafka_log(kafka_service, prefix, clock=clock)

@@ -29,6 +29,7 @@ import functools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Literal
 
@@ -137,6 +138,7 @@ class KafkaLog(EventLog):
         self._health = _Health(True, "ok", time.monotonic())
         self._lag = LagTracker(self._reader, clock, self.partitions)
         self._last_lag = LogLag(0, 0.0)
+        self._consumers: weakref.WeakSet[KafkaConsumer] = weakref.WeakSet()
         self._accepting = True
         self._closed = False
         self._stopping = threading.Event()
@@ -346,13 +348,15 @@ class KafkaLog(EventLog):
     # -- reading ------------------------------------------------------------------
 
     def consumer(self, group: str) -> KafkaConsumer:
-        return KafkaConsumer(
+        made = KafkaConsumer(
             bootstrap=self._bootstrap,
             topic=self.topic,
             group_id=f"{self.group_prefix}.{group}",
             partitions=self.partitions,
             lag_of=self._lag_of,
         )
+        self._consumers.add(made)
+        return made
 
     def last_entries(self) -> dict[int, LogEntry]:
         """Reads each partition's record at its high watermark - 1 (no transactions here,
@@ -388,9 +392,11 @@ class KafkaLog(EventLog):
             self._stopping.wait(0.01)
 
     def close(self) -> None:
-        """Flush the producer (bounded) and release the log's own clients.
+        """Flush the producer (bounded), then close the consumers still open.
 
-        Consumers from ``consumer()`` belong to their callers, who close them.
+        A consumer left open (its runner still busy) is closed once its current
+        call returns: it leaves its group, so its partitions move at once
+        rather than after the session timeout; its next call raises LogError.
         """
         if self._closed:
             return
@@ -407,4 +413,6 @@ class KafkaLog(EventLog):
                 producer.purge()
                 producer.flush(1.0)
         self._closed = True
+        for consumer in list(self._consumers):
+            consumer.close()
         self._reader.close()

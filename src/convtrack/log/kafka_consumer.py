@@ -17,9 +17,10 @@ later rebalances start at the group's committed offsets.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Final
+from typing import Concatenate, Final, ParamSpec, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -34,6 +35,21 @@ SESSION_TIMEOUT_MS: Final = 10_000
 JOIN_TIMEOUT_SECS: Final = 10.0
 
 LagOf = Callable[[Mapping[int, int], "frozenset[int] | None"], LogLag]
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _exclusive(
+    method: Callable[Concatenate[KafkaConsumer, _P], _R],
+) -> Callable[Concatenate[KafkaConsumer, _P], _R]:
+    """One call at a time: the owner's thread, or the log closing what is left open."""
+
+    def locked(self: KafkaConsumer, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    locked.__doc__ = method.__doc__
+    return locked
 
 
 class KafkaConsumer(LogConsumer):
@@ -62,6 +78,7 @@ class KafkaConsumer(LogConsumer):
             }
         )
         self._closed = False
+        self._lock = threading.RLock()
         self._assigned: set[int] = set()
         self._assignment_view: frozenset[int] = frozenset()
         self._ever_assigned = False
@@ -107,6 +124,7 @@ class KafkaConsumer(LogConsumer):
 
     # -- reading ------------------------------------------------------------------
 
+    @_exclusive
     def poll(self, max_records: int, timeout_secs: float) -> list[LogEntry]:
         self._check_open()
         deadline = time.monotonic() + timeout_secs
@@ -159,6 +177,7 @@ class KafkaConsumer(LogConsumer):
 
     # -- positions ----------------------------------------------------------------
 
+    @_exclusive
     def commit(self, positions: Mapping[int, int]) -> None:
         self._check_open()
         offsets = [TopicPartition(self._topic, p, o) for p, o in positions.items()]
@@ -172,6 +191,7 @@ class KafkaConsumer(LogConsumer):
         if failed:
             raise LogError(f"committing offsets of {self._topic} failed: {failed[0].error}")
 
+    @_exclusive
     def committed(self) -> dict[int, int]:
         self._check_open()
         return self._committed(range(self._partitions))
@@ -186,6 +206,7 @@ class KafkaConsumer(LogConsumer):
             raise LogError(f"reading committed offsets of {self._topic} failed: {exc}") from exc
         return {tp.partition: tp.offset for tp in answered if tp.offset >= 0}
 
+    @_exclusive
     def seek(self, positions: Mapping[int, int]) -> None:
         self._check_open()
         moved = set(positions)
@@ -205,6 +226,7 @@ class KafkaConsumer(LogConsumer):
                 continue  # tried again on the next poll; its records are held back until then
             del self._pending_seeks[partition]
 
+    @_exclusive
     def lag(self) -> LogLag:
         """Lag of the assigned partitions (before the first assignment: of the whole topic)."""
         if self._closed:
@@ -236,13 +258,22 @@ class KafkaConsumer(LogConsumer):
         if self._closed:
             raise LogError(f"the consumer of {self._topic} is closed")
 
-    def close(self) -> None:
-        """Leave the group now, so its partitions move to the other members at once."""
-        if self._closed:
+    def close(self, wait_secs: float = 5.0) -> None:
+        """Leave the group now, so its partitions move to the other members at once.
+
+        Waits up to ``wait_secs`` for a call in progress on another thread.
+        """
+        if not self._lock.acquire(timeout=wait_secs):
+            log.warning("kafka_consumer_busy_at_close", extra={"topic": self._topic})
             return
-        self._closed = True
-        self._buffer.clear()
         try:
-            self._consumer.close()
-        except (KafkaException, RuntimeError) as exc:
-            log.warning("kafka_consumer_close_failed", extra={"error": str(exc)})
+            if self._closed:
+                return
+            self._closed = True
+            self._buffer.clear()
+            try:
+                self._consumer.close()
+            except (KafkaException, RuntimeError) as exc:
+                log.warning("kafka_consumer_close_failed", extra={"error": str(exc)})
+        finally:
+            self._lock.release()
