@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 from convtrack.clock import ManualClock
 from convtrack.config import DeadLettersSettings, load_settings
 from convtrack.deliver.alerts import Alerts
-from convtrack.deliver.base import Forwarded
+from convtrack.deliver.base import Forwarded, Outcome
 from convtrack.deliver.inflight import unknown_fate_reason
 from convtrack.errors import ConfigError
 from convtrack.runtime.embedded import Pipeline
@@ -33,7 +33,7 @@ from tests.deliverkit import (
     slack_settings,
 )
 from tests.inprocess import ENV, call
-from tests.standins.base import After, Answer, Hangup, Slow
+from tests.standins.base import Answer, Slow
 
 
 class Crash(BaseException):
@@ -124,13 +124,17 @@ def test_filters_map_names_and_batch_within_both_limits(
                   reason="filtered") == 2  # fmt: skip
 
 
-def crash_after_send(pipeline: Pipeline, clock: ManualClock, dest: TinyDestination) -> None:
-    """The platform takes the batch but the answer is lost; the process dies in the backoff."""
+class DiesOnAnswer(TinyDestination):
+    """The platform takes the batch and answers; the process dies before reading it."""
 
-    def die(secs: float) -> None:
+    def read(
+        self, events: Sequence[Forwarded], status: int, headers: dict[str, str], body: bytes
+    ) -> Outcome:
         raise Crash
 
-    delivery = runner(pipeline, clock, dest, settings(), sleep=die)
+
+def crash_after_send(pipeline: Pipeline, clock: ManualClock, url: str, *, dedupes: bool) -> None:
+    delivery = runner(pipeline, clock, DiesOnAnswer("tiny", url, dedupes=dedupes), settings())
     with pytest.raises(Crash):
         drain(delivery)
     delivery.stop()  # only closes its connections: the "dead" process committed nothing
@@ -140,10 +144,8 @@ def crash_after_send(pipeline: Pipeline, clock: ManualClock, dest: TinyDestinati
 def test_a_crash_mid_send_is_resent_only_where_the_platform_deduplicates(
     pipeline: Pipeline, clock: ManualClock, platform: TinyPlatform, dedupes: bool
 ) -> None:
-    platform.plan = [After(Hangup())]
     ingest(pipeline, clock, "e1", "e2")
-    crash_after_send(pipeline, clock, TinyDestination("tiny", f"{platform.base_url}/events",
-                                                      dedupes=dedupes))  # fmt: skip
+    crash_after_send(pipeline, clock, f"{platform.base_url}/events", dedupes=dedupes)
     assert platform.accepted == ["e1", "e2"]
     ingest(pipeline, clock, "e3")
     dest = TinyDestination("tiny", f"{platform.base_url}/events", dedupes=dedupes)
@@ -172,10 +174,8 @@ def test_a_crash_mid_send_is_resent_only_where_the_platform_deduplicates(
 def test_a_second_crash_before_the_commit_neither_loses_nor_doubles_the_dead_letters(
     pipeline: Pipeline, clock: ManualClock, platform: TinyPlatform
 ) -> None:
-    platform.plan = [After(Hangup())]
     ingest(pipeline, clock, "e1")
-    crash_after_send(pipeline, clock, TinyDestination("tiny", f"{platform.base_url}/events",
-                                                      dedupes=False))  # fmt: skip
+    crash_after_send(pipeline, clock, f"{platform.base_url}/events", dedupes=False)
     for _ in range(2):  # start up (dead-letters the marker), then die before any commit
         restarted = runner(pipeline, clock, TinyDestination("tiny", platform.base_url,
                                                             dedupes=False), settings())  # fmt: skip
@@ -318,9 +318,8 @@ def test_a_crash_mid_replay_is_not_replayed_again_where_the_platform_cannot_dedu
     finally:
         delivery.stop()
     pipeline.deadletters.mark_replay("tiny")
-    platform.plan = [After(Hangup())]  # the replay lands, its answer is lost, then a crash
-    crash_after_send(pipeline, clock, TinyDestination("tiny", f"{platform.base_url}/events",
-                                                      dedupes=False))  # fmt: skip
+    # the replay lands, then a crash before its answer is read
+    crash_after_send(pipeline, clock, f"{platform.base_url}/events", dedupes=False)
     (row,) = pipeline.deadletters.items("tiny")
     assert not row.replay and "cannot deduplicate" in row.last_answer
     again = runner(pipeline, clock, TinyDestination("tiny", f"{platform.base_url}/events",

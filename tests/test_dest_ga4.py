@@ -28,7 +28,7 @@ from convtrack.model.processed import ProcessedEvent
 from convtrack.runtime.embedded import Pipeline
 from tests.conftest import ADMIN_KEY, WRITE_KEY, ServerFactory, ServerProcess, auth
 from tests.inprocess import ENV, call, process_all
-from tests.standins.base import Answer, Hangup, Slow
+from tests.standins.base import Answer, Slow
 from tests.standins.ga4 import Ga4StandIn
 
 SECRET = "s3cr3t"
@@ -302,15 +302,16 @@ def deliver_all(pipeline: Pipeline) -> None:
 def test_end_to_end_with_faults(tmp_path: Path, clock: ManualClock, standin: Ga4StandIn) -> None:
     standin.plan = [
         Answer(500, {}, b"internal"),
-        Hangup(),  # the connection drops before GA4 read it
+        Answer(502, {}, b"bad gateway"),  # a proxy's error: GA4 never saw it
         Answer(503, {"Retry-After": "2"}, b""),
         Slow(0.2),  # slow, within timeout_secs
         Answer(403, {}, b"<html>proxy says no</html>"),  # not GA4: refused for good
-    ]
+    ]  # met in this order: one request at a time (max_in_flight 1)
     table = {"kind": "ga4", "name": "ga", "endpoint": standin.base_url,
              "measurement_id": MEASUREMENT_ID, "api_secret_env": "GA4_SECRET",
              "event_map": {"Purchase": "purchase", "Signup": "session_start"},
-             "batch_max_wait_secs": 0, "timeout_secs": 1.0, "breaker_threshold": 100}  # fmt: skip
+             "batch_max_wait_secs": 0, "timeout_secs": 1.0, "breaker_threshold": 100,
+             "max_in_flight": 1}  # fmt: skip
     pipeline = open_pipeline(tmp_path, clock, table)
     try:
         for i in range(1, 6):

@@ -44,6 +44,9 @@ class DestinationBase(
     min_value: int | None = None
     event_map: dict[str, str] = msgspec.field(default_factory=dict)
     allow_private_network: bool = False
+    # Requests out at once; batches still commit in log order. 1 where a request
+    # carries a whole batch; more where the platform takes one event per request.
+    max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
 
 
 class WebhookSettings(DestinationBase, tag="webhook", kw_only=True, frozen=True):
@@ -109,6 +112,8 @@ class Ga4Settings(DestinationBase, tag="ga4", kw_only=True, frozen=True):
     window_hours: Annotated[int, msgspec.Meta(ge=1, le=72)] = 72
     # Sent as engagement_time_msec with each event (GA4 needs it for Realtime and sessions).
     engagement_time_msec: Annotated[int, msgspec.Meta(ge=1)] = 100
+    # One event per request at 200-800 ms each: one at a time would do 1-5 events/s.
+    max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=256)] = 32
 
 
 class LinkedInSettings(DestinationBase, tag="linkedin", kw_only=True, frozen=True):

@@ -55,6 +55,11 @@ CREATE TABLE IF NOT EXISTS in_flight (
 """
 
 
+# in_flight.resolved: 0 the send's fate is unknown; else settled, not to be sent again.
+DEAD_LETTERED = 1
+SETTLED = 2  # delivered, or taken out of the batch unsent
+
+
 def store_path(data_dir: Path) -> Path:
     return data_dir / "deliver" / "deadletters.db"
 
@@ -163,11 +168,16 @@ class DeadLetterStore:
         rows: Sequence[tuple[Forwarded, Failure]],
         *,
         cap: int | None = None,
+        in_flight: bool = False,
     ) -> int:
         """Dead-letter events each with its own failure, in one transaction; past ``cap``
-        rows for the destination the oldest are deleted. Returns how many were deleted."""
+        rows for the destination the oldest are deleted. Returns how many were deleted.
+        ``in_flight``: also flag their in-flight markers dead-lettered, in the same
+        transaction, so a crash before the commit does not dead-letter them twice."""
         with self._lock, self._transaction():
             self._conn.executemany(_INSERT, [_values(destination, e, f) for e, f in rows])
+            if in_flight:
+                self._set_in_flight(destination, [e for e, _ in rows], DEAD_LETTERED)
             return self._drop_past_cap(destination, cap)
 
     def _drop_past_cap(self, destination: str, cap: int | None) -> int:
@@ -289,14 +299,21 @@ class DeadLetterStore:
     ) -> int:
         """Dead-letter unresolved markers and flag them resolved, in one transaction (so a
         second crash neither loses nor doubles them). Returns rows dropped by the cap."""
+        return self.add_rows(destination, [(e, failure) for e in events], cap=cap, in_flight=True)
+
+    def settle_in_flight(self, destination: str, events: Sequence[Forwarded]) -> None:
+        """Flag markers whose events were delivered (or skipped) before their offsets are
+        committed: read again after a crash, they are passed over, neither resent nor
+        dead-lettered."""
         with self._lock, self._transaction():
-            self._conn.executemany(_INSERT, [_values(destination, e, failure) for e in events])
-            self._conn.executemany(
-                "UPDATE in_flight SET resolved = 1 WHERE destination = ? "
-                "AND source_partition = ? AND source_offset = ?",
-                [(destination, e.source_partition, e.source_offset) for e in events],
-            )
-            return self._drop_past_cap(destination, cap)
+            self._set_in_flight(destination, events, SETTLED)
+
+    def _set_in_flight(self, destination: str, events: Sequence[Forwarded], state: int) -> None:
+        self._conn.executemany(
+            "UPDATE in_flight SET resolved = ? WHERE destination = ? "
+            "AND source_partition = ? AND source_offset = ?",
+            [(state, destination, e.source_partition, e.source_offset) for e in events],
+        )
 
     def clear_in_flight(self, destination: str, committed: Mapping[int, int]) -> None:
         """Forget the markers below the committed positions (their batch is settled)."""

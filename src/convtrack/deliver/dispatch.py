@@ -5,6 +5,16 @@ It alone decides from a destination's outcomes: backoff with full jitter
 elapsed-time bounds, per-row retries and rejects, the setup pause, the circuit
 breaker and pacing. What becomes of the events (commit, dead-letter rows,
 replay bookkeeping) is the caller's ``Settle``.
+
+Several jobs may run at once on one dispatcher (``max_in_flight``), each on its
+own thread: the answers are applied one at a time under a lock, so the breaker,
+the pause and the settling see them in some order, never interleaved.
+
+Where the platform cannot deduplicate (``dedupes_on_event_id`` false), a
+request that was sent but not answered (a read timeout, a connection dropped
+after the request went out) may have been taken: it is dead-lettered for an
+operator to check instead of being sent again. A connection that could not be
+made (refused, connect timeout) sent nothing and is retried as usual.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from convtrack.deliver.base import (
     RetryPartial,
 )
 from convtrack.deliver.deadletters import Failure
+from convtrack.deliver.inflight import unanswered_reason
 from convtrack.deliver.outbound import EndpointGuard, Sender, host_of
 from convtrack.deliver.policy import Backoff, Breaker, next_delay
 from convtrack.observe.metrics import DeliveryMetrics
@@ -41,6 +52,15 @@ from convtrack.observe.metrics import DeliveryMetrics
 log = logging.getLogger("convtrack.deliver")
 
 REASON_CHARS = 500
+
+# Errors raised once the request may have left: the platform may have taken it.
+_MAYBE_SENT = (
+    httpx.ReadTimeout,
+    httpx.WriteTimeout,
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.RemoteProtocolError,
+)
 
 
 class Stopped(Exception):
@@ -117,6 +137,7 @@ class Dispatcher:
         self.pause_reason: str | None = None
         self.last_error: str | None = None
         self._last_request_at: float | None = None
+        self._answers = threading.RLock()  # one answer applied at a time
 
     # -- state ------------------------------------------------------------------
 
@@ -149,14 +170,17 @@ class Dispatcher:
                 job.held_at = None
             if job.not_before > now:
                 self._wait(job.not_before - now)
-            self._drop_ineligible(job, settle)
+            with self._answers:
+                self._drop_ineligible(job, settle)
             if not job.events:
                 break
             self._pace()
             if job.started is None:
                 job.started, job.first_at_us = self._clock.monotonic(), self._clock.now_us()
             status, outcome = self._attempt(job.events)
-            if not self._apply(job, status, outcome, settle):
+            with self._answers:
+                applied = self._apply(job, status, outcome, settle)
+            if not applied:
                 return False
         return True
 
@@ -310,11 +334,14 @@ class Dispatcher:
         started = time.perf_counter()
         try:
             status, headers, body = self._sender.send(request)
-        except httpx.TimeoutException:
-            reason = f"timed out after {self._settings.timeout_secs:g} s ({host_of(request.url)})"
-            return None, Retry(after_secs=None, reason=reason), "error"
         except httpx.HTTPError as exc:
-            return None, Retry(after_secs=None, reason=_describe(exc, request.url)), "error"
+            if isinstance(exc, httpx.TimeoutException):
+                what = f"timed out after {self._settings.timeout_secs:g} s ({host_of(request.url)})"
+            else:
+                what = _describe(exc, request.url)
+            if isinstance(exc, _MAYBE_SENT) and not self._destination.dedupes_on_event_id:
+                return None, Reject(reason=unanswered_reason(self.name, what)), "error"
+            return None, Retry(after_secs=None, reason=what), "error"
         finally:
             self._last_request_at = self._clock.monotonic()
             elapsed = time.perf_counter() - started

@@ -1,8 +1,12 @@
 """In-flight markers for destinations that cannot deduplicate (GA4, Slack).
 
 Before a batch is sent, its events are recorded in the dead-letter database;
-the markers are cleared once the batch's offsets are committed. A marker left
-at start means a crash interrupted a send whose fate is unknown: sending again
+the markers are cleared once the batch's offsets are committed. With several
+requests out at once (``max_in_flight``) a batch can be settled long before
+its offsets can be committed (an earlier one is still out): its markers are
+then flagged settled (delivered or skipped) or dead-lettered, and an event
+read again with such a marker is passed over. An unflagged marker left at
+start means a crash interrupted a send whose fate is unknown: sending again
 could count the conversion twice on the platform, so those events become dead
 letters (an operator checks, then replays) and the runner reads past them.
 Destinations that deduplicate on our ids need none of this: they just resend.
@@ -21,6 +25,15 @@ def unknown_fate_reason(destination: str) -> str:
     return (
         f"not resent: a crash interrupted its send and {destination} cannot deduplicate, "
         "so it may have arrived; check the platform before replaying"
+    )
+
+
+def unanswered_reason(destination: str, what: str) -> str:
+    """A request sent but not answered (timed out, connection dropped): it may have been
+    taken, and resending could count it twice where the platform cannot deduplicate."""
+    return (
+        f"not resent: {what}, and {destination} cannot deduplicate, so it may have "
+        "arrived; check the platform before replaying"
     )
 
 
@@ -60,6 +73,11 @@ class InFlight:
         if self.enabled and events:
             self._store.mark_in_flight(self._destination, events)
             self._marked = True
+
+    def settled(self, events: Sequence[Forwarded]) -> None:
+        """Delivered (or skipped) before the commit: never sent again, even after a crash."""
+        if self.enabled and events:
+            self._store.settle_in_flight(self._destination, events)
 
     def committed(self, positions: Mapping[int, int]) -> None:
         if self._marked:

@@ -48,9 +48,12 @@ class DeadLetterKeeper:
     def now_us(self) -> int:
         return self._clock.now_us()
 
-    def keep(self, rows: Sequence[tuple[Forwarded, Failure]]) -> None:
-        """Store rows the dispatcher dead-lettered (it counted them)."""
-        dropped = self.store.add_rows(self.name, rows, cap=self.limits.max_per_destination)
+    def keep(self, rows: Sequence[tuple[Forwarded, Failure]], *, in_flight: bool = False) -> None:
+        """Store rows the dispatcher dead-lettered (it counted them); ``in_flight``: flag
+        their in-flight markers in the same transaction."""
+        dropped = self.store.add_rows(
+            self.name, rows, cap=self.limits.max_per_destination, in_flight=in_flight
+        )
         self.dead_lettered += len(rows)
         self.dropped(dropped)
         self.check(force=True)

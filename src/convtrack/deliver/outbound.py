@@ -22,6 +22,8 @@ from convtrack.deliver.base import OutboundRequest
 MAX_ANSWER_BYTES = 64 * 1024
 CONNECT_TIMEOUT_SECS = 5.0
 RESOLVE_CACHE_SECS = 30.0
+DEFAULT_CONNECTIONS = 100  # httpx's own defaults, kept as floors
+DEFAULT_KEEPALIVE = 20
 
 _LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
 _METADATA_ADDRESSES = frozenset(
@@ -105,11 +107,21 @@ class Sender:
     """Sends one request: never follows redirects, reads at most ``MAX_ANSWER_BYTES``."""
 
     def __init__(
-        self, *, timeout_secs: float = 20.0, transport: httpx.BaseTransport | None = None
+        self,
+        *,
+        timeout_secs: float = 20.0,
+        connections: int = 1,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """``connections``: requests that may be out at once (thread-safe: httpx's pool);
+        as many connections are kept alive for the next ones."""
         self._timeout_secs = timeout_secs
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout_secs, connect=min(CONNECT_TIMEOUT_SECS, timeout_secs)),
+            limits=httpx.Limits(
+                max_connections=max(connections, DEFAULT_CONNECTIONS),
+                max_keepalive_connections=max(connections, DEFAULT_KEEPALIVE),
+            ),
             follow_redirects=False,
             transport=transport,
         )

@@ -11,6 +11,12 @@ are committed only after that, so a crash sends again what was not committed:
 platforms that deduplicate on our ids drop the copy, and for those that cannot,
 in-flight markers (``deliver.inflight``) turn the interrupted batch into dead
 letters instead. Dead letters marked for replay are sent before new events.
+
+Up to ``max_in_flight`` requests may be out at once (``deliver.window``): GA4
+takes one event per request, so one at a time would cap it at a few events a
+second. Batches are still committed in log order, each once it and every batch
+before it is settled; pacing (Slack) keeps one request at a time, and while
+paused or while the circuit is not closed only one trial request goes out.
 """
 
 from __future__ import annotations
@@ -18,7 +24,10 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent import futures
 
 from convtrack.clock import Clock
 from convtrack.config import DeadLettersSettings
@@ -31,6 +40,7 @@ from convtrack.deliver.inflight import InFlight
 from convtrack.deliver.keeper import DeadLetterKeeper
 from convtrack.deliver.outbound import EndpointGuard, Sender
 from convtrack.deliver.select import Selector, wanted
+from convtrack.deliver.window import Slot, Workers, completed
 from convtrack.log.base import LogConsumer, LogEntry, next_positions
 from convtrack.model.processed import decode_processed
 from convtrack.observe.metrics import Metrics
@@ -40,6 +50,8 @@ __all__ = ["DeliveryRunner", "wanted"]
 log = logging.getLogger("convtrack.deliver")
 
 POLL_TIMEOUT_SECS = 0.2
+SETTLE_POLL_SECS = 0.02  # while requests are out: commit their batches soon after they end
+WINDOW_PER_REQUEST = 4  # batches not yet committed, per request that may be out
 STOP_GRACE_SECS = 3.0  # within the 10 s a SIGTERM may take, beside the other stages
 
 
@@ -71,7 +83,12 @@ class DeliveryRunner:
         self._metrics = metrics
         alerts = alerts or Alerts(metrics.deliver.set_alert)
         self._outbox = outbox
-        self._sender = sender or Sender(timeout_secs=settings.timeout_secs)
+        # Pacing (Slack's 1 message/s) means one request at a time, whatever the setting.
+        paced = destination.min_interval_secs > 0
+        self.max_in_flight = 1 if paced else settings.max_in_flight
+        self._sender = sender or Sender(
+            timeout_secs=settings.timeout_secs, connections=self.max_in_flight
+        )
         self._stop = threading.Event()
         self._dispatcher = Dispatcher(
             destination=destination,
@@ -96,14 +113,21 @@ class DeliveryRunner:
         )  # fmt: skip
         own = settings.batch_max_events or destination.max_batch_events
         self.batch_limit = max(1, min(own, destination.max_batch_events))
-        self._entries: list[LogEntry] = []  # read since the last commit
+        # Batches done may wait for a slower one before them: allow a few per request out.
+        self._window = 1 if self.max_in_flight == 1 else WINDOW_PER_REQUEST * self.max_in_flight
+        self._workers = (
+            Workers(f"deliver-{self.name}", self.max_in_flight) if self.max_in_flight > 1 else None
+        )
+        self._settle = _LogSettle(self)
+        self._entries: list[LogEntry] = []  # read since the last cut
         self._batch: list[Forwarded] = []  # the ones to send among them
-        self._batch_started = 0.0
-        self._job: Job | None = None  # the batch being dispatched (held by a pause)
+        self._marks: list[tuple[int, float]] = []  # per batched event: entries up to it, read at
+        self._slots: deque[Slot] = deque()  # cut, not committed yet, in log order
         self._started = False
         self._lag_events = 0
         self._lag_seconds = 0.0
         self._thread = threading.Thread(target=self._run, name=f"deliver-{self.name}", daemon=True)
+        self._count_lock = threading.Lock()
         self.delivered = 0
 
     @property
@@ -117,37 +141,46 @@ class DeliveryRunner:
     # -- one step ---------------------------------------------------------------
 
     def run_once(self, timeout_secs: float = 0.0) -> int:
-        """Resume a held batch, send alerts and replays, read new events, send a due batch.
+        """Settle finished requests, resume held batches, send alerts and replays, read
+        new events, send the batches that are due.
 
         Returns how many events were handled (0: nothing to do now, or blocked).
         """
         if not self._started:
             self._start_up()
         self._keeper.check()
+        self._collect()
         if self._dispatcher.blocked_secs() > 0:
             self._update_lag()
             return 0
-        if self._job is not None:
-            held = len(self._job.events)
-            return held if self.flush() else 0
-        if self._outbox is not None:
-            self._dispatcher.send_alerts(self._outbox)
-        replayed = self._keeper.replay(self._dispatcher, self.batch_limit, self._count_delivered)
-        if replayed:
-            return replayed
-        room = self.batch_limit - len(self._batch)
-        entries = self._consumer.poll(room, timeout_secs) if room > 0 else []
-        self._select(entries)
+        if any(slot.held for slot in self._slots):
+            resumed = self._resume_held()
+            self._collect()
+            self._update_lag()
+            return 0 if any(slot.held for slot in self._slots) else resumed
+        if not self._slots:  # alerts and replays go between our own requests
+            if self._outbox is not None:
+                self._dispatcher.send_alerts(self._outbox)
+            replayed = self._keeper.replay(
+                self._dispatcher, self.batch_limit, self._count_delivered
+            )
+            if replayed:
+                return replayed
+        room = (self._window - len(self._slots)) * self.batch_limit - len(self._batch)
+        freed = 0
+        if room > 0:
+            entries = self._consumer.poll(room, timeout_secs)
+            self._select(entries)
+        else:  # the window is full: wait for a request to end
+            entries = []
+            freed = self._await_one(timeout_secs)
         self._update_lag()
-        if not self._batch:
-            if self._entries:  # nothing to send among them: move on
-                self._commit()
-            return len(entries)
-        full = len(self._batch) >= self.batch_limit
-        waited = self._clock.monotonic() - self._batch_started
-        if full or waited >= self._settings.batch_max_wait_secs:
-            self.flush()
-        return len(entries)
+        self._send_due(force=False)
+        self._collect()
+        if not self._batch and not self._slots and self._entries:
+            self._commit(self._entries)  # nothing to send among them: move on
+            self._entries = []
+        return len(entries) + freed
 
     def _select(self, entries: Sequence[LogEntry]) -> None:
         now_us = self._clock.now_us()
@@ -162,40 +195,141 @@ class DeliveryRunner:
                 # Read it again later rather than commit past it unsent.
                 self._consumer.seek(_first_positions(entries[index:]))
                 raise
+            self._entries.append(entry)
             if isinstance(chosen, Forwarded):
-                if not self._batch:
-                    self._batch_started = self._clock.monotonic()
                 self._batch.append(chosen)
+                self._marks.append((len(self._entries), self._clock.monotonic()))
             elif chosen is not None:
                 skipped.labels(self.name, chosen).inc()
-            self._entries.append(entry)
 
     def flush(self) -> bool:
-        """Send the buffered batch now; commit once it is settled. False when it is held
-        (a setup pause, an open circuit, or a stop): nothing is committed then."""
-        if self._job is None and self._batch:
-            self._inflight.mark(self._batch)
-            self._job = Job(events=list(self._batch))
-        if self._job is not None:
-            try:
-                if not self._dispatcher.run(self._job, _LogSettle(self, self._keeper)):
-                    return False
-            except Stopped:
-                return False  # not committed: sent again after a restart
-            self._job = None
+        """Send everything buffered now and wait until it is settled and committed. False
+        when some is held (a setup pause, an open circuit, or a stop): what is held and
+        what follows it is not committed then."""
+        while self._batch or self._slots:
+            if self._dispatcher.blocked_secs() <= 0:
+                self._resume_held()
+                self._send_due(force=True)
+            self._collect(wait=True)
+            if any(slot.held for slot in self._slots) and self._held_for_now():
+                return False
         if self._entries:
-            self._commit()
-        self._batch.clear()
+            self._commit(self._entries)
+            self._entries = []
+        self._update_lag()
         return True
 
-    def _commit(self) -> None:
-        positions = next_positions(self._entries)
+    # -- the window ---------------------------------------------------------------
+
+    def _held_for_now(self) -> bool:
+        """Held batches must wait: paused, the circuit open, or stopping (else a trial
+        just closed the circuit and they may go)."""
+        return self._stop.is_set() or self._dispatcher.blocked_secs() > 0
+
+    def _capacity(self) -> int:
+        """Requests that may be out now: one (a trial) while paused or the circuit is not
+        closed, so a platform that is down or refusing us gets one request, not many."""
+        dispatcher = self._dispatcher
+        if dispatcher.paused or dispatcher.circuit() != "closed":
+            return 1
+        return self.max_in_flight
+
+    def _running(self) -> int:
+        return sum(1 for slot in self._slots if slot.running)
+
+    def _send_due(self, *, force: bool) -> None:
+        """Cut the due batches (full, waited long enough, or ``force``) and send them, as
+        many as the window and the capacity allow."""
+        cut: list[Slot] = []
+        running = self._running()
+        while self._batch and len(self._slots) + len(cut) < self._window:
+            if running + len(cut) >= self._capacity():
+                break
+            full = len(self._batch) >= self.batch_limit
+            waited = self._clock.monotonic() - self._marks[0][1]
+            if not (force or full or waited >= self._settings.batch_max_wait_secs):
+                break
+            cut.append(self._cut())
+        if not cut:
+            return
+        self._inflight.mark([event for slot in cut for event in slot.job.events])
+        for slot in cut:
+            self._slots.append(slot)
+            self._submit(slot)
+
+    def _cut(self) -> Slot:
+        count = min(self.batch_limit, len(self._batch))
+        events = self._batch[:count]
+        upto = self._marks[count - 1][0]
+        entries = self._entries[:upto]
+        del self._batch[:count], self._entries[:upto]
+        self._marks = [(n - upto, at) for n, at in self._marks[count:]]
+        return Slot(entries=entries, job=Job(events=events))
+
+    def _submit(self, slot: Slot) -> None:
+        job, dispatcher, settle = slot.job, self._dispatcher, self._settle
+
+        def run() -> bool:
+            try:
+                return dispatcher.run(job, settle)
+            except Stopped:
+                return False  # not committed: sent again after a restart
+
+        slot.future = completed(run) if self._workers is None else self._workers.submit(run)
+
+    def _resume_held(self) -> int:
+        """Send held batches again, oldest first, within the capacity; returns their events."""
+        resumed = 0
+        for slot in self._slots:
+            if self._running() >= self._capacity():
+                break
+            if slot.held:
+                resumed += len(slot.job.events)
+                self._submit(slot)
+        return resumed
+
+    def _await_one(self, timeout_secs: float) -> int:
+        """Wait until a request ends (at most ``timeout_secs``, or for good when 0 by
+        hand); returns how many ended."""
+        running = [slot.future for slot in self._slots if slot.future is not None]
+        if not running:
+            return 0
+        futures.wait(running, timeout=timeout_secs or None, return_when=futures.FIRST_COMPLETED)
+        return sum(1 for future in running if future.done())
+
+    def _collect(self, *, wait: bool = False) -> None:
+        """Note the batches whose requests ended (``wait``: all of them), then commit the
+        settled ones at the front. An error of a job is raised after the commit; its batch
+        is held and tried again."""
+        error: BaseException | None = None
+        for slot in self._slots:
+            future = slot.future
+            if future is None or not (wait or future.done()):
+                continue
+            slot.future = None
+            try:
+                slot.done = future.result()
+            except Exception as exc:
+                error = error or exc
+        settled: list[LogEntry] = []
+        while self._slots and self._slots[0].done:
+            settled += self._slots.popleft().entries
+        if not self._slots and not self._batch:
+            settled += self._entries  # skipped ones read after the last batch
+            self._entries = []
+        if settled:
+            self._commit(settled)
+        if error is not None:
+            raise error
+
+    def _commit(self, entries: Sequence[LogEntry]) -> None:
+        positions = next_positions(entries)
         self._consumer.commit(positions)
         self._inflight.committed(positions)
-        self._entries.clear()
 
     def _count_delivered(self, count: int) -> None:
-        self.delivered += count
+        with self._count_lock:
+            self.delivered += count
 
     def _start_up(self) -> None:
         """Once, before the first read: settle what a crash left in flight."""
@@ -212,12 +346,16 @@ class DeliveryRunner:
 
     # -- the thread and health ------------------------------------------------------
 
+    def _uncommitted(self) -> list[LogEntry]:
+        return [entry for slot in self._slots for entry in slot.entries] + self._entries
+
     def _update_lag(self) -> None:
         lag = self._consumer.lag()
-        self._lag_events = lag.events + len(self._entries)
+        uncommitted = self._uncommitted()
+        self._lag_events = lag.events + len(uncommitted)
         self._lag_seconds = lag.seconds
-        if self._entries:
-            oldest = (self._clock.now_us() - self._entries[0].logged_at_us) / 1e6
+        if uncommitted:
+            oldest = (self._clock.now_us() - uncommitted[0].logged_at_us) / 1e6
             self._lag_seconds = max(self._lag_seconds, oldest)
         self._metrics.deliver.lag_events.labels(self.name).set(self._lag_events)
         self._metrics.deliver.lag_seconds.labels(self.name).set(self._lag_seconds)
@@ -233,6 +371,7 @@ class DeliveryRunner:
         detail = dispatcher.pause_reason if paused else None
         if detail is None and circuit != "closed":
             detail = f"circuit {circuit}"
+        slots = list(self._slots)
         return {
             "healthy": not paused and circuit == "closed" and dispatcher.last_error is None,
             "detail": detail or dispatcher.last_error or "ok",
@@ -241,7 +380,9 @@ class DeliveryRunner:
             "last_error": dispatcher.last_error,
             "lag_events": self._lag_events,
             "lag_seconds": round(self._lag_seconds, 3),
-            "buffered_events": len(self._batch),
+            "buffered_events": len(self._batch)
+            + sum(len(slot.job.events) for slot in slots if not slot.done),
+            "requests_in_flight": sum(1 for slot in slots if slot.running),
             "dead_letters": self._keeper.total,
         }
 
@@ -252,6 +393,7 @@ class DeliveryRunner:
                 if blocked > 0:
                     self._stop.wait(min(blocked, 1.0))
                     self._keeper.check()
+                    self._collect()
                     continue
                 self.run_once(timeout_secs=self._poll_timeout())
             except Exception as exc:
@@ -261,10 +403,11 @@ class DeliveryRunner:
                 self._stop.wait(1.0)
 
     def _poll_timeout(self) -> float:
-        """Wait for new events at most until the buffered batch is due (its latency)."""
+        """Wait for new events at most until the buffered batch is due (its latency), and
+        not long while requests are out (their batches commit when this thread looks)."""
         if not self._batch:
-            return POLL_TIMEOUT_SECS
-        due = self._batch_started + self._settings.batch_max_wait_secs - self._clock.monotonic()
+            return POLL_TIMEOUT_SECS if not self._slots else SETTLE_POLL_SECS
+        due = self._marks[0][1] + self._settings.batch_max_wait_secs - self._clock.monotonic()
         return max(0.0, min(POLL_TIMEOUT_SECS, due))
 
     def _wait(self, secs: float) -> None:
@@ -280,15 +423,41 @@ class DeliveryRunner:
         A request still in flight after ``grace_secs`` is abandoned (the process is
         exiting within its shutdown budget): its batch is not committed, so it is
         resent, or for a platform that cannot deduplicate, found in flight at the
-        next start."""
+        next start (batches settled after it are passed over then)."""
+        deadline = time.monotonic() + grace_secs
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(grace_secs)
         if self._thread.is_alive():
             log.warning("delivery_abandoned_at_stop", extra={"destination": self.name})
             return  # its consumer and client go with the process
-        self._consumer.close()
+        running = [slot.future for slot in self._slots if slot.future is not None]
+        if running:
+            futures.wait(running, timeout=max(0.0, deadline - time.monotonic()))
+        try:
+            self._commit_settled()
+        finally:
+            self._consumer.close()
+            if self._workers is not None:
+                self._workers.close()
+        if any(not future.done() for future in running):
+            log.warning("delivery_abandoned_at_stop", extra={"destination": self.name})
+            return  # a request hangs: its client goes with the process
         self._sender.close()
+
+    def _commit_settled(self) -> None:
+        """At a stop: commit the settled batches at the front (none is sent again)."""
+        if not self._started:
+            return
+        for slot in self._slots:
+            future = slot.future
+            if future is not None and future.done() and future.exception() is None:
+                slot.future, slot.done = None, future.result()
+        settled: list[LogEntry] = []
+        while self._slots and self._slots[0].done:
+            settled += self._slots.popleft().entries
+        if settled:
+            self._commit(settled)
 
 
 def _first_positions(entries: Sequence[LogEntry]) -> dict[int, int]:
@@ -299,17 +468,18 @@ def _first_positions(entries: Sequence[LogEntry]) -> dict[int, int]:
 
 
 class _LogSettle:
-    """A batch read from the log: dead letters are kept; the commit comes after."""
+    """Batches read from the log: dead letters are kept, in-flight markers flagged; the
+    commit comes after, in log order. Called from the request threads."""
 
-    def __init__(self, runner: DeliveryRunner, keeper: DeadLetterKeeper) -> None:
+    def __init__(self, runner: DeliveryRunner) -> None:
         self._runner = runner
-        self._keeper = keeper
 
     def delivered(self, events: Sequence[Forwarded]) -> None:
-        self._runner.delivered += len(events)
+        self._runner._inflight.settled(events)
+        self._runner._count_delivered(len(events))
 
     def skipped(self, events: Sequence[Forwarded], reason: str) -> None:
-        pass  # counted by the dispatcher; committed with the batch
+        self._runner._inflight.settled(events)  # counted by the dispatcher
 
     def dead(self, rows: Sequence[tuple[Forwarded, Failure]]) -> None:
-        self._keeper.keep(rows)
+        self._runner._keeper.keep(rows, in_flight=self._runner._inflight.enabled)
