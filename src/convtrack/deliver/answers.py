@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
+
+from convtrack.deliver.base import Outcome, Reject, Retry
 
 EXCERPT_CHARS = 500
 
@@ -33,3 +36,24 @@ def json_object(body: bytes) -> dict[str, Any] | None:
     except msgspec.DecodeError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """The answer without our credentials, should a platform ever echo them."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+def by_status(status: int, after_secs: float | None, reason: str) -> Outcome | None:
+    """The class of an error answer by its HTTP status alone, when the platform's own
+    error code did not decide: 429 throttled, 5xx and 408 transient, 401/403 a setup
+    error; None for the rest (each platform says what a 2xx or another 4xx means)."""
+    if status == 429:
+        return Retry(after_secs=after_secs, reason=reason, throttled=True)
+    if status >= 500 or status == 408:
+        return Retry(after_secs=after_secs, reason=reason)
+    if status in (401, 403):
+        return Reject(reason=reason, setup=True)
+    return None

@@ -9,7 +9,6 @@ dropped, the country hashed from its lower-case ISO code. IP, user agent,
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import msgspec
 
 from convtrack.deliver.base import Forwarded, OutboundRequest
+from convtrack.deliver.fields import event_seconds, identifier, ip_address, number, purchase_fields
 
 _encoder = msgspec.json.Encoder(order="deterministic")
 _HEX64 = re.compile(r"^[a-fA-F0-9]{64}$")
@@ -27,10 +27,6 @@ _COOKIE = re.compile(r"^fb\.\d\.\d{13}\..+")
 # user_data keys taken as they are from the payload's hashed user fields.
 _HASHED_AS_IS = (("fn", "first_name"), ("ln", "last_name"), ("ct", "city"),
                  ("st", "state"), ("zp", "zip"), ("external_id", "external_id"))  # fmt: skip
-
-
-def event_seconds(payload: dict[str, Any]) -> int:
-    return int(payload["event_time_us"]) // 1_000_000
 
 
 def hashed_country(country: str) -> str | None:
@@ -49,17 +45,6 @@ def click_cookie(payload: dict[str, Any], name: str) -> str | None:
         if isinstance(value, str) and _COOKIE.match(value):
             return value
     return None
-
-
-def ip_address(value: object) -> str | None:
-    """The client IP as given, when it is one (contexts are not checked on arrival)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return None
-    return value
 
 
 def fbc(payload: dict[str, Any]) -> str | None:
@@ -102,12 +87,6 @@ def user_data(payload: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _number(value: object) -> float | int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value
-
-
 def contents(properties: dict[str, Any]) -> list[dict[str, Any]]:
     """``properties.contents`` items as Meta's ``{id, quantity, item_price}``
     (``content_id`` and ``price`` are read too, as TikTok-style senders write them)."""
@@ -118,14 +97,14 @@ def contents(properties: dict[str, Any]) -> list[dict[str, Any]]:
     for item in items:
         if not isinstance(item, dict):
             continue
-        item_id = item.get("id", item.get("content_id"))
-        if not isinstance(item_id, str | int) or isinstance(item_id, bool):
+        item_id = identifier(item.get("id", item.get("content_id")))
+        if item_id is None:
             continue
-        entry: dict[str, Any] = {"id": str(item_id)}
-        quantity = _number(item.get("quantity"))
+        entry: dict[str, Any] = {"id": item_id}
+        quantity = number(item.get("quantity"))
         if quantity is not None:
             entry["quantity"] = quantity
-        price = _number(item.get("item_price", item.get("price")))
+        price = number(item.get("item_price", item.get("price")))
         if price is not None:
             entry["item_price"] = price
         out.append(entry)
@@ -134,19 +113,10 @@ def contents(properties: dict[str, Any]) -> list[dict[str, Any]]:
 
 def custom_data(payload: dict[str, Any]) -> dict[str, Any]:
     properties: dict[str, Any] = payload.get("properties") or {}
-    data: dict[str, Any] = {}
-    if payload.get("amount") is not None and payload.get("currency"):
-        data["value"] = float(payload["amount"])
-        data["currency"] = payload["currency"]
-    order_id = properties.get("order_id")
-    if isinstance(order_id, str | int) and not isinstance(order_id, bool) and str(order_id):
-        data["order_id"] = str(order_id)
+    data = purchase_fields(payload)
     items = contents(properties)
     if items:
         data["contents"] = items
-    content_type = properties.get("content_type")
-    if content_type in ("product", "product_group"):
-        data["content_type"] = content_type
     return data
 
 

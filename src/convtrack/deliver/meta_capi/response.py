@@ -18,20 +18,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from convtrack.deliver.answers import excerpt, json_object, retry_after_secs
+from convtrack.deliver.answers import by_status, excerpt, json_object, redact, retry_after_secs
 from convtrack.deliver.base import Delivered, Outcome, Reject, Retry
 
 TRANSIENT_CODES = frozenset({1, 2})
 THROTTLE_CODES = frozenset({4, 17, 32, 341, 613, 368})
 SETUP_CODES = frozenset({10, 102, 104, 190}) | frozenset(range(200, 300))
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """The answer without our credentials, should a platform ever echo them."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return text
 
 
 def graph_error(answer: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -73,10 +65,4 @@ def read_response(
             return Reject(reason=reason, setup=True)
         if status < 500:
             return Reject(reason=reason)
-    if status == 429:
-        return Retry(after_secs=after, reason=reason, throttled=True)
-    if status >= 500 or status == 408:
-        return Retry(after_secs=after, reason=reason)
-    if status in (401, 403):
-        return Reject(reason=reason, setup=True)
-    return Reject(reason=reason)
+    return by_status(status, after, reason) or Reject(reason=reason)

@@ -7,34 +7,22 @@ external id. ``ttclid``, ``ttp``, IP and user agent are sent as they are.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from convtrack.deliver.base import Forwarded, OutboundRequest
+from convtrack.deliver.fields import (
+    event_seconds,
+    identifier,
+    ip_address,
+    number,
+    purchase_fields,
+    text,
+)
 
 _encoder = msgspec.json.Encoder(order="deterministic")
-
-
-def event_seconds(payload: dict[str, Any]) -> int:
-    return int(payload["event_time_us"]) // 1_000_000
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def ip_address(value: object) -> str | None:
-    """The client IP as given, when it is one (contexts are not checked on arrival)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return None
-    return value
 
 
 def ttp(payload: dict[str, Any]) -> str | None:
@@ -42,7 +30,7 @@ def ttp(payload: dict[str, Any]) -> str | None:
     (our click ids have no slot for it yet, so senders pass it as a property)."""
     click_ids: dict[str, Any] = payload.get("click_ids") or {}
     properties: dict[str, Any] = payload.get("properties") or {}
-    return _text(click_ids.get("ttp")) or _text(properties.get("_ttp"))
+    return text(click_ids.get("ttp")) or text(properties.get("_ttp"))
 
 
 def user(payload: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +39,7 @@ def user(payload: dict[str, Any]) -> dict[str, Any]:
     for key, field in (("email", "email"), ("phone", "phone_e164"), ("external_id", "external_id")):
         if given.get(field):
             out[key] = [given[field]]
-    ttclid = _text((payload.get("click_ids") or {}).get("ttclid"))
+    ttclid = text((payload.get("click_ids") or {}).get("ttclid"))
     if ttclid:
         out["ttclid"] = ttclid
     cookie = ttp(payload)
@@ -65,12 +53,6 @@ def user(payload: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _number(value: object) -> float | int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value
-
-
 def contents(items: object) -> list[dict[str, Any]]:
     """``properties.contents`` as TikTok's ``{content_id, content_name, quantity, price}``
     (Meta-style ``id`` and ``item_price`` are read too)."""
@@ -80,17 +62,17 @@ def contents(items: object) -> list[dict[str, Any]]:
     for item in items:
         if not isinstance(item, dict):
             continue
-        item_id = item.get("content_id", item.get("id"))
-        if not isinstance(item_id, str | int) or isinstance(item_id, bool):
+        item_id = identifier(item.get("content_id", item.get("id")))
+        if item_id is None:
             continue
-        entry: dict[str, Any] = {"content_id": str(item_id)}
-        name = _text(item.get("content_name", item.get("name")))
+        entry: dict[str, Any] = {"content_id": item_id}
+        name = text(item.get("content_name", item.get("name")))
         if name:
             entry["content_name"] = name
-        quantity = _number(item.get("quantity"))
+        quantity = number(item.get("quantity"))
         if quantity is not None:
             entry["quantity"] = quantity
-        price = _number(item.get("price", item.get("item_price")))
+        price = number(item.get("price", item.get("item_price")))
         if price is not None:
             entry["price"] = price
         out.append(entry)
@@ -99,15 +81,7 @@ def contents(items: object) -> list[dict[str, Any]]:
 
 def properties(payload: dict[str, Any]) -> dict[str, Any]:
     given: dict[str, Any] = payload.get("properties") or {}
-    out: dict[str, Any] = {}
-    if payload.get("amount") is not None and payload.get("currency"):
-        out["value"] = float(payload["amount"])
-        out["currency"] = payload["currency"]
-    order_id = given.get("order_id")
-    if isinstance(order_id, str | int) and not isinstance(order_id, bool) and str(order_id):
-        out["order_id"] = str(order_id)
-    if given.get("content_type") in ("product", "product_group"):
-        out["content_type"] = given["content_type"]
+    out = purchase_fields(payload)
     items = contents(given.get("contents"))
     if items:
         out["contents"] = items

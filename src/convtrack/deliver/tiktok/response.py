@@ -20,20 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from convtrack.deliver.answers import excerpt, json_object, retry_after_secs
+from convtrack.deliver.answers import by_status, excerpt, json_object, redact, retry_after_secs
 from convtrack.deliver.base import Delivered, Outcome, Reject, Retry
 
 THROTTLE_CODES = frozenset({40100})
 SETUP_CODES = frozenset({40001, 40104, 40105})
 TRANSIENT_CODES = range(50000, 60000)
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """The answer without our credentials, should a platform ever echo them."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return text
 
 
 def read_response(
@@ -54,12 +46,9 @@ def read_response(
             return Reject(reason=reason, setup=True)
         if code != 0 and status < 500 and status != 429:
             return Reject(reason=reason)
-    if status == 429:
-        return Retry(after_secs=after, reason=reason, throttled=True)
-    if status >= 500 or status == 408:
-        return Retry(after_secs=after, reason=reason)
-    if status in (401, 403):
-        return Reject(reason=reason, setup=True)
+    by_http = by_status(status, after, reason)
+    if by_http is not None:
+        return by_http
     if 200 <= status < 300:
         return Retry(after_secs=after, reason=f"no code in the answer: {reason}")
     return Reject(reason=reason)

@@ -1,0 +1,56 @@
+"""Reading fields of the canonical payload, shared by the destinations' ``request`` modules."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+
+def event_seconds(payload: dict[str, Any]) -> int:
+    """The event time in whole seconds (Meta, TikTok)."""
+    return int(payload["event_time_us"]) // 1_000_000
+
+
+def text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def number(value: object) -> float | int | None:
+    """A JSON number as given (never a bool, which Python counts as an int)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
+
+
+def ip_address(value: object) -> str | None:
+    """The client IP as given, when it is one (contexts are not checked on arrival)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    return value
+
+
+def identifier(value: object) -> str | None:
+    """An id given as a string or an integer (never a bool), as a string."""
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        return None
+    return str(value)
+
+
+def purchase_fields(payload: dict[str, Any]) -> dict[str, Any]:
+    """What Meta's ``custom_data`` and TikTok's ``properties`` share: ``value`` (major
+    units) and ``currency``, ``order_id``, and ``content_type`` when it is one they know."""
+    given: dict[str, Any] = payload.get("properties") or {}
+    out: dict[str, Any] = {}
+    if payload.get("amount") is not None and payload.get("currency"):
+        out["value"] = float(payload["amount"])
+        out["currency"] = payload["currency"]
+    order_id = identifier(given.get("order_id"))
+    if order_id:
+        out["order_id"] = order_id
+    if given.get("content_type") in ("product", "product_group"):
+        out["content_type"] = given["content_type"]
+    return out
