@@ -18,7 +18,9 @@ partitions later would move users between partitions.
 
 Threads: a poller thread serves the producer's delivery reports and wakes the
 waiting appends; a watchdog thread checks the cluster metadata each second for
-``status``. Record timestamps come from the injected clock (CreateTime).
+``status`` (refusing appends at once while it cannot be read) and refreshes
+the lag caches (kafka_lag). Record timestamps come from the injected clock
+(CreateTime). Consumers: kafka_consumer (at-least-once across rebalances).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final, Literal
+from typing import Final
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
@@ -58,7 +60,6 @@ PROBE_TIMEOUT_SECS: Final = 2.0
 DELIVERY_ERROR_HOLD_SECS: Final = 3.0
 LAST_ENTRY_TIMEOUT_SECS: Final = 10.0
 CLOSE_FLUSH_SECS: Final = 10.0
-Stream = Literal["events", "processed"]
 
 
 class _Append:

@@ -6,6 +6,9 @@ at-least-once across rebalances: a partition that moves to another member is
 read from the group's committed offset, so whatever its previous owner
 handled but had not committed yet is handled again. Records of a partition
 this member lost are dropped, never returned, even when already fetched.
+A member is dropped from the group when it stops heartbeating for 10 s (a
+killed process) or does not poll for 5 min (librdkafka's max.poll.interval);
+a commit it makes afterwards may rewind the new owner: more replay, never loss.
 
 ``seek`` of an assigned partition takes effect at once; a seek of a partition
 not assigned yet is applied when the next assignment arrives (the processor
