@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     import redis
 
 Cells = dict[tuple[str, ...], dict[str, int]]  # counter cell -> kind letter -> amount
+SKEW_MINUTES = 2  # minutes after the reader's own that live() still reads
 
 
 def _redis_module() -> Any:
@@ -233,8 +234,10 @@ class RedisHotStore(HotStore):
 
     def live(self, now_us: int, window_minutes: int, latency_minutes: int) -> LiveStats:
         minute = now_us // 60_000_000
-        minutes = list(range(minute - window_minutes + 1, minute + 1))
-        latency_range = range(minute - latency_minutes + 1, minute + 1)
+        # A processor on a host whose clock runs ahead writes minutes "after" ours.
+        ahead = minute + 1 + SKEW_MINUTES
+        minutes = list(range(minute - window_minutes + 1, ahead))
+        latency_range = range(minute - latency_minutes + 1, ahead)
         with self._translate("read"):
             pipe = self._client.pipeline(transaction=False)
             for m in minutes:
