@@ -14,7 +14,7 @@ printed as bytes per id. Two receive-time layouts are measured for the store:
 Starts its own Redis (``convtrack.devservices.RedisServer``) in a temp dir
 unless ``--url`` names one (whose database is FLUSHED: use a scratch one).
 
-    .venv/bin/python bench/redis_memory.py            # N = 1,000,000 (about 1-2 min)
+    .venv/bin/python bench/redis_memory.py            # N = 1,000,000 (6 min on 2 busy vCPUs)
     .venv/bin/python bench/redis_memory.py --n 200000
 """
 
