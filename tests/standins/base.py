@@ -11,6 +11,10 @@ next one before ``check`` runs:
 - ``Hangup()``: closes the connection without an answer;
 - ``After(fault)``: the request is checked and accepted normally, then the
   fault's answer replaces the platform's (a lost acknowledgement).
+
+``latency_secs`` (0 by default) makes every request take that long before the
+platform checks it, like a real platform's 200-800 ms (benchmarks set it;
+requests in flight together wait together).
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class StandIn:
         self.requests: list[Request] = []
         self.accepted: list[str] = []
         self.answers: list[int] = []
+        self.latency_secs = 0.0
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -116,6 +121,8 @@ class StandIn:
         with self.lock:
             self.requests.append(request)
             fault = self.plan.pop(0) if self.plan else None
+        if self.latency_secs > 0:
+            time.sleep(self.latency_secs)
         if isinstance(fault, Slow):
             time.sleep(fault.secs)
             fault = None

@@ -121,7 +121,8 @@ class DeliveryRunner:
         self._settle = _LogSettle(self)
         self._entries: list[LogEntry] = []  # read since the last cut
         self._batch: list[Forwarded] = []  # the ones to send among them
-        self._marks: list[tuple[int, float]] = []  # per batched event: entries up to it, read at
+        # per batched event: the entries up to it, and when it was logged (monotonic)
+        self._marks: list[tuple[int, float]] = []
         self._slots: deque[Slot] = deque()  # cut, not committed yet, in log order
         self._started = False
         self._lag_events = 0
@@ -198,9 +199,17 @@ class DeliveryRunner:
             self._entries.append(entry)
             if isinstance(chosen, Forwarded):
                 self._batch.append(chosen)
-                self._marks.append((len(self._entries), self._clock.monotonic()))
+                self._marks.append((len(self._entries), self._logged_at(entry, now_us)))
             elif chosen is not None:
                 skipped.labels(self.name, chosen).inc()
+
+    def _logged_at(self, entry: LogEntry, now_us: int) -> float:
+        """When the entry was logged, on the monotonic clock: a batch waits at most
+        ``batch_max_wait_secs`` from its first event's logging, not from its reading
+        (read late because the previous request was out, it would wait twice). Capped
+        to the wait, so a skewed clock in another process only makes a batch go sooner."""
+        age = (now_us - entry.logged_at_us) / 1e6
+        return self._clock.monotonic() - min(max(age, 0.0), self._settings.batch_max_wait_secs)
 
     def flush(self) -> bool:
         """Send everything buffered now and wait until it is settled and committed. False
