@@ -76,6 +76,13 @@ def resume_positions(
     return {p: min(hot_positions.get(p, 0), published.get(p, 0)) for p in wanted}
 
 
+def _first_offsets(entries: list[LogEntry]) -> dict[int, int]:
+    first: dict[int, int] = {}
+    for entry in entries:
+        first.setdefault(entry.partition, entry.offset)
+    return first
+
+
 class ProcessorRunner:
     def __init__(
         self,
@@ -134,7 +141,17 @@ class ProcessorRunner:
         from there, and count here (there is more to read).
         """
         polled = self._consumer.poll(self._max_batch, self._poll_timeout)
-        entries = self._resume_started_partitions(polled)
+        try:
+            entries = self._resume_started_partitions(polled)
+        except ConvtrackError as exc:
+            # The hot store or the processed log cannot say where to resume now: read
+            # these entries again later rather than guess.
+            self._consumer.seek(_first_offsets(polled))
+            self.healthy, self.last_error = False, str(exc)
+            self._metrics.errors.labels("process", type(exc).__name__).inc()
+            log.warning("resume_check_failed", extra={"error": str(exc)})
+            self._stop.wait(0.5)
+            return len(polled)
         if entries:
             batch = Batch(items=[Item(entry=e) for e in entries], positions=next_positions(entries))
             self._submit_until_committed(batch)
@@ -160,21 +177,23 @@ class ProcessorRunner:
         """
         if not entries:
             return entries
-        first: dict[int, int] = {}
-        for entry in entries:
-            first.setdefault(entry.partition, entry.offset)
+        first = _first_offsets(entries)
         hot = self._hot.positions(GROUP)
         started = set()
         for p, offset in first.items():
-            moved_to = self._moved_to.pop(p, None)
+            moved_to = self._moved_to.get(p)
             if moved_to is not None and offset >= moved_to:
                 continue
             if offset != self._next_offsets.get(p) or hot.get(p, 0) != offset:
                 started.add(p)
         if not started:
+            for p in first:
+                self._moved_to.pop(p, None)
             self._advance(entries)
             return entries
         targets = resume_positions(hot, self._processed, started)
+        for p in first:
+            self._moved_to.pop(p, None)
         moves = {p: targets[p] for p in started if targets[p] != first[p]}
         self.resumes += len(moves)
         if moves:
