@@ -223,6 +223,9 @@ def test_a_crash_with_requests_out_resends_nothing_to_a_platform_that_cannot_ded
     try:
         first.run_once()
         wait_for("e1-e3 settled", lambda: first.delivered == 3)
+        first.run_once()  # notes the ended requests: a SIGKILL from here on loses nothing
+        markers = {e.event_id: done for e, done in pipeline.deadletters.in_flight("tiny")}
+        assert markers == {"e0": False, "e1": True, "e2": True, "e3": True}
         first.stop(grace_secs=0.1)  # e0 still out: abandoned, nothing committed
         assert committed(pipeline) == {}
         dest = one_per_request(platform)

@@ -4,8 +4,9 @@ Before a batch is sent, its events are recorded in the dead-letter database;
 the markers are cleared once the batch's offsets are committed. With several
 requests out at once (``max_in_flight``) a batch can be settled long before
 its offsets can be committed (an earlier one is still out): its markers are
-then flagged settled (delivered or skipped) or dead-lettered, and an event
-read again with such a marker is passed over. An unflagged marker left at
+then flagged, dead-lettered in the dead letters' own transaction, settled
+when the runner notes the batch ended, and an event read again with such a
+marker is passed over. An unflagged marker left at
 start means a crash interrupted a send whose fate is unknown: sending again
 could count the conversion twice on the platform, so those events become dead
 letters (an operator checks, then replays) and the runner reads past them.
@@ -75,7 +76,8 @@ class InFlight:
             self._marked = True
 
     def settled(self, events: Sequence[Forwarded]) -> None:
-        """Delivered (or skipped) before the commit: never sent again, even after a crash."""
+        """Settled (delivered, skipped or dead-lettered) before their commit: passed over
+        when read again after a crash, neither resent nor dead-lettered."""
         if self.enabled and events:
             self._store.settle_in_flight(self._destination, events)
 

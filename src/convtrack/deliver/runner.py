@@ -51,6 +51,7 @@ log = logging.getLogger("convtrack.deliver")
 
 POLL_TIMEOUT_SECS = 0.2
 SETTLE_POLL_SECS = 0.02  # while requests are out: commit their batches soon after they end
+MIN_WAIT_SECS = 0.001
 WINDOW_PER_REQUEST = 4  # batches not yet committed, per request that may be out
 STOP_GRACE_SECS = 3.0  # within the 10 s a SIGTERM may take, beside the other stages
 
@@ -273,7 +274,7 @@ class DeliveryRunner:
         entries = self._entries[:upto]
         del self._batch[:count], self._entries[:upto]
         self._marks = [(n - upto, at) for n, at in self._marks[count:]]
-        return Slot(entries=entries, job=Job(events=events))
+        return Slot(entries=entries, events=events, job=Job(events=list(events)))
 
     def _submit(self, slot: Slot) -> None:
         job, dispatcher, settle = slot.job, self._dispatcher, self._settle
@@ -320,6 +321,14 @@ class DeliveryRunner:
                 slot.done = future.result()
             except Exception as exc:
                 error = error or exc
+        self._commit_front()
+        if error is not None:
+            raise error
+
+    def _commit_front(self) -> None:
+        """Commit the settled batches at the front. Those settled behind a batch still out
+        are flagged beside their in-flight markers: after a crash they are passed over,
+        not dead-lettered as cut off (platforms that cannot deduplicate)."""
         settled: list[LogEntry] = []
         while self._slots and self._slots[0].done:
             settled += self._slots.popleft().entries
@@ -328,8 +337,11 @@ class DeliveryRunner:
             self._entries = []
         if settled:
             self._commit(settled)
-        if error is not None:
-            raise error
+        behind = [slot for slot in self._slots if slot.done and not slot.flagged]
+        if behind:
+            self._inflight.settled([event for slot in behind for event in slot.events])
+            for slot in behind:
+                slot.flagged = True
 
     def _commit(self, entries: Sequence[LogEntry]) -> None:
         positions = next_positions(entries)
@@ -404,7 +416,8 @@ class DeliveryRunner:
                     self._keeper.check()
                     self._collect()
                     continue
-                self.run_once(timeout_secs=self._poll_timeout())
+                # Never 0 here: by hand, 0 waits for a full window to free up for good.
+                self.run_once(timeout_secs=self._poll_timeout() or MIN_WAIT_SECS)
             except Exception as exc:
                 self._dispatcher.last_error = f"{self.name}: {exc}"
                 self._metrics.errors.labels("deliver", type(exc).__name__).inc()
@@ -462,11 +475,7 @@ class DeliveryRunner:
             future = slot.future
             if future is not None and future.done() and future.exception() is None:
                 slot.future, slot.done = None, future.result()
-        settled: list[LogEntry] = []
-        while self._slots and self._slots[0].done:
-            settled += self._slots.popleft().entries
-        if settled:
-            self._commit(settled)
+        self._commit_front()
 
 
 def _first_positions(entries: Sequence[LogEntry]) -> dict[int, int]:
@@ -477,18 +486,18 @@ def _first_positions(entries: Sequence[LogEntry]) -> dict[int, int]:
 
 
 class _LogSettle:
-    """Batches read from the log: dead letters are kept, in-flight markers flagged; the
-    commit comes after, in log order. Called from the request threads."""
+    """Batches read from the log: dead letters are kept (their in-flight markers flagged
+    in the same transaction); the commit comes after, in log order. Called from the
+    request threads."""
 
     def __init__(self, runner: DeliveryRunner) -> None:
         self._runner = runner
 
     def delivered(self, events: Sequence[Forwarded]) -> None:
-        self._runner._inflight.settled(events)
         self._runner._count_delivered(len(events))
 
     def skipped(self, events: Sequence[Forwarded], reason: str) -> None:
-        self._runner._inflight.settled(events)  # counted by the dispatcher
+        pass  # counted by the dispatcher; committed with the batch
 
     def dead(self, rows: Sequence[tuple[Forwarded, Failure]]) -> None:
         self._runner._keeper.keep(rows, in_flight=self._runner._inflight.enabled)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from convtrack.deliver.base import Forwarded
 from convtrack.deliver.dispatch import Job
 from convtrack.log.base import LogEntry
 
@@ -27,9 +28,11 @@ class Slot:
     """One batch between its cut and its commit."""
 
     entries: list[LogEntry]
+    events: list[Forwarded]  # as cut (the job's own list shrinks as events settle)
     job: Job
     future: Future[bool] | None = field(default=None, repr=False)
     done: bool = False  # every event delivered, skipped or dead-lettered
+    flagged: bool = False  # done behind a batch still out: in-flight markers flagged
 
     @property
     def running(self) -> bool:
