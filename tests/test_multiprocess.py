@@ -110,17 +110,22 @@ class Cluster:
     collector: ServerProcess
     processors: list[ServerProcess]
     store: ServerProcess
+    extra_stores: list[ServerProcess] = field(default_factory=list)
 
     def start(self) -> None:
-        for server in (self.collector, *self.processors, self.store):
+        for server in self.all():
             server.start(timeout_secs=60)
 
     def all(self) -> list[ServerProcess]:
-        return [self.collector, *self.processors, self.store]
+        return [self.collector, *self.processors, self.store, *self.extra_stores]
 
 
 def cluster(
-    server_factory: ServerFactory, kafka: KafkaBroker, redis_url: str, s3: S3Target
+    server_factory: ServerFactory,
+    kafka: KafkaBroker,
+    redis_url: str,
+    s3: S3Target,
+    extra_stores: int = 0,
 ) -> Cluster:
     env = distributed_env(kafka, redis_url, s3)
     env["CONVTRACK_LOG_KAFKA_PARTITIONS"] = "4"
@@ -132,6 +137,10 @@ def cluster(
             for n in range(2)
         ],
         store=server_factory(env, name="store", args=["--roles", "store,deliver"]),
+        extra_stores=[
+            server_factory(env, name=f"store-{n}", args=["--roles", "store"])
+            for n in range(extra_stores)
+        ],
     )
 
 
@@ -206,15 +215,18 @@ def assert_exactly_once(result: Reconciled, load: Load) -> None:
 def test_sigkill_of_a_processor_under_load_neither_loses_nor_doubles(
     kafka_service: KafkaBroker, redis_url: str, s3_bucket: S3Target, server_factory: ServerFactory
 ) -> None:
-    c = cluster(server_factory, kafka_service, redis_url, s3_bucket)
+    # A second store process shares the lake's partitions; it is killed mid-run too.
+    c = cluster(server_factory, kafka_service, redis_url, s3_bucket, extra_stores=1)
     c.start()
     load = Load(c.collector.url)
     load.start()
     try:
         load.wait_for_more("load before the kill", 200)
+        c.extra_stores[0].kill()
         c.processors[0].kill()
         load.wait_for_more("load while one processor is down", 200)
         c.processors[0].start(timeout_secs=60)  # rejoins: partitions move back (a rebalance)
+        c.extra_stores[0].start(timeout_secs=60)
         load.wait_for_more("load after the restart", 200)
         c.processors[1].kill()  # and the other one, while it owns partitions again
         load.wait_for_more("load after the second kill", 150)
@@ -241,9 +253,12 @@ def test_a_broker_restart_under_load_loses_nothing(
     load.start()
     try:
         load.wait_for_more("load before the outage", 200)
+        stopping = time.monotonic()
         kafka_service.stop()
+        stopped = time.monotonic()
         wait_for("a 503 during the outage", lambda: load.unavailable > 0, 60)
         kafka_service.start()
+        outage = (stopping, stopped, time.monotonic())
         load.wait_for_more("load after the outage", 300, timeout_secs=120)
     finally:
         load.stop()
@@ -252,7 +267,8 @@ def test_a_broker_restart_under_load_loses_nothing(
     result = reconcile(c, load, c.collector.url)
     print(
         f"broker restart: accepted={len(load.accepted)} answered_503={load.unavailable}"
-        f" longest_gap_secs={load.longest_gap_secs:.2f}"
+        f" longest_gap_secs={load.longest_gap_secs:.2f} broker_stop_secs="
+        f"{outage[1] - outage[0]:.2f} broker_down_secs={outage[2] - outage[1]:.2f}"
     )
     assert_exactly_once(result, load)
 
