@@ -351,3 +351,20 @@ def test_a_refused_connection_sent_nothing_and_is_retried(
     (row,) = pipeline.deadletters.items("tiny")
     assert row.attempts == 3 and "ConnectError" in row.last_answer
     assert "not resent" not in row.last_answer
+
+
+def test_a_batch_waits_from_its_first_events_processing_not_from_its_reading(
+    pipeline: Pipeline, clock: ManualClock, platform: GatedPlatform
+) -> None:
+    dest = TinyDestination("tiny", f"{platform.base_url}/events")
+    delivery = runner(pipeline, clock, dest, settings(batch_max_wait_secs=10))
+    ingest(pipeline, clock, "e1")
+    try:
+        clock.advance(6)  # read 6 s after it was processed (a request was out meanwhile)
+        delivery.run_once()
+        assert dest.built == []  # 6 s < 10 s: still waiting for more
+        clock.advance(4)
+        delivery.run_once()  # 10 s since processing (only 4 since reading): due
+        assert dest.built == [["e1"]]
+    finally:
+        delivery.stop()
