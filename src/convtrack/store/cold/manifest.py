@@ -80,6 +80,18 @@ def commit_flush(lake: Lake, entry: ManifestEntry) -> ManifestEntry:
     return _decoder.decode(lake.read(name))
 
 
+def chain_head(lake: Lake, table: str, partition: int) -> ManifestEntry | None:
+    """The newest flush of one source partition: one listing and one read.
+
+    Flush names carry the zero-padded first position, so the greatest name of
+    a partition is the end of its chain (older names, ``...-<first>-<last>``,
+    sort the same way).
+    """
+    prefix = f"{manifest_dir(table)}/flush-part-{partition}-"
+    names = [n for n in lake.list(manifest_dir(table)) if n.startswith(prefix)]
+    return _decoder.decode(lake.read(max(names))) if names else None
+
+
 def read_state(lake: Lake, table: str) -> TableState:
     adds: dict[str, DataFile] = {}
     removed: dict[str, int] = {}

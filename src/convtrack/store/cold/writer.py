@@ -50,6 +50,7 @@ from convtrack.store.cold.manifest import (
     DataFile,
     ManifestEntry,
     TableState,
+    chain_head,
     commit_flush,
     read_state,
 )
@@ -127,7 +128,11 @@ class TableWriter:
         dropped = self._pending.pop(partition, None)
         if dropped is not None:
             self._rows -= len(dropped.rows)
-        self._load(read_state(self.lake, self.table), partition)
+        head = chain_head(self.lake, self.table, partition)
+        last = -1 if head is None or head.last is None else head.last
+        through = None if head is None else head.source_through
+        self._chain[partition] = last + 1
+        self._copies.reset(partition, NOTHING_READ if through is None else through)
 
     def _rewind(self, partition: int) -> None:
         """Read ``partition`` again from the chain's end."""
