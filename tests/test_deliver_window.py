@@ -368,3 +368,28 @@ def test_a_batch_waits_from_its_first_events_processing_not_from_its_reading(
         assert dest.built == [["e1"]]
     finally:
         delivery.stop()
+
+
+def test_a_circuit_opening_with_batches_still_buffered_holds_them_until_it_closes(
+    pipeline: Pipeline, clock: ManualClock, platform: GatedPlatform
+) -> None:
+    ids = [f"e{i}" for i in range(6)]
+    # Both first requests fail (a success beside them would close the circuit again).
+    platform.plan = [Answer(500), Answer(500)]
+    dest = one_per_request(platform, dedupes=True)
+    table = settings(max_in_flight=2, max_attempts=1, breaker_threshold=1,
+                     breaker_cooldown_secs=30)  # fmt: skip
+    delivery = runner(pipeline, clock, dest, table)
+    ingest(pipeline, clock, *ids)
+    try:
+        assert not drain_until_held(delivery)  # returns, holding what is buffered
+        assert delivery.health()["circuit"] == "open" and committed(pipeline) != end_positions(
+            pipeline
+        )
+        clock.advance(31)
+        drain(delivery)
+    finally:
+        delivery.stop()
+    failed = list(dead(pipeline))
+    assert sorted(platform.accepted + failed) == ids and len(set(platform.accepted)) == 4
+    assert committed(pipeline) == end_positions(pipeline)

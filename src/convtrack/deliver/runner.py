@@ -217,11 +217,14 @@ class DeliveryRunner:
         when some is held (a setup pause, an open circuit, or a stop): what is held and
         what follows it is not committed then."""
         while self._batch or self._slots:
-            if self._dispatcher.blocked_secs() <= 0:
+            blocked = self._dispatcher.blocked_secs() > 0
+            if not blocked:
                 self._resume_held()
                 self._send_due(force=True)
             self._collect(wait=True)
-            if any(slot.held for slot in self._slots) and self._held_for_now():
+            if (blocked and (self._batch or self._slots)) or (
+                any(slot.held for slot in self._slots) and self._held_for_now()
+            ):
                 return False
         if self._entries:
             self._commit(self._entries)
