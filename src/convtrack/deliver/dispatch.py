@@ -14,7 +14,8 @@ Where the platform cannot deduplicate (``dedupes_on_event_id`` false), a
 request that was sent but not answered (a read timeout, a connection dropped
 after the request went out) may have been taken: it is dead-lettered for an
 operator to check instead of being sent again. A connection that could not be
-made (refused, connect timeout) sent nothing and is retried as usual.
+made (refused, connect timeout) or a request that could not be written sent
+nothing whole and is retried as usual.
 """
 
 from __future__ import annotations
@@ -53,14 +54,11 @@ log = logging.getLogger("convtrack.deliver")
 
 REASON_CHARS = 500
 
-# Errors raised once the request may have left: the platform may have taken it.
-_MAYBE_SENT = (
-    httpx.ReadTimeout,
-    httpx.WriteTimeout,
-    httpx.ReadError,
-    httpx.WriteError,
-    httpx.RemoteProtocolError,
-)
+# Errors raised once the whole request had left, while waiting for or reading the
+# answer: the platform may have taken it. A write error or timeout means the request
+# never fully left (a platform acts on no half request), so it is retried like a
+# refused connection.
+_MAYBE_SENT = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 
 
 class Stopped(Exception):
