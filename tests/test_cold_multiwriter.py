@@ -23,7 +23,7 @@ from convtrack.model.event import Envelope
 from convtrack.model.processed import ProcessedEvent, encode_processed
 from convtrack.observe.metrics import Metrics
 from convtrack.store.cold.lake import Lake
-from convtrack.store.cold.manifest import read_state
+from convtrack.store.cold.manifest import ManifestEntry, chain_head, commit_flush, read_state
 from convtrack.store.cold.query import connect
 from convtrack.store.cold.tables import EventsSource
 from convtrack.store.cold.writer import TableWriter
@@ -250,3 +250,33 @@ def test_a_retry_after_a_lost_answer_keeps_its_own_commit(
     assert lakes.event_ids() == [f"e{i}" for i in range(expected)]
     lake = lakes.open_lake()
     assert sorted(p for p in lake.list("events")) == sorted(read_state(lake, "events").files)
+
+
+def test_chain_head_is_the_newest_flush_of_exactly_that_partition(lakes: Lakes) -> None:
+    lake = lakes.open_lake()
+    lake.ensure_ready()
+
+    def flush(partition: int, first: int, last: int) -> None:
+        entry = ManifestEntry(
+            table="events",
+            kind="flush",
+            source_partition=partition,
+            first=first,
+            last=last,
+            created_at_us=T0,
+            source_through=last * 10,
+        )
+        assert commit_flush(lake, entry) is entry
+
+    flush(1, 0, 9)
+    flush(1, 10, 999_999)
+    flush(1, 1_000_000, 1_000_004)
+    flush(10, 0, 1_000_009)
+    head = chain_head(lake, "events", 1)
+    assert head is not None and (head.first, head.last) == (1_000_000, 1_000_004)
+    assert head.source_through == 10_000_040
+    head = chain_head(lake, "events", 10)
+    assert head is not None and head.last == 1_000_009
+    assert chain_head(lake, "events", 2) is None
+    state = read_state(lake, "events")
+    assert state.flushed_through == {1: 1_000_004, 10: 1_000_009}
