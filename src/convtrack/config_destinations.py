@@ -119,8 +119,8 @@ class Ga4Settings(DestinationBase, tag="ga4", kw_only=True, frozen=True):
 class LinkedInSettings(DestinationBase, tag="linkedin", kw_only=True, frozen=True):
     conversion_rule_id: Annotated[str, msgspec.Meta(pattern="^[0-9]+$")]
     # Per event name, another conversion rule (our event_name -> rule id).
-    conversion_rules: dict[str, Annotated[str, msgspec.Meta(pattern="^[0-9]+$")]] = (
-        msgspec.field(default_factory=dict)
+    conversion_rules: dict[str, Annotated[str, msgspec.Meta(pattern="^[0-9]+$")]] = msgspec.field(
+        default_factory=dict
     )
     access_token_env: EnvName
     api_version: Annotated[str, msgspec.Meta(pattern="^[0-9]{6}$")] = "202603"
