@@ -13,8 +13,9 @@ from convtrack.clock import ManualClock
 from convtrack.errors import LogUnavailable
 from convtrack.log.base import LogRecord, next_positions
 from convtrack.model.processed import ProcessedEvent, decode_processed
-from convtrack.process.base import Batch, Item
+from convtrack.process.base import Batch, Item, Step
 from convtrack.process.published import FirstCopies
+from convtrack.process.runner import ProcessorRunner
 from convtrack.runtime.embedded import Pipeline, build_chain
 from tests.conftest import WRITE_KEY
 from tests.inprocess import call, conversions, make_pipeline, process_all
@@ -274,3 +275,47 @@ def test_a_lost_hot_store_is_recounted_from_the_log(tmp_path: Path, clock: Manua
         assert kept == ["a", "b", "c", "d"]
     finally:
         second.close()
+
+
+class FailsOnce(Step):
+    """A step with a bug that shows on the first batch only."""
+
+    def __init__(self, next_step: Step) -> None:
+        super().__init__(next_step)
+        self.failed = False
+
+    def process(self, batch: Batch) -> None:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug, not a backend error")
+
+
+def test_a_batch_that_fails_unexpectedly_is_read_again(
+    pipeline: Pipeline, clock: ManualClock
+) -> None:
+    for event_id in ("a", "b", "c"):
+        send(pipeline, purchase(clock, event_id=event_id))
+    runner = ProcessorRunner(
+        event_log=pipeline.log,
+        processed=pipeline.processed,
+        hot=pipeline.hot,
+        make_chain=lambda consumer: FailsOnce(
+            build_chain(
+                pipeline.settings,
+                pipeline.hot,
+                consumer,
+                pipeline.processed,
+                clock,
+                pipeline.metrics,
+            )
+        ),
+        clock=clock,
+        metrics=pipeline.metrics,
+    )
+    with pytest.raises(RuntimeError):
+        runner.run_once()
+    assert conversions(pipeline, event_date(clock))["conversions"] == 0
+    while runner.run_once():
+        pass
+    assert conversions(pipeline, event_date(clock))["conversions"] == 3
+    assert [e.event.event_id for e in published(pipeline)] == ["a", "b", "c"]

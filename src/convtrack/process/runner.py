@@ -142,6 +142,17 @@ class ProcessorRunner:
         """
         polled = self._consumer.poll(self._max_batch, self._poll_timeout)
         try:
+            return self._handle(polled)
+        except Exception:
+            # Whatever failed (a bug, a backend error while stopping), the consumer has
+            # already moved past these entries: rewind, so the next poll reads them again
+            # and no accepted event is skipped by a later commit.
+            if polled:
+                self._consumer.seek(_first_offsets(polled))
+            raise
+
+    def _handle(self, polled: list[LogEntry]) -> int:
+        try:
             entries = self._resume_started_partitions(polled)
         except ConvtrackError as exc:
             # The hot store or the processed log cannot say where to resume now: read
@@ -249,7 +260,8 @@ class ProcessorRunner:
                 handled = self.run_once()
             except ConvtrackError:
                 return  # stopping with a batch that cannot commit: it replays on restart
-            except Exception:
+            except Exception as exc:
+                self.healthy, self.last_error = False, f"{type(exc).__name__}: {exc}"
                 self._metrics.errors.labels("process", "unexpected").inc()
                 log.exception("processor_error")
                 self._stop.wait(1.0)
