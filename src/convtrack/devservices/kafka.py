@@ -180,7 +180,12 @@ def kafka_lib(version: str = KAFKA_VERSION, *, fetch: bool = True) -> Path:
 
 
 def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    # Like Kafka's own Uuid.randomUuid: never one starting with '-', which the storage
+    # tool's argument parser would read as an option.
+    while True:
+        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster.startswith("-"):
+            return cluster
 
 
 _LOG4J2: Final = """\
