@@ -289,3 +289,11 @@ def test_cli_up_without_java_starts_nothing_unless_told_to_skip(tmp_path: Path) 
     finally:
         down = _cli("down", "--dir", str(root), env=env)
         assert down.returncode == 0, down.stderr
+
+
+def test_kafka_cluster_ids_are_never_read_as_options() -> None:
+    from convtrack.devservices.kafka import _cluster_id
+
+    ids = [_cluster_id() for _ in range(2000)]  # about 1 in 64 random ids starts with '-'
+    assert not [c for c in ids if c.startswith("-")]
+    assert len(set(ids)) == len(ids)
