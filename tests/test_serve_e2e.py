@@ -231,7 +231,11 @@ def test_rejects_filter_and_paging(server: ServerProcess) -> None:
 def test_rate_limit_per_user(server_factory: ServerFactory) -> None:
     server = server_factory({"CONVTRACK_LIMITS_USER_EVENTS_PER_SEC": "5"})
     server.start()
-    statuses = [post(server, "/v1/track", purchase(user_id="hot")).status_code for _ in range(12)]
+    # Faster than 5/s until refused: a loaded machine slows the requests down, so how
+    # many it takes is not fixed, only that a burst past the bucket is refused.
+    statuses: list[int] = []
+    while 429 not in statuses and len(statuses) < 500:
+        statuses.append(post(server, "/v1/track", purchase(user_id="hot")).status_code)
     assert statuses.count(202) >= 5 and 429 in statuses
     limited = post(server, "/v1/track", purchase(user_id="hot"))
     if limited.status_code == 429:
