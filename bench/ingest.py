@@ -5,6 +5,7 @@
     .venv/bin/python bench/ingest.py --duration 5 --warmup 1
     .venv/bin/python bench/ingest.py --profile /tmp/prof # + py-spy on the server (slows it)
     .venv/bin/python bench/ingest.py --split-roles       # collector alone; processing apart
+    .venv/bin/python bench/ingest.py --backend kafka     # the same split on Kafka + Redis
 
 Phases, each a wrk warm-up then a measured wrk run of ``--duration`` seconds:
 
@@ -18,6 +19,15 @@ With ``--split-roles`` the measured server is ``serve --roles collect``, and a
 second ``serve --roles process,store,deliver`` on the same data dir (pinned to
 wrk's CPU) processes what it logs: the collector no longer shares its
 interpreter with the processor.
+
+With ``--backend kafka`` the convtrack phases run in distributed mode:
+``convtrack dev services up`` in a temporary folder (a single-node Kafka broker,
+Redis, SeaweedFS S3; always stopped again, also on Ctrl-C, SIGTERM or an
+error), ``serve --roles collect`` measured as above and ``serve --roles
+process,store,deliver`` beside it, both with the services' environment. The log
+check counts the records in the Kafka topic instead of SQLite rows. Kafka,
+Redis and S3 are not pinned: they share both CPUs with everything else.
+The durability settings in force are printed before the figures.
 
 Bodies come from ``bench/events.lua``. With two or more CPUs the server runs
 pinned to the first CPU and wrk to the second (``taskset``); ``--no-pin`` turns
@@ -50,9 +60,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from distributed import BACKENDS, dev_services, durability, kafka_records, raise_on_sigterm
 
 BENCH_DIR = Path(__file__).resolve().parent
 LUA = BENCH_DIR / "events.lua"
@@ -340,13 +353,13 @@ def count_rows(db: Path) -> int:
         conn.close()
 
 
-def settled_rows(db: Path, timeout_secs: float = 10.0) -> int:
+def settled_rows(rows: Callable[[], int], timeout_secs: float = 10.0) -> int:
     """The row count once it stopped moving (requests in flight at wrk's stop land)."""
-    last = count_rows(db)
+    last = rows()
     deadline = time.monotonic() + timeout_secs
     while time.monotonic() < deadline:
         time.sleep(0.3)
-        now = count_rows(db)
+        now = rows()
         if now == last:
             return now
         last = now
@@ -405,7 +418,7 @@ def bench_target(
     port: int,
     args: argparse.Namespace,
     pin: Pinning,
-    db: Path | None,
+    rows: Callable[[], int] | None,
     run_id: str,
 ) -> tuple[list[LoadResult], int]:
     """The measured runs, and every event wrk saw accepted (warm-ups included)."""
@@ -420,9 +433,9 @@ def bench_target(
             warm = run_wrk(label=f"{name} {mode} warm-up", prefix=f"{run_id}-{name}-{mode}-w",
                            duration=args.warmup, **common)  # fmt: skip
             seen_accepted += warm.events_accepted
-        before = settled_rows(db) if db is not None else 0
+        before = settled_rows(rows) if rows is not None else 0
         profiler = None
-        if args.profile is not None and db is not None:
+        if args.profile is not None and rows is not None:
             args.profile.mkdir(parents=True, exist_ok=True)
             out = args.profile / f"{mode}.txt"
             profiler = start_profiler(server.proc.pid, out, args.duration, pin)
@@ -432,8 +445,8 @@ def bench_target(
         seen_accepted += result.events_accepted
         if profiler is not None:
             profiler.wait(60)
-        if db is not None:
-            result.log_rows_added = settled_rows(db) - before
+        if rows is not None:
+            result.log_rows_added = settled_rows(rows) - before
         results.append(result)
         print(f"  {result.label:<20} {result.req_per_s:>9,.0f} req/s {result.events_per_s:>10,.0f}"
               f" events/s  p50 {result.lat_p50_ms:6.2f} ms  p99 {result.lat_p99_ms:7.2f} ms"
@@ -460,13 +473,23 @@ def run_stub(args: argparse.Namespace, pin: Pinning, work: Path, run_id: str) ->
 
 
 def run_convtrack(
-    args: argparse.Namespace, pin: Pinning, work: Path, run_id: str, code_env: dict[str, str]
+    args: argparse.Namespace,
+    pin: Pinning,
+    work: Path,
+    run_id: str,
+    code_env: dict[str, str],
+    services_env: dict[str, str] | None = None,
 ) -> tuple[list[LoadResult], dict[str, Any]]:
+    """The convtrack phases. With ``services_env`` (``--backend kafka``) the server and
+    its worker run on the dev services (Kafka log, Redis hot store, S3 lake), the
+    roles split as with ``--split-roles``, and the log check counts Kafka records."""
     port = free_port()
     data_dir = work / "data"
+    split = args.split_roles or services_env is not None
     env = {
         **os.environ,
         **code_env,
+        **(services_env or {}),
         "CONVTRACK_WRITE_KEY": WRITE_KEY,
         "CONVTRACK_SERVER_KEY": SERVER_KEY,
         "CONVTRACK_ADMIN_KEY": ADMIN_KEY,
@@ -477,7 +500,7 @@ def run_convtrack(
         "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
     ]  # fmt: skip
     worker: Server | None = None
-    if args.split_roles:
+    if split:
         argv += ["--roles", "collect"]
         worker_port = free_port()
         worker_argv = [
@@ -487,16 +510,22 @@ def run_convtrack(
         ]  # fmt: skip
     server = Server("convtrack", argv, env, work / "convtrack.log")
     db = data_dir / "log" / "events.db"
+
+    def rows() -> int:
+        return kafka_records(env) if services_env is not None else count_rows(db)
+
+    for line in durability(env):
+        print(f"durability: {line}", flush=True)
     try:
-        server.wait_ready(lambda: get_ok(port, "/healthz"))
-        if args.split_roles:
+        server.wait_ready(lambda: get_ok(port, "/healthz"), 60)
+        if split:
             worker = Server("worker", worker_argv, env, work / "worker.log")
-            worker.wait_ready(lambda: get_ok(worker_port, "/healthz"))
+            worker.wait_ready(lambda: get_ok(worker_port, "/healthz"), 60)
             print(f"worker (process,store,deliver) on 127.0.0.1:{worker_port}"
                   f" (pid {worker.proc.pid})", flush=True)  # fmt: skip
         print(f"convtrack serve on 127.0.0.1:{port} (pid {server.proc.pid}, data {data_dir})",
               flush=True)  # fmt: skip
-        results, seen_accepted = bench_target("convtrack", server, port, args, pin, db, run_id)
+        results, seen_accepted = bench_target("convtrack", server, port, args, pin, rows, run_id)
         stats = commit_stats(port)
         if worker is not None:
             print(f"worker processor lag when the load stopped: {processor_lag(worker_port)}",
@@ -511,7 +540,7 @@ def run_convtrack(
     # Every answer wrk counted, warm-ups included, against the log after a clean stop.
     check = {
         "exit_code": code,
-        "log_rows": count_rows(db),
+        "log_rows": rows(),
         "wrk_accepted_total": seen_accepted,
         "events_committed_per_metrics": int(stats["events"]),
         "commits": stats["commits"],
@@ -637,6 +666,13 @@ def main() -> int:
         action="store_true",
         help="measure `serve --roles collect`, with process,store,deliver in a second process",
     )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="embedded",
+        help="embedded: SQLite in the data dir (default); kafka: `convtrack dev services up`"
+        " in a temp dir (Kafka, Redis, S3), the roles split as with --split-roles",
+    )
     args = parser.parse_args()
 
     if shutil.which("wrk") is None:
@@ -669,7 +705,11 @@ def main() -> int:
         print(f"convtrack code: {code}; imports {imported_from(code_env)}", flush=True)
         if args.only in ("all", "stub"):
             stub = run_stub(args, pin, work, run_id)
-        if args.only in ("all", "convtrack"):
+        if args.only in ("all", "convtrack") and args.backend == "kafka":
+            raise_on_sigterm()  # so the services below are stopped on SIGTERM too
+            with dev_services(keep=args.keep_data) as services:
+                conv, check = run_convtrack(args, pin, work, run_id, code_env, services.env)
+        elif args.only in ("all", "convtrack"):
             conv, check = run_convtrack(args, pin, work, run_id, code_env)
         report(stub, conv, check)
         if args.profile is not None and conv:
