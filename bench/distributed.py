@@ -250,6 +250,23 @@ def kafka_records(env: Mapping[str, str], stream: str = "events") -> int:
         consumer.close()
 
 
+def group_members(env: Mapping[str, str], group: str) -> str:
+    """The members of a consumer group and how many partitions each holds, e.g. ``6+6``."""
+    from confluent_kafka.admin import AdminClient
+
+    from convtrack.config import load_settings
+
+    settings = load_settings(environ=env).log
+    name = f"{settings.kafka_topic_prefix}.{group}"
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    try:
+        described = admin.describe_consumer_groups([name])[name].result(timeout=10)
+    except Exception as exc:  # a report line, never a reason to stop the bench
+        return f"? ({exc})"
+    counts = sorted(len(m.assignment.topic_partitions) for m in described.members)
+    return f"{len(counts)} member(s), partitions {'+'.join(map(str, counts)) or '-'}"
+
+
 if __name__ == "__main__":  # a smoke check: services up, durability, down
     raise_on_sigterm()
     with dev_services() as services:

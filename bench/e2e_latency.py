@@ -52,6 +52,7 @@ from distributed import (
     cpu_ticks,
     dev_services,
     durability,
+    group_members,
     raise_on_sigterm,
     steal_pct,
     stop_all,
@@ -257,6 +258,7 @@ def part_one_distributed(rate: int, seconds: float, processors: int, env: dict[s
             f" store,deliver (pid {rest.proc.pid}); Kafka, Redis and S3 not pinned",
             flush=True,
         )
+        print(f"processor consumer group: {group_members(env, 'processor')}", flush=True)
         measure(f"http://127.0.0.1:{collector.port}", rate, seconds)
         cpu = ", ".join(f"{r.roles} {r.cpu_secs():.1f}" for r in roles)
         print(f"  CPU-seconds per role process over the run: {cpu}")
@@ -323,6 +325,7 @@ def part_two_distributed(events: int, processors: int, env: dict[str, str]) -> N
     hot = open_hot_store(settings)
     try:
         start_processors(processors, env, work, roles)
+        print(f"processor consumer group: {group_members(env, 'processor')}", flush=True)
         date = time.strftime("%Y-%m-%d", time.gmtime())
         cpu_before = [r.cpu_secs() for r in roles]
         started = time.perf_counter()
