@@ -214,16 +214,23 @@ def conditions() -> str:
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
 
 
-def cpu_ticks() -> tuple[int, int]:
-    """(steal, all) ticks of all CPUs from /proc/stat: steal is time the hypervisor
-    gave our virtual CPUs to someone else."""
+def cpu_ticks() -> tuple[int, int, int]:
+    """(steal, idle + iowait, all) ticks of all CPUs from /proc/stat: steal is time the
+    hypervisor gave our virtual CPUs to someone else."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return fields[7], sum(fields)
+    return fields[7], fields[3] + fields[4], sum(fields)
 
 
-def steal_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
-    total = after[1] - before[1]
+def steal_pct(before: tuple[int, int, int], after: tuple[int, int, int]) -> float:
+    total = after[2] - before[2]
     return 100 * (after[0] - before[0]) / total if total else 0.0
+
+
+def busy_pct(before: tuple[int, int, int], after: tuple[int, int, int]) -> float:
+    """Share of both CPUs neither idle nor stolen: near 100 means the machine was full."""
+    total = after[2] - before[2]
+    idle_or_stolen = (after[0] - before[0]) + (after[1] - before[1])
+    return 100 * (total - idle_or_stolen) / total if total else 0.0
 
 
 def kafka_records(env: Mapping[str, str], stream: str = "events") -> int:

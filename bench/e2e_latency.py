@@ -48,6 +48,7 @@ import httpx
 from distributed import (
     BACKENDS,
     RoleProcess,
+    busy_pct,
     conditions,
     cpu_ticks,
     dev_services,
@@ -161,7 +162,8 @@ def measure(url: str, rate: int, seconds: float) -> None:
     print(
         f"load: {stats['accepted'] / seconds:,.0f} events/s accepted for {seconds:.0f} s"
         f" (target {rate:,}/s), {len(visible)} probes;"
-        f" CPU steal during it {steal_pct(steal_before, cpu_ticks()):.1f} %, {conditions()}"
+        f" during it: CPU steal {steal_pct(steal_before, ticks := cpu_ticks()):.1f} %, both CPUs"
+        f" {busy_pct(steal_before, ticks):.0f} % busy; after it {conditions()}"
     )
     ms = [v * 1000 for v in visible]
     ack_ms = [v * 1000 for v in acks]
@@ -328,6 +330,7 @@ def part_two_distributed(events: int, processors: int, env: dict[str, str]) -> N
         print(f"processor consumer group: {group_members(env, 'processor')}", flush=True)
         date = time.strftime("%Y-%m-%d", time.gmtime())
         cpu_before = [r.cpu_secs() for r in roles]
+        ticks_before = cpu_ticks()
         started = time.perf_counter()
         for start in range(0, events, 10_000):
             log.append_blocking(records[start : start + 10_000])
@@ -342,12 +345,15 @@ def part_two_distributed(events: int, processors: int, env: dict[str, str]) -> N
                 break
             time.sleep(0.05)
         drained = time.perf_counter() - started
+        ticks = cpu_ticks()
         cpu = [r.cpu_secs() - b for r, b in zip(roles, cpu_before, strict=True)]
         print(
             f"processors on Kafka + Redis ({processors} process{'es' if processors > 1 else ''}):"
             f" {events / drained:,.0f} events/s with exact dedup ({events:,} events in"
             f" {drained:.2f} s, {counted:,} of {distinct:,} distinct counted);"
-            f" CPU-seconds per processor {', '.join(f'{c:.1f}' for c in cpu)}"
+            f" CPU-seconds per processor {', '.join(f'{c:.1f}' for c in cpu)}; both CPUs"
+            f" {busy_pct(ticks_before, ticks):.0f} % busy, steal"
+            f" {steal_pct(ticks_before, ticks):.1f} %"
         )
         print(
             f"  reference, appending the same {events:,} events to Kafka from this process:"
@@ -407,16 +413,19 @@ def part_two(events: int) -> None:
         reference = events / (time.perf_counter() - started)
         consumer.close()
 
+        ticks_before = cpu_ticks()
         started = time.perf_counter()
         while pipeline.processor.run_once():
             pass
         rate = events / (time.perf_counter() - started)
+        ticks = cpu_ticks()
         counted = pipeline.hot.campaign_totals(time.strftime("%Y-%m-%d", time.gmtime(now / 1e6)))
         total = sum(c.conversions for c in counted)
         pipeline.close()
         print(
             f"processor: {rate:,.0f} events/s with exact dedup ({events:,} events,"
-            f" {total:,} counted)"
+            f" {total:,} counted); both CPUs {busy_pct(ticks_before, ticks):.0f} % busy,"
+            f" steal {steal_pct(ticks_before, ticks):.1f} %"
         )
         print(f"  reference, reading and decoding the same log only: {reference:,.0f} events/s")
 
