@@ -7,9 +7,11 @@ from convtrack.deliver.base import Destination, Forwarded
 from convtrack.deliver.payload import forward_payload
 from convtrack.log.base import LogEntry
 from convtrack.model.processed import ProcessedEvent
+from convtrack.process.published import NOTHING_READ, FirstCopies
 
 CONSENT = "consent"
 FILTERED = "filtered"
+LATE_COPY = "late_copy"
 
 
 def filter_reason(settings: DestinationSettings, processed: ProcessedEvent) -> str | None:
@@ -40,12 +42,31 @@ class Selector:
         self._destination = destination
         self._settings = settings
         self._default_granted = default_granted
+        self._copies = FirstCopies()
+        self._last_offsets: dict[int, int] = {}
+
+    def _late_copy(self, entry: LogEntry, processed: ProcessedEvent) -> bool:
+        """The processed log's read rule (``process/published.py``): a second copy of a
+        source event that two processors both published is not sent again.
+
+        The rule only compares a record with those read before it without a gap, so a
+        partition read again from an earlier offset (a rewind, a rebalance, a restart)
+        starts afresh: a first copy is never dropped, and at worst a copy whose first
+        was read before that point goes out once more (the platforms dedupe on our id).
+        """
+        last = self._last_offsets.get(entry.partition)
+        if last is None or entry.offset != last + 1:
+            self._copies.reset(entry.partition, NOTHING_READ)
+        self._last_offsets[entry.partition] = entry.offset
+        return not self._copies.keep(entry.partition, processed)
 
     def select(
         self, entry: LogEntry, processed: ProcessedEvent, now_us: int
     ) -> Forwarded | str | None:
         """The event to send; a skip reason to count (``filtered``, ``consent``, the
         platform's own); or None for what is never meant for destinations."""
+        if self._late_copy(entry, processed):
+            return LATE_COPY
         reason = filter_reason(self._settings, processed)
         if reason is not None:
             return reason if reason == FILTERED else None
