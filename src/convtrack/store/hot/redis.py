@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
 
@@ -38,8 +37,8 @@ from convtrack.store.hot.base import (
     UserTouch,
 )
 from convtrack.store.hot.keys import RedisKeys, slice_secs
+from convtrack.store.hot.livestats import minute_rows, percentile_ms
 from convtrack.store.hot.redis_batch import decode_cell, encode_batch
-from convtrack.store.hot.sqlite import percentile_ms
 
 if TYPE_CHECKING:
     import redis
@@ -283,15 +282,7 @@ class RedisHotStore(HotStore):
             latency_samples=sum(histogram.values()),
             duplicates_total=duplicates_total,
             latency_anomalies_total=anomalies_total,
-            per_minute=[
-                {
-                    "minute": datetime.fromtimestamp(m * 60, tz=UTC).strftime("%Y-%m-%dT%H:%MZ"),
-                    "events": v[0],
-                    "conversions": v[1],
-                    "duplicates": v[2],
-                }
-                for m, v in sorted(per_minute.items())
-            ],
+            per_minute=minute_rows(per_minute),
         )
 
     def remembered(self) -> int:

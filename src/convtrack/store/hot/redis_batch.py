@@ -30,7 +30,7 @@ from convtrack.store.hot.keys import (
     TARGET_PER_BUCKET,
     RedisKeys,
 )
-from convtrack.store.hot.sqlite import ANOMALY_US, latency_bucket
+from convtrack.store.hot.livestats import ANOMALY_US, latency_bucket
 
 # Amounts below this are summed inside the script (a batch of up to 2**16 of them
 # stays exact in a double); larger ones are added one by one as decimal strings.

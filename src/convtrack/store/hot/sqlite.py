@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,6 @@ import msgspec
 from convtrack.errors import StoreError
 from convtrack.sqlitekit import connect
 from convtrack.store.hot.base import (
-    LATENCY_BOUNDS_MS,
     ApplyResult,
     CampaignLive,
     ConversionStats,
@@ -30,6 +27,12 @@ from convtrack.store.hot.base import (
     LiveStats,
     SessionState,
     UserTouch,
+)
+from convtrack.store.hot.livestats import (
+    ANOMALY_US,
+    latency_bucket,
+    minute_rows,
+    percentile_ms,
 )
 
 _SCHEMA = """
@@ -81,7 +84,6 @@ CREATE TABLE IF NOT EXISTS positions (
 ) WITHOUT ROWID;
 """
 _CHUNK = 500
-ANOMALY_US = 5_000_000
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -104,23 +106,6 @@ def _select(
         )
         found.update((row[0], (row[1], row[2], row[3])) for row in rows)
     return found
-
-
-def latency_bucket(latency_us: int) -> int:
-    return bisect_left(LATENCY_BOUNDS_MS, latency_us / 1000)
-
-
-def percentile_ms(histogram: Mapping[int, int], q: float) -> float | None:
-    total = sum(histogram.values())
-    if total == 0:
-        return None
-    rank = q * total
-    seen = 0
-    for bucket in sorted(histogram):
-        seen += histogram[bucket]
-        if seen >= rank:
-            return float(LATENCY_BOUNDS_MS[min(bucket, len(LATENCY_BOUNDS_MS) - 1)])
-    return float(LATENCY_BOUNDS_MS[-1])
 
 
 class SqliteHotStore(HotStore):
@@ -449,15 +434,7 @@ class SqliteHotStore(HotStore):
             latency_samples=sum(histogram.values()),
             duplicates_total=self._total("duplicates"),
             latency_anomalies_total=self._total("latency_anomalies"),
-            per_minute=[
-                {
-                    "minute": datetime.fromtimestamp(m * 60, tz=UTC).strftime("%Y-%m-%dT%H:%MZ"),
-                    "events": v[0],
-                    "conversions": v[1],
-                    "duplicates": v[2],
-                }
-                for m, v in sorted(per_minute.items())
-            ],
+            per_minute=minute_rows(per_minute),
         )
 
     def remembered(self) -> int:
