@@ -5,6 +5,14 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+HOUR_US = 3_600 * 1_000_000
+DAY_US = 24 * HOUR_US
+
+
+def too_old(payload: dict[str, Any], now_us: int, window_us: int) -> bool:
+    """Whether the event is outside a platform's lateness window at ``now_us``."""
+    return now_us - int(payload["event_time_us"]) > window_us
+
 
 def event_seconds(payload: dict[str, Any]) -> int:
     """The event time in whole seconds (Meta, TikTok)."""

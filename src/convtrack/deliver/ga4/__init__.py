@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from convtrack.config_destinations import Ga4Settings
 from convtrack.deliver.base import Destination, Forwarded, OutboundRequest, Outcome
+from convtrack.deliver.fields import HOUR_US, too_old
 from convtrack.deliver.ga4.config import Ga4Config
 from convtrack.deliver.ga4.request import (
     app_instance_id,
@@ -20,8 +21,6 @@ from convtrack.deliver.ga4.request import (
 from convtrack.deliver.ga4.response import read_response
 
 __all__ = ["Ga4Config", "Ga4Destination", "create"]
-
-_HOUR_US = 3600 * 1_000_000
 
 
 class Ga4Destination(Destination):
@@ -37,7 +36,7 @@ class Ga4Destination(Destination):
 
     def skip_reason(self, event: Forwarded, now_us: int) -> str | None:
         payload = event.payload
-        if now_us - payload["event_time_us"] > self.config.window_hours * _HOUR_US:
+        if too_old(payload, now_us, self.config.window_hours * HOUR_US):
             return "too_old"
         if not (payload.get("consent") or {}).get("analytics", True):
             return "no_analytics_consent"

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from convtrack.config_destinations import GoogleAdsSettings
 from convtrack.deliver.base import Destination, Forwarded, OutboundRequest, Outcome
+from convtrack.deliver.fields import DAY_US, too_old
 from convtrack.deliver.google_ads.config import GoogleAdsConfig
 from convtrack.deliver.google_ads.request import (
     MAX_CONVERSIONS,
@@ -23,8 +24,6 @@ from convtrack.deliver.google_ads.request import (
 from convtrack.deliver.google_ads.response import read_click_upload, read_data_manager
 
 __all__ = ["GoogleAdsConfig", "GoogleAdsDestination", "create"]
-
-_DAY_US = 86_400 * 1_000_000
 
 
 # uploadClickConversions answers with a result or an error per row (up to ~300 bytes
@@ -46,7 +45,7 @@ class GoogleAdsDestination(Destination):
 
     def skip_reason(self, event: Forwarded, now_us: int) -> str | None:
         payload = event.payload
-        if now_us - payload["event_time_us"] > self.config.click_window_days * _DAY_US:
+        if too_old(payload, now_us, self.config.click_window_days * DAY_US):
             return "too_old"  # outside the conversion action's click-through window
         if click_id(payload) is None and not hashed_contacts(payload, self.config.email_key):
             return "no_click_id"

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from convtrack.config_destinations import LinkedInSettings
 from convtrack.deliver.base import Destination, Forwarded, OutboundRequest, Outcome
+from convtrack.deliver.fields import too_old
 from convtrack.deliver.linkedin.config import LinkedInConfig
 from convtrack.deliver.linkedin.request import MAX_ELEMENTS, build_request, user_ids
 from convtrack.deliver.linkedin.response import read_response
@@ -26,7 +27,7 @@ class LinkedInDestination(Destination):
         self._config = config
 
     def skip_reason(self, event: Forwarded, now_us: int) -> str | None:
-        if now_us - event.payload["event_time_us"] > self._config.window_us:
+        if too_old(event.payload, now_us, self._config.window_us):
             return TOO_OLD
         if not user_ids(event.payload):  # LinkedIn cannot match it to a member
             return NO_USER_IDENTIFIER

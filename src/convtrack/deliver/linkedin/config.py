@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from convtrack.config_destinations import LinkedInSettings
+from convtrack.deliver.fields import DAY_US
 from convtrack.deliver.secrets import read_secret
 
 DEFAULT_BASE_URL = "https://api.linkedin.com"
 PATH = "/rest/conversionEvents"
-US_PER_DAY = 86_400_000_000
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class LinkedInConfig:
 
     @property
     def window_us(self) -> int:
-        return self.window_days * US_PER_DAY
+        return self.window_days * DAY_US
 
     def rule_for(self, source_event_name: str) -> str:
         return self.conversion_rules.get(source_event_name, self.conversion_rule_id)

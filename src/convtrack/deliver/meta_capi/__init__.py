@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from convtrack.config_destinations import MetaCapiSettings
 from convtrack.deliver.base import Destination, Forwarded, OutboundRequest, Outcome
+from convtrack.deliver.fields import too_old
 from convtrack.deliver.meta_capi.config import MetaCapiConfig
 from convtrack.deliver.meta_capi.request import build_request, user_data
 from convtrack.deliver.meta_capi.response import read_response
@@ -27,7 +28,7 @@ class MetaCapiDestination(Destination):
     def skip_reason(self, event: Forwarded, now_us: int) -> str | None:
         """Meta refuses the whole request for one such event, so none is sent."""
         payload = event.payload
-        if now_us - int(payload["event_time_us"]) > self._config.window_us:
+        if too_old(payload, now_us, self._config.window_us):
             return "too_old"
         if self._config.action_source == "website":
             if not payload.get("page_url"):

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from convtrack.config_destinations import MetaCapiSettings
+from convtrack.deliver.fields import DAY_US
 from convtrack.deliver.secrets import read_secret
 
 DEFAULT_BASE_URL = "https://graph.facebook.com"
-DAY_US = 86_400 * 1_000_000
 # An event this close to the window's edge is left out: it could age past the
 # edge before Meta reads it, and one stale event fails the whole request.
 WINDOW_MARGIN_US = 5 * 60 * 1_000_000

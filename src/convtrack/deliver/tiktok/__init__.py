@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from convtrack.config_destinations import TikTokSettings
 from convtrack.deliver.base import Destination, Forwarded, OutboundRequest, Outcome
+from convtrack.deliver.fields import too_old
 from convtrack.deliver.tiktok.config import TikTokConfig
 from convtrack.deliver.tiktok.request import build_request
 from convtrack.deliver.tiktok.response import read_response
@@ -25,7 +26,7 @@ class TikTokDestination(Destination):
         self._config = config
 
     def skip_reason(self, event: Forwarded, now_us: int) -> str | None:
-        if now_us - int(event.payload["event_time_us"]) > self._config.window_us:
+        if too_old(event.payload, now_us, self._config.window_us):
             return "too_old"
         return None
 

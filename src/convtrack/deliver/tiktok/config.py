@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from convtrack.config_destinations import TikTokSettings
+from convtrack.deliver.fields import DAY_US
 from convtrack.deliver.secrets import read_secret
 
 DEFAULT_BASE_URL = "https://business-api.tiktok.com"
-DAY_US = 86_400 * 1_000_000
 # Events this close to the window's edge are left out: they could age past it
 # before TikTok reads them.
 WINDOW_MARGIN_US = 5 * 60 * 1_000_000
