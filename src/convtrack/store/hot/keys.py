@@ -20,6 +20,21 @@ several deployments (or tests) can share one Redis database. The layout:
   TTL: their expiry + margin.
 - ``wm`` string: the highest expiry watermark given to ``expire`` (µs).
 
+The rejects and the dead letters live here too when ``hot.kind = "redis"``
+(shared by every process; see store/rejects/redis.py, deliver/deadletters_redis.py).
+None has a TTL: each is bounded by its cap, or removed when settled.
+
+- ``r:seq`` string: the last reject id given (INCR, in the script that writes).
+- ``r:ids`` sorted set: reject ids (score = id); ``r:code:<code>`` the same per code.
+- ``r:row`` / ``r:codes`` hash: id -> the msgpack row / its codes joined by ``,``.
+- ``r:dropped`` string: rejects dropped by ``rejects.max_rows``, all collectors.
+- ``dl:seq`` string: the last dead-letter id given.
+- ``dl:r:<id>`` hash: one dead letter (destination, event, last answer, attempts, times).
+- ``dl:d:<destination>`` / ``dl:q:<destination>`` sorted set: the destination's ids /
+  those queued for replay (score = id). ``dl:dests`` set: destinations with rows.
+- ``if:<destination>`` / ``ifs:<destination>`` hash: ``partition:offset`` -> the
+  in-flight event (msgpack) / its state (0 unknown, 1 dead-lettered, 2 settled).
+
 Dedup entries live in time slices of a quarter window (by receive time) so
 that a whole slice expires at once and one entry costs a hash field instead
 of a key; see docs/operations.md, "Redis hot store".
@@ -90,6 +105,53 @@ class RedisKeys:
     def touch(self, key: str) -> str:
         return f"{self._p}u:{key}"
 
+    # -- rejects (store/rejects/redis.py) and dead letters (deliver/deadletters_redis.py)
+
+    def rejects(self) -> RejectKeys:
+        return RejectKeys(self._p + "r:")
+
+    def dead_letters(self) -> DeadLetterKeys:
+        return DeadLetterKeys(self._p)
+
     def pattern(self) -> str:
         """Every key of this prefix (for tests and tooling; never on the hot path)."""
         return self._p + "*"
+
+
+class RejectKeys:
+    def __init__(self, base: str) -> None:
+        self.seq = base + "seq"
+        self.ids = base + "ids"
+        self.rows = base + "row"
+        self.codes = base + "codes"
+        self.dropped = base + "dropped"
+        self.code_base = base + "code:"  # completed with the code, also in Lua
+
+    def code(self, code: str) -> str:
+        return self.code_base + code
+
+
+class DeadLetterKeys:
+    def __init__(self, p: str) -> None:
+        self.seq = p + "dl:seq"
+        self.destinations = p + "dl:dests"
+        self.row_base = p + "dl:r:"  # completed with the id, also in Lua
+        self.rows_of_base = p + "dl:d:"  # completed with the destination
+        self.queued_base = p + "dl:q:"
+        self.in_flight_base = p + "if:"
+        self.in_flight_state_base = p + "ifs:"
+
+    def row(self, dead_letter_id: int) -> str:
+        return f"{self.row_base}{dead_letter_id}"
+
+    def rows_of(self, destination: str) -> str:
+        return self.rows_of_base + destination
+
+    def queued(self, destination: str) -> str:
+        return self.queued_base + destination
+
+    def in_flight(self, destination: str) -> str:
+        return self.in_flight_base + destination
+
+    def in_flight_state(self, destination: str) -> str:
+        return self.in_flight_state_base + destination

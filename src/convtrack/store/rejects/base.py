@@ -58,7 +58,8 @@ class RejectStore(ABC):
     @property
     @abstractmethod
     def dropped(self) -> int:
-        """How many rejects were dropped by the size cap since start."""
+        """How many rejects the size cap dropped: SQLite, by this process since start;
+        Redis, by every collector sharing it (a shared counter)."""
 
     @abstractmethod
     def close(self) -> None: ...

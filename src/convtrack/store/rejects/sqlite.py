@@ -64,11 +64,7 @@ class SqliteRejectStore(RejectStore):
     def _write(self, conn: sqlite3.Connection, batches: Sequence[list[Reject]]) -> list[None]:
         for batch in batches:
             for r in batch:
-                body = (
-                    r.body
-                    if len(r.body) <= self._max_body_chars
-                    else (r.body[: self._max_body_chars] + "…[truncated]")
-                )
+                body = truncated(r.body, self._max_body_chars)
                 cur = conn.execute(
                     "INSERT INTO rejects (received_at_us, route, status, codes, body, source,"
                     " key_role, key_id, event_id, idx) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -136,6 +132,11 @@ class SqliteRejectStore(RejectStore):
         self._writer.close()
         self._reader.close()
         self._conn.close()
+
+
+def truncated(body: str, max_chars: int) -> str:
+    """The body as kept: at most ``max_chars``, marked when cut."""
+    return body if len(body) <= max_chars else body[:max_chars] + "…[truncated]"
 
 
 def _stored(row: tuple[Any, ...]) -> StoredReject:
