@@ -19,7 +19,8 @@ from convtrack.cli.main import cli
 from convtrack.clock import ManualClock
 from convtrack.config import load_settings
 from convtrack.deliver.base import Delivered, Forwarded, Reject, Retry
-from convtrack.deliver.deadletters import DeadLetterStore, Failure, store_path
+from convtrack.deliver.deadletters import Failure, store_path
+from convtrack.deliver.deadletters_sqlite import SqliteDeadLetterStore as DeadLetterStore
 from convtrack.deliver.runner import DeliveryRunner, wanted
 from convtrack.deliver.webhook.config import decode_secret
 from convtrack.deliver.webhook.request import build_request, sign

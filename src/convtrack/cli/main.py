@@ -178,9 +178,10 @@ def _dlq_options(command: Any) -> Any:
 
 @contextmanager
 def _dead_letter_store(config: str | None, data_dir: str | None) -> Iterator[DeadLetterStore]:
-    from convtrack.deliver.deadletters import DeadLetterStore, store_path
+    from convtrack.runtime.backends import open_dead_letter_store
 
-    store = DeadLetterStore(store_path(_settings(config, data_dir=data_dir).data_dir))
+    # Where the server keeps them: the data dir's SQLite file, or the shared Redis.
+    store = open_dead_letter_store(_settings(config, data_dir=data_dir))
     try:
         yield store
     finally:

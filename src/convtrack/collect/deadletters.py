@@ -1,7 +1,9 @@
 """The admin view of dead letters: list them, and queue them for replay.
 
-The store is SQLite: its calls run in a worker thread so a slow disk or a
-runner's write never stalls the event loop that serves ingestion.
+The store is SQLite or Redis (with the hot store, shared by every deliver
+process): its calls run in a worker thread so a slow disk, a slow network or a
+runner's write never stalls the event loop that serves ingestion. A store that
+fails answers 503 (the app maps ``StoreError``).
 """
 
 from __future__ import annotations

@@ -1,23 +1,29 @@
-"""Dead letters: deliveries that failed for good, with the destination's last answer.
+"""The dead-letter port: deliveries that failed for good, with the destination's last answer.
 
-One SQLite file (``DATA_DIR/deliver/deadletters.db``) shared by the runners,
-the admin API and the ``convtrack dlq`` commands (another process: WAL lets
-them read and write beside the server). Replaying marks rows; the runner of
-that destination sends marked rows before new events and removes each row
-once delivered. Each destination keeps at most a cap of rows: past it the
-oldest are dropped (and counted by the caller).
+Dead letters live with the hot store: SQLite (``DATA_DIR/deliver/deadletters.db``,
+deadletters_sqlite.py) when ``hot.kind = "sqlite"``, Redis (deadletters_redis.py)
+when ``hot.kind = "redis"``, so the admin API and ``convtrack dlq`` on any
+machine see the dead letters of every deliver process. ``runtime/backends.py``
+picks one.
 
-The same file holds the in-flight markers of destinations that cannot
-deduplicate (``deliver.inflight``): the events of a batch being sent, so that
-a crash mid-send is noticed at the next start instead of sending them twice.
+Replaying queues rows; the runner of that destination takes queued rows with
+``replay_batch``, which claims them atomically (two deliver processes of one
+destination never both get a row), sends them before new events and removes
+each row once delivered; a replay held by a pause is given back (``unclaim``).
+Each destination keeps at most a cap of rows: past it the oldest are dropped,
+and the count is returned (the caller counts it).
+
+The same store holds the in-flight markers of destinations that cannot
+deduplicate (``deliver.inflight``), keyed by (destination, source partition,
+source offset): the events of a batch being sent, so that a crash mid-send is
+noticed at the next start, by whichever process takes the partition over,
+instead of sending them twice.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,42 +31,15 @@ import msgspec
 
 from convtrack.deliver.base import Forwarded
 from convtrack.deliver.payload import rfc3339_ms
-from convtrack.sqlitekit import connect
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    destination TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    source_partition INTEGER NOT NULL,
-    source_offset INTEGER NOT NULL,
-    payload TEXT NOT NULL,
-    last_status INTEGER,
-    last_answer TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    first_attempt_at_us INTEGER NOT NULL,
-    last_attempt_at_us INTEGER NOT NULL,
-    replay INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS dead_letters_by_destination ON dead_letters (destination, replay, id);
-CREATE TABLE IF NOT EXISTS in_flight (
-    destination TEXT NOT NULL,
-    source_partition INTEGER NOT NULL,
-    source_offset INTEGER NOT NULL,
-    event_id TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    resolved INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (destination, source_partition, source_offset)
-);
-"""
-
-
-# in_flight.resolved: 0 the send's fate is unknown; else settled, not to be sent again.
+# An in-flight marker's state: 0 the send's fate is unknown; else settled, not sent again.
+UNKNOWN = 0
 DEAD_LETTERED = 1
 SETTLED = 2  # delivered, or taken out of the batch unsent
 
 
 def store_path(data_dir: Path) -> Path:
+    """Where the SQLite dead letters of a data dir live."""
     return data_dir / "deliver" / "deadletters.db"
 
 
@@ -100,56 +79,8 @@ class DeadLetter(msgspec.Struct, frozen=True):
         }
 
 
-_COLUMNS = (
-    "id, destination, event_id, source_partition, source_offset, payload, last_status, "
-    "last_answer, attempts, first_attempt_at_us, last_attempt_at_us, replay"
-)
-
-
-def _row(row: tuple[Any, ...]) -> DeadLetter:
-    return DeadLetter(
-        id=row[0],
-        destination=row[1],
-        event=Forwarded(
-            event_id=row[2], source_partition=row[3], source_offset=row[4],
-            payload=json.loads(row[5]),
-        ),
-        last_status=row[6],
-        last_answer=row[7],
-        attempts=row[8],
-        first_attempt_at_us=row[9],
-        last_attempt_at_us=row[10],
-        replay=bool(row[11]),
-    )  # fmt: skip
-
-
-_INSERT = (
-    "INSERT INTO dead_letters (destination, event_id, source_partition, source_offset, payload, "
-    "last_status, last_answer, attempts, first_attempt_at_us, last_attempt_at_us) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?)"
-)
-
-
-def _values(destination: str, event: Forwarded, failure: Failure) -> tuple[Any, ...]:
-    return (
-        destination, event.event_id, event.source_partition, event.source_offset,
-        json.dumps(event.payload), failure.last_status, failure.last_answer, failure.attempts,
-        failure.first_attempt_at_us, failure.last_attempt_at_us,
-    )  # fmt: skip
-
-
-def _where(destination: str | None) -> tuple[str, tuple[Any, ...]]:
-    return ("WHERE destination = ?", (destination,)) if destination is not None else ("", ())
-
-
-class DeadLetterStore:
-    """Thread-safe; every write is its own transaction."""
-
-    def __init__(self, path: Path) -> None:
-        self._conn = connect(path, synchronous="full")
-        self._lock = threading.Lock()
-        with self._lock:
-            self._conn.executescript(_SCHEMA)
+class DeadLetterStore(ABC):
+    """Thread-safe; each call is atomic. Failures raise ``StoreError``."""
 
     def add(
         self,
@@ -162,6 +93,7 @@ class DeadLetterStore:
         """Dead-letter ``events`` with one failure; returns how many old rows the cap dropped."""
         return self.add_rows(destination, [(event, failure) for event in events], cap=cap)
 
+    @abstractmethod
     def add_rows(
         self,
         destination: str,
@@ -170,165 +102,74 @@ class DeadLetterStore:
         cap: int | None = None,
         in_flight: bool = False,
     ) -> int:
-        """Dead-letter events each with its own failure, in one transaction; past ``cap``
-        rows for the destination the oldest are deleted. Returns how many were deleted.
-        ``in_flight``: also flag their in-flight markers dead-lettered, in the same
-        transaction, so a crash before the commit does not dead-letter them twice."""
-        with self._lock, self._transaction():
-            self._conn.executemany(_INSERT, [_values(destination, e, f) for e, f in rows])
-            if in_flight:
-                self._set_in_flight(destination, [e for e, _ in rows], DEAD_LETTERED)
-            return self._drop_past_cap(destination, cap)
+        """Dead-letter events each with its own failure, atomically; past ``cap`` rows for
+        the destination the oldest are deleted. Returns how many were deleted.
+        ``in_flight``: also flag their in-flight markers dead-lettered, in the same step,
+        so a crash in between does not dead-letter them twice."""
 
-    def _drop_past_cap(self, destination: str, cap: int | None) -> int:
-        if cap is None:
-            return 0
-        (count,) = self._conn.execute(
-            "SELECT count(*) FROM dead_letters WHERE destination = ?", (destination,)
-        ).fetchone()
-        excess = int(count) - cap
-        if excess <= 0:
-            return 0
-        self._conn.execute(
-            "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters "
-            "WHERE destination = ? ORDER BY id LIMIT ?)",
-            (destination, excess),
-        )
-        return excess
+    @abstractmethod
+    def total(self, destination: str | None = None) -> int: ...
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
-
-    def _write_many(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        """One statement over many rows, in one transaction."""
-        with self._lock, self._transaction():
-            self._conn.executemany(sql, rows)
-
-    def total(self, destination: str | None = None) -> int:
-        where, args = _where(destination)
-        with self._lock:
-            (count,) = self._conn.execute(
-                f"SELECT count(*) FROM dead_letters {where}", args
-            ).fetchone()
-        return int(count)
-
+    @abstractmethod
     def items(self, destination: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        where, args = _where(destination)
-        with self._lock:
-            rows = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM dead_letters {where} ORDER BY id LIMIT ?", (*args, limit)
-            ).fetchall()
-        return [_row(row) for row in rows]
+        """Oldest first."""
 
+    @abstractmethod
     def mark_replay(self, destination: str | None = None) -> int:
         """Queue the dead letters (of one destination) for sending again; returns how many."""
-        where, args = _where(destination)
-        with self._lock:
-            cursor = self._conn.execute(f"UPDATE dead_letters SET replay = 1 {where}", args)
-        return cursor.rowcount
 
+    @abstractmethod
     def replay_batch(self, destination: str, limit: int) -> list[DeadLetter]:
-        with self._lock:
-            rows = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM dead_letters WHERE destination = ? AND replay = 1 "
-                "ORDER BY id LIMIT ?",
-                (destination, limit),
-            ).fetchall()
-        return [_row(row) for row in rows]
+        """Claim up to ``limit`` queued rows, oldest first: they leave the queue at once,
+        so no other caller gets them. Each then ends ``remove``d (delivered),
+        ``failed_again`` or ``unclaim``ed (not sent: queued again)."""
 
-    def remove(self, ids: Sequence[int]) -> None:
-        self._write_many("DELETE FROM dead_letters WHERE id = ?", [(i,) for i in ids])
+    @abstractmethod
+    def remove(self, ids: Sequence[int]) -> None: ...
 
+    @abstractmethod
     def failed_again(self, ids: Sequence[int], failure: Failure) -> None:
-        """A replay failed for good: keep the rows, unmarked, with the new answer."""
-        self._write_many(
-            "UPDATE dead_letters SET replay = 0, last_status = ?, last_answer = ?, "
-            "attempts = attempts + ?, last_attempt_at_us = ? WHERE id = ?",
-            [(failure.last_status, failure.last_answer, failure.attempts,
-              failure.last_attempt_at_us, i) for i in ids],
-        )  # fmt: skip
+        """A replay failed for good: keep the rows, unqueued, with the new answer."""
 
+    @abstractmethod
     def claim(self, ids: Sequence[int], note: str) -> None:
-        """Unmark rows about to be replayed, noting why a crash would leave them here
-        (for destinations that cannot deduplicate: never replayed twice unasked)."""
-        self._write_many(
-            "UPDATE dead_letters SET replay = 0, last_answer = ? WHERE id = ?",
-            [(note, i) for i in ids],
-        )
+        """Note on claimed rows why a crash would leave them here (for destinations that
+        cannot deduplicate: never replayed twice unasked); unqueued if queued again."""
 
+    @abstractmethod
     def unclaim(self, rows: Sequence[DeadLetter]) -> None:
-        """Give claimed rows back as they were (the replay was held, not sent)."""
-        self._write_many(
-            "UPDATE dead_letters SET replay = 1, last_answer = ? WHERE id = ?",
-            [(row.last_answer, row.id) for row in rows],
-        )
+        """Give claimed rows back as they were, queued (the replay was held, not sent)."""
+
+    @abstractmethod
+    def purge(self, destination: str | None = None) -> int: ...
 
     # -- in-flight markers (see deliver.inflight) ---------------------------------
 
+    @abstractmethod
     def mark_in_flight(self, destination: str, events: Sequence[Forwarded]) -> None:
-        self._write_many(
-            "INSERT OR REPLACE INTO in_flight (destination, source_partition, source_offset, "
-            "event_id, payload, resolved) VALUES (?,?,?,?,?,0)",
-            [(destination, e.source_partition, e.source_offset, e.event_id,
-              json.dumps(e.payload)) for e in events],
-        )  # fmt: skip
+        """Markers of fate unknown for ``events`` (replacing any at their positions)."""
 
+    @abstractmethod
     def in_flight(self, destination: str) -> list[tuple[Forwarded, bool]]:
-        """The markers left for ``destination``: each event and whether it was resolved."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT event_id, source_partition, source_offset, payload, resolved "
-                "FROM in_flight WHERE destination = ? ORDER BY source_partition, source_offset",
-                (destination,),
-            ).fetchall()
-        return [
-            (Forwarded(event_id=r[0], source_partition=r[1], source_offset=r[2],
-                       payload=json.loads(r[3])), bool(r[4]))
-            for r in rows
-        ]  # fmt: skip
+        """The markers left for ``destination``, by position: each event and whether it
+        was resolved (dead-lettered or settled)."""
 
     def resolve_in_flight(
         self, destination: str, events: Sequence[Forwarded], failure: Failure, cap: int | None
     ) -> int:
-        """Dead-letter unresolved markers and flag them resolved, in one transaction (so a
-        second crash neither loses nor doubles them). Returns rows dropped by the cap."""
+        """Dead-letter unresolved markers and flag them resolved, atomically (so a second
+        crash neither loses nor doubles them). Returns rows dropped by the cap."""
         return self.add_rows(destination, [(e, failure) for e in events], cap=cap, in_flight=True)
 
+    @abstractmethod
     def settle_in_flight(self, destination: str, events: Sequence[Forwarded]) -> None:
         """Flag markers whose events were delivered (or skipped) before their offsets are
         committed: read again after a crash, they are passed over, neither resent nor
         dead-lettered."""
-        with self._lock, self._transaction():
-            self._set_in_flight(destination, events, SETTLED)
 
-    def _set_in_flight(self, destination: str, events: Sequence[Forwarded], state: int) -> None:
-        self._conn.executemany(
-            "UPDATE in_flight SET resolved = ? WHERE destination = ? "
-            "AND source_partition = ? AND source_offset = ?",
-            [(state, destination, e.source_partition, e.source_offset) for e in events],
-        )
-
+    @abstractmethod
     def clear_in_flight(self, destination: str, committed: Mapping[int, int]) -> None:
         """Forget the markers below the committed positions (their batch is settled)."""
-        self._write_many(
-            "DELETE FROM in_flight WHERE destination = ? AND source_partition = ? "
-            "AND source_offset < ?",
-            [(destination, partition, offset) for partition, offset in committed.items()],
-        )
 
-    def purge(self, destination: str | None = None) -> int:
-        where, args = _where(destination)
-        with self._lock:
-            cursor = self._conn.execute(f"DELETE FROM dead_letters {where}", args)
-        return cursor.rowcount
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+    @abstractmethod
+    def close(self) -> None: ...

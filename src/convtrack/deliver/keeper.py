@@ -106,8 +106,8 @@ class DeadLetterKeeper:
             done = dispatcher.run(job, settle)
         except Stopped:
             done = False
-        if not done and self._claim_replays and job.events:
-            self.store.unclaim(settle.rows_of(job.events))  # not sent: queued again
+        if not done and job.events:  # replay_batch claimed them all: not sent, queued again
+            self.store.unclaim(settle.rows_of(job.events))
         self.check(force=True)
         return len(rows) if done else 0
 

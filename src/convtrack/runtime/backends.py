@@ -2,8 +2,10 @@
 
 ``log.kind`` picks the event log and the processed log (SQLite files under the
 data dir, or Kafka topics); ``hot.kind`` the hot store (SQLite or Redis);
-``cold.uri`` the lake (a path or ``s3://``). Rejects and dead letters stay in
-SQLite files under the data dir on every backend.
+``cold.uri`` the lake (a path or ``s3://``). Rejects, dead letters and the
+deliver role's in-flight markers live with the hot store: SQLite files under
+the data dir when ``hot.kind = "sqlite"``, Redis (under ``hot.redis_prefix``,
+the same URL) when ``hot.kind = "redis"``, shared by every process and machine.
 
 The Kafka and Redis classes are imported only when chosen, so the embedded
 default needs neither client library. ``Backends`` opens each one on first use
@@ -20,6 +22,7 @@ from typing import Protocol, runtime_checkable
 from convtrack.clock import Clock
 from convtrack.config import Settings
 from convtrack.deliver.deadletters import DeadLetterStore, store_path
+from convtrack.deliver.deadletters_sqlite import SqliteDeadLetterStore
 from convtrack.errors import ConfigError
 from convtrack.log.base import EventLog
 from convtrack.log.sqlite import SqliteLog
@@ -27,6 +30,7 @@ from convtrack.observe.metrics import Metrics
 from convtrack.store.cold.lake import Lake
 from convtrack.store.hot.base import HotStore
 from convtrack.store.hot.sqlite import SqliteHotStore
+from convtrack.store.rejects.base import RejectStore
 from convtrack.store.rejects.sqlite import SqliteRejectStore
 
 Stream = str  # "events" (what collect appends) or "processed" (what process publishes)
@@ -108,6 +112,36 @@ def rejects_path(data_dir: Path) -> Path:
     return data_dir / "rejects" / "rejects.db"
 
 
+def open_reject_store(settings: Settings, on_drop: Callable[[int], None] | None) -> RejectStore:
+    limits = settings.rejects
+    if settings.hot.kind == "redis":
+        from convtrack.store.rejects.redis import RedisRejectStore  # needs the [redis] extra
+
+        return RedisRejectStore(
+            settings.hot.redis_url,
+            prefix=settings.hot.redis_prefix,
+            max_rows=limits.max_rows,
+            max_body_chars=limits.max_body_bytes,
+            on_drop=on_drop,
+        )
+    return SqliteRejectStore(
+        rejects_path(settings.data_dir),
+        max_rows=limits.max_rows,
+        max_body_chars=limits.max_body_bytes,
+        on_drop=on_drop,
+    )
+
+
+def open_dead_letter_store(settings: Settings) -> DeadLetterStore:
+    """Dead letters and in-flight markers (also for ``convtrack dlq``)."""
+    check_backend_settings(settings)
+    if settings.hot.kind == "redis":
+        from convtrack.deliver.deadletters_redis import RedisDeadLetterStore  # [redis] extra
+
+        return RedisDeadLetterStore(settings.hot.redis_url, prefix=settings.hot.redis_prefix)
+    return SqliteDeadLetterStore(store_path(settings.data_dir))
+
+
 class Backends:
     """The backends of one process, opened on first use and shared by its roles."""
 
@@ -130,7 +164,7 @@ class Backends:
         self._processed: EventLog | None = None
         self._hot: HotStore | None = None
         self._lake: Lake | None = None
-        self._rejects: SqliteRejectStore | None = None
+        self._rejects: RejectStore | None = None
         self._deadletters: DeadLetterStore | None = None
         self._opening = threading.RLock()
 
@@ -170,22 +204,17 @@ class Backends:
             return self._lake
 
     @property
-    def rejects(self) -> SqliteRejectStore:
+    def rejects(self) -> RejectStore:
         with self._opening:
             if self._rejects is None:
-                self._rejects = SqliteRejectStore(
-                    rejects_path(self.settings.data_dir),
-                    max_rows=self.settings.rejects.max_rows,
-                    max_body_chars=self.settings.rejects.max_body_bytes,
-                    on_drop=self._metrics.rejects_dropped.inc,
-                )
+                self._rejects = open_reject_store(self.settings, self._metrics.rejects_dropped.inc)
             return self._rejects
 
     @property
     def deadletters(self) -> DeadLetterStore:
         with self._opening:
             if self._deadletters is None:
-                self._deadletters = DeadLetterStore(store_path(self.settings.data_dir))
+                self._deadletters = open_dead_letter_store(self.settings)
             return self._deadletters
 
     def stop_event_writes(self) -> None:

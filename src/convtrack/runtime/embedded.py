@@ -21,7 +21,7 @@ from convtrack.runtime.roles import ROLES, build_chain, maintain_lake
 from convtrack.store.cold.lake import Lake
 from convtrack.store.cold.writer import ColdStoreRunner
 from convtrack.store.hot.base import HotStore
-from convtrack.store.rejects.sqlite import SqliteRejectStore
+from convtrack.store.rejects.base import RejectStore
 
 __all__ = ["Pipeline", "build_chain", "maintain_lake"]
 
@@ -82,7 +82,7 @@ class Pipeline(Node):
         return self.backends.lake
 
     @property
-    def rejects(self) -> SqliteRejectStore:
+    def rejects(self) -> RejectStore:
         return self.backends.rejects
 
     @property

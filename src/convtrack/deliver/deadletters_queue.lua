@@ -1,0 +1,40 @@
+#!lua flags=no-cluster
+-- Queue, claim or purge dead letters, atomically (see deliver/deadletters_redis.py).
+-- ARGV[1]: 'mark' (queue every row of the destinations; returns how many), 'purge'
+-- (delete them; returns how many) or 'claim' (take up to ARGV[7] queued rows of one
+-- destination out of its queue; returns them); ARGV[2..5]: destinations set, row base,
+-- rows-of base, queue base; ARGV[6]: one destination, or '' for all.
+local op, dests, row_base, rows_of, queued = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local names = ARGV[6] ~= '' and {ARGV[6]} or redis.call('SMEMBERS', dests)
+local FIELDS = {'e', 'p', 'o', 'y', 's', 'a', 'n', 'f', 'l'}
+
+if op == 'claim' then
+  local queue = queued .. names[1]
+  local ids = redis.call('ZRANGE', queue, 0, tonumber(ARGV[7]) - 1)
+  local out = {}
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', queue, id)
+    local values = redis.call('HMGET', row_base .. id, unpack(FIELDS))
+    if values[1] then
+      table.insert(values, 1, id)
+      out[#out + 1] = values
+    end
+  end
+  return out
+end
+
+local count = 0
+for _, name in ipairs(names) do
+  local all, queue = rows_of .. name, queued .. name
+  if op == 'mark' then
+    count = count + redis.call('ZCARD', all)
+    redis.call('ZUNIONSTORE', queue, 1, all)
+  elseif op == 'purge' then
+    local ids = redis.call('ZRANGE', all, 0, -1)
+    for _, id in ipairs(ids) do redis.call('DEL', row_base .. id) end
+    count = count + #ids
+    redis.call('DEL', all, queue)
+    redis.call('SREM', dests, name)
+  end
+end
+return count
