@@ -3,8 +3,12 @@
 On the SQLite log a consumer group has no members to share partitions among,
 so two processes of the ``process``, ``store`` or ``deliver`` role on one data
 dir would both handle every entry. The SQLite hot store has one writer (the
-processor). The ``store`` role also copies this data dir's rejects, which only
-one copier may do. The lock is an ``flock`` on ``DATA_DIR/locks/ROLE.lock``:
+processor). The ``store`` role also copies the rejects to the lake: with
+``hot.kind = "sqlite"`` they are this data dir's SQLite file, which has one
+copier; with ``hot.kind = "redis"`` they are shared by every machine, and any
+number of store processes may copy them (the lake's conditional manifest
+commit makes each reject land once; tests/test_rejects_store.py). The
+lock is an ``flock`` on ``DATA_DIR/locks/ROLE.lock``:
 the kernel releases it when the process dies, SIGKILL included, so a restart
 never finds a stale lock.
 """
@@ -26,7 +30,8 @@ def exclusive_roles(settings: Settings, roles: Sequence[str]) -> list[str]:
     sqlite_log = settings.log.kind == "sqlite"
     needs = {
         "process": sqlite_log or settings.hot.kind == "sqlite",
-        "store": True,  # the rejects of this data dir have one copier
+        # and on Kafka, the rejects of this data dir's SQLite file: one copier
+        "store": sqlite_log or settings.hot.kind == "sqlite",
         "deliver": sqlite_log,
     }
     return [role for role in roles if needs.get(role, False)]
