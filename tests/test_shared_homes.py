@@ -13,7 +13,9 @@ from typing import Any
 
 import httpx
 
+from convtrack.config import load_settings
 from convtrack.devservices.kafka import KafkaBroker
+from convtrack.runtime.locks import exclusive_roles
 from tests.conftest import ADMIN_KEY, WRITE_KEY, ServerFactory, ServerProcess, auth
 from tests.s3_fixtures import S3Target
 from tests.test_roles import purchase, terminate_within, wait_for
@@ -107,3 +109,19 @@ def test_rejects_and_dead_letters_are_shared_by_every_machine(
         assert sorted(row["event_id"] for row in json.loads(done.stdout)) == bad  # once each
     finally:
         receiver.server.shutdown()
+
+
+def test_the_store_role_locks_its_data_dir_only_where_rejects_are_a_local_file() -> None:
+    def exclusive(log: str, hot: str) -> list[str]:
+        sections: dict[str, Any] = {"log": {"kind": log}, "hot": {"kind": hot}}
+        if log == "kafka":
+            sections["log"]["kafka_bootstrap"] = "localhost:9092"
+        if hot == "redis":
+            sections["hot"]["redis_url"] = "redis://localhost:6379/0"
+        settings = load_settings(environ={}, overrides=sections)
+        return exclusive_roles(settings, ["collect", "process", "store", "deliver"])
+
+    assert exclusive("kafka", "redis") == []  # any number of store processes, anywhere
+    assert exclusive("kafka", "sqlite") == ["process", "store"]
+    assert exclusive("sqlite", "redis") == ["process", "store", "deliver"]
+    assert exclusive("sqlite", "sqlite") == ["process", "store", "deliver"]
