@@ -18,7 +18,9 @@ from convtrack.devservices.kafka import KafkaBroker
 from convtrack.errors import ConfigError, LogError, LogUnavailable
 from convtrack.log.base import EventLog, LogEntry, LogLag, LogRecord, next_positions
 from convtrack.log.kafka import KafkaLog
+from tests.conftest import free_port
 from tests.contract.log_contract import LogContract, append, drain, rec
+from tests.tcp_forward import TcpForwarder
 
 PARTITIONS = 4
 
@@ -283,6 +285,46 @@ def set_topic_config(broker: KafkaBroker, topic: str, name: str, value: str) -> 
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     for future in admin.incremental_alter_configs([resource]).values():
         future.result(timeout=10)
+
+
+def test_a_log_opened_before_its_cluster_waits_unwritable_then_opens(
+    kafka_service: KafkaBroker, prefix: str
+) -> None:
+    """A process may start before Kafka: the log opens at once, refuses appends with
+    LogUnavailable (the collector's 503) and opens the topic when the cluster answers."""
+    port = free_port()  # nothing listens here yet
+    started = time.monotonic()
+    log = KafkaLog(
+        f"127.0.0.1:{port}",
+        topic=f"{prefix}.events",
+        group_prefix=prefix,
+        partitions=PARTITIONS,
+        replication=1,
+        linger_ms=2.0,
+        clock=SystemClock(),
+    )
+    forwarder: TcpForwarder | None = None
+    try:
+        assert time.monotonic() - started < 5.0  # never holds the start up
+        status = log.status()
+        assert not status.writable and "waiting for the Kafka cluster" in status.detail
+        with pytest.raises(LogUnavailable):
+            append(log, [rec(0)])
+        with pytest.raises(LogError, match="waiting for the Kafka cluster"):
+            log.consumer("late")
+        with pytest.raises(LogError):
+            log.partition_count()
+
+        forwarder = TcpForwarder(port, kafka_service.bootstrap)  # the cluster comes up
+        wait_until(lambda: log.status().writable, 30, "the log to open its topic")
+        assert log.partition_count() == PARTITIONS
+        (offset,) = append(log, [rec(1)])
+        entries = drain(log, "late")
+        assert [(e.offset, e.payload) for e in entries] == [(offset, rec(1).payload)]
+    finally:
+        log.close()
+        if forwarder is not None:
+            forwarder.close()
 
 
 def test_refused_delivery_fails_the_append_and_readiness_says_why(

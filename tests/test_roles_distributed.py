@@ -181,3 +181,56 @@ def _conversions_or_none(url: str) -> int | None:
         timeout=30,
     )
     return int(answer.json()["conversions"]) if answer.status_code == 200 else None
+
+
+def test_processes_started_before_kafka_answer_503_then_work_by_themselves(
+    kafka_service: KafkaBroker, redis_url: str, s3_bucket: S3Target, server_factory: ServerFactory
+) -> None:
+    from tests.conftest import free_port
+    from tests.tcp_forward import TcpForwarder
+
+    port = free_port()  # Kafka's address, where nothing listens yet
+    env = {**distributed_env(kafka_service, redis_url, s3_bucket)}
+    env["CONVTRACK_LOG_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{port}"
+    collector = server_factory(env, name="collector", args=["--roles", "collect"])
+    worker = server_factory(env, name="worker", args=["--roles", "process,store,deliver"])
+    collector.start(timeout_secs=10)  # alive within the contract's 10 s, Kafka or not
+    worker.start(timeout_secs=10)
+    forwarder: TcpForwarder | None = None
+    try:
+        ready = httpx.get(f"{collector.url}/readyz", timeout=10)
+        assert ready.status_code == 503, ready.text
+        assert "waiting for the Kafka cluster" in ready.json()["log"]["detail"]
+        refused = track(collector.url, purchase("before-kafka", campaign="late"))
+        assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
+        assert refused.json()["error"] == "unavailable"
+        assert _status(worker.url) == 503
+
+        forwarder = TcpForwarder(port, kafka_service.bootstrap)  # the cluster comes up
+        wait_for("the collector to be ready", lambda: _status(collector.url) == 200, 60)
+        # The client retries what got a 503, as Retry-After told it to.
+        assert track(collector.url, purchase("before-kafka", campaign="late")).status_code == 202
+        wait_for("the worker to count it", lambda: conversions(collector.url, "late") == 1, 60)
+        wait_for("the worker to be ready", lambda: _status(worker.url) == 200, 30)
+    finally:
+        assert terminate_within(collector) == 0
+        assert terminate_within(worker) == 0
+        if forwarder is not None:
+            forwarder.close()
+
+
+def test_a_processed_topic_with_other_partitions_than_the_events_is_refused(
+    kafka_service: KafkaBroker, redis_url: str, s3_bucket: S3Target, tmp_path: Path
+) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    from convtrack.log.kafka_admin import client_settings, ensure_topic
+
+    env = distributed_env(kafka_service, redis_url, s3_bucket)
+    prefix = env["CONVTRACK_LOG_KAFKA_TOPIC_PREFIX"]
+    admin = AdminClient(client_settings(kafka_service.bootstrap, "test-admin"))
+    assert ensure_topic(admin, f"{prefix}.events", 3, 1, 30) == 3
+    assert ensure_topic(admin, f"{prefix}.processed", 2, 1, 30) == 2
+    done = cli(env, "serve", "--roles", "process", "--port", "0", "--data-dir", str(tmp_path))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "3 partitions but the processed log has 2" in done.stderr

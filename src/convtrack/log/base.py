@@ -109,6 +109,10 @@ class EventLog(ABC):
     def status(self) -> LogStatus:
         """Whether the log can take writes now, for readiness."""
 
+    def partition_count(self) -> int:
+        """How many partitions the log has (LogError while that cannot be known yet)."""
+        return 1
+
     @abstractmethod
     def close(self) -> None:
         """Finish pending appends and release resources."""

@@ -129,21 +129,24 @@ class KafkaLog(EventLog):
         self._delivery_timeout_secs = delivery_timeout_secs
         self._max_pending = max_pending_events
         self._admin = AdminClient(client_settings(bootstrap, f"{group_prefix}-admin"))
-        self.partitions = ensure_topic(
-            self._admin, topic, partitions, replication, setup_timeout_secs
-        )
+        self._replication = replication
+        # The configured count until the topic is open; then the topic's own.
+        self.partitions = partitions
         self._reader = TopicReader(bootstrap, topic, self._admin, f"{group_prefix}.reader")
         self._fatal: str | None = None
         self._producer = self._new_producer()
         self._delivery_error: tuple[str, float] | None = None
         self._health = _Health(True, "ok", time.monotonic())
         self._lag = LagTracker(self._reader, clock, self.partitions)
+        self._topic_open = False
+        self._open_topic(setup_timeout_secs)
         self._last_lag = LogLag(0, 0.0)
         self._consumers: weakref.WeakSet[KafkaConsumer] = weakref.WeakSet()
         self._accepting = True
         self._closed = False
         self._stopping = threading.Event()
-        self._probe()
+        if self._topic_open:
+            self._probe()
         self._poller = threading.Thread(
             target=self._serve_deliveries, name=f"kafka-deliveries-{topic}", daemon=True
         )
@@ -293,8 +296,41 @@ class KafkaLog(EventLog):
 
     # -- health -------------------------------------------------------------------
 
+    def _open_topic(self, timeout_secs: float) -> None:
+        """Create or find the topic. While the cluster cannot be reached the log still
+        opens, unwritable (appends raise LogUnavailable, so the collector answers 503),
+        and the watchdog keeps trying: a process may start before its cluster."""
+        try:
+            # A quick look first: an unreachable cluster should not hold the start up.
+            partition_leaders(self._admin, self.topic, min(timeout_secs, PROBE_TIMEOUT_SECS))
+            partitions = ensure_topic(
+                self._admin, self.topic, self.partitions, self._replication, timeout_secs
+            )
+        except LogError as exc:
+            detail = f"waiting for the Kafka cluster: {exc}"
+            self._health = _Health(False, detail, time.monotonic())
+            log.warning("kafka_waiting_for_cluster", extra={"topic": self.topic, "error": str(exc)})
+            return
+        if partitions != self.partitions:
+            self.partitions = partitions
+            self._lag = LagTracker(self._reader, self.clock, partitions)
+        self._topic_open = True
+        log.info("kafka_topic_open", extra={"topic": self.topic, "partitions": partitions})
+
+    def _require_topic(self) -> None:
+        if not self._topic_open:
+            raise LogError(self._health.detail)
+
+    def partition_count(self) -> int:
+        self._require_topic()
+        return self.partitions
+
     def _watch(self) -> None:
         while not self._stopping.wait(HEALTH_INTERVAL_SECS):
+            if not self._topic_open:
+                self._open_topic(PROBE_TIMEOUT_SECS)
+                if not self._topic_open:
+                    continue
             if self._fatal is not None:
                 self._replace_producer()
             self._probe()
@@ -349,6 +385,7 @@ class KafkaLog(EventLog):
     # -- reading ------------------------------------------------------------------
 
     def consumer(self, group: str) -> KafkaConsumer:
+        self._require_topic()  # a role that reads is built again once the cluster answers
         made = KafkaConsumer(
             bootstrap=self._bootstrap,
             topic=self.topic,
@@ -362,6 +399,7 @@ class KafkaLog(EventLog):
     def last_entries(self) -> dict[int, LogEntry]:
         """Reads each partition's record at its high watermark - 1 (no transactions here,
         so that offset always holds a record unless retention removed it)."""
+        self._require_topic()
         ends = self._reader.end_offsets(range(self.partitions))
         self._lag.raise_ends(ends)
         wanted = {p: end - 1 for p, end in ends.items() if end > 0}

@@ -29,6 +29,7 @@ from convtrack.runtime.roles import (
     ROLES,
     CollectRole,
     Deferred,
+    DeliveryGroup,
     build_cold_store,
     build_delivery_runners,
     build_processor,
@@ -71,7 +72,9 @@ class Node:
         settings, backends, metrics, clock = self.settings, self.backends, self.metrics, self.clock
         if "collect" in self.roles:
             iso4217_codes()  # load the currency table now, not on the first request
-            backends.events.status()  # open the log now: a bad backend fails the start
+            # Open the log now: a bad setting fails the start; a Kafka cluster not up yet
+            # leaves it unwritable (ingest answers 503) until it answers.
+            backends.events.status()
         self._process: Deferred[ProcessorRunner] | None = (
             Deferred("processor", lambda: build_processor(settings, backends, metrics, clock))
             if "process" in self.roles
@@ -83,10 +86,15 @@ class Node:
             else None
         )
         env = os.environ if environ is None else environ
-        self.deliveries: list[DeliveryRunner] = (
-            build_delivery_runners(settings, backends, metrics, clock, env, delivery_sleep)
+        self._deliver: Deferred[DeliveryGroup] | None = (
+            Deferred(
+                "deliver",
+                lambda: DeliveryGroup(
+                    build_delivery_runners(settings, backends, metrics, clock, env, delivery_sleep)
+                ),
+            )
             if "deliver" in self.roles
-            else []
+            else None
         )
         self.monitor = HealthMonitor(self._backend_checks())
         components: dict[str, Callable[[], Report]] = {
@@ -96,8 +104,8 @@ class Node:
             components["processor"] = self._process.health
         if self._store is not None:
             components["cold"] = self._store.health
-        for runner in self.deliveries:
-            components[f"deliver-{runner.name}"] = runner.health
+        for destination in settings.destinations if self._deliver is not None else []:
+            components[f"deliver-{destination.name}"] = self._delivery_health(destination.name)
         self.collect: CollectRole | None = None
         self.app: App | ProbeApp
         if "collect" in self.roles:
@@ -117,7 +125,7 @@ class Node:
             checks["hot"] = self._check_hot
         if "collect" in self.roles and "process" not in self.roles:
             checks["processor"] = self._check_remote_processor
-        if "process" in self.roles:
+        if "process" in self.roles or "store" in self.roles or "deliver" in self.roles:
             checks["processed_log"] = lambda: _log_report(backends.processed.status())
         if "collect" not in self.roles and "process" in self.roles:
             checks["log"] = lambda: _log_report(backends.events.status())
@@ -145,6 +153,21 @@ class Node:
     @property
     def cold(self) -> ColdStoreRunner | None:
         return self._store.runner if self._store is not None else None
+
+    @property
+    def deliveries(self) -> list[DeliveryRunner]:
+        group = self._deliver.runner if self._deliver is not None else None
+        return group.runners if group is not None else []
+
+    def _delivery_health(self, name: str) -> Callable[[], Report]:
+        def report() -> Report:
+            for runner in self.deliveries:
+                if runner.name == name:
+                    return runner.health()
+            assert self._deliver is not None
+            return self._deliver.health()  # not built yet: waiting for the processed log
+
+        return report
 
     def _local_lag(self) -> LogLag:
         processor = self.processor
@@ -174,8 +197,8 @@ class Node:
             self._process.start()
         if self._store is not None:
             self._store.start()
-        for runner in self.deliveries:
-            runner.start()
+        if self._deliver is not None:
+            self._deliver.start()
 
     def close(self) -> None:
         """Finish pending appends, let the processor catch up, then close the stores."""
@@ -186,7 +209,8 @@ class Node:
         cold = self._store.stop_waiting() if self._store is not None else None
         if cold is not None:
             cold.stop(flush=True)
-        for runner in self.deliveries:
+        group = self._deliver.stop_waiting() if self._deliver is not None else None
+        for runner in group.runners if group is not None else []:
             runner.stop()
         self.monitor.stop()
         self.backends.close()

@@ -141,6 +141,7 @@ def build_processor(
     settings: Settings, backends: Backends, metrics: Metrics, clock: Clock
 ) -> ProcessorRunner:
     hot, processed = backends.hot, backends.processed
+    check_partitions_match(backends.events, processed)
     return ProcessorRunner(
         event_log=backends.events,
         processed=processed,
@@ -150,6 +151,19 @@ def build_processor(
         metrics=metrics,
         max_batch=settings.process.max_batch_events,
     )
+
+
+def check_partitions_match(events: EventLog, processed: EventLog) -> None:
+    """Source partition p publishes to processed partition p (process/published.py):
+    the processed log must have exactly the event log's partitions."""
+    source, published = events.partition_count(), processed.partition_count()
+    if source != published:
+        raise ConfigError(
+            f"the event log has {source} partitions but the processed log has {published};"
+            " they must match (each source partition publishes to the same processed"
+            " partition): give both topics the same count, see docs/operations.md,"
+            " 'Kafka log'"
+        )
 
 
 def build_chain(
@@ -229,6 +243,21 @@ def build_delivery_runners(
     )
 
 
+class DeliveryGroup:
+    """The deliver role's runners, built together: they share the alerts and the dead letters."""
+
+    def __init__(self, runners: list[DeliveryRunner]) -> None:
+        self.runners = runners
+
+    def start(self) -> None:
+        for runner in self.runners:
+            runner.start()
+
+    def health(self) -> dict[str, object]:
+        healthy = all(bool(runner.health().get("healthy")) for runner in self.runners)
+        return {"healthy": healthy, "detail": "ok"}
+
+
 class Runner(Protocol):
     def start(self) -> None: ...
 
@@ -279,6 +308,11 @@ class Deferred(Generic[R]):
         while not self._stop.wait(delay):
             try:
                 runner = self._build()
+            except ConfigError as exc:  # found only once the backend answered (e.g. topics)
+                self.detail = f"not started: {exc}"
+                log.error("role_cannot_start", extra={"runner": self.name, "error": str(exc)})
+                delay = 30.0
+                continue
             except ConvtrackError as exc:
                 self._waiting(exc)
                 delay = min(delay * 2, 5.0)
