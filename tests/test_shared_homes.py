@@ -8,15 +8,35 @@ or a deliver process dead-letters is seen, and acted on, from any of them.
 from __future__ import annotations
 
 import json
+import random
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from convtrack.clock import ManualClock
 from convtrack.config import load_settings
+from convtrack.deliver.base import Forwarded, Outcome
+from convtrack.deliver.deadletters import DeadLetterStore
+from convtrack.deliver.inflight import InFlight, unknown_fate_reason
+from convtrack.deliver.runner import DeliveryRunner
 from convtrack.devservices.kafka import KafkaBroker
+from convtrack.log.base import LogEntry
+from convtrack.runtime.embedded import Pipeline
 from convtrack.runtime.locks import exclusive_roles
 from tests.conftest import ADMIN_KEY, WRITE_KEY, ServerFactory, ServerProcess, auth
+from tests.deliverkit import (
+    START_US,
+    TinyDestination,
+    TinyPlatform,
+    drain,
+    ingest,
+    open_pipeline,
+    settings,
+)
 from tests.s3_fixtures import S3Target
 from tests.test_roles import purchase, terminate_within, wait_for
 from tests.test_roles_distributed import cli, distributed_env
@@ -125,3 +145,111 @@ def test_the_store_role_locks_its_data_dir_only_where_rejects_are_a_local_file()
     assert exclusive("kafka", "sqlite") == ["process", "store"]
     assert exclusive("sqlite", "redis") == ["process", "store", "deliver"]
     assert exclusive("sqlite", "sqlite") == ["process", "store", "deliver"]
+
+
+# -- in-flight markers across machines (GA4/Slack: never resent) --------------------------
+
+
+class _Machines:
+    """One log (the processed topic) and a dead-letter store per machine, all on one Redis."""
+
+    def __init__(self, pipeline: Pipeline, clock: ManualClock, url: str, prefix: str) -> None:
+        self.pipeline, self.clock, self.url, self.prefix = pipeline, clock, url, prefix
+        self.stores: list[DeadLetterStore] = []
+
+    def store(self) -> DeadLetterStore:
+        from convtrack.deliver.deadletters_redis import RedisDeadLetterStore
+
+        self.stores.append(RedisDeadLetterStore(self.url, prefix=self.prefix))
+        return self.stores[-1]
+
+    def runner(self, destination: TinyDestination, store: DeadLetterStore) -> DeliveryRunner:
+        return DeliveryRunner(
+            destination=destination, settings=settings(),
+            consumer=self.pipeline.processed.consumer("deliver-tiny"), deadletters=store,
+            clock=self.clock, metrics=self.pipeline.metrics, sleep=self.clock.advance,
+            rng=random.Random(7), default_granted=True,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def machines(tmp_path: Path, redis_url: str) -> Iterator[_Machines]:
+    clock = ManualClock(start_us=START_US)
+    pipeline = open_pipeline(tmp_path, clock)
+    made = _Machines(pipeline, clock, redis_url, "t" + uuid.uuid4().hex[:12])
+    yield made
+    for store in made.stores:
+        store.close()
+    pipeline.close()
+
+
+class _DiesOnAnswer(TinyDestination):
+    """The platform takes the batch; the process dies before reading the answer."""
+
+    def read(
+        self, events: Sequence[Forwarded], status: int, headers: dict[str, str], body: bytes
+    ) -> Outcome:
+        raise _Crash
+
+
+class _Crash(BaseException):
+    pass
+
+
+def test_a_deliver_process_on_another_machine_does_not_resend_a_crashed_ones_sends(
+    machines: _Machines,
+) -> None:
+    with TinyPlatform() as platform:
+        url = f"{platform.base_url}/events"
+        ingest(machines.pipeline, machines.clock, "e1", "e2")
+        crashed = machines.runner(_DiesOnAnswer("tiny", url, dedupes=False), machines.store())
+        with pytest.raises(_Crash):
+            drain(crashed)
+        crashed.stop()  # committed nothing: e1 and e2 are read again, elsewhere
+        assert platform.accepted == ["e1", "e2"]
+        ingest(machines.pipeline, machines.clock, "e3")
+        elsewhere = machines.store()
+        dest = TinyDestination("tiny", url, dedupes=False)
+        taker = machines.runner(dest, elsewhere)
+        try:
+            drain(taker)
+        finally:
+            taker.stop()
+    assert dest.built == [["e3"]]  # e1 and e2 not sent twice
+    letters = elsewhere.items("tiny")
+    assert [d.event.event_id for d in letters] == ["e1", "e2"]
+    assert {d.last_answer for d in letters} == {unknown_fate_reason("tiny")}
+    assert elsewhere.in_flight("tiny") == []
+
+
+def test_a_peers_sends_on_other_partitions_are_left_alone(machines: _Machines) -> None:
+    """Sharing the markers must not make a starting process dead-letter a live peer's
+    sends: it looks only at the partitions it reads."""
+    peer_store = machines.store()
+    peer_event = Forwarded("peer-1", 5, 40, {"event_id": "peer-1"})
+    peer_store.mark_in_flight("tiny", [peer_event])  # a live peer, partition 5
+    with TinyPlatform() as platform:
+        ingest(machines.pipeline, machines.clock, "e1")
+        dest = TinyDestination("tiny", f"{platform.base_url}/events", dedupes=False)
+        starting = machines.runner(dest, machines.store())
+        try:
+            drain(starting)
+        finally:
+            starting.stop()
+    assert dest.built == [["e1"]]
+    assert peer_store.in_flight("tiny") == [(peer_event, False)] and peer_store.total() == 0
+
+
+def test_a_partition_that_comes_back_is_read_as_new_even_at_the_same_offset(
+    machines: _Machines,
+) -> None:
+    def entries(partition: int, *offsets: int) -> list[LogEntry]:
+        return [LogEntry(partition, o, "k", b"", 0) for o in offsets]
+
+    inflight = InFlight(machines.store(), "tiny", enabled=True)
+    assert inflight.jumped(entries(0, 0, 1) + entries(1, 7)) == {0, 1}  # first reads
+    assert inflight.jumped(entries(0, 2, 3), owned={0, 1}) == set()  # continued
+    assert inflight.jumped(entries(1, 9), owned={0, 1}) == {1}  # a gap: a rewind or a move
+    assert inflight.jumped([], owned={1}) == set()  # partition 0 was taken away...
+    assert inflight.jumped(entries(0, 4), owned={0, 1}) == {0}  # ...and came back
+    assert InFlight(machines.store(), "x", enabled=False).jumped(entries(0, 0)) == set()

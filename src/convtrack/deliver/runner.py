@@ -187,6 +187,14 @@ class DeliveryRunner:
     def _select(self, entries: Sequence[LogEntry]) -> None:
         now_us = self._clock.now_us()
         skipped = self._metrics.deliver.skipped
+        jumped = self._inflight.jumped(entries, _owned(self._consumer))
+        if jumped:
+            try:
+                self._recover(jumped)
+            except Exception:
+                # Read them again (a jump again: recovered again) rather than send them.
+                self._consumer.seek(_first_positions(entries))
+                raise
         for index, entry in enumerate(entries):
             if self._inflight.already_dead_lettered(entry):
                 self._entries.append(entry)
@@ -356,12 +364,16 @@ class DeliveryRunner:
             self.delivered += count
 
     def _start_up(self) -> None:
-        """Once, before the first read: settle what a crash left in flight."""
+        """Once, before the first read (in-flight markers: per partition, in ``_select``)."""
         self._started = True
+
+    def _recover(self, partitions: set[int]) -> None:
+        """Settle what a crash left in flight on partitions read from a new place."""
         count, dropped = self._inflight.recover(
             self._consumer.committed(),
             self._clock.now_us(),
             self._keeper.limits.max_per_destination,
+            partitions,
         )
         if count:
             log.warning("in_flight_dead_lettered", extra={"destination": self.name,
@@ -479,6 +491,12 @@ class DeliveryRunner:
             if future is not None and future.done() and future.exception() is None:
                 slot.future, slot.done = None, future.result()
         self._commit_front()
+
+
+def _owned(consumer: object) -> frozenset[int] | None:
+    """The partitions a consumer-group member owns now, where the log tells (Kafka)."""
+    assignment = getattr(consumer, "assignment", None)
+    return assignment() if callable(assignment) else None
 
 
 def _first_positions(entries: Sequence[LogEntry]) -> dict[int, int]:
