@@ -1,4 +1,5 @@
-"""Every Redis key and TTL of the hot store, in one place.
+"""Every Redis key and TTL, in one place: the hot store's, and those of the rejects,
+dead letters and in-flight markers that live beside it.
 
 All keys start with ``<prefix>:`` (``hot.redis_prefix``, default ``ct``), so
 several deployments (or tests) can share one Redis database. The layout:
