@@ -208,3 +208,30 @@ def test_redis_going_away_is_a_store_error_not_a_hang(tmp_path: Path) -> None:
     finally:
         store.close()
         server.stop()
+
+
+def test_the_dlq_commands_reach_the_shared_store(redis_url: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from convtrack.cli.main import cli
+
+    prefix = prefix_for(tmp_path)
+    store = redis_store(redis_url, prefix)
+    try:
+        store.add("hook", [event(1), event(2)], FAILURE)
+        env = {"CONVTRACK_HOT_KIND": "redis", "CONVTRACK_HOT_REDIS_URL": redis_url,
+               "CONVTRACK_HOT_REDIS_PREFIX": prefix}  # fmt: skip
+        args = ["--data-dir", str(tmp_path / "elsewhere")]  # another machine's data dir
+        runner = CliRunner()
+        listed = runner.invoke(cli, ["dlq", "list", *args, "--format", "json"], env=env)
+        assert listed.exit_code == 0, listed.output
+        assert '"event_id":"e1"' in listed.output and '"event_id":"e2"' in listed.output
+        replayed = runner.invoke(cli, ["dlq", "replay", *args, "--destination", "hook"], env=env)
+        assert replayed.exit_code == 0 and "replayed 2" in replayed.output
+        assert [d.event.event_id for d in store.replay_batch("hook", 10)] == ["e1", "e2"]
+        down = {**env, "CONVTRACK_HOT_REDIS_URL": "redis://127.0.0.1:9/0"}
+        failed = runner.invoke(cli, ["dlq", "list", *args], env=down)
+        # a StoreError, which `main` prints as a one-line error (exit 1)
+        assert failed.exit_code != 0 and isinstance(failed.exception, StoreError)
+    finally:
+        store.close()
