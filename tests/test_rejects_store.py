@@ -270,3 +270,17 @@ def test_redis_going_away_is_a_store_error_not_a_hang(tmp_path: Path) -> None:
     finally:
         store.close()
         server.stop()
+
+
+def test_one_request_with_more_rejects_than_a_script_takes(redis_url: str, tmp_path: Path) -> None:
+    from convtrack.store.rejects.redis import MAX_BATCH
+
+    store = redis_store(redis_url, prefix_for(tmp_path), max_rows=10 * MAX_BATCH)
+    try:
+        count = 2 * MAX_BATCH + 3
+        add(store, [reject(n, codes=["a", "b", "c"]) for n in range(count)])
+        assert store.page(code="b", limit=1, before_id=None).total == count
+        ids = [r.id for r in store.since(0, count)]
+        assert ids == list(range(ids[0], ids[0] + count))
+    finally:
+        store.close()

@@ -23,7 +23,9 @@ from convtrack.store.rejects.base import Reject, RejectPage, RejectStore, Stored
 from convtrack.store.rejects.batcher import WriteBatcher
 from convtrack.store.rejects.sqlite import truncated
 
-MAX_BATCH = 2_000  # rejects per script call: bounds how long one call holds Redis
+# Rejects per script call: bounds how long one call holds Redis, and keeps its commands
+# under Lua's unpack limit (8000 values: two per reject).
+MAX_BATCH = 2_000
 MAX_PENDING = 50_000
 MAX_SINCE = 10_000  # rows per since() call; the copier asks again for more
 
@@ -54,6 +56,11 @@ class RedisRejectStore(RejectStore):
         )
 
     def _write(self, rejects: list[Reject]) -> None:
+        # One request may bring more than a batch (the batcher never splits a caller's).
+        for start in range(0, len(rejects), MAX_BATCH):
+            self._write_batch(rejects[start : start + MAX_BATCH])
+
+    def _write_batch(self, rejects: list[Reject]) -> None:
         k = self._keys
         args: list[Any] = [k.seq, k.ids, k.rows, k.codes, k.dropped, k.code_base, self._max_rows]
         for r in rejects:

@@ -11,17 +11,35 @@ local n = (#ARGV - 7) / 2
 
 local function fmt(x) return string.format('%.0f', x) end
 
+-- One command per key for the whole batch (redis.py keeps a batch under Lua's
+-- 8000-argument unpack limit).
 local last = redis.call('INCRBY', seq, n)
 local first = last - n + 1
+local scored, stored, coded, by_code = {}, {}, {}, {}
 for i = 0, n - 1 do
   local id = fmt(first + i)
   local joined = ARGV[9 + 2 * i]
-  redis.call('ZADD', ids, id, id)
-  redis.call('HSET', rows, id, ARGV[8 + 2 * i])
-  redis.call('HSET', codes, id, joined)
+  scored[#scored + 1] = id
+  scored[#scored + 1] = id
+  stored[#stored + 1] = id
+  stored[#stored + 1] = ARGV[8 + 2 * i]
+  coded[#coded + 1] = id
+  coded[#coded + 1] = joined
   for code in string.gmatch(joined, '[^,]+') do
-    redis.call('ZADD', code_base .. code, id, id)
+    local members = by_code[code]
+    if not members then
+      members = {}
+      by_code[code] = members
+    end
+    members[#members + 1] = id
+    members[#members + 1] = id
   end
+end
+redis.call('ZADD', ids, unpack(scored))
+redis.call('HSET', rows, unpack(stored))
+redis.call('HSET', codes, unpack(coded))
+for code, members in pairs(by_code) do
+  redis.call('ZADD', code_base .. code, unpack(members))
 end
 
 local gone = 0
