@@ -251,6 +251,20 @@ def test_rate_limit_per_user(server_factory: ServerFactory) -> None:
         f"{server.url}/v1/rejects", params={"code": "rate_limited"}, headers=auth(ADMIN_KEY)
     ).json()
     assert kept["total"] == statuses.count(429) + (limited.status_code == 429) + 5
+    # A batch of several users: each user's first events within the bucket are
+    # accepted in order, whatever other users and invalid events come between.
+    mixed = [
+        purchase(user_id="hot3" if i % 2 == 0 else f"calm-{i}", event_id=f"mixed-{i}")
+        for i in range(14)
+    ]
+    mixed[5] = {"event_name": "Purchase"}  # no user: invalid
+    answer = post(server, "/v1/batch", {"batch": mixed}).json()
+    hot_indices = [i for i in range(14) if i % 2 == 0]
+    assert [(r["index"], r["errors"][0]["code"]) for r in answer["rejected"]] == [
+        (5, "user_id_missing"),
+        *((i, "rate_limited") for i in hot_indices[5:]),
+    ]
+    assert answer["accepted"] == 14 - 1 - len(hot_indices[5:])
 
 
 def test_503_when_the_log_cannot_take_the_events(server_factory: ServerFactory) -> None:

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from convtrack.model import codes
 from convtrack.model.event import Envelope
-from convtrack.model.validate import FieldError, IngestFacts, Rules, fingerprint, validate_event
+from convtrack.model.validate import (
+    FieldError,
+    IngestFacts,
+    Rules,
+    fingerprint,
+    validate_event,
+    within_limits,
+)
 
 NOW_US = 1_796_000_000_000_000  # 2026-11-30T00:53:20Z
 RULES = Rules()
@@ -236,3 +247,49 @@ def test_every_error_has_a_message() -> None:
 def test_unknown_top_level_fields_are_kept_not_dropped() -> None:
     env = ok(event(anonymous_id="anon-1"))
     assert env.extra == {"anonymous_id": "anon-1"}
+
+
+# -- the byte-count shortcut past the tree walks --------------------------------------
+
+SMALL_RULES = Rules(max_properties=12, max_depth=3, max_string_chars=120)
+_json_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=30)
+_json = st.recursive(
+    _json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@given(
+    properties=_json,
+    context=_json,
+    extra=st.dictionaries(st.sampled_from(["a", "b", "[x", "{y:"]), _json, max_size=3),
+)
+@hsettings(max_examples=400, deadline=None)
+def test_the_text_shortcut_never_changes_an_outcome(
+    properties: Any, context: Any, extra: dict[str, Any]
+) -> None:
+    """With the event's JSON text, validation skips the walks only when the text proves
+    they would pass: the outcome is the same as without it, limits hit or not."""
+    body = {**event(properties=properties, context=context), **extra}
+    raw = msgspec.json.encode(body)
+    for rules in (SMALL_RULES, RULES):
+        assert validate_event(body, facts(), rules, raw) == validate_event(body, facts(), rules)
+
+
+def test_a_typical_event_takes_the_shortcut_and_one_near_a_limit_does_not() -> None:
+    typical = event(
+        properties={"order_id": "o-1", "items": 2, "skus": ["A", "B"]},
+        context={"page_url": "https://shop.example/x", "campaign": {"source": "google"}},
+    )
+    assert within_limits(msgspec.json.encode(typical), RULES)
+    deep: Any = "leaf"
+    for _ in range(RULES.max_depth):
+        deep = {"k": deep}
+    assert not within_limits(msgspec.json.encode(event(properties=deep)), RULES)
+    wide = event(properties={f"p{i}": i for i in range(RULES.max_properties)})
+    assert not within_limits(msgspec.json.encode(wide), RULES)
+    long_text = event(properties={"note": "x" * RULES.max_string_chars})
+    assert not within_limits(msgspec.json.encode(long_text), RULES)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -11,6 +13,7 @@ from convtrack.clock import Clock
 from convtrack.collect.auth import ApiKey
 from convtrack.collect.clientip import ClientIpResolver
 from convtrack.collect.http import (
+    JsonBody,
     Request,
     Response,
     error,
@@ -42,8 +45,37 @@ def _error_dicts(errors: list[FieldError]) -> list[dict[str, str]]:
     return [{"field": e.field, "code": e.code, "message": e.message} for e in errors]
 
 
+_RATE_LIMITED = FieldError("user_id", codes.RATE_LIMITED, codes.message(codes.RATE_LIMITED))
+
+
 def _body_error(code: str) -> FieldError:
     return FieldError("body", code, codes.message(code))
+
+
+class _RawBatch(msgspec.Struct):
+    batch: list[msgspec.Raw]
+
+
+_raw_batch = msgspec.json.Decoder(_RawBatch)
+
+
+class ParsedBatch(msgspec.Struct, frozen=True):
+    """A ``{"batch": [...]}`` body: each item decoded, beside its own JSON text."""
+
+    items: list[Any]
+    texts: list[bytes]
+
+
+def decode_batch(raw: bytes) -> Any:
+    """The usual batch body as a ParsedBatch (each event's text lets validation skip
+    its tree walks, see ``within_limits``); any other shape decoded as it is, for
+    the generic checks to name its problem. Raises what a JSON decode raises."""
+    try:
+        shaped = _raw_batch.decode(raw)
+    except msgspec.ValidationError:
+        return msgspec.json.decode(raw)
+    texts = [bytes(item) for item in shaped.batch]
+    return ParsedBatch(items=[msgspec.json.decode(text) for text in texts], texts=texts)
 
 
 class Collector:
@@ -75,9 +107,14 @@ class Collector:
     # -- shared steps ------------------------------------------------------------------
 
     async def _read_json(
-        self, request: Request, key: ApiKey, route: str, limit: int
-    ) -> Any | Response:
-        body = await read_json(request, limit)
+        self,
+        request: Request,
+        key: ApiKey,
+        route: str,
+        limit: int,
+        decode: Callable[[bytes], Any] = msgspec.json.decode,
+    ) -> JsonBody | Response:
+        body = await read_json(request, limit, decode)
         if isinstance(body, Response):
             # The body was not read (or not all of it): keep the refusal, without the body.
             reason = msgspec.json.decode(body.body)["error"]
@@ -85,7 +122,7 @@ class Collector:
             await self._keep([self._reject(received, route, body.status, [reason], "", key)])
             return body
         if body.code is None:
-            return body.value
+            return body
         received = self._clock.now_us()
         text = scrub_unparsed(body.raw[: 1 << 16]).decode("utf-8", "replace")
         await self._keep([self._reject(received, route, 400, [body.code], text, key)])
@@ -104,12 +141,31 @@ class Collector:
             token_secrets=self._token_secrets,
         )
 
+    @staticmethod
+    def _user_bucket(key: ApiKey, envelope: Envelope) -> str:
+        return f"{key.source}\x00{envelope.user_id or envelope.session_id or ''}"
+
     def _rate_wait(self, key: ApiKey, envelope: Envelope) -> float:
-        user = envelope.user_id or envelope.session_id or ""
-        wait = self._user_buckets.take(f"{key.source}\x00{user}")
+        wait = self._user_buckets.take(self._user_bucket(key, envelope))
         if wait == 0.0:
             wait = self._key_buckets.take(key.key_id)
         return wait
+
+    def _grants(self, key: ApiKey, envelopes: list[Envelope]) -> list[bool]:
+        """A batch's rate limit, in event order: one bucket lookup per user, not per event."""
+        users = [self._user_bucket(key, e) for e in envelopes]
+        wanted = Counter(users)
+        left = {user: self._user_buckets.take_up_to(user, n) for user, n in wanted.items()}
+        key_left = self._key_buckets.take_up_to(key.key_id, sum(left.values()))
+        grants: list[bool] = []
+        for user in users:
+            granted = left[user] > 0 and key_left > 0
+            if left[user] > 0:
+                left[user] -= 1  # a user token taken while the key's ran out stays taken
+            if granted:
+                key_left -= 1
+            grants.append(granted)
+        return grants
 
     def _reject(
         self,
@@ -150,15 +206,17 @@ class Collector:
     # -- routes ------------------------------------------------------------------------
 
     async def track(self, request: Request, key: ApiKey, route: str) -> Response:
-        body = await self._read_json(request, key, route, self._limits.max_event_bytes)
-        if isinstance(body, Response):
-            return body
+        read = await self._read_json(request, key, route, self._limits.max_event_bytes)
+        if isinstance(read, Response):
+            return read
+        body = read.value
         self._metrics.events_received.labels(route).inc()
         received = self._clock.now_us()
         if not isinstance(body, dict):
             outcome: Envelope | list[FieldError] = [_body_error(codes.BODY_NOT_OBJECT)]
         else:
-            outcome = validate_event(body, self._facts(request, key, received), self._rules)
+            facts = self._facts(request, key, received)
+            outcome = validate_event(body, facts, self._rules, read.raw)
         if isinstance(outcome, list):
             text = _encode(scrub_contact_fields(body)).decode()
             event_id = body.get("event_id") if isinstance(body, dict) else None
@@ -184,11 +242,20 @@ class Collector:
         return json_response(202, {"status": "accepted", "event_id": outcome.event_id})
 
     async def batch(self, request: Request, key: ApiKey, route: str) -> Response:
-        body = await self._read_json(request, key, route, self._limits.max_batch_bytes)
-        if isinstance(body, Response):
-            return body
+        read = await self._read_json(
+            request, key, route, self._limits.max_batch_bytes, decode_batch
+        )
+        if isinstance(read, Response):
+            return read
         received = self._clock.now_us()
-        items = body.get("batch") if isinstance(body, dict) else None
+        body = read.value
+        texts: list[bytes] | None = None
+        if isinstance(body, ParsedBatch):
+            items: object = body.items
+            texts = body.texts
+            body = {"batch": body.items}
+        else:
+            items = body.get("batch") if isinstance(body, dict) else None
         whole_body_code = None
         if not isinstance(items, list):
             whole_body_code = codes.BATCH_INVALID
@@ -201,33 +268,26 @@ class Collector:
         assert isinstance(items, list)
         self._metrics.events_received.labels(route).inc(len(items))
         facts = self._facts(request, key, received)
-        accepted: list[Envelope] = []
-        rejected: list[dict[str, Any]] = []
-        to_keep: list[Reject] = []
+        valid: list[tuple[int, Envelope]] = []
+        failed: list[tuple[int, int, list[FieldError]]] = []  # index, status, errors
         for index, item in enumerate(items):
             if isinstance(item, dict):
-                outcome = validate_event(item, facts, self._rules)
+                item_text = texts[index] if texts is not None else None
+                outcome = validate_event(item, facts, self._rules, item_text)
             else:
                 outcome = [_body_error(codes.EVENT_NOT_OBJECT)]
-            status = 400
-            if not isinstance(outcome, list):
-                if self._rate_wait(key, outcome) == 0.0:
-                    accepted.append(outcome)
-                    continue
-                status = 429
-                outcome = [
-                    FieldError("user_id", codes.RATE_LIMITED, codes.message(codes.RATE_LIMITED))
-                ]
-            raw_id = item.get("event_id") if isinstance(item, dict) else None
-            event_id = raw_id if isinstance(raw_id, str) else None
-            rejected.append({"index": index, "event_id": event_id, "errors": _error_dicts(outcome)})
-            text = _encode(scrub_contact_fields(item)).decode()
-            to_keep.append(
-                self._reject(received, route, status, [e.code for e in outcome], text, key,
-                             event_id, index)
-            )  # fmt: skip
-        if to_keep:
-            await self._keep(to_keep)
+            if isinstance(outcome, list):
+                failed.append((index, 400, outcome))
+            else:
+                valid.append((index, outcome))
+        accepted: list[Envelope] = []
+        grants = self._grants(key, [envelope for _, envelope in valid])
+        for (index, envelope), granted in zip(valid, grants, strict=True):
+            if granted:
+                accepted.append(envelope)
+            else:
+                failed.append((index, 429, [_RATE_LIMITED]))
+        rejected = await self._keep_batch_rejects(items, sorted(failed), received, route, key)
         if accepted:
             try:
                 await self._append(accepted)
@@ -236,3 +296,28 @@ class Collector:
                 return error(503, codes.ERR_UNAVAILABLE, retry_after=exc.retry_after_secs)
             self._metrics.events_accepted.labels(route).inc(len(accepted))
         return json_response(200, {"accepted": len(accepted), "rejected": rejected})
+
+    async def _keep_batch_rejects(
+        self,
+        items: list[Any],
+        failed: list[tuple[int, int, list[FieldError]]],
+        received: int,
+        route: str,
+        key: ApiKey,
+    ) -> list[dict[str, Any]]:
+        """Keep a batch's rejected events; their entries for the answer, in event order."""
+        rejected: list[dict[str, Any]] = []
+        to_keep: list[Reject] = []
+        for index, status, errors in failed:
+            item = items[index]
+            raw_id = item.get("event_id") if isinstance(item, dict) else None
+            event_id = raw_id if isinstance(raw_id, str) else None
+            rejected.append({"index": index, "event_id": event_id, "errors": _error_dicts(errors)})
+            text = _encode(scrub_contact_fields(item)).decode()
+            to_keep.append(
+                self._reject(received, route, status, [e.code for e in errors], text, key,
+                             event_id, index)
+            )  # fmt: skip
+        if to_keep:
+            await self._keep(to_keep)
+        return rejected

@@ -23,15 +23,34 @@ class TokenBuckets:
         if self.rate <= 0:
             return 0.0
         now = self._clock.monotonic()
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        tokens = self._refilled(key, now)
         if tokens >= count:
-            self._buckets[key] = (tokens - count, now)
-            if len(self._buckets) > _MAX_BUCKETS:
-                self._evict_full(now)
+            self._keep(key, tokens - count, now)
             return 0.0
-        self._buckets[key] = (tokens, now)
+        self._keep(key, tokens, now)
         return (count - tokens) / self.rate
+
+    def take_up_to(self, key: str, count: int) -> int:
+        """Take as many of ``count`` tokens as there are; return how many were taken.
+
+        The same as ``count`` calls of ``take(key)`` at one instant, in one lookup
+        (a batch's events of one user)."""
+        if self.rate <= 0:
+            return count
+        now = self._clock.monotonic()
+        tokens = self._refilled(key, now)
+        granted = min(count, int(tokens))
+        self._keep(key, tokens - granted, now)
+        return granted
+
+    def _refilled(self, key: str, now: float) -> float:
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - last) * self.rate)
+
+    def _keep(self, key: str, tokens: float, now: float) -> None:
+        self._buckets[key] = (tokens, now)
+        if len(self._buckets) > _MAX_BUCKETS:
+            self._evict_full(now)
 
     def _evict_full(self, now: float) -> None:
         """Forget buckets that have refilled: they behave exactly like new ones."""

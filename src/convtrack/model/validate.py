@@ -104,6 +104,23 @@ def _fits(value: object, rules: Rules) -> bool:
     return True
 
 
+def within_limits(raw: bytes, rules: Rules) -> bool:
+    """True when an event's JSON text is too small to break any ``_fits`` limit.
+
+    Sufficient, not necessary: no string or key is longer than the whole text;
+    every container node is a ``:`` (a dict entry) or a list element (at most one
+    more than its list's commas); and no chain of nested containers is longer
+    than the count of ``{`` and ``[``. Characters inside strings only add to the
+    counts, so the bound holds for any text. A typical event passes in a few
+    byte scans, instead of the tree walk ``_fits`` makes.
+    """
+    if len(raw) > rules.max_string_chars:
+        return False
+    if raw.count(b"{") + raw.count(b"[") > rules.max_depth:
+        return False
+    return raw.count(b":") + raw.count(b",") + raw.count(b"[") <= rules.max_properties
+
+
 def _check_id(value: object, limit: int) -> str | None:
     """An identifier: a non-empty printable string (integers are accepted as text)."""
     if isinstance(value, bool):
@@ -137,9 +154,12 @@ def fingerprint(body: dict[str, Any], source: str) -> str:
 
 
 def validate_event(
-    body: dict[str, Any], facts: IngestFacts, rules: Rules
+    body: dict[str, Any], facts: IngestFacts, rules: Rules, raw: bytes | None = None
 ) -> Envelope | list[FieldError]:
+    """``raw``: the JSON text ``body`` was decoded from, when the caller has it; a
+    small one spares the walks over properties, context and extra keys."""
     errors: list[FieldError] = []
+    bounded = raw is not None and within_limits(raw, rules)
 
     # event_id: body, query string, or a fingerprint.
     event_id: str | None = None
@@ -194,7 +214,7 @@ def validate_event(
     properties = body.get("properties", {})
     if properties is None:
         properties = {}
-    if not isinstance(properties, dict) or not _fits(properties, rules):
+    if not isinstance(properties, dict) or not (bounded or _fits(properties, rules)):
         errors.append(_err("properties", codes.PROPERTIES_INVALID))
         properties = {}
     if campaign_id is None:
@@ -213,7 +233,7 @@ def validate_event(
         errors.append(_err("conversion_token", codes.CONVERSION_TOKEN_INVALID))
         token = None
 
-    context = _check_context(body.get("context"), facts, rules, errors)
+    context = _check_context(body.get("context"), facts, rules, errors, bounded)
     click_ids = _check_click_ids(body.get("click_ids"), context, errors)
 
     user: dict[str, str] = {}
@@ -235,7 +255,7 @@ def validate_event(
             errors.append(_err("consent", codes.CONSENT_INVALID))
 
     extra = {k: v for k, v in body.items() if k not in KNOWN_FIELDS}
-    if extra and not _fits(extra, rules):
+    if extra and not (bounded or _fits(extra, rules)):
         errors.append(_err("body", codes.PROPERTIES_INVALID))
 
     if errors:
@@ -300,11 +320,11 @@ def _check_money(body: dict[str, Any], errors: list[FieldError]) -> tuple[int | 
 
 
 def _check_context(
-    raw: object, facts: IngestFacts, rules: Rules, errors: list[FieldError]
+    raw: object, facts: IngestFacts, rules: Rules, errors: list[FieldError], bounded: bool
 ) -> dict[str, Any]:
     if raw is None:
         context: dict[str, Any] = {}
-    elif not isinstance(raw, dict) or not _fits(raw, rules):
+    elif not isinstance(raw, dict) or not (bounded or _fits(raw, rules)):
         errors.append(_err("context", codes.CONTEXT_INVALID))
         return {}
     else:
