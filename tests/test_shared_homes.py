@@ -46,8 +46,11 @@ REFUSED = (400, {}, b'{"error":"unknown campaign"}')
 
 
 def hook_config(path: Path, receiver: Receiver) -> Path:
+    # Refusals of single events, one request each, must not open the circuit (it would
+    # hold the replay for its cooldown).
     table = {"kind": "webhook", "name": "hook", "endpoint": receiver.url,
-             "secret_env": SECRET_ENV, "batch_max_wait_secs": 0}  # fmt: skip
+             "secret_env": SECRET_ENV, "batch_max_wait_secs": 0,
+             "breaker_threshold": 100}  # fmt: skip
     lines = ["[[destinations]]", *(f"{k} = {json.dumps(v)}" for k, v in table.items())]
     path.write_text("\n".join(lines) + "\n")
     return path
