@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
@@ -205,5 +206,6 @@ class App:
             return error(400, codes.ERR_BAD_QUERY, message="limit and cursor must be integers")
         if not 1 <= limit <= 1000:
             return error(400, codes.ERR_BAD_QUERY, message="limit must be between 1 and 1000")
-        page = self.rejects.page(code=code, limit=limit, before_id=cursor)
+        # Off the event loop: with Redis a slow answer must not stall ingestion.
+        page = await asyncio.to_thread(self.rejects.page, code=code, limit=limit, before_id=cursor)
         return json_response(200, page)

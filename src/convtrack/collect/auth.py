@@ -52,14 +52,22 @@ class Keyring:
     def __init__(self, keys: Iterable[ApiKey]) -> None:
         # Looked up by digest so the dict probe does not compare secrets byte by byte.
         self._by_digest = {self._digest(k.secret): k for k in keys}
+        # Secrets already proven, so a hot client skips the hash. Only known keys go
+        # in (the cache stays as small as the keyring); a str probe compares bytes
+        # only on a full (randomized) hash match, so it leaks no more than the digest.
+        self._proven: dict[str, ApiKey] = {}
 
     @staticmethod
     def _digest(secret: str) -> bytes:
         return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
 
     def lookup(self, secret: str) -> ApiKey | None:
+        proven = self._proven.get(secret)
+        if proven is not None:
+            return proven
         key = self._by_digest.get(self._digest(secret))
         if key is not None and hmac.compare_digest(key.secret.encode(), secret.encode()):
+            self._proven[key.secret] = key
             return key
         return None
 

@@ -210,7 +210,7 @@ class Collector:
         if isinstance(read, Response):
             return read
         body = read.value
-        self._metrics.events_received.labels(route).inc()
+        self._metrics.route_counters(route).received.inc()
         received = self._clock.now_us()
         if not isinstance(body, dict):
             outcome: Envelope | list[FieldError] = [_body_error(codes.BODY_NOT_OBJECT)]
@@ -238,7 +238,7 @@ class Collector:
         except LogUnavailable as exc:
             self._metrics.events_unavailable.inc()
             return error(503, codes.ERR_UNAVAILABLE, retry_after=exc.retry_after_secs)
-        self._metrics.events_accepted.labels(route).inc()
+        self._metrics.route_counters(route).accepted.inc()
         return json_response(202, {"status": "accepted", "event_id": outcome.event_id})
 
     async def batch(self, request: Request, key: ApiKey, route: str) -> Response:
@@ -266,7 +266,7 @@ class Collector:
             await self._keep([self._reject(received, route, 400, [whole_body_code], text, key)])
             return self._validation_failed([_body_error(whole_body_code)])
         assert isinstance(items, list)
-        self._metrics.events_received.labels(route).inc(len(items))
+        self._metrics.route_counters(route).received.inc(len(items))
         facts = self._facts(request, key, received)
         valid: list[tuple[int, Envelope]] = []
         failed: list[tuple[int, int, list[FieldError]]] = []  # index, status, errors
@@ -294,7 +294,7 @@ class Collector:
             except LogUnavailable as exc:
                 self._metrics.events_unavailable.inc(len(accepted))
                 return error(503, codes.ERR_UNAVAILABLE, retry_after=exc.retry_after_secs)
-            self._metrics.events_accepted.labels(route).inc(len(accepted))
+            self._metrics.route_counters(route).accepted.inc(len(accepted))
         return json_response(200, {"accepted": len(accepted), "rejected": rejected})
 
     async def _keep_batch_rejects(

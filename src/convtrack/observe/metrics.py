@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import generate_latest
@@ -14,11 +14,17 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
+class RouteCounters(NamedTuple):
+    received: Counter
+    accepted: Counter
+
+
 class Metrics:
     def __init__(self) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series double the output for no use here
         self.registry = CollectorRegistry(auto_describe=True)
         self._request_children: dict[tuple[str, int], Any] = {}
+        self._route_counters: dict[str, RouteCounters] = {}
         r = self.registry
         self.http_requests = Counter(
             "convtrack_http_requests", "HTTP requests by route and status",
@@ -112,6 +118,15 @@ class Metrics:
         )  # fmt: skip
 
         self.deliver = DeliveryMetrics(r)
+
+    def route_counters(self, route: str) -> RouteCounters:
+        """The ingest counters of one route, labelled once (hot path)."""
+        counters = self._route_counters.get(route)
+        if counters is None:
+            counters = self._route_counters[route] = RouteCounters(
+                self.events_received.labels(route), self.events_accepted.labels(route)
+            )
+        return counters
 
     def count_request(self, route: str, status: int) -> None:
         """``http_requests{route,status}`` + 1, with the labelled child cached (hot path)."""
