@@ -211,6 +211,37 @@ def test_two_members_of_a_group_split_the_partitions(kafka_log: KafkaLog) -> Non
     assert strays == []  # never a record of a partition the member did not own
 
 
+def test_a_partition_given_back_has_a_new_assignment_number(kafka_log: KafkaLog) -> None:
+    """Deliveries tell a partition that was away (another owner may have sent from it)
+    from one read on, even when it comes back where it left off."""
+    first = kafka_log.consumer("epochs")
+    try:
+        wait_until(lambda: len(first.assignment_epochs()) == PARTITIONS, 30, "the first owner")
+        before = dict(first.assignment_epochs())
+        second = kafka_log.consumer("epochs")
+        try:
+
+            def split() -> bool:
+                first.poll(10, 0.05)
+                second.poll(10, 0.05)
+                return 0 < len(first.assignment_epochs()) < PARTITIONS
+
+            wait_until(split, 30, "the group to split the partitions")
+            lent = set(range(PARTITIONS)) - set(first.assignment_epochs())
+        finally:
+            second.close()
+
+        def all_back() -> bool:
+            first.poll(10, 0.05)
+            return set(first.assignment_epochs()) == set(range(PARTITIONS))
+
+        wait_until(all_back, 30, "the partitions to come back")
+        after = first.assignment_epochs()
+        assert lent and all(after[p] > before[p] for p in lent)
+    finally:
+        first.close()
+
+
 def test_seek_before_assignment_applies_on_assignment(kafka_log: KafkaLog) -> None:
     offsets = append(kafka_log, [rec(i) for i in range(8)])
     (partition,) = kafka_log.last_entries()

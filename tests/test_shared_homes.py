@@ -250,9 +250,18 @@ def test_a_partition_that_comes_back_is_read_as_new_even_at_the_same_offset(
         return [LogEntry(partition, o, "k", b"", 0) for o in offsets]
 
     inflight = InFlight(machines.store(), "tiny", enabled=True)
-    assert inflight.jumped(entries(0, 0, 1) + entries(1, 7)) == {0, 1}  # first reads
-    assert inflight.jumped(entries(0, 2, 3), owned={0, 1}) == set()  # continued
-    assert inflight.jumped(entries(1, 9), owned={0, 1}) == {1}  # a gap: a rewind or a move
-    assert inflight.jumped([], owned={1}) == set()  # partition 0 was taken away...
-    assert inflight.jumped(entries(0, 4), owned={0, 1}) == {0}  # ...and came back
+    both = {0: 1, 1: 2}  # partition -> the number of the assignment that gave it
+    assert inflight.jumped(entries(0, 0, 1) + entries(1, 7), owned=both) == {0, 1}  # first
+    assert inflight.jumped(entries(0, 2, 3), owned=both) == set()  # continued
+    assert inflight.jumped(entries(0, 4, 5), owned=both) == set()
+    assert inflight.jumped(entries(1, 9), owned=both) == {1}  # a gap: a rewind or a move
+    assert inflight.jumped(entries(1, 10), owned=both) == set()
+    assert inflight.jumped([], owned={1: 2}) == set()  # partition 0 was taken away...
+    assert inflight.jumped(entries(0, 6), owned={0: 3, 1: 2}) == {0}  # ...and came back
+    # Taken away and given back between two reads (one poll): a new assignment number.
+    assert inflight.jumped(entries(0, 7), owned={0: 3, 1: 2}) == set()
+    assert inflight.jumped(entries(0, 8), owned={0: 4, 1: 2}) == {0}
     assert InFlight(machines.store(), "x", enabled=False).jumped(entries(0, 0)) == set()
+    sqlite_log = InFlight(machines.store(), "y", enabled=True)  # no owners to ask: offsets only
+    assert sqlite_log.jumped(entries(0, 0)) == {0}
+    assert sqlite_log.jumped(entries(0, 1)) == set()

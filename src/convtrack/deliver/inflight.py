@@ -52,16 +52,23 @@ class InFlight:
         self._skip: set[tuple[int, int]] = set()
         self._mine: set[tuple[int, int]] = set()  # marked here, not yet committed
         self._next: dict[int, int] = {}  # per partition: the offset that follows the last read
+        self._epochs: dict[int, int] = {}  # per owned partition: its assignment's number
         self._marked = False
 
-    def jumped(self, entries: Sequence[LogEntry], owned: Collection[int] | None = None) -> set[int]:
+    def jumped(
+        self, entries: Sequence[LogEntry], owned: Mapping[int, int] | None = None
+    ) -> set[int]:
         """The partitions of ``entries`` read from a new place (first read, or not where
         the last read ended): ``recover`` them before their entries are sent. ``owned``:
-        the partitions this consumer owns now, where the log knows (Kafka); one seen not
-        owned counts as new when it comes back, even where its reading resumes at the
-        very offset ours ended (another owner may have sent from there and crashed)."""
+        the partitions this consumer owns now with their assignment numbers, where the
+        log knows (Kafka); one that was away meanwhile (not owned at the last read, or
+        owned by a later assignment) counts as new, even where its reading resumes at
+        the very offset ours ended (another owner may have sent from there and crashed)."""
         if owned is not None:
-            self._next = {p: o for p, o in self._next.items() if p in owned}
+            seen = self._epochs  # the assignment each partition had at the last read
+            still = {p for p, epoch in owned.items() if seen.get(p) == epoch}
+            self._next = {p: o for p, o in self._next.items() if p in still}
+            self._epochs = dict(owned)
         found: set[int] = set()
         for entry in entries:
             if self._next.get(entry.partition) != entry.offset:

@@ -26,7 +26,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
 
 from convtrack.clock import Clock
@@ -493,10 +493,11 @@ class DeliveryRunner:
         self._commit_front()
 
 
-def _owned(consumer: object) -> frozenset[int] | None:
-    """The partitions a consumer-group member owns now, where the log tells (Kafka)."""
-    assignment = getattr(consumer, "assignment", None)
-    return assignment() if callable(assignment) else None
+def _owned(consumer: object) -> Mapping[int, int] | None:
+    """The partitions a consumer-group member owns now, with the number of the
+    assignment that gave each, where the log tells (Kafka)."""
+    epochs = getattr(consumer, "assignment_epochs", None)
+    return epochs() if callable(epochs) else None
 
 
 def _first_positions(entries: Sequence[LogEntry]) -> dict[int, int]:

@@ -84,6 +84,11 @@ class KafkaConsumer(LogConsumer):
         self._lock = threading.RLock()
         self._assigned: set[int] = set()
         self._assignment_view: frozenset[int] = frozenset()
+        # Per owned partition, which assignment gave it: a partition revoked and given
+        # back between two reads (one poll can hold both) gets a new number.
+        self._epochs: dict[int, int] = {}
+        self._epochs_view: dict[int, int] = {}
+        self._assignments = 0
         self._ever_assigned = False
         self._buffer: list[LogEntry] = []  # fetched, not returned yet
         self._positions: dict[int, int] = {}  # next offset poll returns, per partition
@@ -110,15 +115,21 @@ class KafkaConsumer(LogConsumer):
                 tp.offset = self._pending_seeks[tp.partition]
                 self._positions[tp.partition] = tp.offset
             self._assigned.add(tp.partition)
+            self._assignments += 1
+            self._epochs[tp.partition] = self._assignments
         self._pending_seeks.clear()
         self._ever_assigned = True
         consumer.assign(partitions)
         self._assignment_view = frozenset(self._assigned)
+        self._epochs_view = dict(self._epochs)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {tp.partition for tp in partitions}
         self._assigned -= lost
         self._assignment_view = frozenset(self._assigned)
+        for partition in lost:
+            self._epochs.pop(partition, None)
+        self._epochs_view = dict(self._epochs)
         self._buffer = [e for e in self._buffer if e.partition not in lost]
         for partition in lost:
             self._positions.pop(partition, None)
@@ -254,6 +265,11 @@ class KafkaConsumer(LogConsumer):
     def assignment(self) -> frozenset[int]:
         """The partitions this member owns now (a snapshot other threads may read)."""
         return self._assignment_view
+
+    def assignment_epochs(self) -> Mapping[int, int]:
+        """Each partition owned now, with the number of the assignment that gave it
+        (growing): a number that changed means the partition was away meanwhile."""
+        return self._epochs_view
 
     # -- lifecycle ----------------------------------------------------------------
 
