@@ -5,14 +5,24 @@
 Uses the same Purchase event as ``bench/events.lua``. Explains where the time
 per event goes in ``bench/ingest.py``; not a substitute for it. Internal APIs
 are used on purpose: if one moved, update this script.
+
+The last part adds up what one event of a 100-event batch costs the collector
+(its steps, and the SQLite log's insert measured as the CPU of the whole
+process, writer thread included) next to the budget the issue-2 batch target
+implies on one core (200,000 events/s: 5 us per event, everything included)
+and next to what the bench's stub spends per event (the batch decode).
 """
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
+import time
 import timeit
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -21,9 +31,11 @@ from convtrack.clock import SystemClock
 from convtrack.collect.auth import ApiKey, Keyring, read_credential
 from convtrack.collect.http import Request, json_response
 from convtrack.collect.ratelimit import TokenBuckets
+from convtrack.log.base import LogRecord
+from convtrack.log.sqlite import SqliteLog
 from convtrack.model.event import encode_envelope
 from convtrack.model.timeparse import parse_timestamp_us
-from convtrack.model.validate import IngestFacts, Rules, _fits, validate_event
+from convtrack.model.validate import IngestFacts, Rules, _fits, validate_event, within_limits
 from convtrack.observe.metrics import Metrics
 
 WRITE_KEY = "bench_write_key_0123456789"
@@ -102,12 +114,15 @@ def main() -> None:
         ("Request(scope, receive)", lambda: Request(scope, receive)),
         ("read_credential(request)", lambda: read_credential(request)),
         ("Keyring.lookup(secret)", lambda: keyring.lookup(WRITE_KEY)),
-        ("validate_event(event)", lambda: validate_event(body, facts, rules)),
+        ("validate_event(event) without its text", lambda: validate_event(body, facts, rules)),
         ("  _fits(properties)", lambda: _fits(body["properties"], rules)),
         ("  _fits(context)", lambda: _fits(body["context"], rules)),
         ("  parse_timestamp_us(rfc3339)", lambda: parse_timestamp_us(STAMP)),
+        ("validate_event(event, text)", lambda: validate_event(body, facts, rules, raw)),
+        ("  within_limits(text)", lambda: within_limits(raw, rules)),
         ("ApiKey.key_id (sha256)", lambda: key.key_id),
         ("TokenBuckets.take(user)", lambda: buckets.take("default\x00u-0-1")),
+        ("batch rate limit, 100 users / 100", lambda: batch_grants(buckets, 100)),
         ("encode_envelope(envelope)", lambda: encode_envelope(envelope)),
         ("counter.labels(route).inc()", lambda: metrics.events_received.labels("/v1/track").inc()),
         ("histogram.observe()", lambda: metrics.log_append_seconds.observe(0.001)),
@@ -115,12 +130,53 @@ def main() -> None:
         ("loop.create_future()", loop.create_future),
     ]
     print(f"{'step':<46}{'us/call':>9}")
+    costs: dict[str, float] = {}
     for name, fn in steps:
         us = per_call_us(fn)
         if "/ 100" in name:
             us /= 100
+        costs[name] = us
         print(f"{name:<46}{us:>9.2f}")
     loop.close()
+    log_row = sqlite_row_us(encode_envelope(envelope))
+    print(f"{'SQLite log: one row of a 100-event append':<46}{log_row:>9.2f}")
+    batch_event = [
+        costs["msgspec.json.decode(100-event batch) / 100"],
+        costs["validate_event(event, text)"],
+        costs["batch rate limit, 100 users / 100"],
+        costs["encode_envelope(envelope)"],
+        log_row,
+    ]
+    print()
+    print("one event of a 100-event batch: decode, validate with its text, rate limit,")
+    print("encode, log row")
+    print(f"{'':<46}{'us':>9}")
+    print(f"{'  the stub (decode only)':<46}{batch_event[0]:>9.2f}")
+    print(f"{'  convtrack (the five steps above)':<46}{sum(batch_event):>9.2f}")
+    print(f"{'  budget for 200,000 events/s on one core':<46}{1e6 / 200_000:>9.2f}")
+
+
+def batch_grants(buckets: TokenBuckets, users: int) -> int:
+    """What ``Collector._grants`` does for a batch of ``users`` distinct users."""
+    keys = [f"default\x00u-{i}" for i in range(users)]
+    wanted = Counter(keys)
+    return sum(buckets.take_up_to(user, n) for user, n in wanted.items())
+
+
+def sqlite_row_us(payload: bytes, appends: int = 200, per_append: int = 100) -> float:
+    """CPU of the whole process (the log's writer thread included) per record appended
+    in 100-record calls to the real embedded log, fsync per commit as by default."""
+    with tempfile.TemporaryDirectory() as folder:
+        log = SqliteLog(Path(folder) / "events.db", clock=SystemClock())
+        try:
+            records = [LogRecord(f"u-{i}", payload) for i in range(per_append)]
+            log.append_blocking(records)  # warm: the file and its first pages exist
+            started = time.process_time()
+            for _ in range(appends):
+                log.append_blocking(records)
+            return 1e6 * (time.process_time() - started) / (appends * per_append)
+        finally:
+            log.close()
 
 
 if __name__ == "__main__":
