@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
-from importlib import resources
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 
 from convtrack.config import DedupSettings, HotSettings
-from convtrack.errors import ConfigError, StoreError, StoreUnavailable
+from convtrack.errors import ConfigError
 from convtrack.store.hot.base import (
     ApplyResult,
     CampaignLive,
@@ -39,26 +38,13 @@ from convtrack.store.hot.base import (
 from convtrack.store.hot.keys import RedisKeys, slice_secs
 from convtrack.store.hot.livestats import minute_rows, percentile_ms
 from convtrack.store.hot.redis_batch import decode_cell, encode_batch
+from convtrack.store.hot.redis_client import RedisClient
 
 if TYPE_CHECKING:
     import redis
 
 Cells = dict[tuple[str, ...], dict[str, int]]  # counter cell -> kind letter -> amount
 SKEW_MINUTES = 2  # minutes after the reader's own that live() still reads
-
-
-def _redis_module() -> Any:
-    try:
-        import redis
-    except ImportError as exc:  # an optional backend
-        raise ConfigError(
-            "hot.kind = redis needs the redis client: pip install 'convtrack[redis]'"
-        ) from exc
-    return redis
-
-
-def _script(name: str) -> str:
-    return resources.files("convtrack.store.hot").joinpath(name).read_text()
 
 
 def _cells(raw: Mapping[bytes, bytes]) -> Cells:
@@ -72,21 +58,16 @@ class RedisHotStore(HotStore):
     def __init__(
         self, url: str, *, prefix: str, dedup_window_secs: int, minute_retention: int
     ) -> None:
-        lib = _redis_module()
-        self._errors = lib.exceptions
+        self._redis = RedisClient(url, "hot store")
+        self._client: redis.Redis = self._redis.client
         self._keys = RedisKeys(prefix)
         self._window_secs = dedup_window_secs
         self._slice_secs = slice_secs(dedup_window_secs)
         self._minute_retention = minute_retention
-        try:
-            self._client: redis.Redis = lib.Redis.from_url(
-                url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
-            )
-        except ValueError as exc:
-            raise ConfigError(f"hot.redis_url is not a Redis URL: {exc}") from exc
-        self._apply = self._client.register_script(_script("redis_apply.lua"))
-        self._expire = self._client.register_script(_script("redis_expire.lua"))
-        self._remembered = self._client.register_script(_script("redis_remembered.lua"))
+        package = "convtrack.store.hot"
+        self._apply = self._redis.script(package, "redis_apply.lua")
+        self._expire = self._redis.script(package, "redis_expire.lua")
+        self._remembered = self._redis.script(package, "redis_remembered.lua")
 
     @classmethod
     def from_settings(cls, hot: HotSettings, dedup: DedupSettings) -> RedisHotStore:
@@ -99,18 +80,9 @@ class RedisHotStore(HotStore):
             minute_retention=hot.minute_retention,
         )
 
-    @contextlib.contextmanager
-    def _translate(self, what: str) -> Iterator[None]:
+    def _translate(self, what: str) -> contextlib.AbstractContextManager[None]:
         """Redis errors as ours: unreachable -> StoreUnavailable (retry), else StoreError."""
-        errors = self._errors
-        try:
-            yield
-        except (errors.ConnectionError, errors.TimeoutError, errors.BusyLoadingError) as exc:
-            raise StoreUnavailable(f"hot store (Redis) unavailable during {what}: {exc}") from exc
-        except errors.ReadOnlyError as exc:  # a replica, or a primary being demoted
-            raise StoreUnavailable(f"hot store (Redis) is read-only during {what}: {exc}") from exc
-        except errors.RedisError as exc:
-            raise StoreError(f"hot store (Redis) {what} failed: {exc}") from exc
+        return self._redis.translate(what)
 
     # -- writes -------------------------------------------------------------------------
 
@@ -293,7 +265,7 @@ class RedisHotStore(HotStore):
             return int(self._remembered(keys=[], args=args))
 
     def close(self) -> None:
-        self._client.close()
+        self._redis.close()
 
 
 _PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
