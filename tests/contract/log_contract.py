@@ -84,6 +84,19 @@ class LogContract(ABC):
         rest = drain(log, "g")
         assert [e.payload for e in rest] == [f"payload-{i}".encode() for i in range(4, 10)]
 
+    def test_a_commit_handed_over_without_waiting_lands(self, log: EventLog) -> None:
+        append(log, [rec(i) for i in range(6)])
+        consumer = log.consumer("g")
+        got = consumer.poll(3, 1.0)
+        assert len(got) == 3
+        consumer.commit(next_positions(got), wait=False)
+        deadline = time.monotonic() + 30
+        while consumer.committed() != next_positions(got):
+            assert time.monotonic() < deadline, "the commit never landed"
+            consumer.poll(1, 0.05)  # a networked log serves its callbacks while polling
+            consumer.seek(next_positions(got))
+        consumer.close()
+
     def test_uncommitted_entries_are_delivered_again(self, log: EventLog) -> None:
         append(log, [rec(i) for i in range(5)])
         consumer = log.consumer("g")

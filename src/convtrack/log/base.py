@@ -58,8 +58,13 @@ class LogConsumer(ABC):
         """Entries after the current position, waiting up to ``timeout_secs`` for some."""
 
     @abstractmethod
-    def commit(self, positions: Mapping[int, int]) -> None:
-        """Durably record the group's next offsets (per partition)."""
+    def commit(self, positions: Mapping[int, int], *, wait: bool = True) -> None:
+        """Durably record the group's next offsets (per partition).
+
+        ``wait=False``: hand the commit over and return at once, for a reader whose
+        own record of progress lives elsewhere (the lake's manifest): a networked
+        log may lose it, and a coordinator that is away never stalls the reader.
+        """
 
     @abstractmethod
     def committed(self) -> dict[int, int]:

@@ -19,6 +19,7 @@ later rebalances start at the group's committed offsets.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -192,10 +193,16 @@ class KafkaConsumer(LogConsumer):
     # -- positions ----------------------------------------------------------------
 
     @_exclusive
-    def commit(self, positions: Mapping[int, int]) -> None:
+    def commit(self, positions: Mapping[int, int], *, wait: bool = True) -> None:
         self._check_open()
         offsets = [TopicPartition(self._topic, p, o) for p, o in positions.items()]
         if not offsets:
+            return
+        if not wait:
+            # A synchronous commit can wait for a coordinator up to the socket timeout
+            # (a minute) while a broker restarts; this one only queues the request.
+            with contextlib.suppress(KafkaException):
+                self._consumer.commit(offsets=offsets, asynchronous=True)
             return
         try:
             results = self._consumer.commit(offsets=offsets, asynchronous=False)

@@ -198,7 +198,7 @@ class SqliteConsumer(LogConsumer):
             # Woken by in-process commits; the short cap covers writers in other processes.
             self._log.wait_for_data(min(remaining, self._log.other_writers_poll_secs))
 
-    def commit(self, positions: Mapping[int, int]) -> None:
+    def commit(self, positions: Mapping[int, int], *, wait: bool = True) -> None:
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
             for partition, next_offset in positions.items():

@@ -74,7 +74,8 @@ class EventsSource(TableSource):
         self._consumer.seek(positions)
 
     def committed(self, positions: Mapping[int, int]) -> None:
-        self._consumer.commit(positions)
+        # The manifest is where the lake's progress lives; this only saves a re-read.
+        self._consumer.commit(positions, wait=False)
 
     def to_table(self, rows: Sequence[Any]) -> pa.Table:
         return schema.events_table(list(rows))
