@@ -92,7 +92,7 @@ def test_the_cap_drops_the_oldest_of_that_destination_and_says_how_many(opener: 
     store.mark_replay("hook")
     assert store.add("hook", [event(n) for n in range(4, 6)], FAILURE, cap=3) == 2
     assert ids_of(store, "hook") == ["e3", "e4", "e5"] and ids_of(store, "other") == ["e0"]
-    assert [d.event.event_id for d in store.replay_batch("hook", 10)] == ["e3"]  # queued, kept
+    assert [d.event.event_id for d in store.replay_batch("hook", 10, T0)] == ["e3"]  # queued, kept
 
 
 def test_a_replay_is_claimed_once_and_ends_removed_failed_or_given_back(opener: Opener) -> None:
@@ -101,11 +101,11 @@ def test_a_replay_is_claimed_once_and_ends_removed_failed_or_given_back(opener: 
     store.add("meta", [event(9)], FAILURE)
     assert store.mark_replay("hook") == 5 and store.mark_replay("hook") == 5  # still once each
     assert all(d.replay for d in store.items("hook")) and not store.items("meta")[0].replay
-    taken = store.replay_batch("hook", 2)
+    taken = store.replay_batch("hook", 2, T0)
     assert [d.event.event_id for d in taken] == ["e0", "e1"]
-    rest = other.replay_batch("hook", 10)
+    rest = other.replay_batch("hook", 10, T0)
     assert [d.event.event_id for d in rest] == ["e2", "e3", "e4"]
-    assert store.replay_batch("hook", 10) == other.replay_batch("hook", 10) == []
+    assert store.replay_batch("hook", 10, T0) == other.replay_batch("hook", 10, T0) == []
     store.remove([taken[0].id])
     later = Failure(500, "HTTP 500: again", 2, T0 + 10, T0 + 20)
     store.failed_again([taken[1].id], later)
@@ -119,8 +119,32 @@ def test_a_replay_is_claimed_once_and_ends_removed_failed_or_given_back(opener: 
     assert e1.first_attempt_at_us == T0
     assert rows["e2"].last_answer == "replay in flight" and not rows["e2"].replay
     assert rows["e3"].replay and rows["e3"].last_answer == FAILURE.last_answer
-    assert [d.event.event_id for d in store.replay_batch("hook", 10)] == ["e3", "e4"]
+    assert [d.event.event_id for d in store.replay_batch("hook", 10, T0)] == ["e3", "e4"]
     assert store.mark_replay() == 5  # every destination: 4 of hook, 1 of meta
+
+
+def test_a_claim_never_settled_is_queued_again_when_its_lease_ends(opener: Opener) -> None:
+    """A process that died mid-replay: its claim lapses and the replay resumes; a claim
+    settled in time (delivered, failed, given back, claimed for good) never comes back."""
+    store, successor = opener(), opener()
+    store.add("hook", [event(n) for n in range(5)], FAILURE)
+    store.mark_replay("hook")
+    lease = 60.0
+    taken = store.replay_batch("hook", 5, T0, lease)
+    assert [d.event.event_id for d in taken] == [f"e{n}" for n in range(5)]
+    store.remove([taken[0].id])
+    store.failed_again([taken[1].id], FAILURE)
+    store.claim([taken[2].id], "not resent: the platform cannot deduplicate")
+    store.unclaim([taken[3]])  # queued again at once
+    # e4 is left claimed: its process died. Before the lease ends nobody else gets it.
+    just_before = T0 + int(lease * 1_000_000) - 1
+    assert [d.event.event_id for d in successor.replay_batch("hook", 10, just_before)] == ["e3"]
+    at_end = T0 + int(lease * 1_000_000)
+    assert [d.event.event_id for d in successor.replay_batch("hook", 10, at_end)] == ["e4"]
+    assert successor.replay_batch("hook", 10, at_end + 1) == []  # e3, e4 claimed anew...
+    successor.remove([d.id for d in successor.items("hook") if d.event.event_id in ("e3", "e4")])
+    assert successor.replay_batch("hook", 10, at_end + 10**12) == []  # ...and settled: gone
+    assert sorted(d.event.event_id for d in store.items("hook")) == ["e1", "e2"]
 
 
 def test_two_runners_racing_for_replays_never_share_a_row(opener: Opener) -> None:
@@ -132,7 +156,7 @@ def test_two_runners_racing_for_replays_never_share_a_row(opener: Opener) -> Non
 
     def run(i: int) -> None:
         start.wait()
-        while rows := stores[i].replay_batch("hook", 3):
+        while rows := stores[i].replay_batch("hook", 3, T0):
             taken[i] += [row.id for row in rows]
 
     threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
@@ -149,13 +173,13 @@ def test_changes_to_a_purged_row_do_not_bring_it_back(opener: Opener) -> None:
     store.add("hook", [event(1), event(2)], FAILURE)
     store.add("meta", [event(3)], FAILURE)
     store.mark_replay()
-    (row, _) = store.replay_batch("hook", 10)
+    (row, _) = store.replay_batch("hook", 10, T0)
     assert store.purge("hook") == 2
     store.failed_again([row.id], FAILURE)
     store.claim([row.id], "note")
     store.unclaim([row])
     store.remove([row.id])
-    assert store.total() == 1 and store.replay_batch("hook", 10) == []
+    assert store.total() == 1 and store.replay_batch("hook", 10, T0) == []
     assert store.purge() == 1 and store.total() == 0 and store.items() == []
 
 
@@ -196,7 +220,7 @@ def test_redis_going_away_is_a_store_error_not_a_hang(tmp_path: Path) -> None:
             store.total,
             store.items,
             lambda: store.mark_replay("hook"),
-            lambda: store.replay_batch("hook", 10),
+            lambda: store.replay_batch("hook", 10, T0),
             lambda: store.remove([1]),
             lambda: store.mark_in_flight("hook", [event(3)]),
             lambda: store.in_flight("hook"),
@@ -228,7 +252,7 @@ def test_the_dlq_commands_reach_the_shared_store(redis_url: str, tmp_path: Path)
         assert '"event_id":"e1"' in listed.output and '"event_id":"e2"' in listed.output
         replayed = runner.invoke(cli, ["dlq", "replay", *args, "--destination", "hook"], env=env)
         assert replayed.exit_code == 0 and "replayed 2" in replayed.output
-        assert [d.event.event_id for d in store.replay_batch("hook", 10)] == ["e1", "e2"]
+        assert [d.event.event_id for d in store.replay_batch("hook", 10, T0)] == ["e1", "e2"]
         down = {**env, "CONVTRACK_HOT_REDIS_URL": "redis://127.0.0.1:9/0"}
         failed = runner.invoke(cli, ["dlq", "list", *args], env=down)
         # a StoreError, which `main` prints as a one-line error (exit 1)

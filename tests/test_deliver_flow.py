@@ -15,6 +15,7 @@ from convtrack.clock import ManualClock
 from convtrack.config import DeadLettersSettings, load_settings
 from convtrack.deliver.alerts import Alerts
 from convtrack.deliver.base import Forwarded, Outcome
+from convtrack.deliver.deadletters import REPLAY_LEASE_SECS
 from convtrack.deliver.inflight import unknown_fate_reason
 from convtrack.errors import ConfigError
 from convtrack.runtime.embedded import Pipeline
@@ -329,6 +330,37 @@ def test_a_crash_mid_replay_is_not_replayed_again_where_the_platform_cannot_dedu
     finally:
         again.stop()
     assert platform.accepted == ["e1"] and len(platform.requests) == 2
+
+
+def test_a_crash_mid_replay_resumes_by_itself_once_its_claim_lapses_where_it_deduplicates(
+    pipeline: Pipeline, clock: ManualClock, platform: TinyPlatform
+) -> None:
+    platform.row_faults = {"e1": ["reject:first"]}
+    url = f"{platform.base_url}/events"
+    delivery = runner(pipeline, clock, TinyDestination("tiny", url), settings())
+    ingest(pipeline, clock, "e1")
+    try:
+        drain(delivery)
+    finally:
+        delivery.stop()
+    pipeline.deadletters.mark_replay("tiny")
+    crash_after_send(pipeline, clock, url, dedupes=True)  # the replay's process dies
+    assert platform.accepted == ["e1"] and dead_ids(pipeline, "tiny") == ["e1"]
+
+    def restart() -> TinyDestination:
+        dest = TinyDestination("tiny", url)
+        again = runner(pipeline, clock, dest, settings())
+        try:
+            drain(again)
+        finally:
+            again.stop()
+        return dest
+
+    assert restart().built == []  # still claimed by the dead process: nobody takes it yet
+    clock.advance(REPLAY_LEASE_SECS)
+    resumed = restart()
+    assert resumed.built == [["e1"]] and dead_ids(pipeline, "tiny") == []
+    assert platform.accepted == ["e1", "e1"]  # a resend the platform drops by event id
 
 
 class Flaky(TinyDestination):

@@ -419,8 +419,8 @@ def test_the_dlq_commands(tmp_path: Path) -> None:
     replayed = runner.invoke(cli, ["dlq", "replay", *args, "--destination", "hook"])
     assert replayed.exit_code == 0 and "replayed 1" in replayed.output
     store = DeadLetterStore(store_path(tmp_path))
-    assert [d.event.event_id for d in store.replay_batch("hook", 10)] == ["e1"]
-    assert store.replay_batch("other", 10) == []
+    assert [d.event.event_id for d in store.replay_batch("hook", 10, now_us=0)] == ["e1"]
+    assert store.replay_batch("other", 10, now_us=0) == []
     store.close()
     purged = runner.invoke(cli, ["dlq", "purge", *args, "--destination", "other"])
     assert purged.exit_code == 0 and "purged 1" in purged.output

@@ -10,6 +10,9 @@ Replaying queues rows; the runner of that destination takes queued rows with
 ``replay_batch``, which claims them atomically (two deliver processes of one
 destination never both get a row), sends them before new events and removes
 each row once delivered; a replay held by a pause is given back (``unclaim``).
+A claim has a lease: one its process never settled (it died mid-replay) is
+queued again once the lease ends, so a replay resumes by itself (destinations
+that cannot deduplicate settle their claims at once, with a note, instead).
 Each destination keeps at most a cap of rows: past it the oldest are dropped,
 and the count is returned (the caller counts it).
 
@@ -36,6 +39,10 @@ from convtrack.deliver.payload import rfc3339_ms
 UNKNOWN = 0
 DEAD_LETTERED = 1
 SETTLED = 2  # delivered, or taken out of the batch unsent
+
+
+# Longer than a replay batch's retries can take, so a live replay is never taken over.
+REPLAY_LEASE_SECS = 900.0
 
 
 def store_path(data_dir: Path) -> Path:
@@ -119,10 +126,15 @@ class DeadLetterStore(ABC):
         """Queue the dead letters (of one destination) for sending again; returns how many."""
 
     @abstractmethod
-    def replay_batch(self, destination: str, limit: int) -> list[DeadLetter]:
+    def replay_batch(
+        self, destination: str, limit: int, now_us: int, lease_secs: float = REPLAY_LEASE_SECS
+    ) -> list[DeadLetter]:
         """Claim up to ``limit`` queued rows, oldest first: they leave the queue at once,
         so no other caller gets them. Each then ends ``remove``d (delivered),
-        ``failed_again`` or ``unclaim``ed (not sent: queued again)."""
+        ``failed_again``, ``claim``ed for good (a destination that cannot deduplicate)
+        or ``unclaim``ed (not sent: queued again). A claim still open ``lease_secs``
+        after ``now_us`` (its process died mid-replay) is queued again by the next call:
+        the replay resumes by itself, and the platform's dedup absorbs a resend."""
 
     @abstractmethod
     def remove(self, ids: Sequence[int]) -> None: ...

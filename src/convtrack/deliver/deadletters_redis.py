@@ -18,7 +18,12 @@ from typing import Any
 import msgspec
 
 from convtrack.deliver.base import Forwarded
-from convtrack.deliver.deadletters import DeadLetter, DeadLetterStore, Failure
+from convtrack.deliver.deadletters import (
+    REPLAY_LEASE_SECS,
+    DeadLetter,
+    DeadLetterStore,
+    Failure,
+)
 from convtrack.store.hot.keys import RedisKeys
 from convtrack.store.hot.redis_client import RedisClient
 
@@ -59,7 +64,7 @@ class RedisDeadLetterStore(DeadLetterStore):
 
     def _bases(self) -> list[str]:
         k = self._keys
-        return [k.row_base, k.rows_of_base, k.queued_base]
+        return [k.row_base, k.rows_of_base, k.queued_base, k.claimed_base]
 
     def add_rows(
         self,
@@ -104,14 +109,18 @@ class RedisDeadLetterStore(DeadLetterStore):
     def _queue_op(self, op: str, destination: str | None, *extra: Any) -> Any:
         k = self._keys
         args = [op, k.destinations, k.row_base, k.rows_of_base, k.queued_base, destination or ""]
+        args.append(k.claimed_base)
         with self._redis.translate(op):
             return self._queue(keys=[], args=[*args, *extra])
 
     def mark_replay(self, destination: str | None = None) -> int:
         return int(self._queue_op("mark", destination))
 
-    def replay_batch(self, destination: str, limit: int) -> list[DeadLetter]:
-        rows = self._queue_op("claim", destination, limit)
+    def replay_batch(
+        self, destination: str, limit: int, now_us: int, lease_secs: float = REPLAY_LEASE_SECS
+    ) -> list[DeadLetter]:
+        until_us = now_us + int(lease_secs * 1_000_000)
+        rows = self._queue_op("claim", destination, limit, now_us, until_us)
         return [_dead_letter(r[0], destination, True, r[1:]) for r in rows]
 
     def purge(self, destination: str | None = None) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 from convtrack.deliver.base import Forwarded
 from convtrack.deliver.deadletters import (
     DEAD_LETTERED,
+    REPLAY_LEASE_SECS,
     SETTLED,
     DeadLetter,
     DeadLetterStore,
@@ -42,6 +43,11 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     replay INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS dead_letters_by_destination ON dead_letters (destination, replay, id);
+CREATE TABLE IF NOT EXISTS replay_claims (
+    id INTEGER PRIMARY KEY,
+    destination TEXT NOT NULL,
+    until_us INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS in_flight (
     destination TEXT NOT NULL,
     source_partition INTEGER NOT NULL,
@@ -174,39 +180,63 @@ class SqliteDeadLetterStore(DeadLetterStore):
             cursor = self._conn.execute(f"UPDATE dead_letters SET replay = 1 {where}", args)
         return cursor.rowcount
 
-    def replay_batch(self, destination: str, limit: int) -> list[DeadLetter]:
+    def replay_batch(
+        self, destination: str, limit: int, now_us: int, lease_secs: float = REPLAY_LEASE_SECS
+    ) -> list[DeadLetter]:
+        conn = self._conn
         with self._lock, self._transaction():
-            rows = self._conn.execute(
+            lapsed = "SELECT id FROM replay_claims WHERE destination = ? AND until_us <= ?"
+            conn.execute(
+                f"UPDATE dead_letters SET replay = 1 WHERE id IN ({lapsed})", (destination, now_us)
+            )
+            conn.execute(
+                "DELETE FROM replay_claims WHERE destination = ? AND until_us <= ?",
+                (destination, now_us),
+            )
+            rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM dead_letters WHERE destination = ? AND replay = 1 "
                 "ORDER BY id LIMIT ?",
                 (destination, limit),
             ).fetchall()
-            self._conn.executemany(
-                "UPDATE dead_letters SET replay = 0 WHERE id = ?", [(row[0],) for row in rows]
+            ids = [(row[0],) for row in rows]
+            conn.executemany("UPDATE dead_letters SET replay = 0 WHERE id = ?", ids)
+            until = now_us + int(lease_secs * 1_000_000)
+            conn.executemany(
+                "INSERT OR REPLACE INTO replay_claims VALUES (?, ?, ?)",
+                [(i, destination, until) for (i,) in ids],
             )
         return [_row(row) for row in rows]  # as taken: queued
 
+    def _settle(self, sql: str, rows: Sequence[tuple[Any, ...]], ids: Sequence[int]) -> None:
+        """One statement over many rows, and their claims ended, in one transaction."""
+        with self._lock, self._transaction():
+            self._conn.executemany(sql, rows)
+            self._conn.executemany("DELETE FROM replay_claims WHERE id = ?", [(i,) for i in ids])
+
     def remove(self, ids: Sequence[int]) -> None:
-        self._write_many("DELETE FROM dead_letters WHERE id = ?", [(i,) for i in ids])
+        self._settle("DELETE FROM dead_letters WHERE id = ?", [(i,) for i in ids], ids)
 
     def failed_again(self, ids: Sequence[int], failure: Failure) -> None:
-        self._write_many(
+        self._settle(
             "UPDATE dead_letters SET replay = 0, last_status = ?, last_answer = ?, "
             "attempts = attempts + ?, last_attempt_at_us = ? WHERE id = ?",
             [(failure.last_status, failure.last_answer, failure.attempts,
               failure.last_attempt_at_us, i) for i in ids],
+            ids,
         )  # fmt: skip
 
     def claim(self, ids: Sequence[int], note: str) -> None:
-        self._write_many(
+        self._settle(
             "UPDATE dead_letters SET replay = 0, last_answer = ? WHERE id = ?",
             [(note, i) for i in ids],
+            ids,
         )
 
     def unclaim(self, rows: Sequence[DeadLetter]) -> None:
-        self._write_many(
+        self._settle(
             "UPDATE dead_letters SET replay = 1, last_answer = ? WHERE id = ?",
             [(row.last_answer, row.id) for row in rows],
+            [row.id for row in rows],
         )
 
     # -- in-flight markers (see deliver.inflight) ---------------------------------
@@ -252,8 +282,9 @@ class SqliteDeadLetterStore(DeadLetterStore):
 
     def purge(self, destination: str | None = None) -> int:
         where, args = _where(destination)
-        with self._lock:
+        with self._lock, self._transaction():
             cursor = self._conn.execute(f"DELETE FROM dead_letters {where}", args)
+            self._conn.execute(f"DELETE FROM replay_claims {where}", args)
         return cursor.rowcount
 
     def close(self) -> None:

@@ -95,7 +95,7 @@ class DeadLetterKeeper:
     ) -> int:
         """Send rows queued for replay (to this destination only); returns how many were
         settled (0: none queued, or held by a pause, an open circuit or a stop)."""
-        rows = self.store.replay_batch(self.name, limit)
+        rows = self.store.replay_batch(self.name, limit, self._clock.now_us())
         if not rows:
             return 0
         if self._claim_replays:

@@ -33,6 +33,8 @@ None has a TTL: each is bounded by its cap, or removed when settled.
 - ``dl:r:<id>`` hash: one dead letter (destination, event, last answer, attempts, times).
 - ``dl:d:<destination>`` / ``dl:q:<destination>`` sorted set: the destination's ids /
   those queued for replay (score = id). ``dl:dests`` set: destinations with rows.
+- ``dl:c:<destination>`` sorted set: ids claimed by a replay not settled yet (score =
+  the claim's lease end, µs); a lapsed one is queued again.
 - ``if:<destination>`` / ``ifs:<destination>`` hash: ``partition:offset`` -> the
   in-flight event (msgpack) / its state (0 unknown, 1 dead-lettered, 2 settled).
 
@@ -139,6 +141,7 @@ class DeadLetterKeys:
         self.row_base = p + "dl:r:"  # completed with the id, also in Lua
         self.rows_of_base = p + "dl:d:"  # completed with the destination
         self.queued_base = p + "dl:q:"
+        self.claimed_base = p + "dl:c:"
         self.in_flight_base = p + "if:"
         self.in_flight_state_base = p + "ifs:"
 
