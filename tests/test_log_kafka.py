@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -18,6 +19,7 @@ from convtrack.devservices.kafka import KafkaBroker
 from convtrack.errors import ConfigError, LogError, LogUnavailable
 from convtrack.log.base import EventLog, LogEntry, LogLag, LogRecord, next_positions
 from convtrack.log.kafka import KafkaLog
+from convtrack.log.kafka_admin import RepeatFilter
 from tests.conftest import free_port
 from tests.contract.log_contract import LogContract, append, drain, rec
 from tests.tcp_forward import TcpForwarder
@@ -426,3 +428,22 @@ def test_broker_restart_under_load_loses_nothing(kafka_service: KafkaBroker, pre
     assert all(counts[p] == 1 for p in accepted)  # nothing accepted is lost or doubled
     assert all(counts[p] <= 1 for p in refused)  # a refused one may have landed, once
     assert set(counts) <= set(accepted) | set(refused)
+
+
+def test_librdkafka_repeats_are_passed_once_a_minute() -> None:
+    clock = ManualClock()
+    repeats = RepeatFilter(60.0, clock.monotonic)
+
+    def passed(message: str) -> bool:
+        return repeats.filter(logging.LogRecord("k", logging.ERROR, "f", 1, message, None, None))
+
+    down = (
+        "FAIL [convtrack-producer#producer-2] [thrd:127.0.0.1:9092/1]: Connect failed (after 0ms)"
+    )
+    assert passed(down)
+    assert not passed(down.replace("producer-2", "producer-7").replace("0ms", "12ms"))
+    assert passed("SESSTMOUT [convtrack.cold#consumer-3]: session timed out")  # another kind
+    clock.advance(59.0)
+    assert not passed(down)
+    clock.advance(1.0)
+    assert passed(down)

@@ -43,6 +43,7 @@ from convtrack.config import LogSettings
 from convtrack.errors import ConfigError, LogError, LogUnavailable
 from convtrack.log.base import EventLog, LogEntry, LogLag, LogRecord, LogStatus
 from convtrack.log.kafka_admin import (
+    CLIENT_LOG_REPEAT_SECS,
     TopicReader,
     client_settings,
     ensure_topic,
@@ -139,6 +140,7 @@ class KafkaLog(EventLog):
         self._health = _Health(True, "ok", time.monotonic())
         self._lag = LagTracker(self._reader, clock, self.partitions)
         self._topic_open = False
+        self._waiting_logged_at = -CLIENT_LOG_REPEAT_SECS
         self._open_topic(setup_timeout_secs)
         self._last_lag = LogLag(0, 0.0)
         self._consumers: weakref.WeakSet[KafkaConsumer] = weakref.WeakSet()
@@ -308,8 +310,12 @@ class KafkaLog(EventLog):
             )
         except LogError as exc:
             detail = f"waiting for the Kafka cluster: {exc}"
-            self._health = _Health(False, detail, time.monotonic())
-            log.warning("kafka_waiting_for_cluster", extra={"topic": self.topic, "error": str(exc)})
+            now = time.monotonic()
+            self._health = _Health(False, detail, now)
+            if now - self._waiting_logged_at >= CLIENT_LOG_REPEAT_SECS:  # once a minute
+                self._waiting_logged_at = now
+                log.warning("kafka_waiting_for_cluster", extra={"topic": self.topic,
+                                                                "error": str(exc)})  # fmt: skip
             return
         if partitions != self.partitions:
             self.partitions = partitions
