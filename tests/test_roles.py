@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import subprocess
@@ -25,6 +26,7 @@ from tests.conftest import (
     ServerFactory,
     ServerProcess,
     auth,
+    logged_event_ids,
 )
 
 ENV = {
@@ -413,3 +415,45 @@ def test_sigterm_exits_0_within_10_s_even_while_the_log_hangs(
         sender.join(30)
     assert answers and answers[0] != 202  # never accepted without durability
     assert "stop_deadline_reached" in collector.log_path.read_text()
+
+
+def test_collectors_sharing_one_port_with_reuse_port_split_the_connections(
+    server_factory: ServerFactory,
+) -> None:
+    shared = {**ENV, "CONVTRACK_SERVER_REUSE_PORT": "true"}
+    first = server_factory(shared, args=["--roles", "collect"])
+    second = worker_on(first, "collect")
+    second.env.update(shared)
+    second.port = first.port  # the same address: the kernel spreads the connections
+    first.start()
+    second.start()  # not refused: both listen
+    try:
+        ids = [f"shared-port-{i}" for i in range(200)]
+        for event_id in ids:  # a connection each
+            assert track(first.url, purchase(event_id)).status_code == 202
+        assert terminate_within(first) == 0
+        later = [f"after-one-stopped-{i}" for i in range(20)]
+        for event_id in later:  # the port still answers: the second process took it all
+            assert track(second.url, purchase(event_id)).status_code == 202
+        metrics = httpx.get(f"{second.url}/metrics", timeout=10).text
+        handled = next(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith('convtrack_events_accepted_total{route="/v1/track"}')
+        )
+        assert 20 <= handled < len(ids) + len(later)  # the first process took some too
+    finally:
+        assert terminate_within(second) == 0
+    assert sorted(logged_event_ids(first.data_dir)) == sorted(ids + later)  # each once
+
+
+def test_a_second_listener_without_reuse_port_is_refused(server_factory: ServerFactory) -> None:
+    first = server_factory(ENV, args=["--roles", "collect"])
+    first.start()
+    plain = worker_on(first, "collect")
+    plain.port = first.port
+    with contextlib.suppress(RuntimeError):  # the first process may answer its probe
+        plain.start()
+    assert plain.proc is not None and plain.proc.wait(30) != 0
+    assert "address already in use" in plain.log_path.read_text().lower()
+    assert terminate_within(first) == 0

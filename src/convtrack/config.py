@@ -31,6 +31,9 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     data_dir: str = "./convtrack-data"
     shutdown_timeout_secs: Annotated[float, msgspec.Meta(gt=0, le=60)] = 8.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # SO_REUSEPORT: several collector processes listen on one port (the kernel spreads
+    # the connections), for more ingest than one interpreter can do on one machine.
+    reuse_port: bool = False
 
 
 class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

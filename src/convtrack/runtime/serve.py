@@ -18,6 +18,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import threading
 from types import FrameType
 from typing import Any
@@ -26,6 +27,7 @@ import uvicorn
 
 from convtrack import __version__
 from convtrack.config import Settings
+from convtrack.errors import ConfigError
 from convtrack.observe.logs import configure_logging
 from convtrack.runtime.embedded import Pipeline
 from convtrack.runtime.node import Node
@@ -105,6 +107,21 @@ def _roles_banner(node: Node, base: str) -> str:
     return "\n".join(lines)
 
 
+def _shared_socket(settings: Settings) -> socket.socket:
+    """A listening address several processes bind at once (``server.reuse_port``)."""
+    host, port = settings.server.host, settings.server.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} with reuse_port: {exc}") from exc
+    return sock
+
+
 def _build(settings: Settings, roles: tuple[str, ...]) -> Node:
     if roles == ROLES:
         return Pipeline(settings, exclusive=True)
@@ -112,6 +129,8 @@ def _build(settings: Settings, roles: tuple[str, ...]) -> Node:
 
 
 async def _serve(settings: Settings, roles: tuple[str, ...]) -> None:
+    # Bound first: an address that cannot be shared fails the start before any role runs.
+    sockets = [_shared_socket(settings)] if settings.server.reuse_port else None
     pipeline = _build(settings, roles)
     pipeline.start()
     # Everything built so far lives as long as the process: keep it out of the
@@ -145,7 +164,7 @@ async def _serve(settings: Settings, roles: tuple[str, ...]) -> None:
 
     announcer = asyncio.create_task(announce())
     try:
-        await server.serve()
+        await server.serve(sockets=sockets)
     finally:
         announcer.cancel()
         # Appends already handed to the writer finish before close() returns.
