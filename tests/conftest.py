@@ -16,7 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytest_plugins = ["tests.s3_fixtures", "tests.kafka_fixtures", "tests.redis_fixtures"]
+pytest_plugins = [
+    "tests.s3_fixtures",
+    "tests.kafka_fixtures",
+    "tests.redis_fixtures",
+    "tests.deliver_fixtures",
+]
 
 WRITE_KEY = "test_write_key_0123456789"
 SERVER_KEY = "test_server_key_0123456789"

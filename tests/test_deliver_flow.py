@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,12 @@ from convtrack.errors import ConfigError
 from convtrack.runtime.embedded import Pipeline
 from tests.conftest import ADMIN_KEY
 from tests.deliverkit import (
-    START_US,
     AlertSink,
     TinyDestination,
     TinyPlatform,
     drain,
     ingest,
     metric,
-    open_pipeline,
     runner,
     settings,
     slack_settings,
@@ -39,24 +37,6 @@ from tests.standins.base import Answer, Slow
 
 class Crash(BaseException):
     """Stands for a SIGKILL: nothing after it runs (no commit, no cleanup)."""
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(start_us=START_US)
-
-
-@pytest.fixture
-def platform() -> Iterator[TinyPlatform]:
-    with TinyPlatform() as server:
-        yield server  # type: ignore[misc]
-
-
-@pytest.fixture
-def pipeline(tmp_path: Path, clock: ManualClock) -> Iterator[Pipeline]:
-    opened = open_pipeline(tmp_path, clock)
-    yield opened
-    opened.close()
 
 
 def dead_ids(pipeline: Pipeline, name: str) -> list[str]:

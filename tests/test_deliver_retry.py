@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from convtrack.clock import ManualClock
 from convtrack.deliver.alerts import Alerts
@@ -22,29 +18,10 @@ from tests.deliverkit import (
     drain,
     ingest,
     metric,
-    open_pipeline,
     runner,
     settings,
 )
 from tests.standins.base import Answer, Hangup, Slow
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(start_us=START_US)
-
-
-@pytest.fixture
-def platform() -> Iterator[TinyPlatform]:
-    with TinyPlatform() as server:
-        yield server  # type: ignore[misc]
-
-
-@pytest.fixture
-def pipeline(tmp_path: Path, clock: ManualClock) -> Iterator[Pipeline]:
-    opened = open_pipeline(tmp_path, clock)
-    yield opened
-    opened.close()
 
 
 def dead(pipeline: Pipeline, name: str = "tiny") -> dict[str, tuple[int | None, str, int]]:

@@ -11,7 +11,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -21,14 +20,12 @@ from convtrack.deliver.inflight import unknown_fate_reason
 from convtrack.deliver.runner import DeliveryRunner
 from convtrack.runtime.embedded import Pipeline
 from tests.deliverkit import (
-    START_US,
     AlertSink,
     TinyDestination,
     TinyPlatform,
     drain,
     ingest,
     metric,
-    open_pipeline,
     runner,
     settings,
     slack_settings,
@@ -76,21 +73,9 @@ class GatedPlatform(TinyPlatform):
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(start_us=START_US)
-
-
-@pytest.fixture
 def platform() -> Iterator[GatedPlatform]:
     with GatedPlatform() as server:
         yield server  # type: ignore[misc]
-
-
-@pytest.fixture
-def pipeline(tmp_path: Path, clock: ManualClock) -> Iterator[Pipeline]:
-    opened = open_pipeline(tmp_path, clock)
-    yield opened
-    opened.close()
 
 
 def wait_for(what: str, check: Callable[[], bool], deadline_secs: float = 20.0) -> None:
