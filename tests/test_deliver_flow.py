@@ -287,58 +287,51 @@ def test_health_and_metrics_are_served(tmp_path: Path, clock: ManualClock) -> No
     assert json.dumps(component)  # plain JSON values only
 
 
-def test_a_crash_mid_replay_is_not_replayed_again_where_the_platform_cannot_deduplicate(
-    pipeline: Pipeline, clock: ManualClock, platform: TinyPlatform
-) -> None:
-    platform.row_faults = {"e1": ["reject:first"]}
-    dest = TinyDestination("tiny", f"{platform.base_url}/events", dedupes=False)
+def run_to_the_end(pipeline: Pipeline, clock: ManualClock, dest: TinyDestination) -> None:
+    """A runner of ``dest`` that reads everything there is, then stops."""
     delivery = runner(pipeline, clock, dest, settings())
-    ingest(pipeline, clock, "e1")
     try:
         drain(delivery)
     finally:
         delivery.stop()
+
+
+def replay_dead_lettered_e1(
+    pipeline: Pipeline, clock: ManualClock, platform: TinyPlatform, *, dedupes: bool
+) -> str:
+    """e1 refused once (dead-lettered), queued for replay; returns the platform's URL."""
+    platform.row_faults = {"e1": ["reject:first"]}
+    url = f"{platform.base_url}/events"
+    ingest(pipeline, clock, "e1")
+    run_to_the_end(pipeline, clock, TinyDestination("tiny", url, dedupes=dedupes))
     pipeline.deadletters.mark_replay("tiny")
+    return url
+
+
+def test_a_crash_mid_replay_is_not_replayed_again_where_the_platform_cannot_deduplicate(
+    pipeline: Pipeline, clock: ManualClock, platform: TinyPlatform
+) -> None:
+    url = replay_dead_lettered_e1(pipeline, clock, platform, dedupes=False)
     # the replay lands, then a crash before its answer is read
-    crash_after_send(pipeline, clock, f"{platform.base_url}/events", dedupes=False)
+    crash_after_send(pipeline, clock, url, dedupes=False)
     (row,) = pipeline.deadletters.items("tiny")
     assert not row.replay and "cannot deduplicate" in row.last_answer
-    again = runner(pipeline, clock, TinyDestination("tiny", f"{platform.base_url}/events",
-                                                    dedupes=False), settings())  # fmt: skip
-    try:
-        drain(again)
-    finally:
-        again.stop()
+    run_to_the_end(pipeline, clock, TinyDestination("tiny", url, dedupes=False))
     assert platform.accepted == ["e1"] and len(platform.requests) == 2
 
 
 def test_a_crash_mid_replay_resumes_by_itself_once_its_claim_lapses_where_it_deduplicates(
     pipeline: Pipeline, clock: ManualClock, platform: TinyPlatform
 ) -> None:
-    platform.row_faults = {"e1": ["reject:first"]}
-    url = f"{platform.base_url}/events"
-    delivery = runner(pipeline, clock, TinyDestination("tiny", url), settings())
-    ingest(pipeline, clock, "e1")
-    try:
-        drain(delivery)
-    finally:
-        delivery.stop()
-    pipeline.deadletters.mark_replay("tiny")
+    url = replay_dead_lettered_e1(pipeline, clock, platform, dedupes=True)
     crash_after_send(pipeline, clock, url, dedupes=True)  # the replay's process dies
     assert platform.accepted == ["e1"] and dead_ids(pipeline, "tiny") == ["e1"]
-
-    def restart() -> TinyDestination:
-        dest = TinyDestination("tiny", url)
-        again = runner(pipeline, clock, dest, settings())
-        try:
-            drain(again)
-        finally:
-            again.stop()
-        return dest
-
-    assert restart().built == []  # still claimed by the dead process: nobody takes it yet
+    waiting = TinyDestination("tiny", url)
+    run_to_the_end(pipeline, clock, waiting)
+    assert waiting.built == []  # still claimed by the dead process: nobody takes it yet
     clock.advance(REPLAY_LEASE_SECS)
-    resumed = restart()
+    resumed = TinyDestination("tiny", url)
+    run_to_the_end(pipeline, clock, resumed)
     assert resumed.built == [["e1"]] and dead_ids(pipeline, "tiny") == []
     assert platform.accepted == ["e1", "e1"]  # a resend the platform drops by event id
 
