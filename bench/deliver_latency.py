@@ -40,7 +40,6 @@ import hmac
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,6 +56,7 @@ from tests.standins.base import Answer, Request, StandIn  # noqa: E402
 from tests.standins.meta import MetaStandIn  # noqa: E402
 from tests.standins.tiktok import TikTokStandIn  # noqa: E402
 
+from benchkit import free_port, percentile  # noqa: E402
 from e2e_latency import probe  # noqa: E402
 
 WRITE = "bench_write_key_0123456789"
@@ -69,17 +69,6 @@ TIKTOK_TOKEN = "tiktok-bench-token"
 HOOK_SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
 PAGE = "https://shop.example/thanks"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class Timing(StandIn):

@@ -28,6 +28,8 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlparse
 
+from benchkit import terminate
+
 BACKENDS = ("embedded", "kafka")
 
 
@@ -188,15 +190,9 @@ class RoleProcess:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self, timeout_secs: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_secs)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        code = terminate(self.proc, timeout_secs)
         self._log.close()
-        return int(self.proc.returncode)
+        return code
 
 
 def stop_all(processes: list[RoleProcess]) -> None:

@@ -34,17 +34,18 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 
+from benchkit import free_port, percentile
 from distributed import (
     BACKENDS,
     RoleProcess,
@@ -65,17 +66,6 @@ if TYPE_CHECKING:
 WRITE = "bench_write_key_0123456789"
 SERVER = "bench_server_key_0123456789"
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def load(url: str, rate: int, seconds: float, stats: dict[str, int]) -> None:
@@ -269,8 +259,9 @@ def part_one_distributed(rate: int, seconds: float, processors: int, env: dict[s
         shutil.rmtree(work, ignore_errors=True)
 
 
-def backlog_records(events: int, campaign: str) -> tuple[list[LogRecord], int]:
-    """``events`` Purchase envelopes (2 % duplicates) and the number of distinct ids."""
+def backlog_records(events: int, campaign_of: Callable[[int], str]) -> tuple[list[LogRecord], int]:
+    """``events`` Purchase envelopes (2 % duplicates; event i in campaign
+    ``campaign_of(i)``) and the number of distinct ids."""
     from convtrack.log.base import LogRecord
     from convtrack.model.event import Envelope, encode_envelope
 
@@ -289,7 +280,7 @@ def backlog_records(events: int, campaign: str) -> tuple[list[LogRecord], int]:
             user_id=f"u{i % 20_000}",
             value=1999,
             currency="USD",
-            campaign_id=campaign,
+            campaign_id=campaign_of(i),
             context={
                 "page_url": "https://shop.example/thanks?utm_source=google&utm_medium=cpc",
                 "user_agent": UA,
@@ -320,7 +311,7 @@ def part_two_distributed(events: int, processors: int, env: dict[str, str]) -> N
     }
     settings = load_settings(environ=env)
     campaign = f"backlog-{tag}"
-    records, distinct = backlog_records(events, campaign)
+    records, distinct = backlog_records(events, lambda _: campaign)
     work = Path(tempfile.mkdtemp(prefix="convtrack-bench-drain-"))
     roles: list[RoleProcess] = []
     log = open_log(settings, "events", SystemClock())
@@ -369,8 +360,7 @@ def part_two_distributed(events: int, processors: int, env: dict[str, str]) -> N
 def part_two(events: int) -> None:
     from convtrack.clock import SystemClock
     from convtrack.config import load_settings
-    from convtrack.log.base import LogRecord
-    from convtrack.model.event import Envelope, decode_envelope, encode_envelope
+    from convtrack.model.event import decode_envelope
     from convtrack.runtime.embedded import Pipeline
 
     with tempfile.TemporaryDirectory() as data_dir:
@@ -381,27 +371,8 @@ def part_two(events: int) -> None:
         }
         settings = load_settings(environ=env, overrides={"server": {"data_dir": data_dir}})
         pipeline = Pipeline(settings, SystemClock(), environ=env)
-        now = time.time_ns() // 1000
-        records = []
-        for i in range(events):
-            event_id = f"e{i if i % 50 else i - 1}"  # 2 % duplicates
-            envelope = Envelope(
-                event_id=event_id,
-                source="default",
-                event_name="Purchase",
-                event_time_us=now,
-                received_at_us=now,
-                user_id=f"u{i % 20_000}",
-                value=1999,
-                currency="USD",
-                campaign_id=f"c{i % 50}",
-                context={
-                    "page_url": "https://shop.example/thanks?utm_source=google&utm_medium=cpc",
-                    "user_agent": UA,
-                    "ip": "8.8.8.8",
-                },
-            )
-            records.append(LogRecord(envelope.partition_key, encode_envelope(envelope)))
+        now = time.time_ns() // 1000  # the events' day, for the counters read below
+        records, _ = backlog_records(events, lambda i: f"c{i % 50}")
         for start in range(0, events, 10_000):
             pipeline.log.append_blocking(records[start : start + 10_000])
 

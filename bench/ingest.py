@@ -50,8 +50,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -65,6 +63,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchkit import free_port, terminate
 from distributed import BACKENDS, dev_services, durability, kafka_records, raise_on_sigterm
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -76,12 +75,6 @@ TARGET_TRACK_RATIO = 0.6
 TARGET_BATCH_EVENTS = 200_000
 DISTURBED_PCT = 10  # steal + other processes on the server CPU, % of the run
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- processes ---------------------------------------------------------------------------
@@ -170,15 +163,9 @@ class Server:
         return main, other
 
     def stop(self, timeout_secs: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_secs)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        code = terminate(self.proc, timeout_secs)
         self._log.close()
-        return self.proc.returncode
+        return code
 
 
 def post_ok(port: int, path: str, body: bytes, headers: dict[str, str]) -> bool:
