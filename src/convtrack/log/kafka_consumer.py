@@ -83,10 +83,9 @@ class KafkaConsumer(LogConsumer):
         )
         self._closed = False
         self._lock = threading.RLock()
-        self._assigned: set[int] = set()
-        self._assignment_view: frozenset[int] = frozenset()
-        # Per owned partition, which assignment gave it: a partition revoked and given
-        # back between two reads (one poll can hold both) gets a new number.
+        # The partitions owned now, each with the number of the assignment that gave it:
+        # a partition revoked and given back between two reads (one poll can hold both)
+        # gets a new number.
         self._epochs: dict[int, int] = {}
         self._epochs_view: dict[int, int] = {}
         self._assignments = 0
@@ -115,19 +114,15 @@ class KafkaConsumer(LogConsumer):
             if tp.partition in self._pending_seeks:
                 tp.offset = self._pending_seeks[tp.partition]
                 self._positions[tp.partition] = tp.offset
-            self._assigned.add(tp.partition)
             self._assignments += 1
             self._epochs[tp.partition] = self._assignments
         self._pending_seeks.clear()
         self._ever_assigned = True
         consumer.assign(partitions)
-        self._assignment_view = frozenset(self._assigned)
         self._epochs_view = dict(self._epochs)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {tp.partition for tp in partitions}
-        self._assigned -= lost
-        self._assignment_view = frozenset(self._assigned)
         for partition in lost:
             self._epochs.pop(partition, None)
         self._epochs_view = dict(self._epochs)
@@ -186,7 +181,7 @@ class KafkaConsumer(LogConsumer):
                 log.debug("kafka_consume_error", extra={"error": error.str()})
             return
         partition = message.partition()
-        if partition not in self._assigned or partition in self._pending_seeks:
+        if partition not in self._epochs or partition in self._pending_seeks:
             return  # lost in a rebalance, or fetched before a seek took effect
         self._buffer.append(entry_of(message))
 
@@ -239,7 +234,7 @@ class KafkaConsumer(LogConsumer):
 
     def _retry_seeks(self) -> None:
         """Seek assigned partitions; a partition whose fetcher is starting refuses for a moment."""
-        for partition in self._assigned & set(self._pending_seeks):
+        for partition in self._epochs.keys() & self._pending_seeks.keys():
             offset = self._pending_seeks[partition]
             try:
                 self._consumer.seek(TopicPartition(self._topic, partition, offset))
@@ -252,7 +247,7 @@ class KafkaConsumer(LogConsumer):
         """Lag of the assigned partitions (before the first assignment: of the whole topic)."""
         if self._closed:
             return LogLag(0, 0.0)
-        partitions = self._assigned if self._ever_assigned else set(range(self._partitions))
+        partitions = set(self._epochs) if self._ever_assigned else set(range(self._partitions))
         if not partitions:
             return LogLag(0, 0.0)
         positions = {p: o for p, o in self._pending_seeks.items() if p in partitions}
@@ -271,7 +266,7 @@ class KafkaConsumer(LogConsumer):
 
     def assignment(self) -> frozenset[int]:
         """The partitions this member owns now (a snapshot other threads may read)."""
-        return self._assignment_view
+        return frozenset(self._epochs_view)
 
     def assignment_epochs(self) -> Mapping[int, int]:
         """Each partition owned now, with the number of the assignment that gave it
