@@ -26,7 +26,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
 
 from convtrack.clock import Clock
@@ -187,7 +187,7 @@ class DeliveryRunner:
     def _select(self, entries: Sequence[LogEntry]) -> None:
         now_us = self._clock.now_us()
         skipped = self._metrics.deliver.skipped
-        jumped = self._inflight.jumped(entries, _owned(self._consumer))
+        jumped = self._inflight.jumped(entries, self._consumer.assignment_epochs())
         if jumped:
             try:
                 self._recover(jumped)
@@ -491,13 +491,6 @@ class DeliveryRunner:
             if future is not None and future.done() and future.exception() is None:
                 slot.future, slot.done = None, future.result()
         self._commit_front()
-
-
-def _owned(consumer: object) -> Mapping[int, int] | None:
-    """The partitions a consumer-group member owns now, with the number of the
-    assignment that gave each, where the log tells (Kafka)."""
-    epochs = getattr(consumer, "assignment_epochs", None)
-    return epochs() if callable(epochs) else None
 
 
 def _first_positions(entries: Sequence[LogEntry]) -> dict[int, int]:

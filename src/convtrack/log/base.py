@@ -70,6 +70,12 @@ class LogConsumer(ABC):
     def committed(self) -> dict[int, int]:
         """The group's committed next offsets, per partition (absent: never committed)."""
 
+    def assignment_epochs(self) -> Mapping[int, int] | None:
+        """The partitions this member owns now, each with the number of the assignment
+        that gave it (a partition taken away and given back gets a new one). None where
+        the log does not share a group's partitions among members (SQLite)."""
+        return None
+
     @abstractmethod
     def seek(self, positions: Mapping[int, int]) -> None:
         """Move the read position (for stores that keep offsets with their effects)."""

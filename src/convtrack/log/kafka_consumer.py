@@ -269,8 +269,7 @@ class KafkaConsumer(LogConsumer):
         return frozenset(self._epochs_view)
 
     def assignment_epochs(self) -> Mapping[int, int]:
-        """Each partition owned now, with the number of the assignment that gave it
-        (growing): a number that changed means the partition was away meanwhile."""
+        """A snapshot other threads may read (see LogConsumer)."""
         return self._epochs_view
 
     # -- lifecycle ----------------------------------------------------------------
