@@ -189,7 +189,7 @@ def test_country_and_device_rows_skip_bots_and_session_events(pipeline: Pipeline
              "date": YESTERDAY},
             {"country": "US", "device": "desktop", "date": YESTERDAY},  # no value
             {"country": "FR", "device": "bot", "value": 9, "currency": "EUR", "is_bot": True,
-             "date": YESTERDAY},
+             "is_conversion": False, "date": YESTERDAY},  # count_bots off: not counted
             {"country": "FR", "device": "tablet", "is_conversion": False, "date": YESTERDAY},
             {"country": "GB", "device": "tablet", "date": "2026-11-25"},  # before the range
         ],

@@ -94,7 +94,7 @@ def query(config: str | None, data_dir: str | None, fmt: str, sql: str) -> None:
 def reconcile(day: str, config: str | None, data_dir: str | None) -> None:
     """Compare the hot counters with the lake, per campaign, for one UTC date.
 
-    Conversions (not bots) and value per currency of every campaign on both
+    Counted conversions and value per currency of every campaign on both
     sides. Prints "no difference" and exits 0 when they match; otherwise
     prints each difference and exits 1 (2 when a side cannot be read).
 

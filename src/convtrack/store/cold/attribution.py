@@ -2,8 +2,9 @@
 
 Definitions (also in docs/http-api.md):
 
-- A **conversion** is a row of ``events`` with ``is_conversion`` and not
-  ``is_bot``, whose ``event_date`` is between ``from`` and ``to`` inclusive.
+- A **conversion** is a counted one (``counted.COUNTED``: the verdict the
+  hot counters counted, bots included only under ``conversions.count_bots``)
+  whose ``event_date`` is between ``from`` and ``to`` inclusive.
 - A **touch** is a row with ``touch_source`` not null: the event carried its
   own campaign facts (utm parameters, click ids, referrer). Its campaign is
   ``touch_campaign``, else the row's ``campaign_id``. Touches may be older
@@ -46,6 +47,8 @@ from typing import TYPE_CHECKING, Final, Literal, get_args
 
 import msgspec
 
+from convtrack.store.cold.counted import COUNTED
+
 if TYPE_CHECKING:  # the CLI imports MODELS without paying for DuckDB
     import duckdb
 
@@ -78,7 +81,7 @@ WITH conversion AS (
            CASE WHEN user_id IS NOT NULL THEN 'u' ELSE 's' END AS who_kind,
            coalesce(user_id, session_id) AS who, value, currency
     FROM events
-    WHERE is_conversion AND NOT is_bot AND event_date BETWEEN $first AND $last
+    WHERE {counted} AND event_date BETWEEN $first AND $last
 ),
 touch AS (
     SELECT source_partition AS tp, source_offset AS tpo, source, event_time AS t,
@@ -151,7 +154,7 @@ def attribute(
         raise ValueError(f"model must be one of {', '.join(MODELS)}")
     if lookback_days < 0:
         raise ValueError("lookback_days must not be negative")
-    sql = _SQL.format(credit=_CREDIT[model], direct=DIRECT)
+    sql = _SQL.format(credit=_CREDIT[model], direct=DIRECT, counted=COUNTED)
     params = {
         "first": date_from.isoformat(),
         "last": date_to.isoformat(),
@@ -173,8 +176,7 @@ def attribute(
 def count_conversions(con: duckdb.DuckDBPyConnection, date_from: date, date_to: date) -> int:
     """The number of conversions ``attribute`` credits over the same dates."""
     row = con.execute(
-        "SELECT count(*) FROM events"
-        " WHERE is_conversion AND NOT is_bot AND event_date BETWEEN ? AND ?",
+        f"SELECT count(*) FROM events WHERE {COUNTED} AND event_date BETWEEN ? AND ?",
         [date_from.isoformat(), date_to.isoformat()],
     ).fetchone()
     return int(row[0]) if row else 0

@@ -1,8 +1,8 @@
 """Conversion reports over the lake: plain SQL on a DuckDB connection from ``query.connect``.
 
-A conversion here is a row of ``events`` with ``is_conversion`` and not
-``is_bot``: the lake holds every new (deduplicated) event once, so these are
-the counted conversions. Values are summed per currency, in minor units.
+A conversion here is a counted one (``counted.COUNTED``: the processor's
+verdict, the same one the hot counters counted); the lake holds every new
+(deduplicated) event once. Values are summed per currency, in minor units.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Any, Final, Literal, get_args
 
 import duckdb
 import msgspec
+
+from convtrack.store.cold.counted import COUNTED
 
 GroupBy = Literal["day", "campaign_id", "country_code", "device_type"]
 GROUP_BY: Final[tuple[GroupBy, ...]] = get_args(GroupBy)
@@ -42,7 +44,7 @@ def conversions(
     column = _KEY_COLUMN[group_by]
     rows = con.execute(
         f"SELECT {column} AS k, currency, count(*) AS n, sum(value) AS v FROM events"
-        " WHERE is_conversion AND NOT is_bot AND event_date BETWEEN ? AND ?"
+        f" WHERE {COUNTED} AND event_date BETWEEN ? AND ?"
         " GROUP BY ALL ORDER BY k, currency",
         [first, last],
     ).fetchall()
