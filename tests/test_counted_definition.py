@@ -78,8 +78,9 @@ def test_every_reader_counts_what_the_hot_store_counted(pipeline: Pipeline) -> N
     for day in (TODAY, YESTERDAY):
         hot = pipeline.hot.conversions(None, day)
         assert (hot.conversions, hot.value) == expected, day
-        text, same = reconcile(pipeline.settings, day)
-        assert same, text
+        result = reconcile(pipeline.settings, day)
+        assert result.status == "agree", result.text
+        assert result.exit_code == 0
     # Today from the hot counters, yesterday from the lake: the same definition.
     assert report(pipeline, YESTERDAY, TODAY) == [(YESTERDAY, *expected), (TODAY, *expected)]
     con = connect(pipeline.lake)

@@ -91,25 +91,29 @@ def query(config: str | None, data_dir: str | None, fmt: str, sql: str) -> None:
 @click.option("--date", "day", required=True, help="The UTC event date, YYYY-MM-DD.")
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML settings file.")
 @click.option("--data-dir", "data_dir", default=None, help="The data dir (hot store and lake).")
-def reconcile(day: str, config: str | None, data_dir: str | None) -> None:
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+    show_default=True, help="Output format (json: one object, with the same verdict).",
+)  # fmt: skip
+def reconcile(day: str, config: str | None, data_dir: str | None, fmt: str) -> None:
     """Compare the hot counters with the lake, per campaign, for one UTC date.
 
     Counted conversions and value per currency of every campaign on both
-    sides. Prints "no difference" and exits 0 when they match; otherwise
-    prints each difference and exits 1 (2 when a side cannot be read).
-
-    Meaningful once the lake is flushed: after the server stopped (SIGTERM
-    flushes) or cold.flush_interval_secs after the last event. Before that
-    the lake lags the counters by design.
+    sides, and what is still in flight between the event log and the lake
+    (accepted but not yet counted; counted but not yet in the lake). Exit
+    codes: 0 "no difference" (and nothing in flight can change that date);
+    1 a difference that nothing in flight explains; 3 behind: events in
+    flight may still change that date, so it cannot be judged yet (run again
+    once the pipeline caught up); 2 a side cannot be read, or bad usage.
     """
     from convtrack.cli.reconcile import parse_date
     from convtrack.cli.reconcile import reconcile as run
 
     if parse_date(day) is None:
         raise click.BadParameter("must be YYYY-MM-DD", param_hint="--date")
-    report, same = run(_settings(config, data_dir=data_dir), day)
-    click.echo(report)
-    sys.exit(0 if same else 1)
+    result = run(_settings(config, data_dir=data_dir), day)
+    click.echo(msgspec.json.encode(result).decode() if fmt == "json" else result.text)
+    sys.exit(result.exit_code)
 
 
 @cli.command()
