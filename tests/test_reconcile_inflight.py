@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from convtrack.cli import inflight
 from convtrack.cli.main import cli
 from convtrack.cli.reconcile import reconcile
 from convtrack.clock import ManualClock
@@ -207,3 +208,23 @@ def test_duplicates_at_the_end_of_the_log_do_not_hold_reconcile_back(
     result = reconcile(pipeline.settings, TODAY)
     assert result.in_flight.not_published == 1  # the duplicate, which had nothing to publish
     assert (result.status, result.exit_code) == ("agree", 0), result.text
+
+
+def test_stretches_longer_than_it_reads_are_counted_and_say_so(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(inflight, "MAX_READ", 2)
+    for i in range(3):
+        send(pipeline, purchase(f"t{i}", 1, "spring", 100))
+    behind = reconcile(pipeline.settings, QUIET)  # not even a quiet day can be judged now
+    assert (behind.status, behind.exit_code) == ("behind", 3), behind.text
+    assert (behind.in_flight.not_counted, behind.in_flight.not_counted_dated) == (3, None)
+    assert "3 event(s) (their dates not read)" in behind.text
+    process_all(pipeline)
+    counted = reconcile(pipeline.settings, TODAY)
+    assert (counted.status, counted.in_flight.to_lake) == ("behind", None), counted.text
+    assert "counted, not yet in the lake: at most 3 event(s)" in counted.text
+    [row] = counted.campaigns
+    assert (row.to_lake_conversions, row.to_lake_value) == (None, None)
+    pipeline.cold.flush_all()
+    assert reconcile(pipeline.settings, TODAY).exit_code == 0

@@ -81,7 +81,7 @@ def test_a_kafka_backlog_is_behind_with_its_count_until_processed_and_stored(
     assert (counted.status, counted.exit_code) == ("behind", 3), counted.text
     assert counted.in_flight.not_counted == 0
     assert counted.in_flight.not_in_lake == 7 and counted.in_flight.to_lake is None
-    assert "counted, not yet in the lake: 7 event(s) (their dates not read)" in counted.text
+    assert "counted, not yet in the lake: at most 7 event(s) (processed records" in counted.text
 
     result: list[Result] = []
     until(

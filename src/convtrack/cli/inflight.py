@@ -161,18 +161,21 @@ def in_flight(
     events: EventLog, processed: EventLog, at: Positions, day: str, *, readable: bool
 ) -> InFlight:
     """The stretches at ``at``; ``readable``: the logs are local files, read what they hold."""
-    # The logs' own lag knows where retention starts (Kafka): counting from 0 would not.
-    not_counted = events.lag(at.counted).events
-    not_in_lake = processed.lag(at.in_lake).events
+    if readable:  # the very stretches read below, up to the ends of ``at``
+        not_counted = _behind(at.log_end, at.counted)
+        not_in_lake = _behind(at.processed_end, at.in_lake)
+    else:  # the logs' own lag knows where retention starts (Kafka): counting from 0 would not
+        not_counted = events.lag(at.counted).events
+        not_in_lake = processed.lag(at.in_lake).events
     not_published = sum(
         max(0, position - at.published.get(p, 0)) for p, position in at.counted.items()
     )
     not_counted_dated: int | None = None
     not_in_lake_dated: int | None = None
     to_lake: list[ReportRow] | None = None
-    if readable and _behind(at.log_end, at.counted) <= MAX_READ:
+    if readable and not_counted <= MAX_READ:
         not_counted_dated = _dated(events, at.counted, at.log_end, day)
-    if readable and _behind(at.processed_end, at.in_lake) <= MAX_READ:
+    if readable and not_in_lake <= MAX_READ:
         not_in_lake, not_in_lake_dated, to_lake = _to_lake(processed, at, day)
     return InFlight(
         not_counted=not_counted,

@@ -234,11 +234,16 @@ def _flight_lines(flight: InFlight, day: str) -> list[str]:
             f"  counted, not yet published by the processor: at most {flight.not_published}"
             " log entr(y/ies) (duplicates, or events it publishes when it resumes)"
         )
-    if flight.not_in_lake:
-        known = "" if flight.to_lake is None else "; their conversions are the to_lake columns"
+    if flight.not_in_lake and flight.to_lake is None:
+        # Processed records not read: late copies (which the lake skips) count too.
         lines.append(
-            f"  counted, not yet in the lake: {flight.not_in_lake}"
-            f" event(s) ({of_day(flight.not_in_lake_dated)}{known})"
+            f"  counted, not yet in the lake: at most {flight.not_in_lake} event(s)"
+            " (processed records, late copies included; their dates not read)"
+        )
+    elif flight.not_in_lake:
+        lines.append(
+            f"  counted, not yet in the lake: {flight.not_in_lake} event(s)"
+            f" ({of_day(flight.not_in_lake_dated)}; their conversions are the to_lake columns)"
         )
     return ["in flight:", *lines] if lines else []
 
