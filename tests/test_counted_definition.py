@@ -59,8 +59,10 @@ def send(pipeline: Pipeline, event_id: str, hours_ago: float, value: int, agent:
     assert response.status_code == 202, response.text
 
 
-def report(pipeline: Pipeline, first: str, last: str) -> list[tuple[str, int, dict[str, int]]]:
-    path = f"/v1/reports/conversions?from={first}&to={last}&group_by=day"
+def report(
+    pipeline: Pipeline, first: str, last: str, group_by: str = "day"
+) -> list[tuple[str, int, dict[str, int]]]:
+    path = f"/v1/reports/conversions?from={first}&to={last}&group_by={group_by}"
     response = call(pipeline, "GET", path)
     assert response.status_code == 200, response.text
     return [(r["key"], r["conversions"], r["value"]) for r in response.json()["rows"]]
@@ -83,6 +85,9 @@ def test_every_reader_counts_what_the_hot_store_counted(pipeline: Pipeline) -> N
         assert result.exit_code == 0
     # Today from the hot counters, yesterday from the lake: the same definition.
     assert report(pipeline, YESTERDAY, TODAY) == [(YESTERDAY, *expected), (TODAY, *expected)]
+    by_device = [("desktop", 1, {"USD": 1000})] + ([("bot", 1, {"USD": 7})] if count_bots else [])
+    for day in (YESTERDAY, TODAY):
+        assert sorted(report(pipeline, day, day, "device_type")) == sorted(by_device), day
     con = connect(pipeline.lake)
     try:
         counted = count_conversions(con, date(2026, 11, 27), date(2026, 11, 28))
