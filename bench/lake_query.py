@@ -28,6 +28,7 @@ from convtrack.model.event import Envelope
 from convtrack.model.processed import ProcessedEvent, encode_processed
 from convtrack.observe.metrics import Metrics
 from convtrack.store.cold import schema
+from convtrack.store.cold.counted import COUNTED
 from convtrack.store.cold.lake import Lake
 from convtrack.store.cold.manifest import DataFile, ManifestEntry, write_entry
 from convtrack.store.cold.query import connect
@@ -38,7 +39,7 @@ DAY_US = 86_400_000_000
 T0 = 1_793_491_200_000_000  # 2026-10-31T00:00:00Z
 REPORT = (
     "select event_date, campaign_id, count(*) as conversions, sum(value) as value"
-    " from events where is_conversion and not is_bot group by all order by all"
+    f" from events where {COUNTED} group by all order by all"
 )
 
 
