@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from convtrack import failpoints
-from convtrack.clock import Clock
+from convtrack.clock import Clock, SystemClock
 from convtrack.errors import ConvtrackError
 from convtrack.observe.metrics import Metrics
 from convtrack.process.published import NOTHING_READ, FirstCopies
@@ -54,6 +54,7 @@ from convtrack.store.cold.manifest import (
     commit_flush,
     read_state,
 )
+from convtrack.store.cold.retry import LakeRetry
 from convtrack.store.cold.tables import Position, TableSource
 
 log = logging.getLogger("convtrack.cold")
@@ -290,15 +291,26 @@ class ColdStoreRunner:
         metrics: Metrics,
         maintain: Callable[[], None] | None = None,
         maintain_interval_secs: float = 3600.0,
+        clock: Clock | None = None,
     ) -> None:
         self._writers = writers
         self._metrics = metrics
         self._maintain = maintain
         self._maintain_interval = maintain_interval_secs
-        self._last_maintain = time.monotonic()
+        # Real time unless a test drives ``step`` by hand: the backoff must pass by itself.
+        self._clock: Clock = clock or SystemClock()
+        self._last_maintain = self._clock.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cold-store", daemon=True)
-        self.last_error: str | None = None
+        self.retry = LakeRetry(self._clock, self._probe_lakes)
+
+    @property
+    def last_error(self) -> str | None:
+        return self.retry.last_error
+
+    def _probe_lakes(self) -> None:
+        for lake in {id(w.lake): w.lake for w in self._writers}.values():
+            lake.probe()
 
     def start(self) -> None:
         self._thread.start()
@@ -311,24 +323,33 @@ class ColdStoreRunner:
         }
 
     def _run(self) -> None:
-        delay = 0.5
         while not self._stop.is_set():
-            try:
-                for writer in self._writers:
-                    writer.poll_once(timeout_secs=0.1)
-                if (
-                    self._maintain is not None
-                    and time.monotonic() - self._last_maintain >= self._maintain_interval
-                ):
-                    self._maintain()
-                    self._last_maintain = time.monotonic()
-                self.last_error, delay = None, 0.5
-            except ConvtrackError as exc:
-                self.last_error = str(exc)
-                self._metrics.errors.labels("cold", type(exc).__name__).inc()
-                log.warning("lake_write_failed", extra={"error": str(exc), "retry_in_secs": delay})
-                self._stop.wait(delay)
-                delay = min(delay * 2, 30.0)
+            wait = self.step()
+            if wait > 0:
+                self._stop.wait(wait)
+
+    def step(self) -> float:
+        """One round (poll every writer, upkeep when due), or a probe of a failing lake.
+
+        Returns how long to wait before the next step (see store/cold/retry.py).
+        """
+        if not self.retry.due():
+            return self.retry.wait_secs()
+        try:
+            for writer in self._writers:
+                writer.poll_once(timeout_secs=0.1)
+            if (
+                self._maintain is not None
+                and self._clock.monotonic() - self._last_maintain >= self._maintain_interval
+            ):
+                self._maintain()
+                self._last_maintain = self._clock.monotonic()
+            self.retry.succeeded()
+        except ConvtrackError as exc:
+            delay = self.retry.failed(str(exc))
+            self._metrics.errors.labels("cold", type(exc).__name__).inc()
+            log.warning("lake_write_failed", extra={"error": str(exc), "retry_in_secs": delay})
+        return self.retry.wait_secs()
 
     def flush_all(self) -> None:
         """Read every table's source to its end and flush it all now.
