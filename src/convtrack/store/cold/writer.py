@@ -158,7 +158,9 @@ class TableWriter:
         for (partition, offset), row in rows:
             if partition in skipping:
                 continue
-            if offset != self._next_read.get(partition):
+            if offset != self._next_read.get(partition) and not self._skipped_ahead(
+                partition, offset
+            ):
                 # A jump: the partition was (re)assigned to this writer, or the source
                 # rewound. Learn the chain's end again before taking anything.
                 self._resync(partition)
@@ -175,6 +177,19 @@ class TableWriter:
             if copied is None or self._copies.keep_position(partition, *copied):
                 pending.rows.append(row)
                 self._rows += 1
+
+    def _skipped_ahead(self, partition: int, offset: int) -> bool:
+        """Whether the source skipped positions it no longer holds, with the chain unmoved.
+
+        Rejects the store's cap removed, for one: what is buffered still starts
+        at the chain's end, so it stays and the range goes on past the gap
+        (dropping it would lose rows read but not yet flushed).
+        """
+        pending, expected = self._pending.get(partition), self._next_read.get(partition)
+        if pending is None or expected is None or offset < expected:
+            return False
+        head = chain_head(self.lake, self.table, partition)
+        return (-1 if head is None or head.last is None else head.last) + 1 == pending.first
 
     def flush(self) -> int:
         """Write everything buffered; raises (and keeps the buffer) if the lake fails."""
