@@ -9,15 +9,23 @@ comes back.
 
 from __future__ import annotations
 
+import io
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from convtrack.observe.metrics import Metrics
 from convtrack.store.cold.lake import Lake
 from convtrack.store.cold.maintain import (
     Compactor,
+    Merge,
+    Staged,
     compact,
     expire,
     purge_removed,
@@ -230,3 +238,84 @@ def test_a_change_whose_answer_was_lost_is_found_committed_on_retry(race: Race) 
     assert commit_change(lake, mine, 1) is True  # a retry finds its own bytes
     assert commit_change(lake, other, 1) is False
     assert read_state(lake, "events").change_seq == 1
+
+
+OLD = "2026-10-01"
+KEEP_FROM = "2026-11-01"
+Step = tuple[str, int]
+# "advance" moves one compactor on by one step (plan, then stage, then publish).
+ACTIONS = ["flush", "flush", "advance", "advance", "advance", "expire", "purge"]
+STEPS = st.lists(st.tuples(st.sampled_from(ACTIONS), st.integers(0, 3)), min_size=5, max_size=40)
+
+
+class Actor:
+    """One store process's compactor, one step at a time."""
+
+    def __init__(self, compactor: Compactor) -> None:
+        self.compactor = compactor
+        self.plans: list[Merge] = []
+        self.staged: Staged | None = None
+
+    def advance(self) -> None:
+        if self.staged is not None:
+            self.publish()
+        elif self.plans:
+            self.stage()
+        else:
+            self.plans = self.compactor.plan(closed_before=CLOSED)
+
+    def stage(self) -> None:
+        merge = self.plans[0]
+        merged = self.compactor.merge(merge)
+        staged = None
+        if merged is not None:
+            staged = self.compactor.stage(merge, parquet_bytes(merged), merged.num_rows)
+        if staged is None:
+            self.plans.pop(0)  # superseded: given up
+        self.staged = staged
+
+    def publish(self) -> None:
+        assert self.staged is not None
+        if self.compactor.publish(self.staged):
+            self.plans.pop(0)
+        self.staged = None  # lost: the next stage tries again from a fresh view
+
+
+def visible_ids(lake: Lake) -> list[str]:
+    ids: list[str] = []
+    for path in read_state(lake, "events").files:
+        table = pq.read_table(io.BytesIO(lake.read(path)), columns=["event_id"])
+        ids += table.column("event_id").to_pylist()
+    return ids
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=STEPS)
+def test_any_interleaving_of_flushes_compactions_and_retention_keeps_rows_exact(
+    steps: list[Step],
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        race = Race(root, lambda: Lake.open(str(root / "lake")))
+        try:
+            actors = [Actor(race.compactor()) for _ in range(2)]
+            flushed: dict[str, str] = {}
+            removed: set[str] = set()
+            for action, n in steps:
+                actor = actors[n % 2]
+                if action == "flush":
+                    date = OLD if n >= 2 else DAY
+                    flushed[f"e{race.offset}"] = date
+                    race.flush(["spring", "autumn"][n % 2], date)
+                elif action == "advance":
+                    actor.advance()
+                elif action == "expire":
+                    expire(race.open_lake(), "events", keep_from=KEEP_FROM, now_us=T0)
+                    removed |= {i for i, date in flushed.items() if date == OLD}
+                elif action == "purge":
+                    purge_removed(race.open_lake(), "events", now_us=T0 + 1, grace_secs=0)
+                ids = visible_ids(race.open_lake())
+                assert len(ids) == len(set(ids)), f"a row shows twice after {action}"
+                assert set(ids) == set(flushed) - removed, f"rows wrong after {action}"
+        finally:
+            race.log.close()
