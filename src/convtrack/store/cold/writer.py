@@ -349,7 +349,7 @@ class ColdStoreRunner:
         Returns how long to wait before the next step (see store/cold/retry.py).
         """
         if not self.retry.due():
-            return self.retry.wait_secs()
+            return max(self.retry.wait_secs(), 0.01)  # never a busy loop, whatever the clock
         try:
             for writer in self._writers:
                 writer.poll_once(timeout_secs=0.1)
