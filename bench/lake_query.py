@@ -30,7 +30,7 @@ from convtrack.observe.metrics import Metrics
 from convtrack.store.cold import schema
 from convtrack.store.cold.counted import COUNTED
 from convtrack.store.cold.lake import Lake
-from convtrack.store.cold.manifest import DataFile, ManifestEntry, write_entry
+from convtrack.store.cold.manifest import DataFile, ManifestEntry, commit_change
 from convtrack.store.cold.query import connect
 from convtrack.store.cold.tables import EventsSource, partition_segment
 from convtrack.store.cold.writer import TableWriter, parquet_bytes
@@ -111,7 +111,7 @@ def build_lake(root: Path, events: int, days: int, campaigns: int) -> Lake:
             adds.append(DataFile(path=path, rows=per_file, partition_date=date))
             offset += per_file
     entry = ManifestEntry(table="events", kind="compact", adds=adds, created_at_us=T0)
-    write_entry(lake, entry, "compact-bench")
+    assert commit_change(lake, entry, 1), "the bench's lake directory must start empty"
     return lake
 
 

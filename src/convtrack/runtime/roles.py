@@ -209,16 +209,18 @@ def build_cold_store(
             )
         ],
         metrics,
-        maintain=lambda: maintain_lake(lake, settings, clock),
+        maintain=lambda: maintain_lake(lake, settings, clock, metrics),
         maintain_interval_secs=settings.cold.compaction_interval_secs,
     )
 
 
-def maintain_lake(lake: Lake, settings: Settings, clock: Clock) -> None:
+def maintain_lake(
+    lake: Lake, settings: Settings, clock: Clock, metrics: Metrics | None = None
+) -> None:
     """Compact closed days, apply retention, delete files removed long enough ago."""
     now = clock.now_us()
     for table in ("events", "rejects"):
-        compact(lake, table, closed_before=utc_date(now), now_us=now)
+        compact(lake, table, closed_before=utc_date(now), now_us=now, metrics=metrics)
         if settings.cold.retention_days:
             expire(lake, table, keep_from=utc_date(now, settings.cold.retention_days), now_us=now)
         purge_removed(lake, table, now_us=now, grace_secs=settings.cold.removed_grace_secs)

@@ -30,6 +30,8 @@ Paths = list[str]
 # A concurrent conditional PUT on the same key answers 409 ConditionalRequestConflict;
 # AWS asks to retry it, and the retry then learns who won (412) or creates the object.
 CONDITIONAL_CONFLICT_RETRIES = 5
+PROBE_DIR = "_probe"  # outside every table and the manifest: no reader lists it
+PROBE_BYTES = b"\0" * 4096  # one file system block: a full disk refuses it
 
 
 class Lake:
@@ -240,6 +242,17 @@ class Lake:
             pass
         except OSError as exc:
             raise StoreError(f"cannot delete {relative}: {exc}") from exc
+
+    def probe(self) -> None:
+        """Write a small object and delete it: raises StoreError while the lake takes no writes.
+
+        For the cold store's health while it fails (store/cold/retry.py): a
+        full disk or an unreachable bucket fails this as it fails a flush.
+        """
+        self.ensure_ready()
+        name = f"{PROBE_DIR}/probe-{uuid.uuid4().hex}"
+        self.put(name, PROBE_BYTES)
+        self.delete(name)
 
     def full_uri(self, relative: str) -> str:
         return f"{self.uri}/{relative}"

@@ -13,6 +13,14 @@ one ended. Its manifest object is named by the partition and that start
 (``flush-part-<p>-<first>``) and created only if the name is free, so when
 several writers race to extend the chain from the same point, exactly one
 range is committed and the others learn they lost (see ``commit_flush``).
+
+Changes that remove files (compaction, retention) form one numbered chain per
+table: ``change-<n>`` is created only if the name is free, by a writer that
+read every change before it and checked that the files it removes are still
+visible. Two such writers with different views of the table cannot both
+commit: the second learns it lost, reads the table again and either commits
+as number ``n + 1`` or gives up (see ``commit_change``). Flushes only add
+files under names of their own, so they need no place in this chain.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ class TableState(msgspec.Struct):
     source_through: dict[int, int]  # per source partition, the filter state at that point
     removed: dict[str, int]  # path -> when its removal was committed (for deferred deletion)
     manifests: list[str]
+    change_seq: int = 0  # the newest numbered change read (0: none); the next one is +1
 
 
 def manifest_dir(table: str) -> str:
@@ -56,10 +65,6 @@ def manifest_dir(table: str) -> str:
 
 
 _decoder = msgspec.json.Decoder(ManifestEntry)
-
-
-def write_entry(lake: Lake, entry: ManifestEntry, name: str) -> None:
-    lake.put(f"{manifest_dir(entry.table)}/{name}.json", msgspec.json.encode(entry))
 
 
 def flush_entry_name(table: str, partition: int, first: int) -> str:
@@ -80,6 +85,43 @@ def commit_flush(lake: Lake, entry: ManifestEntry) -> ManifestEntry:
     return _decoder.decode(lake.read(name))
 
 
+CHANGE_PREFIX = "change-"
+
+
+def change_entry_name(table: str, seq: int) -> str:
+    return f"{manifest_dir(table)}/{CHANGE_PREFIX}{seq:012d}.json"
+
+
+def change_seq_of(name: str) -> int | None:
+    """The number of a numbered change's manifest object; None for any other object."""
+    base = name.rsplit("/", 1)[-1]
+    if not (base.startswith(CHANGE_PREFIX) and base.endswith(".json")):
+        return None
+    digits = base[len(CHANGE_PREFIX) : -len(".json")]
+    return int(digits) if digits.isdigit() else None
+
+
+def commit_change(lake: Lake, entry: ManifestEntry, seq: int) -> bool:
+    """Commit ``entry`` as change number ``seq``; False when another change holds it.
+
+    The caller read the table with ``change_seq == seq - 1`` and checked
+    ``entry`` against it, so a True answer means no change it did not see came
+    between. A create whose answer was lost and is retried finds its own
+    bytes under the name, which counts as committed (entries name files of
+    their own, so two commits never have the same bytes by chance).
+    """
+    name = change_entry_name(entry.table, seq)
+    data = msgspec.json.encode(entry)
+    if lake.put_if_absent(name, data):
+        return True
+    return lake.read(name) == data
+
+
+def not_visible(state: TableState, paths: list[str]) -> list[str]:
+    """The paths that are not visible files of ``state`` (removed, or never committed)."""
+    return [path for path in paths if path not in state.files]
+
+
 def chain_head(lake: Lake, table: str, partition: int) -> ManifestEntry | None:
     """The newest flush of one source partition: one listing and one read.
 
@@ -97,8 +139,10 @@ def read_state(lake: Lake, table: str) -> TableState:
     removed: dict[str, int] = {}
     flushed: dict[int, int] = {}
     source_through: dict[int, int] = {}
+    change_seq = 0
     names = lake.list(manifest_dir(table))
     for name in names:
+        change_seq = max(change_seq, change_seq_of(name) or 0)
         entry = _decoder.decode(lake.read(name))
         for data_file in entry.adds:
             adds[data_file.path] = data_file
@@ -117,4 +161,5 @@ def read_state(lake: Lake, table: str) -> TableState:
         source_through=source_through,
         removed=removed,
         manifests=names,
+        change_seq=change_seq,
     )

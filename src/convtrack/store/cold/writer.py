@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from convtrack import failpoints
-from convtrack.clock import Clock
+from convtrack.clock import Clock, SystemClock
 from convtrack.errors import ConvtrackError
 from convtrack.observe.metrics import Metrics
 from convtrack.process.published import NOTHING_READ, FirstCopies
@@ -54,6 +54,7 @@ from convtrack.store.cold.manifest import (
     commit_flush,
     read_state,
 )
+from convtrack.store.cold.retry import LakeRetry
 from convtrack.store.cold.tables import Position, TableSource
 
 log = logging.getLogger("convtrack.cold")
@@ -157,7 +158,9 @@ class TableWriter:
         for (partition, offset), row in rows:
             if partition in skipping:
                 continue
-            if offset != self._next_read.get(partition):
+            if offset != self._next_read.get(partition) and not self._skipped_ahead(
+                partition, offset
+            ):
                 # A jump: the partition was (re)assigned to this writer, or the source
                 # rewound. Learn the chain's end again before taking anything.
                 self._resync(partition)
@@ -174,6 +177,19 @@ class TableWriter:
             if copied is None or self._copies.keep_position(partition, *copied):
                 pending.rows.append(row)
                 self._rows += 1
+
+    def _skipped_ahead(self, partition: int, offset: int) -> bool:
+        """Whether the source skipped positions it no longer holds, with the chain unmoved.
+
+        Rejects the store's cap removed, for one: what is buffered still starts
+        at the chain's end, so it stays and the range goes on past the gap
+        (dropping it would lose rows read but not yet flushed).
+        """
+        pending, expected = self._pending.get(partition), self._next_read.get(partition)
+        if pending is None or expected is None or offset < expected:
+            return False
+        head = chain_head(self.lake, self.table, partition)
+        return (-1 if head is None or head.last is None else head.last) + 1 == pending.first
 
     def flush(self) -> int:
         """Write everything buffered; raises (and keeps the buffer) if the lake fails."""
@@ -290,15 +306,26 @@ class ColdStoreRunner:
         metrics: Metrics,
         maintain: Callable[[], None] | None = None,
         maintain_interval_secs: float = 3600.0,
+        clock: Clock | None = None,
     ) -> None:
         self._writers = writers
         self._metrics = metrics
         self._maintain = maintain
         self._maintain_interval = maintain_interval_secs
-        self._last_maintain = time.monotonic()
+        # Real time unless a test drives ``step`` by hand: the backoff must pass by itself.
+        self._clock: Clock = clock or SystemClock()
+        self._last_maintain = self._clock.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cold-store", daemon=True)
-        self.last_error: str | None = None
+        self.retry = LakeRetry(self._clock, self._probe_lakes)
+
+    @property
+    def last_error(self) -> str | None:
+        return self.retry.last_error
+
+    def _probe_lakes(self) -> None:
+        for lake in {id(w.lake): w.lake for w in self._writers}.values():
+            lake.probe()
 
     def start(self) -> None:
         self._thread.start()
@@ -311,24 +338,33 @@ class ColdStoreRunner:
         }
 
     def _run(self) -> None:
-        delay = 0.5
         while not self._stop.is_set():
-            try:
-                for writer in self._writers:
-                    writer.poll_once(timeout_secs=0.1)
-                if (
-                    self._maintain is not None
-                    and time.monotonic() - self._last_maintain >= self._maintain_interval
-                ):
-                    self._maintain()
-                    self._last_maintain = time.monotonic()
-                self.last_error, delay = None, 0.5
-            except ConvtrackError as exc:
-                self.last_error = str(exc)
-                self._metrics.errors.labels("cold", type(exc).__name__).inc()
-                log.warning("lake_write_failed", extra={"error": str(exc), "retry_in_secs": delay})
-                self._stop.wait(delay)
-                delay = min(delay * 2, 30.0)
+            wait = self.step()
+            if wait > 0:
+                self._stop.wait(wait)
+
+    def step(self) -> float:
+        """One round (poll every writer, upkeep when due), or a probe of a failing lake.
+
+        Returns how long to wait before the next step (see store/cold/retry.py).
+        """
+        if not self.retry.due():
+            return max(self.retry.wait_secs(), 0.01)  # never a busy loop, whatever the clock
+        try:
+            for writer in self._writers:
+                writer.poll_once(timeout_secs=0.1)
+            if (
+                self._maintain is not None
+                and self._clock.monotonic() - self._last_maintain >= self._maintain_interval
+            ):
+                self._maintain()
+                self._last_maintain = self._clock.monotonic()
+            self.retry.succeeded()
+        except ConvtrackError as exc:
+            delay = self.retry.failed(str(exc))
+            self._metrics.errors.labels("cold", type(exc).__name__).inc()
+            log.warning("lake_write_failed", extra={"error": str(exc), "retry_in_secs": delay})
+        return self.retry.wait_secs()
 
     def flush_all(self) -> None:
         """Read every table's source to its end and flush it all now.
