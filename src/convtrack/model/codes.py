@@ -70,7 +70,7 @@ MESSAGES: Final[dict[str, str]] = {
     VALUE_NOT_NUMBER: "value must be a number",
     VALUE_NOT_INTEGER_MINOR_UNITS: "value must be an integer in the currency's minor units",
     VALUE_NEGATIVE: "value must not be negative",
-    VALUE_TOO_LARGE: "value must fit in a signed 64-bit integer",
+    VALUE_TOO_LARGE: "value must be at most 10^12 minor units (1000000000000)",
     VALUE_MISSING: "value is required when currency is present",
     CURRENCY_MISSING: "currency is required when value is present",
     CURRENCY_NOT_UPPERCASE: "currency must be an uppercase ISO 4217 code",

@@ -33,7 +33,10 @@ CONTEXT_STRING_FIELDS = ("page_url", "referrer", "user_agent", "ip")
 CAMPAIGN_FIELDS = frozenset({"source", "medium", "name", "term", "content"})
 MAX_ID_CHARS = 128
 MAX_USER_ID_CHARS = 256
-MAX_VALUE = 2**63 - 1
+# The most one event may carry, in minor units (10^12 cents is 10 billion dollars). The hot
+# stores sum values in signed 64-bit integers: at this bound a total still holds more than
+# 9 million events at the maximum, so no plausible day of one campaign can overflow it.
+MAX_VALUE = 10**12
 
 
 class Rules(msgspec.Struct, frozen=True, kw_only=True):
