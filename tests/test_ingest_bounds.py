@@ -88,3 +88,27 @@ def test_a_conversion_token_of_the_wrong_type_is_refused_and_kept(
 def test_a_null_conversion_token_is_absent(pipeline: Pipeline) -> None:
     answer = call(pipeline, "POST", "/v1/track", purchase("tok-null", conversion_token=None))
     assert answer.status_code == 202, answer.text
+
+
+def test_identifiers_are_answered_in_nfc_and_refused_with_bidi_controls(
+    pipeline: Pipeline,
+) -> None:
+    decomposed = "caf" + "e\u0301"  # NFD, as macOS writes it
+    answer = call(pipeline, "POST", "/v1/track", purchase(decomposed, event_name="Purchase"))
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["event_id"] == "caf\u00e9"
+    spoofed = call(pipeline, "POST", "/v1/track", purchase("rlo-1", event_name="Pur\u202echase"))
+    assert spoofed.status_code == 400
+    assert field_codes(spoofed.json()["errors"]) == [("event_name", "event_name_invalid")]
+    batch = call(
+        pipeline,
+        "POST",
+        "/v1/batch",
+        {"batch": [purchase("nul-1", user_id="u\x001"), purchase("ok-2", campaign_id="fall")]},
+    )
+    assert batch.json()["accepted"] == 1
+    assert field_codes(batch.json()["rejected"][0]["errors"]) == [("user_id", "user_id_invalid")]
+    assert {r.event_id: r.codes for r in kept(pipeline)} == {
+        "rlo-1": ["event_name_invalid"],
+        "nul-1": ["user_id_invalid"],
+    }
