@@ -29,19 +29,16 @@ import unicodedata
 def identifier_text(value: object, limit: int, *, integers: bool = True) -> str | None:
     """The NFC form of ``value`` when it is a non-empty identifier of at most ``limit``
     code points (an integer, when ``integers``, as its decimal text); else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        if not integers or value.bit_length() > 4 * limit:  # too many digits anyway
-            return None
+    if type(value) is not str:  # the hot path is a str: one type check for it
+        if not integers or type(value) is not int or value.bit_length() > 4 * limit:
+            return None  # not text, a bool, or too many digits anyway
         value = str(value)
-    if not isinstance(value, str) or not value:
-        return None
-    if value.isascii():
-        return value if len(value) <= limit and value.isprintable() else None
-    if not unicodedata.is_normalized("NFC", value):
-        value = unicodedata.normalize("NFC", value)
-    return value if len(value) <= limit and value.isprintable() else None
+    text: str = value
+    if text.isascii():  # ASCII is NFC already
+        return text if 0 < len(text) <= limit and text.isprintable() else None
+    if not unicodedata.is_normalized("NFC", text):
+        text = unicodedata.normalize("NFC", text)
+    return text if 0 < len(text) <= limit and text.isprintable() else None
 
 
 def is_blank(value: object) -> bool:
