@@ -1,9 +1,10 @@
 """Rejected bodies keep no raw contact data, however malformed: a property test over
 bodies carrying contact values in every place and shape (user as an object, a list, a
 string, a number, nested; contact keys elsewhere; emails and phones in free text),
-serialized and then broken (truncated anywhere, invalid UTF-8 inserted, a byte
-overwritten), sent to every ingest path (single, batch; JSON or text/plain beacon;
-gzip or not). Whatever the rejects store kept holds none of the raw values."""
+serialized and then broken (truncated anywhere, invalid UTF-8 inserted anywhere, a
+structural byte overwritten), sent to every ingest path (single, batch; JSON or
+text/plain beacon; gzip or not). Whatever the rejects store kept holds none of the
+raw values."""
 
 from __future__ import annotations
 
@@ -68,7 +69,9 @@ def raw_forms(contact: dict[str, Any], whole_only: bool) -> list[str]:
         text = str(value)
         digits = re.sub(r"\D", "", text)
         if whole_only:
-            forms.append(digits if len(digits) >= 10 else text.lower())
+            forms.append(text.lower())
+            if len(digits) >= 10:
+                forms.append(digits)
         elif len(digits) >= 10:
             forms.append(digits[:8])
             forms.append(text[: max(8, len(text) - 4)].lower())
@@ -136,11 +139,16 @@ def bodies(draw: st.DrawFn) -> tuple[bytes, str, list[str]]:
             junk = draw(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xe2\x82", b"\x80"]))
             raw = raw[:at] + junk + raw[at:]
         else:
-            raw = (
-                raw[:at]
-                + draw(st.sampled_from([b'"', b"{", b"]", b",", b"\\", b"\x00"]))
-                + raw[at + 1 :]
-            )
+            # A structural byte overwritten. (A letter changed inside a member name,
+            # "user" into "{ser", would make a body whose contact values are no longer
+            # labelled as such: no scrub can tell them from any other text.)
+            structural = [i for i, byte in enumerate(raw) if byte in b'{}[]:,"']
+            if structural:
+                at = draw(st.sampled_from(structural))
+                junk = draw(
+                    st.sampled_from([b'"', b"{", b"}", b"[", b"]", b",", b":", b"\\", b"\x00"])
+                )
+                raw = raw[:at] + junk + raw[at + 1 :]
     return raw, path, raw_forms(contact, whole_only=free_text)
 
 
