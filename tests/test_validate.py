@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from convtrack.model import codes
 from convtrack.model.event import Envelope
 from convtrack.model.validate import (
+    MAX_VALUE,
     FieldError,
     IngestFacts,
     Rules,
@@ -139,6 +140,19 @@ def test_money_rules() -> None:
     assert error_codes(event(value=50.0, currency="USD")) == [codes.VALUE_NOT_INTEGER_MINOR_UNITS]
     assert error_codes(event(value=-1, currency="USD")) == [codes.VALUE_NEGATIVE]
     assert error_codes(event(value=2**63, currency="USD")) == [codes.VALUE_TOO_LARGE]
+
+
+@pytest.mark.parametrize("value", [MAX_VALUE + 1, 2**63 - 1, 2**63, 10**30])
+def test_a_value_a_total_cannot_hold_is_too_large(value: int) -> None:
+    """One event may not carry more than MAX_VALUE minor units: with it, a total of
+    millions of such events still fits the hot stores' signed 64-bit sums."""
+    assert error_codes(event(value=value, currency="USD")) == [codes.VALUE_TOO_LARGE]
+
+
+def test_the_largest_value_is_accepted_and_leaves_room_in_a_64_bit_total() -> None:
+    assert MAX_VALUE == 10**12
+    assert ok(event(value=MAX_VALUE, currency="USD")).value == MAX_VALUE
+    assert (2**63 - 1) // MAX_VALUE > 9_000_000  # events at the maximum before a total overflows
     assert error_codes(event(value=100)) == [codes.CURRENCY_MISSING]
     assert error_codes(event(currency="USD")) == [codes.VALUE_MISSING]
     assert error_codes(event(value=1, currency="usd")) == [codes.CURRENCY_NOT_UPPERCASE]

@@ -25,14 +25,12 @@ from convtrack.errors import LogUnavailable
 from convtrack.log.base import EventLog, LogRecord
 from convtrack.model import codes
 from convtrack.model.event import Envelope, encode_envelope
-from convtrack.model.pii import scrub_contact_fields, scrub_unparsed
+from convtrack.model.scrub import scrub_decoded, scrub_unparsed
 from convtrack.model.validate import FieldError, IngestFacts, Rules, validate_event
 from convtrack.observe.metrics import Metrics
 from convtrack.store.rejects.base import Reject, RejectStore
 
 log = logging.getLogger("convtrack.collect")
-
-_encode = msgspec.json.encode
 
 
 class IngestLimits(msgspec.Struct, frozen=True, kw_only=True):
@@ -124,7 +122,8 @@ class Collector:
         if body.code is None:
             return body
         received = self._clock.now_us()
-        text = scrub_unparsed(body.raw[: 1 << 16]).decode("utf-8", "replace")
+        # Not JSON: only the valid beginning is kept, scrubbed (see model/scrub.py).
+        text = scrub_unparsed(body.raw)
         await self._keep([self._reject(received, route, 400, [body.code], text, key)])
         return self._validation_failed([_body_error(body.code)])
 
@@ -218,7 +217,7 @@ class Collector:
             facts = self._facts(request, key, received)
             outcome = validate_event(body, facts, self._rules, read.raw)
         if isinstance(outcome, list):
-            text = _encode(scrub_contact_fields(body)).decode()
+            text = scrub_decoded(body)
             event_id = body.get("event_id") if isinstance(body, dict) else None
             await self._keep([
                 self._reject(received, route, 400, [e.code for e in outcome], text, key,
@@ -227,7 +226,7 @@ class Collector:
             return self._validation_failed(outcome)
         wait = self._rate_wait(key, outcome)
         if wait > 0:
-            text = _encode(scrub_contact_fields(body)).decode()
+            text = scrub_decoded(body)
             await self._keep([
                 self._reject(received, route, 429, [codes.RATE_LIMITED], text, key,
                              outcome.event_id)
@@ -262,7 +261,7 @@ class Collector:
         elif len(items) > self._limits.max_batch_events:
             whole_body_code = codes.BATCH_TOO_LARGE
         if whole_body_code is not None:
-            text = _encode(scrub_contact_fields(body)).decode()
+            text = scrub_decoded(body)
             await self._keep([self._reject(received, route, 400, [whole_body_code], text, key)])
             return self._validation_failed([_body_error(whole_body_code)])
         assert isinstance(items, list)
@@ -313,7 +312,7 @@ class Collector:
             raw_id = item.get("event_id") if isinstance(item, dict) else None
             event_id = raw_id if isinstance(raw_id, str) else None
             rejected.append({"index": index, "event_id": event_id, "errors": _error_dicts(errors)})
-            text = _encode(scrub_contact_fields(item)).decode()
+            text = scrub_decoded(item)
             to_keep.append(
                 self._reject(received, route, status, [e.code for e in errors], text, key,
                              event_id, index)

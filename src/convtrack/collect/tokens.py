@@ -13,6 +13,7 @@ from convtrack.collect.http import (
     read_json,
 )
 from convtrack.model import codes
+from convtrack.model.identifiers import identifier_text
 from convtrack.model.timeparse import format_us
 from convtrack.model.tokens import issue_token
 
@@ -28,9 +29,8 @@ def _failed(field: str, code: str) -> Response:
 
 
 def valid_order_id(value: object) -> str | None:
-    if isinstance(value, str) and 0 < len(value) <= MAX_ORDER_ID_CHARS and value.isprintable():
-        return value
-    return None
+    """The order id in NFC, by the rule every identifier follows (model/identifiers.py)."""
+    return identifier_text(value, MAX_ORDER_ID_CHARS, integers=False)
 
 
 class ConversionTokens:

@@ -60,17 +60,20 @@ ERR_INTERNAL: Final = "internal_error"
 
 MESSAGES: Final[dict[str, str]] = {
     EVENT_NAME_MISSING: "event_name is required and must be a non-empty string",
-    EVENT_NAME_INVALID: "event_name must be a string of at most 128 characters",
+    EVENT_NAME_INVALID: (
+        "event_name must be a string of 1 to 128 printable characters (no control, format"
+        " or separator characters other than the space)"
+    ),
     USER_ID_MISSING: "either user_id or session_id is required",
-    USER_ID_INVALID: "user_id must be a string or integer of at most 256 characters",
-    SESSION_ID_INVALID: "session_id must be a string or integer of at most 256 characters",
+    USER_ID_INVALID: "user_id must be a string or integer of 1 to 256 printable characters",
+    SESSION_ID_INVALID: "session_id must be a string or integer of 1 to 256 printable characters",
     TIMESTAMP_IN_FUTURE: "timestamp is too far ahead of the server clock",
     TIMESTAMP_TOO_OLD: "timestamp is older than the configured limit",
     TIMESTAMP_INVALID: "timestamp must be RFC 3339 with an offset or integer epoch milliseconds",
     VALUE_NOT_NUMBER: "value must be a number",
     VALUE_NOT_INTEGER_MINOR_UNITS: "value must be an integer in the currency's minor units",
     VALUE_NEGATIVE: "value must not be negative",
-    VALUE_TOO_LARGE: "value must fit in a signed 64-bit integer",
+    VALUE_TOO_LARGE: "value must be at most 10^12 minor units (1000000000000)",
     VALUE_MISSING: "value is required when currency is present",
     CURRENCY_MISSING: "currency is required when value is present",
     CURRENCY_NOT_UPPERCASE: "currency must be an uppercase ISO 4217 code",
@@ -78,13 +81,18 @@ MESSAGES: Final[dict[str, str]] = {
     EVENT_ID_MISMATCH: "event_id in the body and in the query string differ",
     EVENT_ID_INVALID: "event_id must be a printable string of 1 to 128 characters",
     PROPERTIES_INVALID: "properties must be an object within the depth and size limits",
-    CONTEXT_INVALID: "context must be an object with string members",
+    CONTEXT_INVALID: (
+        "context must be an object with string members; context.campaign members must be"
+        " printable text of at most 1024 characters"
+    ),
     USER_INVALID: "user must be an object of string contact fields",
-    CLICK_IDS_INVALID: "click_ids must be an object of strings",
+    CLICK_IDS_INVALID: "click_ids must be an object of printable strings (at most 1024 characters)",
     CONSENT_INVALID: "consent must be an object of booleans",
-    CAMPAIGN_ID_INVALID: "campaign_id must be a string of at most 128 characters",
+    CAMPAIGN_ID_INVALID: "campaign_id must be a string or integer of 1 to 128 printable characters",
     CONVERSION_TOKEN_INVALID: (
-        "conversion_token is forged, tampered with, issued for another source or expired"
+        "conversion_token must be a token string from POST /v1/conversion-tokens, sent"
+        " unchanged: this one is not a string, malformed, forged, tampered with, issued"
+        " for another source or expired"
     ),
     ORDER_ID_INVALID: "order_id must be a non-empty printable string of at most 256 characters",
     RATE_LIMITED: "too many events for this user; retry later",

@@ -141,35 +141,3 @@ def hash_user(user: dict[str, str]) -> dict[str, str]:
         else:
             out[field] = value
     return out
-
-
-def scrub_contact_fields(body: object) -> object:
-    """Hash contact fields inside a raw (possibly invalid) body before it is kept.
-
-    Used for rejects: the body is stored for review, but contact fields are
-    hashed as they would have been had the event been accepted.
-    """
-    if isinstance(body, list):
-        return [scrub_contact_fields(item) for item in body]
-    if not isinstance(body, dict):
-        return body
-    out: dict[str, object] = {}
-    for key, value in body.items():
-        if key == "user" and isinstance(value, dict):
-            out[key] = {
-                k: (sha256_hex(str(v).strip().lower()) if k in HASHED_FIELDS else v)
-                for k, v in value.items()
-            }
-        elif key == "batch":
-            out[key] = scrub_contact_fields(value)
-        else:
-            out[key] = value
-    return out
-
-
-_EMAIL_LIKE = re.compile(rb"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-
-
-def scrub_unparsed(raw: bytes) -> bytes:
-    """For bodies that are not JSON: hash anything that looks like an email address."""
-    return _EMAIL_LIKE.sub(lambda m: sha256_hex(m.group(0).decode().lower()).encode(), raw)

@@ -14,6 +14,7 @@ import msgspec
 from convtrack.model import codes
 from convtrack.model.currency import iso4217_codes
 from convtrack.model.event import Envelope
+from convtrack.model.identifiers import identifier_text, is_blank
 from convtrack.model.pii import USER_FIELDS, hash_user
 from convtrack.model.timeparse import parse_timestamp_us
 from convtrack.model.tokens import verify_token
@@ -31,9 +32,14 @@ CLICK_ID_FIELDS = frozenset(
 CONSENT_FIELDS = frozenset({"ad_user_data", "ad_personalization", "analytics"})
 CONTEXT_STRING_FIELDS = ("page_url", "referrer", "user_agent", "ip")
 CAMPAIGN_FIELDS = frozenset({"source", "medium", "name", "term", "content"})
-MAX_ID_CHARS = 128
-MAX_USER_ID_CHARS = 256
-MAX_VALUE = 2**63 - 1
+# Lengths, in code points after NFC normalization (see model/identifiers.py for the rule).
+MAX_ID_CHARS = 128  # event_id, event_name, campaign_id
+MAX_USER_ID_CHARS = 256  # user_id, session_id
+MAX_MAP_TEXT_CHARS = 1024  # a context.campaign member, a click id
+# The most one event may carry, in minor units (10^12 cents is 10 billion dollars). The hot
+# stores sum values in signed 64-bit integers: at this bound a total still holds more than
+# 9 million events at the maximum, so no plausible day of one campaign can overflow it.
+MAX_VALUE = 10**12
 
 
 class Rules(msgspec.Struct, frozen=True, kw_only=True):
@@ -126,27 +132,25 @@ def within_limits(raw: bytes, rules: Rules) -> bool:
     return len(structure) - opened <= rules.max_properties  # the ':', ',' and '['
 
 
-def _check_id(value: object, limit: int) -> str | None:
-    """An identifier: a non-empty printable string (integers are accepted as text)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        value = str(value)
-    if isinstance(value, str) and 0 < len(value) <= limit and value.isprintable():
-        return value
-    return None
-
-
-def _string_map(value: object, allowed: frozenset[str] | None, limit: int) -> dict[str, str] | None:
+def _string_map(
+    value: object, allowed: frozenset[str], limit: int, *, names: bool = False
+) -> dict[str, str] | None:
+    """An object of strings (numbers taken as text); with ``names``, each non-empty
+    member follows the identifier rule and is kept in NFC."""
     if not isinstance(value, dict):
         return None
     out: dict[str, str] = {}
     for key, item in value.items():
-        if allowed is not None and key not in allowed:
+        if key not in allowed:
             return None
         text = str(item) if isinstance(item, int | float) and not isinstance(item, bool) else item
         if not isinstance(text, str) or len(text) > limit:
             return None
+        if names and text:
+            named = identifier_text(text, limit)
+            if named is None:
+                return None
+            text = named
         out[key] = text
     return out
 
@@ -170,11 +174,11 @@ def validate_event(
     event_id: str | None = None
     raw_id = body.get("event_id")
     if raw_id is not None:
-        event_id = _check_id(raw_id, MAX_ID_CHARS)
+        event_id = identifier_text(raw_id, MAX_ID_CHARS)
         if event_id is None:
             errors.append(_err("event_id", codes.EVENT_ID_INVALID))
     if facts.query_event_id is not None:
-        query_id = _check_id(facts.query_event_id, MAX_ID_CHARS)
+        query_id = identifier_text(facts.query_event_id, MAX_ID_CHARS)
         if query_id is None:
             errors.append(_err("event_id", codes.EVENT_ID_INVALID))
         elif event_id is not None and query_id != event_id:
@@ -183,18 +187,20 @@ def validate_event(
             event_id = query_id
 
     event_name = body.get("event_name")
-    if event_name is None or (isinstance(event_name, str) and not event_name.strip()):
+    if event_name is None or is_blank(event_name):
         errors.append(_err("event_name", codes.EVENT_NAME_MISSING))
-    elif not isinstance(event_name, str) or len(event_name) > MAX_ID_CHARS:
-        errors.append(_err("event_name", codes.EVENT_NAME_INVALID))
+    else:
+        event_name = identifier_text(event_name, MAX_ID_CHARS, integers=False)
+        if event_name is None:
+            errors.append(_err("event_name", codes.EVENT_NAME_INVALID))
 
     user_id = session_id = None
     if body.get("user_id") is not None:
-        user_id = _check_id(body["user_id"], MAX_USER_ID_CHARS)
+        user_id = identifier_text(body["user_id"], MAX_USER_ID_CHARS)
         if user_id is None:
             errors.append(_err("user_id", codes.USER_ID_INVALID))
     if body.get("session_id") is not None:
-        session_id = _check_id(body["session_id"], MAX_USER_ID_CHARS)
+        session_id = identifier_text(body["session_id"], MAX_USER_ID_CHARS)
         if session_id is None:
             errors.append(_err("session_id", codes.SESSION_ID_INVALID))
     if body.get("user_id") is None and body.get("session_id") is None:
@@ -225,7 +231,7 @@ def validate_event(
     if campaign_id is None:
         campaign_id = properties.get("campaign_id")
     if campaign_id is not None:
-        campaign_id = _check_id(campaign_id, MAX_ID_CHARS)
+        campaign_id = identifier_text(campaign_id, MAX_ID_CHARS)
         if campaign_id is None:
             errors.append(_err("campaign_id", codes.CAMPAIGN_ID_INVALID))
 
@@ -338,8 +344,12 @@ def _check_context(
         item = context.get(name)
         if item is not None and not isinstance(item, str):
             errors.append(_err(f"context.{name}", codes.CONTEXT_INVALID))
-    if "campaign" in context and _string_map(context["campaign"], CAMPAIGN_FIELDS, 1024) is None:
-        errors.append(_err("context.campaign", codes.CONTEXT_INVALID))
+    if "campaign" in context:
+        campaign = _string_map(context["campaign"], CAMPAIGN_FIELDS, MAX_MAP_TEXT_CHARS, names=True)
+        if campaign is None:
+            errors.append(_err("context.campaign", codes.CONTEXT_INVALID))
+        else:
+            context["campaign"] = campaign
     # A browser's request speaks for its user; a backend passes its user's own.
     if facts.key_role == "write":
         if not context.get("ip") and facts.client_ip:
@@ -356,7 +366,7 @@ def _check_click_ids(
     for field, source in (("context.click_ids", context.get("click_ids")), ("click_ids", raw)):
         if source is None:
             continue
-        parsed = _string_map(source, CLICK_ID_FIELDS, 1024)
+        parsed = _string_map(source, CLICK_ID_FIELDS, MAX_MAP_TEXT_CHARS, names=True)
         if parsed is None:
             errors.append(_err(field, codes.CLICK_IDS_INVALID))
         else:
