@@ -207,6 +207,7 @@ def build_cold_store(
                 metrics=metrics,
                 flush_interval_secs=settings.cold.flush_interval_secs,
                 flush_max_rows=settings.cold.flush_max_rows,
+                quarantine=backends.quarantine,
             )
             for source in (
                 EventsSource(backends.processed.consumer("cold")),
@@ -245,6 +246,7 @@ def build_delivery_runners(
         metrics=metrics,
         environ=environ,
         sleep=sleep,
+        quarantine=backends.quarantine,
     )
 
 

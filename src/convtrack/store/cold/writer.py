@@ -22,6 +22,10 @@ commits the source positions.
 For the events table, only the first copy of each source event is written
 (process/published.py); the filter's state at the end of each flush is kept
 in its manifest, so a writer that takes the partition over continues it.
+
+A row that cannot be laid out (its directory or the schema raises) is
+quarantined before the manifest names the range, and the rest is written
+(store/cold/poison.py).
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import re
 import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,10 +57,13 @@ from convtrack.store.cold.manifest import (
     commit_flush,
     read_state,
 )
+from convtrack.store.cold.poison import LakePoison
 from convtrack.store.cold.tables import Position, TableSource
+from convtrack.store.quarantine.base import QuarantineStore
 
 log = logging.getLogger("convtrack.cold")
 
+REPLAY_INTERVAL_SECS = 1.0  # how often queued quarantine rows of the table are looked for
 _FLUSH_FILE = re.compile(r"(?:^|/)part-(\d+)-(\d+)-(\d+)\.parquet$")
 
 
@@ -74,6 +80,7 @@ class _Pending:
     first: int  # the chain's end when reading started: the range's start
     last: int  # the last position read (its row may have been a copy, not kept)
     rows: list[Any] = field(default_factory=list)
+    positions: list[Position] = field(default_factory=list)  # of each row (for the quarantine)
 
 
 class TableWriter:
@@ -87,6 +94,7 @@ class TableWriter:
         flush_interval_secs: float,
         flush_max_rows: int,
         writer_id: str | None = None,
+        quarantine: QuarantineStore | None = None,
     ) -> None:
         self.lake = lake
         self.source = source
@@ -105,6 +113,8 @@ class TableWriter:
         self._started = False
         self._cleanup_due = False
         self.races_lost = 0
+        self.poison = LakePoison(source, quarantine, clock, metrics, parquet_bytes)
+        self._last_replay = clock.monotonic() - REPLAY_INTERVAL_SECS
 
     def recover(self) -> None:
         """Resume at the chain's end; delete files the chain has left behind unnamed."""
@@ -150,6 +160,9 @@ class TableWriter:
             self.flush()
         elif due:
             self._last_flush = self._clock.monotonic()
+        if self._clock.monotonic() - self._last_replay >= REPLAY_INTERVAL_SECS:
+            self._last_replay = self._clock.monotonic()
+            self.poison.replay(self.lake, self.writer_id)
         return len(rows)
 
     def _take(self, rows: Sequence[tuple[Position, Any]]) -> None:
@@ -173,6 +186,7 @@ class TableWriter:
             copied = self.source.source_position(row)
             if copied is None or self._copies.keep_position(partition, *copied):
                 pending.rows.append(row)
+                pending.positions.append((partition, offset))
                 self._rows += 1
 
     def flush(self) -> int:
@@ -209,15 +223,13 @@ class TableWriter:
 
     def _flush_range(self, partition: int, pending: _Pending) -> bool:
         """Write and commit one range; False when another flush already holds its start."""
-        groups: defaultdict[tuple[str, str], list[Any]] = defaultdict(list)
-        for row in pending.rows:
-            groups[self.source.directory(row)].append(row)
+        tables = self.poison.groups(list(zip(pending.positions, pending.rows, strict=True)))
         name = f"part-{partition}-{pending.first:012d}-{pending.last:012d}"
         adds: list[DataFile] = []
-        for (directory, date), group in sorted(groups.items()):
+        for (directory, date), table in sorted(tables.items(), key=lambda kv: kv[0]):
             path = f"{self.table}/{directory}/{name}.parquet"
-            self.lake.put(path, parquet_bytes(self.source.to_table(group)))
-            adds.append(DataFile(path=path, rows=len(group), partition_date=date))
+            self.lake.put(path, parquet_bytes(table))
+            adds.append(DataFile(path=path, rows=table.num_rows, partition_date=date))
             failpoints.hit("cold.between_files")
         entry = ManifestEntry(
             table=self.table,
