@@ -154,6 +154,8 @@ class ProcessorRunner:
 
     def health(self) -> dict[str, object]:
         lag = self.lag()
+        if lag.events == 0:
+            self._progress_at = self._clock.monotonic()  # caught up: nothing is stuck
         idle_secs = self._clock.monotonic() - self._progress_at
         stalled = lag.events > 0 and idle_secs >= self._stall_secs
         self._metrics.stage_stalled.labels("process").set(1 if stalled else 0)
