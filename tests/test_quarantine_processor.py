@@ -13,6 +13,8 @@ import pytest
 
 from convtrack import failpoints
 from convtrack.clock import ManualClock
+from convtrack.log.base import LogRecord
+from convtrack.model.event import Envelope, encode_envelope
 from convtrack.process.base import STAGES
 from convtrack.runtime.embedded import Pipeline
 from tests.conftest import ADMIN_KEY, SERVER_KEY, WRITE_KEY
@@ -131,3 +133,30 @@ def test_the_quarantine_needs_an_admin_key(pipeline: Pipeline) -> None:
     assert bad.status_code == 400
     assert call(pipeline, "POST", "/v1/quarantine/replay", {"stage": 3},
                 key=ADMIN_KEY).status_code == 400  # fmt: skip
+
+
+def test_the_poison_pair_of_the_issue_never_stops_counting(
+    pipeline: Pipeline, clock: ManualClock
+) -> None:
+    """Two values that overflow a 64-bit total together, already in the log (accepted
+    before ingest bounded values): whatever the store does with the second (quarantine it,
+    or saturate once sums are safe), every other event counts."""
+    huge = 9_223_372_036_854_775_807
+    now = clock.now_us()
+    pair = [
+        Envelope(event_id=f"big{i}", source="default", event_name="Purchase", event_time_us=now,
+                 received_at_us=now, user_id=f"ub{i}", value=huge, currency="USD",
+                 campaign_id="x")
+        for i in range(2)
+    ]  # fmt: skip
+    pipeline.log.append_blocking([LogRecord(e.user_id or "", encode_envelope(e)) for e in pair])
+    send_all(pipeline, clock, [f"o{i}" for i in range(20)])
+    process_all(pipeline)
+    send_all(pipeline, clock, ["after"])
+    process_all(pipeline)
+    assert conversions(pipeline, today(clock), "spring")["conversions"] == 21
+    counted_x = conversions(pipeline, today(clock), "x")["conversions"]
+    listing = quarantined(pipeline)
+    assert counted_x + listing["total"] == 2
+    assert all(row["stage"] == "hot_apply" for row in listing["items"])
+    assert pipeline.processor.health()["healthy"] is True
