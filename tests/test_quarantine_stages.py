@@ -13,6 +13,8 @@ from convtrack.deliver.base import Forwarded, Outcome
 from convtrack.log.base import LogRecord
 from convtrack.runtime.embedded import Pipeline
 from convtrack.store.cold.query import connect
+from convtrack.store.cold.tables import Position, RejectsSource
+from convtrack.store.cold.writer import ColdStoreRunner, TableWriter
 from tests.deliverkit import TinyDestination, TinyPlatform, drain, ingest, runner, settings
 
 
@@ -138,3 +140,27 @@ def test_an_entry_that_cannot_be_selected_is_quarantined_and_passed_over(
         assert delivery_quarantine.items("deliver")[0].attempts == 2
     finally:
         delivery.stop()
+
+
+class Broken(RejectsSource):
+    """A table source with a bug that is not an error of ours: it kills the writer's thread."""
+
+    def poll(self, max_rows: int, timeout_secs: float) -> list[tuple[Position, object]]:
+        raise RuntimeError("a bug in a source")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_cold_store_whose_thread_died_is_reported_stalled(
+    pipeline: Pipeline, clock: ManualClock
+) -> None:
+    writer = TableWriter(
+        lake=pipeline.lake, source=Broken(pipeline.rejects), clock=clock,
+        metrics=pipeline.metrics, flush_interval_secs=300, flush_max_rows=10,
+    )  # fmt: skip
+    cold = ColdStoreRunner([writer], pipeline.metrics)
+    assert cold.health()["stalled"] is False  # not started: not stalled
+    cold.start()
+    cold._thread.join(10.0)
+    health = cold.health()
+    assert (health["healthy"], health["stalled"]) == (False, True)
+    assert "thread died" in str(health["detail"])

@@ -217,6 +217,7 @@ def build_cold_store(
         metrics,
         maintain=lambda: maintain_lake(lake, settings, clock),
         maintain_interval_secs=settings.cold.compaction_interval_secs,
+        stall_secs=settings.process.stall_secs,
     )
 
 

@@ -302,8 +302,12 @@ class ColdStoreRunner:
         metrics: Metrics,
         maintain: Callable[[], None] | None = None,
         maintain_interval_secs: float = 3600.0,
+        stall_secs: float = 60.0,
     ) -> None:
         self._writers = writers
+        self._stall_secs = stall_secs
+        self._beat = time.monotonic()  # the last round that completed
+        self._maintaining = False  # compaction may take long: it is progress, not a stall
         self._metrics = metrics
         self._maintain = maintain
         self._maintain_interval = maintain_interval_secs
@@ -316,9 +320,22 @@ class ColdStoreRunner:
         self._thread.start()
 
     def health(self) -> dict[str, object]:
+        # A round polls for at most a fraction of a second, work or not: a thread that
+        # completed none for stall_secs (or died) is stuck, whatever its last error says.
+        quiet = time.monotonic() - self._beat
+        started = self._thread.ident is not None
+        died = started and not self._thread.is_alive()
+        stuck = started and not self._maintaining and quiet >= self._stall_secs
+        stalled = not self._stop.is_set() and (died or stuck)
+        self._metrics.stage_stalled.labels("cold").set(1 if stalled else 0)
+        detail = self.last_error or "ok"
+        if stalled:
+            what = "the cold-store thread died" if died else f"no round completed for {quiet:.0f} s"
+            detail = f"stalled: {what} ({detail})"
         return {
-            "healthy": self.last_error is None,
-            "detail": self.last_error or "ok",
+            "healthy": self.last_error is None and not stalled,
+            "detail": detail,
+            "stalled": stalled,
             "buffered_rows": sum(w.buffered for w in self._writers),
         }
 
@@ -332,9 +349,14 @@ class ColdStoreRunner:
                     self._maintain is not None
                     and time.monotonic() - self._last_maintain >= self._maintain_interval
                 ):
-                    self._maintain()
+                    self._maintaining = True
+                    try:
+                        self._maintain()
+                    finally:
+                        self._maintaining = False
                     self._last_maintain = time.monotonic()
                 self.last_error, delay = None, 0.5
+                self._beat = time.monotonic()
             except ConvtrackError as exc:
                 self.last_error = str(exc)
                 self._metrics.errors.labels("cold", type(exc).__name__).inc()
