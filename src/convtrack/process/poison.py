@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable
 
 from convtrack.clock import Clock
-from convtrack.errors import ConvtrackError, StoreError, is_transient
+from convtrack.errors import ConvtrackError, is_transient
 from convtrack.log.base import EventLog, LogEntry, LogRecord, next_positions
 from convtrack.model.event import decode_envelope
 from convtrack.observe.logs import RepeatLimiter
@@ -113,8 +113,9 @@ class PoisonGuard:
                 parts[0:1] = [part[:half], part[half:]]
                 continue
             fails += 1
-            if fails < self._attempts:
-                self._wait(FIRST_DELAY_SECS * 2 ** (fails - 1))
+            if fails < self._attempts or self._quarantine is None:
+                # Without a quarantine (a runner built by hand) it can only be retried.
+                self._wait(min(FIRST_DELAY_SECS * 2 ** min(fails - 1, 10), MAX_DELAY_SECS))
                 continue
             self._put_aside(part[0], stage, exc)
             parts.pop(0)
@@ -163,8 +164,7 @@ class PoisonGuard:
 
     def _put_aside(self, entry: LogEntry, stage: str, exc: BaseException) -> None:
         """Quarantine one event durably (retrying the store), then move past it."""
-        if self._quarantine is None:
-            raise StoreError(f"no quarantine to keep a failing event in: {exc}") from exc
+        assert self._quarantine is not None
         row = Quarantined(
             stage=stage if stage in STAGES else "process", log="events",
             partition=entry.partition, offset=entry.offset, key=entry.key,
