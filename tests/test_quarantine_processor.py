@@ -160,3 +160,24 @@ def test_the_poison_pair_of_the_issue_never_stops_counting(
     assert counted_x + listing["total"] == 2
     assert all(row["stage"] == "hot_apply" for row in listing["items"])
     assert pipeline.processor.health()["healthy"] is True
+
+
+def test_a_replay_that_crashed_after_appending_counts_the_event_once(
+    pipeline: Pipeline, clock: ManualClock
+) -> None:
+    send_all(pipeline, clock, ["p1", "p2", "p3"])
+    with failpoints.poison("enrich", "p2"):
+        process_all(pipeline)
+    store = pipeline.backends.quarantine
+    assert store.mark_replay() == 1
+    # The first replay appended the event, then its process died before removing the row.
+    (claimed,) = store.claim(STAGES, "", 10, clock.now_us())
+    pipeline.log.append_blocking([LogRecord(claimed.event.key, claimed.event.payload)])
+    process_all(pipeline)
+    assert conversions(pipeline, today(clock))["conversions"] == 3
+    # The claim's lease lapses: the next replay appends it again, and dedup drops the copy.
+    clock.advance(400.0)
+    process_all(pipeline)
+    process_all(pipeline)
+    assert store.total() == 0
+    assert conversions(pipeline, today(clock))["conversions"] == 3

@@ -16,6 +16,7 @@ from convtrack.store.cold.query import connect
 from convtrack.store.cold.tables import Position, RejectsSource
 from convtrack.store.cold.writer import ColdStoreRunner, TableWriter
 from tests.deliverkit import TinyDestination, TinyPlatform, drain, ingest, runner, settings
+from tests.standins.base import Answer
 
 
 def lake_ids(pipeline: Pipeline) -> list[str]:
@@ -164,3 +165,22 @@ def test_a_cold_store_whose_thread_died_is_reported_stalled(
     health = cold.health()
     assert (health["healthy"], health["stalled"]) == (False, True)
     assert "thread died" in str(health["detail"])
+
+
+def test_a_destination_with_events_waiting_that_commits_nothing_is_stalled(
+    pipeline: Pipeline, clock: ManualClock, platform: TinyPlatform, tiny: str
+) -> None:
+    platform.plan = [Answer(503)] * 50
+    table = settings(breaker_threshold=1, breaker_cooldown_secs=3600)
+    delivery = runner(pipeline, clock, TinyDestination("tiny", tiny), table)
+    ingest(pipeline, clock, "w1")
+    try:
+        delivery.run_once()  # one failing request opens the circuit: nothing is committed
+        delivery.run_once()
+        assert delivery.health()["stalled"] is False
+        clock.advance(pipeline.settings.process.stall_secs + 1)
+        health = delivery.health()
+        assert (health["healthy"], health["stalled"]) == (False, True)
+        assert "stalled: nothing committed" in str(health["detail"])
+    finally:
+        delivery.stop()
