@@ -129,8 +129,10 @@ def published(pipeline: Pipeline) -> list[Any]:
 def test_the_quarantine_needs_an_admin_key(pipeline: Pipeline) -> None:
     assert call(pipeline, "GET", "/v1/quarantine", key=SERVER_KEY).status_code == 403
     assert call(pipeline, "POST", "/v1/quarantine/replay", {}, key=SERVER_KEY).status_code == 403
-    bad = call(pipeline, "GET", "/v1/quarantine?stage=nowhere", key=ADMIN_KEY)
-    assert bad.status_code == 400
+    for query in ("stage=nowhere", "stage=", "limit=0", "limit=", "limit=%C2%B2", "cursor=-1",
+                  "cursor=9223372036854775808", "cursor=99999999999999999999"):  # fmt: skip
+        bad = call(pipeline, "GET", f"/v1/quarantine?{query}", key=ADMIN_KEY)
+        assert (bad.status_code, bad.json()["error"]) == (400, "query_invalid"), query
     assert call(pipeline, "POST", "/v1/quarantine/replay", {"stage": 3},
                 key=ADMIN_KEY).status_code == 400  # fmt: skip
 

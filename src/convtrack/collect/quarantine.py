@@ -22,9 +22,9 @@ STAGE_LIST = ", ".join(QUARANTINE_STAGES)
 
 
 def _bounded(text: str | None, default: int, low: int, high: int) -> int | None:
-    if text is None or text == "":
+    if text is None:
         return default
-    if not text.isdigit() or len(text) > 20 or not low <= int(text) <= high:
+    if not (text.isascii() and text.isdigit()) or len(text) > 20 or not low <= int(text) <= high:
         return None
     return int(text)
 
@@ -34,8 +34,8 @@ class QuarantineApi:
         self._store = store
 
     async def listing(self, request: Request, key: ApiKey, route: str) -> Response:
-        stage = request.query_one("stage") or None
-        if stage is not None and stage not in QUARANTINE_STAGES:
+        stage = request.query_one("stage")
+        if stage is not None and stage not in QUARANTINE_STAGES:  # "stage=" too
             return error(400, codes.ERR_BAD_QUERY, message=f"stage must be one of {STAGE_LIST}")
         limit = _bounded(request.query_one("limit"), 100, 1, 1000)
         if limit is None:
