@@ -32,6 +32,7 @@ from convtrack.deliver.base import (
 from convtrack.deliver.outbound import EndpointGuard
 from convtrack.deliver.runner import DeliveryRunner
 from convtrack.runtime.embedded import Pipeline
+from convtrack.store.quarantine.base import QuarantineStore
 from tests.conftest import WRITE_KEY
 from tests.inprocess import ENV, call, process_all
 from tests.standins.base import Answer, Request, StandIn
@@ -191,6 +192,7 @@ def runner(
     guard: EndpointGuard | None = None,
     seed: int = 7,
     sleep: Any = None,
+    quarantine: QuarantineStore | None = None,
 ) -> DeliveryRunner:
     return DeliveryRunner(
         destination=destination,
@@ -206,6 +208,7 @@ def runner(
         alerts=alerts,
         outbox=outbox,
         guard=guard,
+        quarantine=quarantine,
     )
 
 

@@ -122,6 +122,10 @@ class SessionsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
 
 class ProcessSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     max_batch_events: Annotated[int, msgspec.Meta(ge=1, le=50_000)] = 2000
+    # How many times in a row one event must fail a stage, alone, before it is quarantined.
+    poison_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    # A stage with work waiting that made no progress for this long is unhealthy (/readyz).
+    stall_secs: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 60
 
 
 class ConsentSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -9,6 +9,9 @@
 
 Adapters translate library exceptions (sqlite3, OSError, ...) into these with
 ``raise ... from exc`` so callers never depend on a backend's error types.
+``is_transient`` tells a failure of a backend's availability (retry the same
+work later) from one of the work itself (the same input fails again): the
+stages quarantine an event only for the second kind.
 Bad *input* is never an exception: validation returns typed outcomes with
 stable codes (see ``convtrack.model.codes``).
 """
@@ -43,3 +46,40 @@ class StoreError(ConvtrackError):
 
 class StoreUnavailable(StoreError):
     """A store's backend cannot be reached right now; the same call may succeed later."""
+
+
+# SQLite primary result codes that say the database cannot be used right now, not that
+# the statement is wrong: BUSY, LOCKED, NOMEM, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL.
+_SQLITE_UNAVAILABLE = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
+# Redis error replies of a server that cannot take the command now (the first word).
+_REDIS_UNAVAILABLE = frozenset(
+    {"OOM", "READONLY", "LOADING", "MASTERDOWN", "NOREPLICAS", "BUSY", "TRYAGAIN", "CLUSTERDOWN"}
+)
+_NETWORK_NAMES = frozenset({"ConnectionError", "TimeoutError", "BusyLoadingError"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) is about availability.
+
+    True for the log (``LogError``: it is the stage's input, not an event),
+    ``StoreUnavailable``, operating-system errors (a full disk, a lost mount),
+    SQLite's "cannot use the file now" codes, and a Redis that refuses commands
+    for now (out of memory, loading, read-only). Anything else (a value that
+    overflows, a bug that trips on one event) repeats with the same input.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (LogError, StoreUnavailable, OSError)):
+            return True
+        code = getattr(current, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF in _SQLITE_UNAVAILABLE:
+            return True
+        name = type(current).__name__
+        if name in _NETWORK_NAMES:
+            return True
+        if name == "ResponseError" and str(current).split(" ", 1)[0] in _REDIS_UNAVAILABLE:
+            return True
+        current = current.__cause__ or current.__context__
+    return False

@@ -14,6 +14,7 @@ from convtrack.collect.auth import ApiKey, Keyring, read_credential
 from convtrack.collect.deadletters import DeadLettersApi
 from convtrack.collect.http import Receive, Request, Response, Scope, Send, error, json_response
 from convtrack.collect.ingest import Collector
+from convtrack.collect.quarantine import QuarantineApi
 from convtrack.collect.reports import ReportsApi
 from convtrack.collect.stats import StatsApi
 from convtrack.collect.tokens import ConversionTokens
@@ -47,6 +48,7 @@ class App:
         attribution: AttributionApi,
         components: Mapping[str, Callable[[], dict[str, Any]]] | None = None,
         dead_letters: DeadLettersApi | None = None,
+        quarantine: QuarantineApi | None = None,
     ) -> None:
         self.collector = collector
         self.keyring = keyring
@@ -71,6 +73,9 @@ class App:
         if dead_letters is not None:
             self.routes[("GET", "/v1/dead-letters")] = ("admin", dead_letters.list)
             self.routes[("POST", "/v1/dead-letters/replay")] = ("admin", dead_letters.replay)
+        if quarantine is not None:
+            self.routes[("GET", "/v1/quarantine")] = ("admin", quarantine.listing)
+            self.routes[("POST", "/v1/quarantine/replay")] = ("admin", quarantine.replay)
         self.open_routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {
             ("GET", "/healthz"): self.healthz,
             ("GET", "/readyz"): self.readyz,

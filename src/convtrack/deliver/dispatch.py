@@ -16,6 +16,15 @@ after the request went out) may have been taken: it is dead-lettered for an
 operator to check instead of being sent again. A connection that could not be
 made (refused, connect timeout) or a request that could not be written sent
 nothing whole and is retried as usual.
+
+A destination's ``build`` or ``read`` that raises (a bug that trips on one
+event's payload) must not stall the destination: the events whose request
+cannot be built, each tried alone, are dead-lettered with the error and the
+rest is sent; an answer that cannot be read is read again per event by
+sending each alone (platforms that deduplicate), and an event whose own
+answer cannot be read is dead-lettered. Where the platform cannot
+deduplicate, a batch whose answer cannot be read may have been taken: it is
+dead-lettered whole, for an operator to check.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from typing import Protocol
 
 import httpx
 
+from convtrack import failpoints
 from convtrack.clock import Clock
 from convtrack.config_destinations import DestinationSettings
 from convtrack.deliver.alerts import CIRCUIT_OPEN, PAUSED, AlertChannel, Alerts, Outbox
@@ -173,9 +183,15 @@ class Dispatcher:
             if not job.events:
                 break
             self._pace()
+            try:
+                request = self._build(job.events)
+            except Exception as exc:
+                with self._answers:
+                    self._drop_unbuildable(job, settle, exc)
+                continue
             if job.started is None:
                 job.started, job.first_at_us = self._clock.monotonic(), self._clock.now_us()
-            status, outcome = self._attempt(job.events)
+            status, outcome = self._attempt(job.events, request)
             with self._answers:
                 applied = self._apply(job, status, outcome, settle)
             if not applied:
@@ -204,6 +220,32 @@ class Dispatcher:
                 answer = f"{reason} after {job.attempts} attempts (last: {job.last_answer})"
                 failure = job.failure(now_us, answer[:REASON_CHARS])
                 self._dead(settle, [(e, failure) for e in events])
+
+    def _build(self, events: Sequence[Forwarded]) -> OutboundRequest:
+        armed = failpoints.poisoned("deliver")
+        if armed:
+            for event in events:
+                failpoints.check("deliver", event.event_id, armed)
+        return self._destination.build(events, self._clock.now_us())
+
+    def _drop_unbuildable(self, job: Job, settle: Settle, exc: Exception) -> None:
+        """Dead-letter the events whose request cannot be built (each tried alone); all of
+        them when none fails alone (they fail only together: sent alone, none would)."""
+        now_us = self._clock.now_us()
+        failing: list[tuple[Forwarded, Failure]] = []
+        for event in job.events:
+            try:
+                self._build([event])
+            except Exception as alone:
+                failing.append((event, job.failure(now_us, _unbuildable(alone))))
+        if not failing:
+            failing = [(e, job.failure(now_us, _unbuildable(exc))) for e in job.events]
+        gone = {id(event) for event, _ in failing}
+        job.events = [e for e in job.events if id(e) not in gone]
+        self.last_error = f"{self.name}: {_unbuildable(exc)}"
+        log.error("request_not_built", extra={"destination": self.name, "events": len(failing),
+                                              "error": _unbuildable(exc)})  # fmt: skip
+        self._dead(settle, failing)
 
     def _apply(self, job: Job, status: int | None, outcome: Outcome, settle: Settle) -> bool:
         """Act on one answer; False when the job is held by a setup pause."""
@@ -317,11 +359,36 @@ class Dispatcher:
 
     # -- one request --------------------------------------------------------------
 
-    def _attempt(self, events: Sequence[Forwarded]) -> tuple[int | None, Outcome]:
-        request = self._destination.build(events, self._clock.now_us())
-        status, outcome, label = self._send(request, events)
+    def _attempt(
+        self, events: Sequence[Forwarded], request: OutboundRequest
+    ) -> tuple[int | None, Outcome]:
+        try:
+            status, outcome, label = self._send(request, events)
+        except _Unreadable as unreadable:
+            self._metrics.attempts.labels(self.name, "unreadable").inc()
+            return unreadable.status, self._read_alone(events, unreadable)
         self._metrics.attempts.labels(self.name, label).inc()
         return status, outcome
+
+    def _read_alone(self, events: Sequence[Forwarded], unreadable: _Unreadable) -> Outcome:
+        """The answer to a batch could not be read: settle each event on its own."""
+        reason = f"the answer could not be read: {unreadable.error}"[:REASON_CHARS]
+        if len(events) == 1 or not self._destination.dedupes_on_event_id:
+            return Reject(reason=reason)
+        retry: list[str] = []
+        rejected: dict[str, str] = {}
+        for event in events:
+            try:
+                _, outcome = self._attempt([event], self._build([event]))
+            except Exception as exc:
+                outcome = Reject(reason=_unbuildable(exc))
+            if isinstance(outcome, Reject) and not outcome.setup:
+                rejected[event.event_id] = outcome.reason
+            elif not isinstance(outcome, Delivered):
+                retry.append(event.event_id)
+        if not retry and not rejected:
+            return Delivered()
+        return RetryPartial(event_ids=retry, reason=reason, rejected=rejected)
 
     def _send(
         self, request: OutboundRequest, events: Sequence[Forwarded] | None
@@ -351,7 +418,10 @@ class Dispatcher:
             return status, Reject(reason=reason, setup=True), "setup"
         if events is None:
             return status, Delivered() if 200 <= status < 300 else Reject(f"HTTP {status}"), "alert"
-        outcome = self._destination.read(events, status, headers, body)
+        try:
+            outcome = self._destination.read(events, status, headers, body)
+        except Exception as exc:
+            raise _Unreadable(status, exc) from exc
         if not isinstance(outcome, Delivered) and not outcome.reason:
             outcome = Reject(reason=f"HTTP {status}: {excerpt(body)}")
         return status, outcome, _label(outcome)
@@ -385,6 +455,19 @@ class Dispatcher:
                 log.warning("alert_not_sent", extra={"destination": self.name, "status": status,
                                                      "answer": outcome.reason})  # fmt: skip
         return sent
+
+
+class _Unreadable(Exception):
+    """The destination's ``read`` raised on an answer."""
+
+    def __init__(self, status: int, error: Exception) -> None:
+        super().__init__(str(error))
+        self.status = status
+        self.error = f"{type(error).__name__}: {error}"
+
+
+def _unbuildable(exc: BaseException) -> str:
+    return f"the request could not be built: {type(exc).__name__}: {exc}"[:REASON_CHARS]
 
 
 def _label(outcome: Outcome) -> str:

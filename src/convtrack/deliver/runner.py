@@ -17,6 +17,12 @@ takes one event per request, so one at a time would cap it at a few events a
 second. Batches are still committed in log order, each once it and every batch
 before it is settled; pacing (Slack) keeps one request at a time, and while
 paused or while the circuit is not closed only one trial request goes out.
+
+An entry that cannot be selected (its record or payload raises) is quarantined
+and passed over (``deliver.quarantined``); a request that cannot be built or an
+answer that cannot be read dead-letters the events at fault (``deliver.dispatch``).
+A destination with events waiting that commits nothing for ``stall_secs`` is
+unhealthy (stalled); repeated errors are logged once per kind per minute.
 """
 
 from __future__ import annotations
@@ -39,11 +45,14 @@ from convtrack.deliver.dispatch import Dispatcher, Job, Stopped
 from convtrack.deliver.inflight import InFlight
 from convtrack.deliver.keeper import DeadLetterKeeper
 from convtrack.deliver.outbound import EndpointGuard, Sender
+from convtrack.deliver.quarantined import DeliverQuarantine
 from convtrack.deliver.select import Selector, wanted
 from convtrack.deliver.window import Slot, Workers, completed
 from convtrack.log.base import LogConsumer, LogEntry, next_positions
 from convtrack.model.processed import decode_processed
+from convtrack.observe.logs import RepeatLimiter
 from convtrack.observe.metrics import Metrics
+from convtrack.store.quarantine.base import QuarantineStore
 
 __all__ = ["DeliveryRunner", "wanted"]
 
@@ -54,6 +63,7 @@ SETTLE_POLL_SECS = 0.02  # while requests are out: commit their batches soon aft
 MIN_WAIT_SECS = 0.001
 WINDOW_PER_REQUEST = 4  # batches not yet committed, per request that may be out
 STOP_GRACE_SECS = 3.0  # within the 10 s a SIGTERM may take, beside the other stages
+LOG_REPEAT_SECS = 60.0
 
 
 class DeliveryRunner:
@@ -76,6 +86,8 @@ class DeliveryRunner:
         alerts: Alerts | None = None,
         outbox: Outbox | None = None,
         guard: EndpointGuard | None = None,
+        quarantine: QuarantineStore | None = None,
+        stall_secs: float = 60.0,
     ) -> None:
         self.name = settings.name
         self._settings = settings
@@ -131,6 +143,10 @@ class DeliveryRunner:
         self._thread = threading.Thread(target=self._run, name=f"deliver-{self.name}", daemon=True)
         self._count_lock = threading.Lock()
         self.delivered = 0
+        self._quarantine = DeliverQuarantine(self.name, quarantine, clock, metrics)
+        self._stall_secs = stall_secs
+        self._progress_at = clock.monotonic()  # the last commit, or the last time idle
+        self._repeats = RepeatLimiter(LOG_REPEAT_SECS, clock.monotonic)
 
     @property
     def last_error(self) -> str | None:
@@ -166,6 +182,7 @@ class DeliveryRunner:
             replayed = self._keeper.replay(
                 self._dispatcher, self.batch_limit, self._count_delivered
             )
+            replayed += self._quarantine.replay(self._reselect, self._dispatcher, self._settle)
             if replayed:
                 return replayed
         room = (self._window - len(self._slots)) * self.batch_limit - len(self._batch)
@@ -201,16 +218,29 @@ class DeliveryRunner:
                 continue
             try:
                 chosen = self._selector.select(entry, decode_processed(entry.payload), now_us)
-            except Exception:
-                # Read it again later rather than commit past it unsent.
-                self._consumer.seek(_first_positions(entries[index:]))
-                raise
+            except Exception as exc:
+                if not self._quarantine.may_keep(exc):
+                    # Read it again later rather than commit past it unsent.
+                    self._consumer.seek(_first_positions(entries[index:]))
+                    raise
+                try:
+                    self._quarantine.put_aside(entry, exc)  # kept before it is committed
+                except Exception:
+                    self._consumer.seek(_first_positions(entries[index:]))
+                    raise
+                self._entries.append(entry)
+                continue
             self._entries.append(entry)
             if isinstance(chosen, Forwarded):
                 self._batch.append(chosen)
                 self._marks.append((len(self._entries), self._logged_at(entry, now_us)))
             elif chosen is not None:
                 skipped.labels(self.name, chosen).inc()
+
+    def _reselect(self, entry: LogEntry) -> Forwarded | str | None:
+        """A quarantined entry selected again for its replay (a first copy by now)."""
+        return self._selector.select_again(entry, decode_processed(entry.payload),
+                                           self._clock.now_us())  # fmt: skip
 
     def _logged_at(self, entry: LogEntry, now_us: int) -> float:
         """When the entry was logged, on the monotonic clock: a batch waits at most
@@ -358,6 +388,7 @@ class DeliveryRunner:
         positions = next_positions(entries)
         self._consumer.commit(positions)
         self._inflight.committed(positions)
+        self._progress_at = self._clock.monotonic()
 
     def _count_delivered(self, count: int) -> None:
         with self._count_lock:
@@ -408,9 +439,24 @@ class DeliveryRunner:
         if detail is None and circuit != "closed":
             detail = f"circuit {circuit}"
         slots = list(self._slots)
+        if self._lag_events == 0:
+            self._progress_at = self._clock.monotonic()  # idle is not stalled
+        idle_secs = self._clock.monotonic() - self._progress_at
+        stalled = self._lag_events > 0 and idle_secs >= self._stall_secs
+        self._metrics.stage_stalled.labels(f"deliver-{self.name}").set(1 if stalled else 0)
+        if stalled:
+            why = detail or dispatcher.last_error or "no error"
+            detail = (
+                f"stalled: nothing committed for {idle_secs:.0f} s with "
+                f"{self._lag_events} events waiting ({why})"
+            )
         return {
-            "healthy": not paused and circuit == "closed" and dispatcher.last_error is None,
+            "healthy": not paused
+            and circuit == "closed"
+            and dispatcher.last_error is None
+            and not stalled,
             "detail": detail or dispatcher.last_error or "ok",
+            "stalled": stalled,
             "paused": paused,
             "circuit": circuit,
             "last_error": dispatcher.last_error,
@@ -436,7 +482,10 @@ class DeliveryRunner:
             except Exception as exc:
                 self._dispatcher.last_error = f"{self.name}: {exc}"
                 self._metrics.errors.labels("deliver", type(exc).__name__).inc()
-                log.exception("delivery_failed", extra={"destination": self.name})
+                held = self._repeats.admit(f"{type(exc).__name__}: {exc}")
+                if held is not None:
+                    log.exception("delivery_failed", extra={"destination": self.name,
+                                                            "repeats": held})  # fmt: skip
                 self._stop.wait(1.0)
 
     def _poll_timeout(self) -> float:

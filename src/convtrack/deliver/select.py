@@ -67,6 +67,12 @@ class Selector:
         platform's own); or None for what is never meant for destinations."""
         if self._late_copy(entry, processed):
             return LATE_COPY
+        return self.select_again(entry, processed, now_us)
+
+    def select_again(
+        self, entry: LogEntry, processed: ProcessedEvent, now_us: int
+    ) -> Forwarded | str | None:
+        """``select`` without the copy rule: for an entry read before (a quarantine replay)."""
         reason = filter_reason(self._settings, processed)
         if reason is not None:
             return reason if reason == FILTERED else None

@@ -12,7 +12,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -20,39 +20,11 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ign
 
 from convtrack.errors import LogError
 from convtrack.log.base import LogEntry
+from convtrack.observe.logs import RepeatFilter
 
 log = logging.getLogger("convtrack.log.kafka")
 CLIENT_LOG_REPEAT_SECS: Final = 60.0
 _DIGITS = re.compile(r"\d+")
-
-
-class RepeatFilter(logging.Filter):
-    """Pass a message the first time, then at most once per ``interval_secs``.
-
-    librdkafka logs a connection failure at every reconnect (each second here,
-    per client and broker) for as long as a broker is away. Messages count as the
-    same when they differ only in numbers (ports, client numbers, timings)."""
-
-    def __init__(
-        self, interval_secs: float, monotonic: Callable[[], float] = time.monotonic
-    ) -> None:
-        super().__init__()
-        self._interval = interval_secs
-        self._monotonic = monotonic
-        self._last: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = _DIGITS.sub("#", record.getMessage())
-        now = self._monotonic()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self._interval:
-                return False
-            if len(self._last) > 1000:  # kinds of message are few; never grow without bound
-                self._last.clear()
-            self._last[key] = now
-        return True
 
 
 client_log = logging.getLogger("convtrack.log.kafka.client")  # librdkafka's own lines

@@ -112,6 +112,20 @@ class Metrics:
             "convtrack_cold_flush_seconds", "Duration of one flush to the lake, by table",
             ["table"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.quarantined = Counter(
+            "convtrack_quarantined_events",
+            "Events a stage failed on for good and kept in the quarantine, by stage",
+            ["stage"], registry=r,
+        )  # fmt: skip
+        self.quarantine_replayed = Counter(
+            "convtrack_quarantine_replayed",
+            "Quarantined events re-submitted by a replay, by stage", ["stage"], registry=r,
+        )  # fmt: skip
+        self.stage_stalled = Gauge(
+            "convtrack_stage_stalled",
+            "1 while a stage has work waiting and has made no progress for process.stall_secs",
+            ["stage"], registry=r,
+        )  # fmt: skip
         self.dedup_remembered = Gauge(
             "convtrack_dedup_remembered", "Event ids and tokens remembered for deduplication",
             registry=r,

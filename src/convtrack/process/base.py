@@ -3,7 +3,9 @@
 A batch of log entries flows through the chain; each step does its part and
 hands the batch on. The last step makes every effect durable together with
 the consumer positions, so a crash anywhere replays the batch and the
-idempotent effects absorb it. Steps run one batch at a time: the runner
+idempotent effects absorb it. Each step names its ``stage``; a step that
+raises leaves that name in ``Batch.failed_stage``, so the runner can say where
+a poison event failed (``STAGES``, in chain order). Steps run one batch at a time: the runner
 polls the log only when the chain has finished the previous batch, so a
 slow store holds events back in the log (backpressure) instead of in memory.
 """
@@ -15,9 +17,12 @@ from collections.abc import Sequence
 
 import msgspec
 
+from convtrack import failpoints
 from convtrack.log.base import LogEntry
 from convtrack.model.event import Envelope
 from convtrack.store.hot.base import SessionState, UserTouch
+
+STAGES = ("check", "sessions", "enrich", "route", "publish", "hot_apply")
 
 
 class Item(msgspec.Struct, kw_only=True):
@@ -49,10 +54,13 @@ class Batch(msgspec.Struct, kw_only=True):
     positions: dict[int, int]  # where the group resumes once this batch is committed
     sessions: list[SessionState] = msgspec.field(default_factory=list)  # to write with it
     touches: list[UserTouch] = msgspec.field(default_factory=list)
+    failed_stage: str | None = None  # the stage that raised, when one did
 
 
 class Step(ABC):
     """One processing step; passes the batch on to ``next_step`` (if any) when done."""
+
+    stage = "process"
 
     def __init__(self, next_step: Step | None = None) -> None:
         self.next_step = next_step
@@ -62,9 +70,23 @@ class Step(ABC):
         """Do this step's part on ``batch`` (mutating its items)."""
 
     def submit(self, batch: Batch) -> None:
-        self.process(batch)
+        try:
+            self.process(batch)
+            self.inject_faults(batch)
+        except Exception:
+            if batch.failed_stage is None:
+                batch.failed_stage = self.stage
+            raise
         if self.next_step is not None:
             self.next_step.submit(batch)
+
+    def inject_faults(self, batch: Batch) -> None:
+        """The faults a test armed for this stage (``convtrack.failpoints.poison``)."""
+        armed = failpoints.poisoned(self.stage)
+        if armed:
+            for item in self.live_items(batch):
+                if item.envelope is not None:
+                    failpoints.check(self.stage, item.envelope.event_id, armed)
 
     def live_items(self, batch: Batch) -> Sequence[Item]:
         return [item for item in batch.items if item.drop_reason is None]

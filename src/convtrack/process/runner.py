@@ -2,9 +2,15 @@
 
 One batch at a time: the next poll happens only after the commit step
 finished, so a slow hot store leaves events waiting in the durable log
-(backpressure) rather than in memory. A batch whose commit fails is retried
-with backoff until it succeeds or the runner stops; positions never move
-past an uncommitted batch.
+(backpressure) rather than in memory. A batch that fails because a backend is
+away is retried with backoff until it succeeds or the runner stops; one that
+fails for a reason of its own is bisected, and an event that fails alone is
+quarantined while the rest is counted (process/poison.py). Positions never
+move past an event that is neither committed nor quarantined.
+
+Health: the runner is unhealthy while its batch fails, and stalled (also
+unhealthy, ``/readyz`` names it) when the log holds entries for it and it has
+committed nothing for ``process.stall_secs``.
 
 Any number of processors may share the log's consumer group. Whenever a
 partition starts (at start, or when a rebalance hands it to this process, or
@@ -26,9 +32,12 @@ from convtrack.clock import Clock
 from convtrack.errors import ConvtrackError
 from convtrack.log.base import EventLog, LogConsumer, LogEntry, LogLag, next_positions
 from convtrack.model.processed import decode_processed
+from convtrack.observe.logs import RepeatLimiter
 from convtrack.observe.metrics import Metrics
-from convtrack.process.base import Batch, Item, Step
+from convtrack.process.base import Batch, Step
+from convtrack.process.poison import LOG_REPEAT_SECS, PoisonGuard
 from convtrack.store.hot.base import HotStore
+from convtrack.store.quarantine.base import QuarantineStore
 
 log = logging.getLogger("convtrack.process")
 
@@ -95,6 +104,9 @@ class ProcessorRunner:
         metrics: Metrics,
         max_batch: int = 2000,
         poll_timeout_secs: float = 0.2,
+        quarantine: QuarantineStore | None = None,
+        poison_attempts: int = 3,
+        stall_secs: float = 60.0,
     ) -> None:
         self._hot = hot
         self._clock = clock
@@ -109,23 +121,57 @@ class ProcessorRunner:
         self._next_offsets = dict(self._positions)  # per partition: where reading goes on
         self._moved_to: dict[int, int] = {}  # partitions just sought, and where
         self.resumes = 0
-        self._chain = make_chain(self._consumer)
         self._stop = threading.Event()
+        self._guard = PoisonGuard(
+            chain=make_chain(self._consumer), hot=hot, group=GROUP, quarantine=quarantine,
+            event_log=event_log, clock=clock, metrics=metrics, stop=self._stop,
+            attempts=poison_attempts, on_committed=self._committed,
+        )  # fmt: skip
         self._drain_deadline: float | None = None
         self._watermark_us = 0
         self._last_expiry = clock.monotonic() - EXPIRY_INTERVAL_SECS
-        self.healthy = True
-        self.last_error: str | None = None
+        self._stall_secs = stall_secs
+        self._progress_at = clock.monotonic()  # the last commit, or the last time idle
+        self._repeats = RepeatLimiter(LOG_REPEAT_SECS, clock.monotonic)
+        self._resume_error: str | None = None
         self._thread = threading.Thread(target=self._run, name="processor", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def healthy(self) -> bool:
+        return self._guard.healthy and self._resume_error is None
+
+    @property
+    def last_error(self) -> str | None:
+        return self._resume_error or self._guard.last_error
+
+    @property
+    def quarantined(self) -> int:
+        """Events this runner quarantined since it started."""
+        return self._guard.quarantined
+
     def health(self) -> dict[str, object]:
         lag = self.lag()
+        if lag.events == 0:
+            self._progress_at = self._clock.monotonic()  # caught up: nothing is stuck
+        idle_secs = self._clock.monotonic() - self._progress_at
+        stalled = lag.events > 0 and idle_secs >= self._stall_secs
+        self._metrics.stage_stalled.labels("process").set(1 if stalled else 0)
+        detail = self.last_error or "ok"
+        if stalled:
+            failing = self._guard.failing_stage
+            detail = (
+                f"stalled: no progress for {idle_secs:.0f} s with {lag.events} events waiting"
+                + (f" (failing at {failing}: {detail})" if self.last_error else "")
+            )
         return {
-            "healthy": self.healthy,
-            "detail": self.last_error or "ok",
+            "healthy": self.healthy and not stalled,
+            "detail": detail,
+            "stalled": stalled,
+            "failing_stage": self._guard.failing_stage,
+            "quarantined": self._guard.quarantined,
             "lag_events": lag.events,
             "lag_seconds": round(lag.seconds, 3),
         }
@@ -141,6 +187,8 @@ class ProcessorRunner:
         from there, and count here (there is more to read).
         """
         polled = self._consumer.poll(self._max_batch, self._poll_timeout)
+        if not polled:
+            self._progress_at = self._clock.monotonic()  # idle is not stalled
         try:
             return self._handle(polled)
         except Exception:
@@ -158,21 +206,28 @@ class ProcessorRunner:
             # The hot store or the processed log cannot say where to resume now: read
             # these entries again later rather than guess.
             self._consumer.seek(_first_offsets(polled))
-            self.healthy, self.last_error = False, str(exc)
+            self._resume_error = str(exc)
             self._metrics.errors.labels("process", type(exc).__name__).inc()
-            log.warning("resume_check_failed", extra={"error": str(exc)})
-            self._stop.wait(0.5)
+            held = self._repeats.admit(f"resume:{exc}")
+            if held is not None:
+                log.warning("resume_check_failed", extra={"error": str(exc), "repeats": held})
+            if self._stop.wait(0.5):
+                return 0  # stopping: the entries are read again at the next start
             return len(polled)
+        self._resume_error = None
         if entries:
-            batch = Batch(items=[Item(entry=e) for e in entries], positions=next_positions(entries))
-            self._submit_until_committed(batch)
-            self._positions = {**self._positions, **batch.positions}
-            for item in batch.items:
-                if item.envelope is not None and item.envelope.received_at_us > self._watermark_us:
-                    self._watermark_us = item.envelope.received_at_us
+            self._guard.commit(entries)
+            self._positions = {**self._positions, **next_positions(entries)}
+        self._guard.replay_due()
         self._update_lag()
         self._maybe_expire()
         return len(polled)
+
+    def _committed(self, batch: Batch) -> None:
+        self._progress_at = self._clock.monotonic()
+        for item in batch.items:
+            if item.envelope is not None and item.envelope.received_at_us > self._watermark_us:
+                self._watermark_us = item.envelope.received_at_us
 
     def _resume_started_partitions(self, entries: list[LogEntry]) -> list[LogEntry]:
         """Move each partition whose reading does not match the hot store to its resume point.
@@ -220,21 +275,6 @@ class ProcessorRunner:
         for entry in entries:
             self._next_offsets[entry.partition] = entry.offset + 1
 
-    def _submit_until_committed(self, batch: Batch) -> None:
-        delay = 0.05
-        while True:
-            try:
-                self._chain.submit(batch)
-                self.healthy, self.last_error = True, None
-                return
-            except ConvtrackError as exc:
-                self.healthy, self.last_error = False, str(exc)
-                self._metrics.errors.labels("process", type(exc).__name__).inc()
-                log.warning("batch_failed", extra={"error": str(exc), "retry_in_secs": delay})
-                if self._stop.wait(delay) and self._past_drain_deadline():
-                    raise
-                delay = min(delay * 2, 5.0)
-
     def _update_lag(self) -> None:
         lag = self.lag()
         self._metrics.processor_lag_events.set(lag.events)
@@ -261,10 +301,12 @@ class ProcessorRunner:
             except ConvtrackError:
                 return  # stopping with a batch that cannot commit: it replays on restart
             except Exception as exc:
-                self.healthy, self.last_error = False, f"{type(exc).__name__}: {exc}"
+                self._resume_error = f"{type(exc).__name__}: {exc}"
                 self._metrics.errors.labels("process", "unexpected").inc()
-                log.exception("processor_error")
-                self._stop.wait(1.0)
+                if self._repeats.admit(f"unexpected:{self._resume_error}") is not None:
+                    log.exception("processor_error")
+                if self._stop.wait(1.0):
+                    return  # stopping: what was not committed is read again at the next start
                 continue
             if self._stop.is_set() and (handled == 0 or self._past_drain_deadline()):
                 return

@@ -48,6 +48,8 @@ def user_key(envelope: Envelope) -> str:
 
 
 class SessionStep(Step):
+    stage = "sessions"
+
     def __init__(
         self, hot: HotStore, ttl_secs: int, lookback_secs: int, next_step: Step | None = None
     ) -> None:

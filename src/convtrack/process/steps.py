@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 import msgspec
 
+from convtrack import failpoints
 from convtrack.clock import Clock
-from convtrack.errors import ConvtrackError
+from convtrack.errors import ConvtrackError, LogError
 from convtrack.log.base import EventLog, LogConsumer, LogRecord
 from convtrack.model.event import SESSION_EVENT_NAMES, decode_envelope
 from convtrack.model.processed import ProcessedEvent, encode_processed
@@ -26,6 +27,8 @@ LOG_COMMIT_INTERVAL_SECS = 1.0
 
 class CheckStep(Step):
     """What the collector could not check: the entry decodes, and its token can be read."""
+
+    stage = "check"
 
     def __init__(self, clock: Clock, metrics: Metrics, next_step: Step | None = None) -> None:
         super().__init__(next_step)
@@ -58,6 +61,8 @@ class CheckStep(Step):
 class EnrichStep(Step):
     """Runs each registered enricher; a failing enricher leaves its field unknown."""
 
+    stage = "enrich"
+
     def __init__(
         self, enrichers: Sequence[Enricher], metrics: Metrics, next_step: Step | None = None
     ) -> None:
@@ -85,6 +90,8 @@ class RouteStep(Step):
     Bots are stored but not counted (nor forwarded) unless ``count_bots``.
     """
 
+    stage = "route"
+
     def __init__(
         self,
         conversion_names: Sequence[str],
@@ -110,9 +117,14 @@ class RouteStep(Step):
 class DedupeCommitStep(Step):
     """Dedupe and count, publish the new events, then commit.
 
-    1. The hot store dedupes and counts with the positions, in one transaction.
+    0. Every event's processed record is built first (stage ``publish``): an
+       event that cannot be published fails here, before anything is counted,
+       so quarantining it leaves no count behind.
+    1. The hot store dedupes and counts with the positions, in one transaction
+       (stage ``hot_apply``).
     2. The events that were new go to the processed log (for the cold store
-       and the destinations), in log order.
+       and the destinations), in log order. Past step 1 a failure is the
+       log's (``LogError``): the batch is retried whole, never bisected.
     3. The event log's own consumer group moves (lag and retention).
     A crash after 1 replays from the processed log's tail (see the runner):
     the hot store answers a replay with its first verdicts and counts nothing
@@ -123,6 +135,7 @@ class DedupeCommitStep(Step):
     """
 
     GROUP = "processor"
+    stage = "hot_apply"
 
     def __init__(
         self,
@@ -143,13 +156,27 @@ class DedupeCommitStep(Step):
 
     def process(self, batch: Batch) -> None:
         live = self.live_items(batch)
-        effects = [_effect(item) for item in live]
         now = self._clock.now_us()
-        result = self._hot.apply(
-            self.GROUP, effects, batch.positions, now, batch.sessions, batch.touches
-        )
-        new = [item for item, fresh in zip(live, result.counted, strict=True) if fresh]
-        self._processed.append_blocking([_processed_record(item, now) for item in new])
+        stage = "publish"
+        try:
+            records = [_processed_record(item, now) for item in live]
+            _inject(stage, live)
+            stage = "hot_apply"
+            effects = [_effect(item) for item in live]
+            _inject(stage, live)
+            result = self._hot.apply(
+                self.GROUP, effects, batch.positions, now, batch.sessions, batch.touches
+            )
+        except Exception:
+            batch.failed_stage = stage
+            raise
+        new = [record for record, fresh in zip(records, result.counted, strict=True) if fresh]
+        try:
+            self._processed.append_blocking(new)
+        except ConvtrackError:
+            raise
+        except Exception as exc:  # counted already: only publishing again completes it
+            raise LogError(f"publishing to the processed log failed: {exc}") from exc
         # The log's own group only shows how far the processor got (the hot store's
         # positions are what it resumes from); committing it every batch would take the
         # event log's write lock and an fsync away from ingest, so once a second is enough.
@@ -157,6 +184,9 @@ class DedupeCommitStep(Step):
             self._commit_log_positions(batch.positions)
         self._observe(live, result.counted, now)
         self._metrics.latency_anomalies.inc(result.latency_anomalies)
+
+    def inject_faults(self, batch: Batch) -> None:
+        return None  # checked in ``process``, before the hot store counts anything
 
     def _commit_log_positions(self, positions: dict[int, int]) -> None:
         # Only a hint (for lag, and where a partition's next owner starts reading before
@@ -187,6 +217,13 @@ class DedupeCommitStep(Step):
             "end_to_end",
             (max(0, now_us - r) / 1e6 for r, c in zip(received, counted, strict=True) if c),
         )
+
+
+def _inject(stage: str, items: Sequence[Item]) -> None:
+    armed = failpoints.poisoned(stage)
+    if armed:
+        for item in items:
+            failpoints.check(stage, item.envelope.event_id if item.envelope else None, armed)
 
 
 def _processed_record(item: Item, counted_at_us: int) -> LogRecord:

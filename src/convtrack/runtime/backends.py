@@ -2,8 +2,8 @@
 
 ``log.kind`` picks the event log and the processed log (SQLite files under the
 data dir, or Kafka topics); ``hot.kind`` the hot store (SQLite or Redis);
-``cold.uri`` the lake (a path or ``s3://``). Rejects, dead letters and the
-deliver role's in-flight markers live with the hot store: SQLite files under
+``cold.uri`` the lake (a path or ``s3://``). Rejects, dead letters, the
+quarantine and the deliver role's in-flight markers live with the hot store: SQLite files under
 the data dir when ``hot.kind = "sqlite"``, Redis (under ``hot.redis_prefix``,
 the same URL) when ``hot.kind = "redis"``, shared by every process and machine.
 
@@ -30,6 +30,9 @@ from convtrack.observe.metrics import Metrics
 from convtrack.store.cold.lake import Lake
 from convtrack.store.hot.base import HotStore
 from convtrack.store.hot.sqlite import SqliteHotStore
+from convtrack.store.quarantine import base as quarantine_base
+from convtrack.store.quarantine.base import QuarantineStore
+from convtrack.store.quarantine.sqlite import SqliteQuarantineStore
 from convtrack.store.rejects.base import RejectStore
 from convtrack.store.rejects.sqlite import SqliteRejectStore
 
@@ -142,6 +145,16 @@ def open_dead_letter_store(settings: Settings) -> DeadLetterStore:
     return SqliteDeadLetterStore(store_path(settings.data_dir))
 
 
+def open_quarantine_store(settings: Settings) -> QuarantineStore:
+    """The quarantine (also for ``convtrack quarantine``): where the dead letters are."""
+    check_backend_settings(settings)
+    if settings.hot.kind == "redis":
+        from convtrack.store.quarantine.redis import RedisQuarantineStore  # [redis] extra
+
+        return RedisQuarantineStore(settings.hot.redis_url, prefix=settings.hot.redis_prefix)
+    return SqliteQuarantineStore(quarantine_base.store_path(settings.data_dir))
+
+
 class Backends:
     """The backends of one process, opened on first use and shared by its roles."""
 
@@ -166,6 +179,7 @@ class Backends:
         self._lake: Lake | None = None
         self._rejects: RejectStore | None = None
         self._deadletters: DeadLetterStore | None = None
+        self._quarantine: QuarantineStore | None = None
         self._opening = threading.RLock()
 
     # Opened under one lock: a role starting late and the health monitor may both ask
@@ -217,6 +231,13 @@ class Backends:
                 self._deadletters = open_dead_letter_store(self.settings)
             return self._deadletters
 
+    @property
+    def quarantine(self) -> QuarantineStore:
+        with self._opening:
+            if self._quarantine is None:
+                self._quarantine = open_quarantine_store(self.settings)
+            return self._quarantine
+
     def stop_event_writes(self) -> None:
         """Commit the appends already queued and refuse new ones (the first step of a stop)."""
         # Both logs can stop writing first and keep serving reads while the processor drains.
@@ -227,6 +248,8 @@ class Backends:
         """Close what was opened: derived stores first, the event log (the source) last."""
         if self._deadletters is not None:
             self._deadletters.close()
+        if self._quarantine is not None:
+            self._quarantine.close()
         if self._processed is not None:
             self._processed.close()
         if self._hot is not None:

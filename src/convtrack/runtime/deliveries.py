@@ -16,6 +16,7 @@ from convtrack.deliver.runner import DeliveryRunner
 from convtrack.errors import ConfigError
 from convtrack.log.base import EventLog
 from convtrack.observe.metrics import Metrics
+from convtrack.store.quarantine.base import QuarantineStore
 
 
 def build_deliveries(
@@ -27,6 +28,7 @@ def build_deliveries(
     metrics: Metrics,
     environ: Mapping[str, str],
     sleep: Callable[[float], None] | None = None,
+    quarantine: QuarantineStore | None = None,
 ) -> list[DeliveryRunner]:
     """The runners, not started. Every destination's credentials and endpoint are checked
     first, so a missing secret or a refused endpoint fails the start before any thread runs."""
@@ -47,6 +49,8 @@ def build_deliveries(
             alerts=alerts,
             outbox=alerts.outbox(d.name) if sends_alerts(d, destination) else None,
             guard=guards[d.name],
+            quarantine=quarantine,
+            stall_secs=settings.process.stall_secs,
         )
         for d, destination in destinations
     ]

@@ -23,6 +23,7 @@ from convtrack.collect.auth import Keyring
 from convtrack.collect.clientip import ClientIpResolver
 from convtrack.collect.deadletters import DeadLettersApi
 from convtrack.collect.ingest import Collector, IngestLimits
+from convtrack.collect.quarantine import QuarantineApi
 from convtrack.collect.ratelimit import TokenBuckets
 from convtrack.collect.reports import ReportsApi
 from convtrack.collect.stats import StatsApi
@@ -129,6 +130,7 @@ class CollectRole:
                 secrets=token_secrets, ttl_secs=settings.tokens.ttl_secs, clock=clock
             ),
             dead_letters=DeadLettersApi(deadletters, [d.name for d in settings.destinations]),
+            quarantine=QuarantineApi(backends.quarantine),
         )
 
 
@@ -150,6 +152,9 @@ def build_processor(
         clock=clock,
         metrics=metrics,
         max_batch=settings.process.max_batch_events,
+        quarantine=backends.quarantine,
+        poison_attempts=settings.process.poison_attempts,
+        stall_secs=settings.process.stall_secs,
     )
 
 
@@ -202,6 +207,7 @@ def build_cold_store(
                 metrics=metrics,
                 flush_interval_secs=settings.cold.flush_interval_secs,
                 flush_max_rows=settings.cold.flush_max_rows,
+                quarantine=backends.quarantine,
             )
             for source in (
                 EventsSource(backends.processed.consumer("cold")),
@@ -211,6 +217,7 @@ def build_cold_store(
         metrics,
         maintain=lambda: maintain_lake(lake, settings, clock, metrics),
         maintain_interval_secs=settings.cold.compaction_interval_secs,
+        stall_secs=settings.process.stall_secs,
     )
 
 
@@ -242,6 +249,7 @@ def build_delivery_runners(
         metrics=metrics,
         environ=environ,
         sleep=sleep,
+        quarantine=backends.quarantine,
     )
 
 

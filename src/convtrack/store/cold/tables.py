@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import msgspec
 import pyarrow as pa
 
 from convtrack.log.base import LogConsumer, next_positions
 from convtrack.model.processed import decode_processed
 from convtrack.store.cold import schema
-from convtrack.store.rejects.base import RejectStore
+from convtrack.store.rejects.base import RejectStore, StoredReject
 
 Position = tuple[int, int]  # (source partition, offset)
 
@@ -20,6 +22,14 @@ Position = tuple[int, int]  # (source partition, offset)
 def partition_segment(name: str, value: str) -> str:
     """A hive directory segment, ``name=value``, with the value URI-encoded."""
     return f"{name}={quote(value, safe='')}"
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A source entry that could not be decoded: the writer quarantines it (store/cold/poison)."""
+
+    payload: bytes
+    error: Exception
 
 
 class TableSource(ABC):
@@ -54,6 +64,10 @@ class TableSource(ABC):
         """
         return None
 
+    @abstractmethod
+    def decode_row(self, payload: bytes) -> Any:
+        """A row from what the quarantine kept of it (its JSON)."""
+
     def close(self) -> None:
         return None
 
@@ -68,7 +82,17 @@ class EventsSource(TableSource):
 
     def poll(self, max_rows: int, timeout_secs: float) -> list[tuple[Position, Any]]:
         entries = self._consumer.poll(max_rows, timeout_secs)
-        return [((e.partition, e.offset), decode_processed(e.payload)) for e in entries]
+        return [((e.partition, e.offset), self._decoded(e.payload)) for e in entries]
+
+    @staticmethod
+    def _decoded(payload: bytes) -> Any:
+        try:
+            return decode_processed(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return Unreadable(payload, exc)
+
+    def decode_row(self, payload: bytes) -> Any:
+        return decode_processed(payload)
 
     def seek(self, positions: Mapping[int, int]) -> None:
         self._consumer.seek(positions)
@@ -89,6 +113,8 @@ class EventsSource(TableSource):
         )
 
     def source_position(self, row: Any) -> Position | None:
+        if isinstance(row, Unreadable):
+            return None  # kept in the range, so the writer quarantines it
         return (row.source_partition, row.source_offset)
 
     def close(self) -> None:
@@ -119,9 +145,12 @@ class RejectsSource(TableSource):
     def to_table(self, rows: Sequence[Any]) -> pa.Table:
         return schema.rejects_table(list(rows))
 
+    def decode_row(self, payload: bytes) -> Any:
+        return msgspec.json.decode(payload, type=StoredReject)
+
     def directory(self, row: Any) -> tuple[str, str]:
         date = row.received_at[:10]
         return partition_segment("received_date", date), date
 
 
-__all__ = ["EventsSource", "RejectsSource", "TableSource", "next_positions"]
+__all__ = ["EventsSource", "RejectsSource", "TableSource", "Unreadable", "next_positions"]

@@ -22,6 +22,10 @@ commits the source positions.
 For the events table, only the first copy of each source event is written
 (process/published.py); the filter's state at the end of each flush is kept
 in its manifest, so a writer that takes the partition over continues it.
+
+A row that cannot be laid out (its directory or the schema raises) is
+quarantined before the manifest names the range, and the rest is written
+(store/cold/poison.py).
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import re
 import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,11 +57,14 @@ from convtrack.store.cold.manifest import (
     commit_flush,
     read_state,
 )
+from convtrack.store.cold.poison import LakePoison
 from convtrack.store.cold.retry import LakeRetry
 from convtrack.store.cold.tables import Position, TableSource
+from convtrack.store.quarantine.base import QuarantineStore
 
 log = logging.getLogger("convtrack.cold")
 
+REPLAY_INTERVAL_SECS = 1.0  # how often queued quarantine rows of the table are looked for
 _FLUSH_FILE = re.compile(r"(?:^|/)part-(\d+)-(\d+)-(\d+)\.parquet$")
 
 
@@ -75,6 +81,7 @@ class _Pending:
     first: int  # the chain's end when reading started: the range's start
     last: int  # the last position read (its row may have been a copy, not kept)
     rows: list[Any] = field(default_factory=list)
+    positions: list[Position] = field(default_factory=list)  # of each row (for the quarantine)
 
 
 class TableWriter:
@@ -88,6 +95,7 @@ class TableWriter:
         flush_interval_secs: float,
         flush_max_rows: int,
         writer_id: str | None = None,
+        quarantine: QuarantineStore | None = None,
     ) -> None:
         self.lake = lake
         self.source = source
@@ -106,6 +114,8 @@ class TableWriter:
         self._started = False
         self._cleanup_due = False
         self.races_lost = 0
+        self.poison = LakePoison(source, quarantine, clock, metrics, parquet_bytes)
+        self._last_replay = clock.monotonic() - REPLAY_INTERVAL_SECS
 
     def recover(self) -> None:
         """Resume at the chain's end; delete files the chain has left behind unnamed."""
@@ -151,6 +161,9 @@ class TableWriter:
             self.flush()
         elif due:
             self._last_flush = self._clock.monotonic()
+        if self._clock.monotonic() - self._last_replay >= REPLAY_INTERVAL_SECS:
+            self._last_replay = self._clock.monotonic()
+            self.poison.replay(self.lake, self.writer_id)
         return len(rows)
 
     def _take(self, rows: Sequence[tuple[Position, Any]]) -> None:
@@ -176,6 +189,7 @@ class TableWriter:
             copied = self.source.source_position(row)
             if copied is None or self._copies.keep_position(partition, *copied):
                 pending.rows.append(row)
+                pending.positions.append((partition, offset))
                 self._rows += 1
 
     def _skipped_ahead(self, partition: int, offset: int) -> bool:
@@ -225,15 +239,13 @@ class TableWriter:
 
     def _flush_range(self, partition: int, pending: _Pending) -> bool:
         """Write and commit one range; False when another flush already holds its start."""
-        groups: defaultdict[tuple[str, str], list[Any]] = defaultdict(list)
-        for row in pending.rows:
-            groups[self.source.directory(row)].append(row)
+        tables = self.poison.groups(list(zip(pending.positions, pending.rows, strict=True)))
         name = f"part-{partition}-{pending.first:012d}-{pending.last:012d}"
         adds: list[DataFile] = []
-        for (directory, date), group in sorted(groups.items()):
+        for (directory, date), table in sorted(tables.items(), key=lambda kv: kv[0]):
             path = f"{self.table}/{directory}/{name}.parquet"
-            self.lake.put(path, parquet_bytes(self.source.to_table(group)))
-            adds.append(DataFile(path=path, rows=len(group), partition_date=date))
+            self.lake.put(path, parquet_bytes(table))
+            adds.append(DataFile(path=path, rows=table.num_rows, partition_date=date))
             failpoints.hit("cold.between_files")
         entry = ManifestEntry(
             table=self.table,
@@ -307,13 +319,17 @@ class ColdStoreRunner:
         maintain: Callable[[], None] | None = None,
         maintain_interval_secs: float = 3600.0,
         clock: Clock | None = None,
+        stall_secs: float = 60.0,
     ) -> None:
         self._writers = writers
+        self._stall_secs = stall_secs
         self._metrics = metrics
         self._maintain = maintain
         self._maintain_interval = maintain_interval_secs
         # Real time unless a test drives ``step`` by hand: the backoff must pass by itself.
         self._clock: Clock = clock or SystemClock()
+        self._beat = self._clock.monotonic()  # the last round that completed
+        self._maintaining = False  # compaction may take long: it is progress, not a stall
         self._last_maintain = self._clock.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cold-store", daemon=True)
@@ -331,9 +347,22 @@ class ColdStoreRunner:
         self._thread.start()
 
     def health(self) -> dict[str, object]:
+        # A round polls for at most a fraction of a second, work or not: a thread that
+        # completed none for stall_secs (or died) is stuck, whatever its last error says.
+        quiet = self._clock.monotonic() - self._beat
+        started = self._thread.ident is not None
+        died = started and not self._thread.is_alive()
+        stuck = started and not self._maintaining and quiet >= self._stall_secs
+        stalled = not self._stop.is_set() and (died or stuck)
+        self._metrics.stage_stalled.labels("cold").set(1 if stalled else 0)
+        detail = self.last_error or "ok"
+        if stalled:
+            what = "the cold-store thread died" if died else f"no round completed for {quiet:.0f} s"
+            detail = f"stalled: {what} ({detail})"
         return {
-            "healthy": self.last_error is None,
-            "detail": self.last_error or "ok",
+            "healthy": self.last_error is None and not stalled,
+            "detail": detail,
+            "stalled": stalled,
             "buffered_rows": sum(w.buffered for w in self._writers),
         }
 
@@ -357,9 +386,14 @@ class ColdStoreRunner:
                 self._maintain is not None
                 and self._clock.monotonic() - self._last_maintain >= self._maintain_interval
             ):
-                self._maintain()
+                self._maintaining = True
+                try:
+                    self._maintain()
+                finally:
+                    self._maintaining = False
                 self._last_maintain = self._clock.monotonic()
             self.retry.succeeded()
+            self._beat = self._clock.monotonic()
         except ConvtrackError as exc:
             delay = self.retry.failed(str(exc))
             self._metrics.errors.labels("cold", type(exc).__name__).inc()
