@@ -48,6 +48,11 @@ class Load:
     threads: int = 4
     accepted: set[str] = field(default_factory=set)
     unavailable: int = 0
+    # Ids answered 503 (or not answered) that no later try got a 202 for. A 503 says
+    # the log could not confirm the event in time, not that it was never written (a
+    # produce that timed out may still land once the broker is back), so such an
+    # event may be counted once; a real client retries it with the same id.
+    unconfirmed: set[str] = field(default_factory=set)
     # Per thread: the longest stretch between the first 503 and the next 202.
     longest_gap_secs: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -85,6 +90,7 @@ class Load:
                         assert status == 503, f"unexpected answer {status}"
                         with self._lock:
                             self.unavailable += 1
+                            self.unconfirmed.add(event_id)
                         if failing_since is None:
                             failing_since = time.monotonic()
                         self._stop.wait(0.05)  # a client's pause before retrying
@@ -202,14 +208,17 @@ def reconcile(c: Cluster, load: Load, count_url: str) -> Reconciled:
 
 
 def assert_exactly_once(result: Reconciled, load: Load) -> None:
-    expected = len(load.accepted)
-    assert result.counted == expected
+    """Every 202 counted once; an event never confirmed may be counted, at most once."""
+    maybe = load.unconfirmed - load.accepted
+    counted = set(result.first_copies)
     assert result.misrouted == 0  # processed partition p holds source partition p only
     doubled = [k for k, n in Counter(result.first_copies).items() if n > 1]
     assert doubled == []
-    assert set(result.first_copies) == load.accepted
-    assert len(result.lake_ids) == len(set(result.lake_ids)) == expected
-    assert set(result.lake_ids) == load.accepted
+    assert load.accepted <= counted, sorted(load.accepted - counted)[:10]
+    assert counted - load.accepted <= maybe, sorted(counted - load.accepted - maybe)[:10]
+    assert result.counted == len(counted)
+    assert len(result.lake_ids) == len(set(result.lake_ids)) == len(counted)
+    assert set(result.lake_ids) == counted
 
 
 def test_sigkill_of_a_processor_under_load_neither_loses_nor_doubles(
