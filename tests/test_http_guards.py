@@ -24,6 +24,8 @@ import uvicorn
 
 from convtrack.clock import SystemClock
 from convtrack.collect.protocol import ConnectionLimits, GuardedHttpToolsProtocol, guarded_protocol
+from convtrack.config import load_settings
+from convtrack.errors import ConfigError
 from convtrack.runtime.embedded import Pipeline
 from tests.conftest import WRITE_KEY, ServerFactory, ServerProcess, auth, free_port
 from tests.inprocess import make_pipeline
@@ -270,3 +272,23 @@ def test_bytes_held_for_incomplete_headers_stay_under_the_cap(pipeline: Pipeline
         finally:
             for sock in socks:
                 sock.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("max_header_bytes", 100), ("header_timeout_secs", 0), ("max_connections", 0)],
+)
+def test_guard_settings_out_of_range_are_named(name: str, value: int) -> None:
+    with pytest.raises(ConfigError, match=f"server.{name}"):
+        load_settings(environ={}, overrides={"server": {name: value}})
+    with pytest.raises(ConfigError, match=f"CONVTRACK_SERVER_{name.upper()}"):
+        load_settings(environ={f"CONVTRACK_SERVER_{name.upper()}": str(value)})
+
+
+def test_guard_settings_defaults() -> None:
+    server = load_settings(environ={}).server
+    assert (server.max_header_bytes, server.header_timeout_secs, server.max_connections) == (
+        16_384,
+        10.0,
+        2048,
+    )
