@@ -51,7 +51,7 @@ def text(request: Request, name: str) -> str | None:
     query = request.query
     for key in query:
         if key != name and key.startswith(name) and key[len(name)] in "[.":
-            raise QueryInvalid(name, f"{name} must be a single value, not {key}=")
+            raise QueryInvalid(name, f"{name} must be a single value, not an object ({name}[...]=)")
     values = query.get(name)
     if values is None:
         return None
