@@ -34,6 +34,13 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     # SO_REUSEPORT: several collector processes listen on one port (the kernel spreads
     # the connections), for more ingest than one interpreter can do on one machine.
     reuse_port: bool = False
+    # Guards of every connection (collect/protocol.py): the request line and headers of one
+    # request at most this many bytes (431 past it), complete within this time of the
+    # connection or of the request's first byte (408 past it), and at most this many open
+    # connections per process (a new one past it is answered 503).
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1_048_576)] = 16_384
+    header_timeout_secs: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 2048
 
 
 class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

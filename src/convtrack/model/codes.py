@@ -56,6 +56,8 @@ ERR_UNAVAILABLE: Final = "unavailable"
 ERR_NOT_FOUND: Final = "not_found"
 ERR_METHOD_NOT_ALLOWED: Final = "method_not_allowed"
 ERR_BAD_QUERY: Final = "query_invalid"
+ERR_HEADERS_TOO_LARGE: Final = "headers_too_large"  # 431: server.max_header_bytes
+ERR_REQUEST_TIMEOUT: Final = "request_timeout"  # 408: server.header_timeout_secs
 ERR_INTERNAL: Final = "internal_error"
 
 MESSAGES: Final[dict[str, str]] = {
