@@ -241,3 +241,47 @@ def test_the_sdk_imports_with_the_standard_library_only() -> None:
         [sys.executable, "-S", "-c", code, str(src)], capture_output=True, check=False
     )
     assert done.returncode == 0, done.stderr.decode()
+
+
+def wait_accepted(stats: Any, expected: int) -> None:
+    deadline = time.monotonic() + 20
+    while stats().accepted < expected:
+        assert time.monotonic() < deadline, stats()
+        time.sleep(0.01)
+
+
+def test_events_go_on_their_own_after_the_flush_interval(server: ServerProcess) -> None:
+    name = campaign()
+    with Client(WRITE_KEY, server.url, flush_interval_secs=0.05) as client:
+        client.track("Lead", user_id="u1", campaign_id=name, context=BROWSER)
+        wait_accepted(lambda: client.stats, 1)  # no flush(): the worker sent it
+        client.track("Lead", user_id="u2", campaign_id=name, context=BROWSER)
+        wait_accepted(lambda: client.stats, 2)
+
+    async def go() -> None:
+        async with AsyncClient(WRITE_KEY, server.url, flush_interval_secs=0.05) as aclient:
+            aclient.track("Lead", user_id="u3", campaign_id=name, context=BROWSER)
+            while aclient.stats.accepted < 1:
+                await asyncio.sleep(0.01)
+
+    asyncio.run(asyncio.wait_for(go(), 20))
+    assert counted(server, name, 3)["conversions"] == 3
+
+
+def test_an_async_client_outlives_its_event_loop(server: ServerProcess) -> None:
+    name = campaign()
+    client = AsyncClient(WRITE_KEY, server.url, flush_interval_secs=60)
+
+    async def first() -> None:
+        client.track("Lead", user_id="u1", campaign_id=name, context=BROWSER)
+        assert await client.flush(timeout=20)
+        client.track("Lead", user_id="u2", campaign_id=name, context=BROWSER)  # left queued
+
+    async def second() -> None:
+        client.track("Lead", user_id="u3", campaign_id=name, context=BROWSER)
+        assert await client.close(timeout=20)
+
+    asyncio.run(first())
+    asyncio.run(second())  # a new loop: the worker starts again, nothing is lost
+    assert client.stats.accepted == 3
+    assert counted(server, name, 3)["conversions"] == 3

@@ -68,6 +68,7 @@ class AsyncClient(TrackingApi):
         self._flushers = 0
         self._closed = False
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._full = False
         atexit.register(self._send_at_exit)
 
@@ -91,19 +92,30 @@ class AsyncClient(TrackingApi):
         self._queue.append(event)
         self._settled.clear()
         self._ensure_worker()
-        if len(self._queue) >= self._settings.max_batch_size:
+        # Wake the worker for a first event (it starts the interval) or a full batch.
+        if len(self._queue) in (1, self._settings.max_batch_size):
             self._wake.set()
 
     def _ensure_worker(self) -> None:
         """Start the worker on the running loop; without one, events wait in the queue
         for the next call made inside a loop (or for interpreter exit)."""
-        if self._task is not None and not self._task.done():
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._task = loop.create_task(self._run(), name="convtrack-sdk-worker")
+        if loop is not self._loop:
+            # A new loop (another asyncio.run): the old worker is gone with its loop.
+            # What it was sending goes again (safe: same event ids), on fresh events.
+            self._queue.extendleft(reversed([e for chunk, _ in self._work for e in chunk]))
+            self._work = deque()
+            self._loop, self._task = loop, None
+            self._wake, self._settled = asyncio.Event(), asyncio.Event()
+            if self._queue:
+                self._wake.set()
+            else:
+                self._settled.set()
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run(), name="convtrack-sdk-worker")
 
     async def _take(self) -> list[QueuedEvent]:
         while not self._queue:
@@ -165,7 +177,7 @@ class AsyncClient(TrackingApi):
         self._closed = True
         atexit.unregister(self._send_at_exit)
         delivered = await self.flush(timeout)
-        if self._task is not None:
+        if self._task is not None and self._loop is asyncio.get_running_loop():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task

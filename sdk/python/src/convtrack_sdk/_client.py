@@ -127,7 +127,8 @@ class Client(TrackingApi):
                     target=self._run, name="convtrack-sdk-worker", daemon=True
                 )
                 self._worker.start()
-            if len(self._queue) >= self._settings.max_batch_size:
+            # Wake the worker for a first event (it starts the interval) or a full batch.
+            if len(self._queue) in (1, self._settings.max_batch_size):
                 self._cond.notify_all()
 
     def conversion_token(self, order_id: str) -> str:
