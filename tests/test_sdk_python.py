@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -285,3 +286,26 @@ def test_an_async_client_outlives_its_event_loop(server: ServerProcess) -> None:
     asyncio.run(second())  # a new loop: the worker starts again, nothing is lost
     assert client.stats.accepted == 3
     assert counted(server, name, 3)["conversions"] == 3
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_sends_only_its_own_events(server: ServerProcess) -> None:
+    name = campaign()
+    client = Client(WRITE_KEY, server.url, flush_interval_secs=60)
+    client.track("Lead", user_id="parent", campaign_id=name, context=BROWSER)  # worker started
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's queued event is not its to send
+        ok = False
+        try:
+            client.track("Lead", user_id="child", campaign_id=name, context=BROWSER)
+            ok = client.close(timeout=20) and client.stats.accepted == 1
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert client.close(timeout=20) and client.stats.accepted == 1
+    assert counted(server, name, 2)["conversions"] == 2
+    numbered = {e["user_id"]: e["context"] for e in logged_events(server.data_dir)}
+    assert numbered["parent"]["client_id"] == client.client_id
+    assert numbered["child"]["client_id"] == f"{client.client_id}.{pid}"
+    assert numbered["parent"]["client_seq"] == numbered["child"]["client_seq"] == 1

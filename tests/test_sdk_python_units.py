@@ -159,3 +159,31 @@ def test_backoff_is_full_jitter_under_an_exponential_cap_and_retry_after_wins() 
     assert policy.delay_secs(3, 9999.0, rng) == 120.0
     with pytest.raises(ValueError, match="negative"):
         RetryPolicy(max_retries=-1)
+
+
+def test_the_guide_documents_every_setting_call_and_counter() -> None:
+    import dataclasses
+    import inspect
+    from pathlib import Path
+
+    import convtrack_sdk
+    from convtrack_sdk import AsyncClient, Client, ClientStats
+    from convtrack_sdk._stats import CLOSED, INTERNAL_ERROR, QUEUE_FULL, REFUSED, RETRIES_EXHAUSTED
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "python-sdk.md").read_text()
+    client_args = list(inspect.signature(Client).parameters)
+    assert client_args == list(inspect.signature(AsyncClient).parameters)
+    for name in client_args[2:]:
+        assert f"| `{name}` |" in text, f"setting {name} is not in docs/python-sdk.md"
+    for field in dataclasses.fields(RetryPolicy):
+        assert f"`{field.name}=" in text
+    for method in ("track", "identify", "page", "conversion_token", "flush", "close"):
+        assert f"`{method}(" in text
+        for arg in list(inspect.signature(getattr(Client, method)).parameters)[1:]:
+            assert arg in text, f"{method}({arg}) is not documented"
+    for field in dataclasses.fields(ClientStats):
+        assert f"`{field.name}`" in text
+    for reason in (QUEUE_FULL, RETRIES_EXHAUSTED, REFUSED, CLOSED, INTERNAL_ERROR):
+        assert f"`{reason}`" in text
+    for name in convtrack_sdk.__all__:
+        assert hasattr(convtrack_sdk, name)

@@ -233,11 +233,14 @@ class Client(TrackingApi):
 
 def _after_fork(ref: weakref.ref[Client]) -> Callable[[], None]:
     """In a forked child the worker thread does not exist and the queue is the parent's
-    to send: start empty, with connections of the child's own."""
+    to send: start empty, with connections, counters and a client id of its own."""
 
     def reset() -> None:
         client = ref()
         if client is not None:
+            # A numbering of its own, so the server can tell the two processes apart.
+            client._events = client._events.child(f"{client.client_id}.{os.getpid()}")
+            client._counters.reset()
             client._transport.forget()
             client._token_transport.forget()
             client._transport = client._new_transport()

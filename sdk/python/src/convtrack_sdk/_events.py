@@ -74,6 +74,9 @@ class EventFactory:
         self._lock = threading.Lock()
         self._seq = 0
 
+    def child(self, client_id: str) -> EventFactory:
+        return EventFactory(client_id, self._max_event_bytes)
+
     def build(
         self,
         event_name: str,

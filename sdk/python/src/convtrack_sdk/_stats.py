@@ -38,6 +38,10 @@ class ClientStats:
 
 class Counters:
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """All zero, with a new lock (after a fork the old one may be held for good)."""
         self._lock = threading.Lock()
         self.tracked = 0
         self.accepted = 0
