@@ -142,6 +142,8 @@ class Client(TrackingApi):
     def flush(self, timeout: float | None = None) -> bool:
         """Send everything queued now; wait until each event is settled (accepted,
         rejected or dropped). False when ``timeout`` seconds passed first."""
+        if threading.current_thread() is self._worker:
+            return False  # from on_reject: the worker cannot wait for itself
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             self._flushers += 1
