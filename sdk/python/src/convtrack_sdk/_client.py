@@ -174,7 +174,7 @@ class Client(TrackingApi):
             self._cond.notify_all()
             worker = self._worker
         self._abort.set()  # a worker waiting out a backoff gives up now
-        if worker is not None:
+        if worker is not None and worker is not threading.current_thread():
             # An HTTP request in flight may take up to timeout_secs to end.
             worker.join(self._settings.timeout_secs + 1.0)
         self._transport.close()
