@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from convtrack_sdk import AsyncClient, Client, Rejection
+from convtrack_sdk import AsyncClient, Client, Rejection, RetryPolicy
 from tests.conftest import ADMIN_KEY, WRITE_KEY, ServerFactory, ServerProcess, auth
 from tests.test_sdk_python import (
     BROWSER,
@@ -36,17 +36,24 @@ from tests.test_sdk_python import (
 
 
 class FaultyProxy:
-    """Forwards POSTs to ``target``. The first ``unavailable`` requests get a 503 with
-    ``Retry-After: retry_after``; the next ``drop_answers`` are forwarded, and their
+    """Forwards POSTs to ``target``. The first ``unavailable`` requests get ``status``
+    (503) with ``Retry-After: retry_after``; the next ``drop_answers`` are forwarded, and their
     answers thrown away with the connection."""
 
     def __init__(
-        self, target: str, *, unavailable: int = 0, retry_after: str = "1", drop_answers: int = 0
+        self,
+        target: str,
+        *,
+        unavailable: int = 0,
+        retry_after: str | None = "1",
+        drop_answers: int = 0,
+        status: int = 503,
     ) -> None:
         self.target = target.removeprefix("http://")
         self.unavailable = unavailable
         self.retry_after = retry_after
         self.drop_answers = drop_answers
+        self.status = status
         self.seen: list[tuple[float, list[str], str]] = []  # when, event ids, what we did
         self._lock = threading.Lock()
         proxy = self
@@ -75,17 +82,18 @@ class FaultyProxy:
         with self._lock:
             if self.unavailable > 0:
                 self.unavailable -= 1
-                action = "503"
+                action = str(self.status)
             elif self.drop_answers > 0:
                 self.drop_answers -= 1
                 action = "drop"
             else:
                 action = "forward"
             self.seen.append((time.monotonic(), ids, action))
-        if action == "503":
+        if action == str(self.status):
             answer = b'{"error":"unavailable"}'
-            request.send_response(503)
-            request.send_header("Retry-After", self.retry_after)
+            request.send_response(self.status)
+            if self.retry_after is not None:
+                request.send_header("Retry-After", self.retry_after)
             request.send_header("Content-Type", "application/json")
             request.send_header("Content-Length", str(len(answer)))
             request.end_headers()
@@ -180,13 +188,36 @@ def test_503_with_retry_after_then_recovery_loses_nothing_and_doubles_nothing(
     assert answer["conversions"] == 120 and answer["value"] == {"USD": 120 * 250}
 
 
+def test_429_and_500_are_resent_and_given_up_after_max_retries(
+    server: ServerProcess, proxy_to: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = campaign()
+    limited = proxy_to(unavailable=2, status=429, retry_after="0")
+    with Client(WRITE_KEY, limited.url, retry=QUICK) as client:
+        purchases(client, name, 3)
+        assert client.flush(timeout=30)
+        assert (client.stats.accepted, client.stats.retries) == (3, 2)
+    assert limited.actions() == ["429", "429", "forward"]
+    failing = proxy_to(unavailable=1000, status=500, retry_after=None)
+    caplog.set_level(logging.ERROR, logger="convtrack_sdk")
+    twice = RetryPolicy(max_retries=2, base_delay_secs=0.01, max_delay_secs=0.02)
+    with Client(WRITE_KEY, failing.url, retry=twice) as client:
+        purchases(client, name, 4)
+        assert client.flush(timeout=30)
+        stats = client.stats
+    assert failing.actions() == ["500"] * 3  # the first try and two resends
+    assert (stats.accepted, stats.retries, stats.dropped) == (0, 2, {"retries_exhausted": 4})
+    assert any("gave up on 4 events after 2 retries" in r.getMessage() for r in caplog.records)
+    assert counted(server, name, 3)["conversions"] == 3
+
+
 def test_a_server_down_then_back_on_the_same_port_and_data_dir(
     server_factory: ServerFactory,
 ) -> None:
     server = server_factory({"CONVTRACK_LIMITS_USER_EVENTS_PER_SEC": "100000"})
     server.start()
     name = campaign()
-    retry = type(QUICK)(max_retries=1000, base_delay_secs=0.01, max_delay_secs=0.1)
+    retry = RetryPolicy(max_retries=1000, base_delay_secs=0.01, max_delay_secs=0.1)
     with Client(WRITE_KEY, server.url, retry=retry) as client:
         before = purchases(client, name, 5)
         assert client.flush(timeout=30)
@@ -228,7 +259,7 @@ def test_rate_limited_events_of_a_batch_are_resent_alone(server_factory: ServerF
     server = server_factory({"CONVTRACK_LIMITS_USER_EVENTS_PER_SEC": "5"})
     server.start()
     name = campaign()
-    patient = type(QUICK)(max_retries=100, base_delay_secs=0.05, max_delay_secs=0.3)
+    patient = RetryPolicy(max_retries=100, base_delay_secs=0.05, max_delay_secs=0.3)
     with Client(WRITE_KEY, server.url, retry=patient, flush_interval_secs=60) as client:
         sent = [client.track("Purchase", user_id="one-user", value=10, currency="USD",
                              campaign_id=name, context=BROWSER) for _ in range(12)]  # fmt: skip
