@@ -130,6 +130,7 @@ def test_what_each_answer_means() -> None:
     whole = classify(answer(400, {"error": "validation_failed", "errors": invalid}), 2)
     assert isinstance(whole, Refused) and whole.errors[0]["code"] == "batch_invalid"
     assert classify(answer(413, {"error": "body_too_large"}), 4) == Split()
+    assert classify(answer(413, {"error": "body_too_large", "limit_bytes": 9}), 4) == Split(9)
     assert isinstance(classify(answer(413, {"error": "body_too_large"}), 1), Refused)
     for status in (408, 429, 500, 502, 503, 504):
         assert classify(answer(status, {"error": "x"}, 2.0), 1) == Retry(2.0, f"http_{status}")

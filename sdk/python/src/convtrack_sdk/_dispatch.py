@@ -95,8 +95,7 @@ class Dispatcher:
             chunk = [chunk[i] for i in outcome.retry]
             outcome = Retry(None, "rate_limited")
         if isinstance(outcome, Split):
-            half = len(chunk) // 2
-            return [chunk[:half], chunk[half:]]
+            return self._smaller(chunk, outcome.limit_bytes)
         if isinstance(outcome, Refused):
             self._refused(chunk, outcome)
             return None
@@ -115,6 +114,23 @@ class Dispatcher:
             extra={"events": len(chunk), "delay_secs": delay, "reason": outcome.reason},
         )  # fmt: skip
         return Again(chunk, delay)
+
+    def _smaller(
+        self, chunk: list[QueuedEvent], limit_bytes: int | None
+    ) -> list[list[QueuedEvent]]:
+        """A chunk the server found too large, as requests within its limit when the
+        answer says it (kept for later requests too), else in halves."""
+        if limit_bytes is not None and limit_bytes < self._max_bytes:
+            self._max_bytes = limit_bytes
+            log.warning(
+                "convtrack: the server takes at most %d bytes a request; sending less",
+                limit_bytes, extra={"limit_bytes": limit_bytes},
+            )  # fmt: skip
+            parts = self.chunks(chunk)
+            if len(parts) > 1:
+                return parts
+        half = len(chunk) // 2
+        return [chunk[:half], chunk[half:]]
 
     def _rejected(self, event: QueuedEvent, errors: tuple[dict[str, str], ...]) -> None:
         codes = tuple(e.get("code", "") for e in errors)

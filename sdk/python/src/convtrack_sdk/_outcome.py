@@ -42,7 +42,7 @@ class Retry:
 
 @dataclass(frozen=True)
 class Split:
-    pass
+    limit_bytes: int | None = None  # the server's body limit, when its answer says it
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,11 @@ def classify(answer: Answer, count: int) -> Outcome:
         errors = _errors(body.get("errors")) if isinstance(body, dict) else ()
         return Refused(reason=error_name(answer), status=status, errors=errors)
     if status == 413:
-        return Split() if count > 1 else Refused(reason=error_name(answer), status=status)
+        if count == 1:
+            return Refused(reason=error_name(answer), status=status)
+        limit = body.get("limit_bytes") if isinstance(body, dict) else None
+        valid = isinstance(limit, int) and not isinstance(limit, bool) and limit > 0
+        return Split(limit if valid else None)
     if status in (408, 429) or status >= 500:
         return Retry(after_secs=answer.retry_after_secs, reason=f"http_{status}")
     return Refused(reason=error_name(answer), status=status)
