@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from convtrack.errors import StoreError
 from convtrack.store.hot.base import Effect, HotStore, SessionState, UserTouch
 
 T0 = 1_796_000_000_000_000
@@ -144,12 +143,45 @@ class HotContract(ABC):
         assert hot.positions("g") == {0: 10, 1: 5}
         assert hot.positions("other") == {}
 
-    def test_a_failed_apply_changes_nothing(self, hot: HotStore) -> None:
-        hot.apply("g", [effect("a", value=2**63 - 1)], {0: 1}, T0)
-        with pytest.raises(StoreError):
-            hot.apply("g", [effect("b", value=2**63 - 1)], {0: 2}, T0)  # the sum overflows
-        assert hot.positions("g") == {0: 1}
-        assert hot.apply("g", [effect("b", campaign_id="other")], {0: 2}, T0).counted == [True]
+    def test_sums_saturate_at_64_bits_count_the_overflow_and_counting_goes_on(
+        self, hot: HotStore
+    ) -> None:
+        top = 2**63 - 1
+        de = {"country_code": "DE"}
+        poison = [effect("a", value=top, dimensions=de), effect("b", value=top, dimensions=de)]
+        first = hot.apply("g", poison, {0: 2}, T0)
+        assert first.counted == [True, True]
+        assert first.value_overflows == 1
+        assert hot.conversions("spring", "2026-11-29").value == {"USD": top}
+        # later events of the capped total and of others are still counted
+        later = [effect("c", value=5, dimensions=de), effect("d", value=7, campaign_id="other")]
+        second = hot.apply("g", later, {0: 4}, T0 + MINUTE)
+        assert second.counted == [True, True]
+        assert second.value_overflows == 1
+        assert hot.positions("g") == {0: 4}
+        spring = hot.conversions("spring", "2026-11-29")
+        assert (spring.conversions, spring.value) == (3, {"USD": top})
+        assert hot.conversions("other", "2026-11-29").value == {"USD": 7}
+        # sums over rows that each fit are held at the bound too
+        everything = hot.conversions(None, "2026-11-29")
+        assert (everything.conversions, everything.value) == (4, {"USD": top})
+        assert [(t.campaign_id, t.value) for t in hot.campaign_totals("2026-11-29")] == [
+            ("other", {"USD": 7}),
+            ("spring", {"USD": top}),
+        ]
+        ((country, by_country),) = hot.breakdown("country_code", "2026-11-29")
+        assert (country, by_country.conversions, by_country.value) == ("DE", 3, {"USD": top})
+        hot.apply("g", [effect("e", value=top, campaign_id="other")], {0: 5}, T0 + MINUTE)
+        live = hot.live(T0 + MINUTE, window_minutes=60, latency_minutes=60)
+        assert live.value == {"USD": top}
+        assert live.conversions == 5
+        assert {c.campaign_id: c.value for c in live.campaigns} == {
+            "spring": {"USD": top},
+            "other": {"USD": top},
+        }
+        assert live.value_overflows_total == 3
+        everything = hot.conversions(None, "2026-11-29")
+        assert (everything.conversions, everything.value) == (5, {"USD": top})
 
     def test_expire_forgets_only_what_ended(self, hot: HotStore) -> None:
         hot.apply("g", [effect("old"), effect("new", at=T0 + 2 * DAY)], {0: 2}, T0 + 2 * DAY)

@@ -157,6 +157,7 @@ class DedupeCommitStep(Step):
             self._commit_log_positions(batch.positions)
         self._observe(live, result.counted, now)
         self._metrics.latency_anomalies.inc(result.latency_anomalies)
+        self._metrics.value_overflows.inc(result.value_overflows)
 
     def _commit_log_positions(self, positions: dict[int, int]) -> None:
         # Only a hint (for lag, and where a partition's next owner starts reading before

@@ -24,6 +24,19 @@ import msgspec
 
 NO_CAMPAIGN = "(none)"
 
+# Every stored total (a value sum, a count) is a signed 64-bit integer, the widest both
+# stores add natively. A sum that would pass a bound stays at it (saturates) instead of
+# failing the batch: one huge value must never stop counting. Each apply that capped a
+# campaign's day total (per currency) adds one to ``value_overflows``.
+TOTAL_MAX = 2**63 - 1
+TOTAL_MIN = -(2**63)
+
+
+def saturate(total: int) -> int:
+    """``total`` held within the 64-bit bounds of a stored total."""
+    return TOTAL_MAX if total > TOTAL_MAX else TOTAL_MIN if total < TOTAL_MIN else total
+
+
 # Upper bounds, in milliseconds, of the end-to-end latency histogram kept per minute.
 LATENCY_BOUNDS_MS = (
     1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500, 750,
@@ -81,6 +94,7 @@ class ApplyResult(msgspec.Struct, frozen=True):
     counted: list[bool]  # per effect: True when new (remembered, and counted if a conversion)
     duplicates: int
     latency_anomalies: int
+    value_overflows: int = 0  # campaign day totals this apply capped at TOTAL_MAX/TOTAL_MIN
 
 
 class ConversionStats(msgspec.Struct, frozen=True):
@@ -108,6 +122,7 @@ class LiveStats(msgspec.Struct, frozen=True, kw_only=True):
     duplicates_total: int
     latency_anomalies_total: int
     per_minute: list[dict[str, int | str]]
+    value_overflows_total: int = 0  # all-time ApplyResult.value_overflows
 
 
 class HotStore(ABC):

@@ -2,7 +2,8 @@
 -- Apply one batch of hot-store effects atomically (see store/hot/redis.py).
 -- ARGV[1]: msgpack header; ARGV[2]: effect records; ARGV[3]: session and touch writes
 -- (store/hot/redis_batch.py lays them out).
--- Returns {verdicts ("1" new / "0" not, one per effect), duplicates, latency anomalies}.
+-- Returns {verdicts ("1" new / "0" not, one per effect), duplicates, latency anomalies,
+-- day totals capped at 64 bits}.
 -- Keys are computed here, not declared: a single Redis (or a primary) is required.
 -- The shebang makes Redis refuse the whole script up front when it is out of memory,
 -- instead of failing its first write after a part of the batch was applied.
@@ -57,11 +58,12 @@ end
 
 -- aggregated increments: key -> field -> {small sum, {big decimal strings}}
 local incr, incr_keys = {}, {}
-local function add(key, field, small, big)
+-- (the third slot marks a campaign's day total, whose capping is counted)
+local function add(key, field, small, big, day_total)
   local cells = incr[key]
   if not cells then cells = {}; incr[key] = cells; incr_keys[#incr_keys + 1] = key end
   local c = cells[field]
-  if not c then c = {0, {}}; cells[field] = c end
+  if not c then c = {0, {}, day_total}; cells[field] = c end
   if big then c[2][#c[2] + 1] = big else c[1] = c[1] + small end
 end
 
@@ -133,33 +135,56 @@ for grp, n in pairs(events) do
     for c = 1, #cells do
       local kinds = c == 1 and {'c', 'v'} or {'n', 'v'}
       add(cells[c][1], kinds[1] .. cells[c][2], n_conv)
-      add(cells[c][1], kinds[2] .. cells[c][2], value)
+      add(cells[c][1], kinds[2] .. cells[c][2], value, nil, c == 2)
       for _, amount in ipairs(big) do add(cells[c][1], kinds[2] .. cells[c][2], 0, amount) end
     end
   end
 end
 for bucket, n in pairs(latency) do add(h.lat, tostring(bucket), n) end
 
--- Counters first, undone on any error (a 64-bit overflow): the script is atomic but
--- Redis does not roll back a failed one, so nothing else is written before this.
-local journal = {}
+-- Counters first. A total that would pass 64 bits stays at the bound (saturates)
+-- instead of failing the batch, and a capped day total is counted. Any other error
+-- undoes the increments made before it: the script is atomic but Redis does not roll
+-- back a failed one, so nothing else is written before this.
+local BOUND_MAX, BOUND_MIN = '9223372036854775807', '-9223372036854775808'
+local journal, overflows = {}, 0
 local function negate(s) if s:sub(1, 1) == '-' then return s:sub(2) end return '-' .. s end
+local function undo()
+  for j = #journal, 1, -1 do
+    local u = journal[j]
+    if u[4] ~= nil then
+      if u[4] then redis.call('HSET', u[1], u[2], u[4]) else redis.call('HDEL', u[1], u[2]) end
+    elseif redis.call('HINCRBY', u[1], u[2], negate(u[3])) == 0 then
+      redis.call('HDEL', u[1], u[2])
+    end
+  end
+end
+-- returns an error text, or whether the total was capped
 local function hincrby(key, field, amount)
   local r = redis.pcall('HINCRBY', key, field, amount)
-  if type(r) == 'table' and r.err then
-    for j = #journal, 1, -1 do
-      local u = journal[j]
-      if redis.call('HINCRBY', u[1], u[2], negate(u[3])) == 0 then redis.call('HDEL', u[1], u[2]) end
-    end
-    return r.err
+  if type(r) ~= 'table' or not r.err then
+    journal[#journal + 1] = {key, field, amount}
+    return nil, false
   end
-  journal[#journal + 1] = {key, field, amount}
+  -- 'would overflow': the total passes 64 bits; 'out of range': the amount alone does
+  if not (string.find(r.err, 'would overflow', 1, true)
+      or string.find(r.err, 'not an integer or out of range', 1, true)) then
+    undo()
+    return r.err, false
+  end
+  journal[#journal + 1] = {key, field, nil, redis.call('HGET', key, field) or false}
+  redis.call('HSET', key, field, amount:sub(1, 1) == '-' and BOUND_MIN or BOUND_MAX)
+  return nil, true
 end
 for _, key in ipairs(incr_keys) do
   for field, c in pairs(incr[key]) do
-    local err = c[1] ~= 0 and hincrby(key, field, fmt(c[1]))
-    for _, big in ipairs(c[2]) do err = err or hincrby(key, field, big) end
+    local err, capped, hit = nil, false, false
+    if c[1] ~= 0 then err, capped = hincrby(key, field, fmt(c[1])) end
+    for _, big in ipairs(c[2]) do
+      if not err then err, hit = hincrby(key, field, big); capped = capped or hit end
+    end
     if err then return redis.error_reply('hot store: ' .. key .. ' ' .. err) end
+    if capped and c[3] then overflows = overflows + 1 end
   end
 end
 
@@ -215,6 +240,7 @@ end
 if h.n > 0 then
   redis.call('HINCRBY', h.tot, 'duplicates', duplicates)
   redis.call('HINCRBY', h.tot, 'latency_anomalies', anomalies)
+  if overflows > 0 then redis.call('HINCRBY', h.tot, 'value_overflows', overflows) end
   for _, key in ipairs(h.minute_keys) do
     if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, h.minute_ttl_s) end
   end
@@ -228,4 +254,4 @@ while pos <= #ARGV[3] do
   key, payload, ttl_ms, pos = struct.unpack(WRITE, ARGV[3], pos)
   redis.call('SET', key, payload, 'PX', fmt(ttl_ms))
 end
-return {table.concat(verdicts), duplicates, anomalies}
+return {table.concat(verdicts), duplicates, anomalies, overflows}

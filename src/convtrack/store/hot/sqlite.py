@@ -27,6 +27,7 @@ from convtrack.store.hot.base import (
     LiveStats,
     SessionState,
     UserTouch,
+    saturate,
 )
 from convtrack.store.hot.livestats import (
     ANOMALY_US,
@@ -106,6 +107,60 @@ def _select(
         )
         found.update((row[0], (row[1], row[2], row[3])) for row in rows)
     return found
+
+
+_COUNTER_KEYS = ("campaign_id", "event_date", "currency")
+_DIM_KEYS = ("dimension", "event_date", "dim_value", "campaign_id", "currency")
+_MINUTE_KEYS = ("minute", "campaign_id", "currency")
+_MINUTE_SUMS = ("events", "conversions", "duplicates", "value")
+
+
+def _add_cells(
+    conn: sqlite3.Connection,
+    table: str,
+    key_columns: tuple[str, ...],
+    sum_columns: tuple[str, ...],
+    cells: Mapping[tuple[Any, ...], Sequence[int]],
+) -> int:
+    """Add each cell's amounts to its stored row, saturating; how many rows were capped.
+
+    Added here, not in SQL: SQLite turns an integer sum past 64 bits into an
+    inexact float, and the batch's own amounts may already be past it.
+    """
+    where = " AND ".join(f"{c} = ?" for c in key_columns)
+    read = f"SELECT {', '.join(sum_columns)} FROM {table} WHERE {where}"
+    write = f"INSERT OR REPLACE INTO {table} ({', '.join(key_columns + sum_columns)}) VALUES"
+    write += f" ({', '.join('?' * (len(key_columns) + len(sum_columns)))})"
+    capped = 0
+    rows = []
+    for key, amounts in cells.items():
+        stored = conn.execute(read, key).fetchone() or (0,) * len(sum_columns)
+        exact = [int(old) + amount for old, amount in zip(stored, amounts, strict=True)]
+        held = [saturate(total) for total in exact]
+        capped += held != exact
+        rows.append((*key, *held))
+    conn.executemany(write, rows)
+    return capped
+
+
+def _held(values: Mapping[str, int]) -> dict[str, int]:
+    return {currency: saturate(total) for currency, total in values.items()}
+
+
+def _totals(rows: Iterable[tuple[Any, ...]]) -> dict[str, tuple[int, dict[str, int]]]:
+    """(group, currency, conversions, value) rows summed per group, saturating:
+    conversions, and value per currency (none for the empty currency)."""
+    counts: defaultdict[str, int] = defaultdict(int)
+    values: defaultdict[str, dict[str, int]] = defaultdict(dict)
+    for group, currency, n, amount in rows:
+        counts[str(group)] += int(n)
+        if currency:
+            held = values[str(group)]
+            held[str(currency)] = held.get(str(currency), 0) + int(amount)
+    return {
+        group: (saturate(n), {c: saturate(v) for c, v in values[group].items()})
+        for group, n in counts.items()
+    }
 
 
 class SqliteHotStore(HotStore):
@@ -217,41 +272,32 @@ class SqliteHotStore(HotStore):
                 "INSERT INTO tokens VALUES (?, ?, ?, ?)" + upsert,
                 [(k, *v) for k, v in new_tokens.items()],
             )
-        for row_key, (n, amount) in counters.items():  # a row per campaign, date, currency
-            (total,) = conn.execute(
-                "INSERT INTO counters VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
-                " conversions = conversions + excluded.conversions, value = value + excluded.value"
-                " RETURNING value",
-                (*row_key, n, amount),
-            ).fetchone()
-            if not isinstance(total, int):  # SQLite turns an overflowing sum into a float
-                raise StoreError(f"value total of {row_key} overflows 64 bits")
-        conn.executemany(
-            "INSERT INTO dim_counters (dimension, event_date, dim_value, campaign_id, currency,"
-            " conversions, value) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
-            " conversions = conversions + excluded.conversions, value = value + excluded.value",
-            [(*k, v[0], v[1]) for k, v in dims.items()],
-        )
-        conn.executemany(
-            "INSERT INTO minutes VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
-            " events = events + excluded.events, conversions = conversions + excluded.conversions,"
-            " duplicates = duplicates + excluded.duplicates, value = value + excluded.value",
-            [(*k, *v) for k, v in minutes.items()],
-        )
+        overflows = _add_cells(conn, "counters", _COUNTER_KEYS, ("conversions", "value"), counters)
+        _add_cells(conn, "dim_counters", _DIM_KEYS, ("conversions", "value"), dims)
+        _add_cells(conn, "minutes", _MINUTE_KEYS, _MINUTE_SUMS, minutes)
         conn.executemany(
             "INSERT INTO latency VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
             [(*k, n) for k, n in latency.items()],
         )
         conn.executemany(
             "INSERT INTO totals VALUES (?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
-            [("duplicates", duplicates), ("latency_anomalies", anomalies)],
+            [
+                ("duplicates", duplicates),
+                ("latency_anomalies", anomalies),
+                ("value_overflows", overflows),
+            ],
         )
         conn.executemany(
             "INSERT INTO positions VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET"
             " next_offset = MAX(next_offset, excluded.next_offset)",
             [(group, p, o) for p, o in positions.items()],
         )
-        return ApplyResult(counted=counted, duplicates=duplicates, latency_anomalies=anomalies)
+        return ApplyResult(
+            counted=counted,
+            duplicates=duplicates,
+            latency_anomalies=anomalies,
+            value_overflows=overflows,
+        )
 
     def _write_sessions(
         self, sessions: Sequence[SessionState], touches: Sequence[UserTouch]
@@ -302,20 +348,16 @@ class SqliteHotStore(HotStore):
         return found
 
     def breakdown(self, dimension: str, date: str) -> list[tuple[str, ConversionStats]]:
+        # Summed here, not with SQL SUM: a sum over rows can pass 64 bits even when
+        # each row is within them (SQLite's SUM then fails with "integer overflow").
         rows = self._read(
-            "SELECT dim_value, currency, SUM(conversions), SUM(value) FROM dim_counters"
-            " WHERE dimension = ? AND event_date = ? GROUP BY dim_value, currency",
+            "SELECT dim_value, currency, conversions, value FROM dim_counters"
+            " WHERE dimension = ? AND event_date = ?",
             (dimension, date),
         )
-        totals: dict[str, list[Any]] = {}
-        for dim_value, currency, n, amount in rows:
-            entry = totals.setdefault(dim_value, [0, {}])
-            entry[0] += int(n)
-            if currency:
-                entry[1][currency] = int(amount)
         return [
-            (key, ConversionStats(None, date, entry[0], entry[1]))
-            for key, entry in sorted(totals.items())
+            (key, ConversionStats(None, date, n, value))
+            for key, (n, value) in sorted(_totals(rows).items())
         ]
 
     def expire(self, watermark_us: int, max_rows: int) -> int:
@@ -354,18 +396,16 @@ class SqliteHotStore(HotStore):
     def conversions(self, campaign_id: str | None, date: str) -> ConversionStats:
         if campaign_id is None:
             rows = self._read(
-                "SELECT currency, SUM(conversions), SUM(value) FROM counters"
-                " WHERE event_date = ? GROUP BY currency",
+                "SELECT '', currency, conversions, value FROM counters WHERE event_date = ?",
                 (date,),
             )
         else:
             rows = self._read(
-                "SELECT currency, conversions, value FROM counters"
+                "SELECT '', currency, conversions, value FROM counters"
                 " WHERE campaign_id = ? AND event_date = ?",
                 (campaign_id, date),
             )
-        conversions = sum(int(r[1]) for r in rows)
-        value = {str(r[0]): int(r[2]) for r in rows if r[0]}
+        conversions, value = _totals(rows).get("", (0, {}))
         return ConversionStats(campaign_id, date, conversions, value)
 
     def campaign_totals(self, date: str) -> list[ConversionStats]:
@@ -374,13 +414,7 @@ class SqliteHotStore(HotStore):
             " WHERE event_date = ? AND conversions > 0 ORDER BY campaign_id, currency",
             (date,),
         )
-        totals: dict[str, tuple[int, dict[str, int]]] = {}
-        for campaign, currency, n, amount in rows:
-            count, value = totals.get(str(campaign), (0, {}))
-            if currency:
-                value[str(currency)] = int(amount)
-            totals[str(campaign)] = (count + int(n), value)
-        return [ConversionStats(c, date, n, v) for c, (n, v) in totals.items()]
+        return [ConversionStats(c, date, n, v) for c, (n, v) in _totals(rows).items()]
 
     def _total(self, name: str) -> int:
         rows = self._read("SELECT n FROM totals WHERE name = ?", (name,))
@@ -416,7 +450,7 @@ class SqliteHotStore(HotStore):
             )
         }
         campaigns = [
-            CampaignLive(c, n, dict(campaign_value[c])) for c, n in by_campaign.items() if n
+            CampaignLive(c, n, _held(campaign_value[c])) for c, n in by_campaign.items() if n
         ]
         campaigns.sort(key=lambda c: (-c.conversions, c.campaign_id))
         return LiveStats(
@@ -424,7 +458,7 @@ class SqliteHotStore(HotStore):
             events=sum(v[0] for v in per_minute.values()),
             conversions=sum(v[1] for v in per_minute.values()),
             duplicates=sum(v[2] for v in per_minute.values()),
-            value=dict(value),
+            value=_held(value),
             campaigns=campaigns,
             latency_ms={
                 "p50": percentile_ms(histogram, 0.50),
@@ -435,6 +469,7 @@ class SqliteHotStore(HotStore):
             duplicates_total=self._total("duplicates"),
             latency_anomalies_total=self._total("latency_anomalies"),
             per_minute=minute_rows(per_minute),
+            value_overflows_total=self._total("value_overflows"),
         )
 
     def remembered(self) -> int:
