@@ -64,6 +64,17 @@ class TestRedisHotContract(HotContract):
     def open_store(self, path: Path) -> HotStore:
         return open_redis(self.url, path, self.WINDOW_SECS)
 
+    def let_time_pass(self, hot: HotStore, secs: float) -> None:
+        """Deletes what Redis would drop by TTL within ``secs`` (no sleeping)."""
+        assert isinstance(hot, RedisHotStore)
+        client = redis.Redis.from_url(self.url)
+        try:
+            for key in client.scan_iter(match=f"{hot.key_prefix}:*", count=1000):
+                if 0 <= client.pttl(key) <= secs * 1000:
+                    client.delete(key)
+        finally:
+            client.close()
+
     def test_expire_forgets_only_what_ended(self, hot: HotStore) -> None:
         """Redis forgets a slice (a quarter window) at a time; duplicates are still exact.
 

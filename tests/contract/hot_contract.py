@@ -183,6 +183,74 @@ class HotContract(ABC):
         everything = hot.conversions(None, "2026-11-29")
         assert (everything.conversions, everything.value) == (5, {"USD": top})
 
+    def let_time_pass(self, hot: HotStore, secs: float) -> None:
+        """What ``secs`` of real time do to the store by themselves (none in SQLite)."""
+        return None
+
+    def test_a_backlog_days_behind_still_meets_its_first_copies(self, hot: HotStore) -> None:
+        """Dedup follows the data's time: 3 days of backlog, processed hours late."""
+        processing = T0 + 3 * DAY + HOUR
+        first = effect(
+            "a", at=processing - 30 * HOUR, offset=0, token_id="tok",
+            token_expires_at_us=processing - 28 * HOUR,
+        )  # fmt: skip
+        assert hot.apply("g", [first], {0: 1}, processing).counted == [True]
+        self.let_time_pass(hot, 2.5)
+        retry = effect("a", at=processing - 29 * HOUR, offset=1)
+        token_retry = effect("b", at=processing - 29 * HOUR, offset=2, token_id="tok")
+        second = hot.apply("g", [retry, token_retry], {0: 3}, processing + 2_500_000)
+        assert second.counted == [False, False]
+        # a stream over 3 days, each id sent again 50 min later and some 25 h later
+        start = processing - 3 * DAY
+        stream = []
+        for i in range(72):
+            stream += [(start + i * HOUR, f"id{i}"), (start + i * HOUR + 50 * MINUTE, f"id{i}")]
+            if i % 10 == 0:
+                stream.append((start + i * HOUR + 25 * HOUR, f"id{i}"))
+        stream.sort()
+        expected, counted_at = [], {}
+        for at, event_id in stream:
+            new = counted_at.get(event_id, -DAY) + self.WINDOW_SECS * 1_000_000 <= at
+            expected.append(new)
+            if new:
+                counted_at[event_id] = at
+        batches = []
+        for n, begin in enumerate(range(0, len(stream), 9)):
+            effects = [
+                effect(event_id, at=at, offset=3 + begin + k)
+                for k, (at, event_id) in enumerate(stream[begin : begin + 9])
+            ]
+            batches.append((effects, {0: 3 + begin + len(effects)}, processing + n * 10 * MINUTE))
+        verdicts = []
+        for effects, positions, now in batches:
+            self.let_time_pass(hot, 600)
+            verdicts += hot.apply("g", effects, positions, now).counted
+        assert verdicts == expected
+        assert hot.conversions("spring", "2026-11-29").conversions == 1 + sum(expected)
+        # a replay of the whole backlog gets every first verdict back and counts nothing
+        replayed = [c for e, p, now in batches for c in hot.apply("g", e, p, now).counted]
+        assert replayed == expected
+        assert hot.conversions("spring", "2026-11-29").conversions == 1 + sum(expected)
+
+    def test_two_counted_copies_of_an_id_in_one_batch_both_keep_their_verdict(
+        self, hot: HotStore
+    ) -> None:
+        """Copies more than a window apart both count, and a replay says so for each."""
+        copies = [
+            effect("a", at=T0, offset=0),
+            effect("a", at=T0 + 10 * MINUTE, offset=1),
+            effect("a", at=T0 + 25 * HOUR, offset=2),
+            effect("a", at=T0 + 50 * HOUR, offset=3),
+        ]
+        assert hot.apply("g", copies, {0: 4}, T0 + 51 * HOUR).counted == [True, False, True, True]
+        replay = hot.apply("g", copies, {0: 4}, T0 + 51 * HOUR + MINUTE)
+        assert replay.counted == [True, False, True, True]
+        # the same after a later batch moved the window on
+        later = effect("a", at=T0 + 50 * HOUR + MINUTE, offset=4)
+        assert hot.apply("g", [later], {0: 5}, T0 + 51 * HOUR).counted == [False]
+        assert hot.apply("g", copies, {0: 5}, T0 + 52 * HOUR).counted == [True, False, True, True]
+        assert hot.conversions("spring", "2026-11-29").conversions == 3
+
     def test_expire_forgets_only_what_ended(self, hot: HotStore) -> None:
         hot.apply("g", [effect("old"), effect("new", at=T0 + 2 * DAY)], {0: 2}, T0 + 2 * DAY)
         assert hot.remembered() == 2

@@ -74,6 +74,11 @@ class RedisHotStore(HotStore):
         self._expire = self._redis.script(package, "redis_expire.lua")
         self._remembered = self._redis.script(package, "redis_remembered.lua")
 
+    @property
+    def key_prefix(self) -> str:
+        """``hot.redis_prefix``: every key of this store starts with it and ``:``."""
+        return self._keys.prefix
+
     @classmethod
     def from_settings(cls, hot: HotSettings, dedup: DedupSettings) -> RedisHotStore:
         if not hot.redis_url:

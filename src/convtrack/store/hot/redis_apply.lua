@@ -11,6 +11,8 @@ local h = cmsgpack.unpack(ARGV[1])
 local RECORD, WRITE = '>I4ddI4BdI4I4c15', '>I4c0I4c0d'
 local TAG, STRIDE = 4294967296, 2654435761
 local window_us, slice_us, now_us = h.window_us, h.slice_us, h.now_us
+-- TTLs count from the data's time, not the processor's: see keys.py, BACKLOG_MARGIN_SECS
+local data_now_us = h.data_now_us
 local slice_s = slice_us / 1000000
 
 local function fmt(n) return string.format('%.0f', n) end
@@ -189,7 +191,8 @@ for _, key in ipairs(incr_keys) do
 end
 
 local function slice_ttl(s)
-  return math.max(1, math.ceil(((s + 1) * slice_us + window_us - now_us) / 1000000) + h.margin_s)
+  return math.max(1, math.ceil(((s + 1) * slice_us + window_us - data_now_us) / 1000000))
+    + h.margin_s
 end
 local function ensure_slice(s)
   if fnow[s] then return end
@@ -219,12 +222,12 @@ for _, e in ipairs(fresh) do
   local token = e[5]
   if token and seen_tokens[token[1]] then
     local expires = token[2]
-    local ttl_ms = math.max(1, math.floor((expires - now_us) / 1000)) + h.margin_s * 1000
+    local ttl_ms = math.max(1, math.floor((expires - data_now_us) / 1000)) + h.margin_s * 1000
     redis.call('SET', h.t .. token[1], fmt(expires), 'PX', fmt(ttl_ms))
     local ts = math.floor(expires / slice_us)
     redis.call('INCR', h.tc .. ts)
     redis.call('EXPIRE', h.tc .. ts,
-      math.max(1, math.ceil(((ts + 1) * slice_us - now_us) / 1000000) + h.margin_s))
+      math.max(1, math.ceil(((ts + 1) * slice_us - data_now_us) / 1000000)) + h.margin_s)
     redis.call('ZADD', h.tx, ts, ts)
     seen_tokens[token[1]] = nil -- written once
   end

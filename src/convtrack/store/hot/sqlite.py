@@ -41,6 +41,12 @@ CREATE TABLE IF NOT EXISTS dedup (
     k TEXT PRIMARY KEY, expires_at_us INTEGER NOT NULL, part INTEGER NOT NULL, off INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup (expires_at_us);
+CREATE TABLE IF NOT EXISTS earlier_copies (
+    part INTEGER NOT NULL, off INTEGER NOT NULL, k TEXT NOT NULL, expires_at_us INTEGER NOT NULL,
+    PRIMARY KEY (part, off)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS earlier_copies_by_key ON earlier_copies (k);
+CREATE INDEX IF NOT EXISTS earlier_copies_expiry ON earlier_copies (expires_at_us);
 CREATE TABLE IF NOT EXISTS tokens (
     token_id TEXT PRIMARY KEY, expires_at_us INTEGER NOT NULL,
     part INTEGER NOT NULL, off INTEGER NOT NULL
@@ -163,6 +169,16 @@ def _totals(rows: Iterable[tuple[Any, ...]]) -> dict[str, tuple[int, dict[str, i
     }
 
 
+def _earlier_copies(conn: sqlite3.Connection, keys: list[str]) -> set[tuple[int, int]]:
+    """The positions of displaced counted copies of ``keys`` (see ``earlier_copies``)."""
+    found: set[tuple[int, int]] = set()
+    for chunk in _chunks(list(set(keys))):
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(f"SELECT part, off FROM earlier_copies WHERE k IN ({marks})", chunk)
+        found.update((int(p), int(o)) for p, o in rows)
+    return found
+
+
 class SqliteHotStore(HotStore):
     def __init__(
         self, path: Path, *, dedup_window_secs: int = 86_400, minute_retention: int = 1440
@@ -209,8 +225,16 @@ class SqliteHotStore(HotStore):
         token_ids = list({e.token_id for e in effects if e.token_id is not None})
         known_tokens = _select(conn, "tokens", "token_id", token_ids) if token_ids else {}
 
+        replayed = [
+            k for k, e in zip(keys, effects, strict=True) if e.offset < applied.get(e.partition, 0)
+        ]
+        earlier = _earlier_copies(conn, replayed) if replayed else set()
+
         counted: list[bool] = []
         new_keys: dict[str, Remembered] = {}
+        # Positions of counted copies whose dedup row a later counted copy took over
+        # (the window had ended): a replay still owns them.
+        displaced: dict[tuple[int, int], tuple[str, int]] = {}
         new_tokens: dict[str, Remembered] = {}
         counters: defaultdict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
         dims: defaultdict[tuple[str, str, str, str, str], list[int]] = defaultdict(lambda: [0, 0])
@@ -223,7 +247,7 @@ class SqliteHotStore(HotStore):
             here = (effect.partition, effect.offset)
             if effect.offset < applied.get(effect.partition, 0):
                 # Applied before (a replay): the verdict it got, and no second count.
-                counted.append(known.get(key, no_entry)[1:] == here)
+                counted.append(known.get(key, no_entry)[1:] == here or here in earlier)
                 continue
             at = effect.received_at_us
             is_dup = new_keys.get(key, known.get(key, no_entry))[0] > at
@@ -240,6 +264,9 @@ class SqliteHotStore(HotStore):
                 counted.append(False)
                 continue
             counted.append(True)
+            previous = new_keys.get(key, known.get(key, no_entry))
+            if previous[1] >= 0:
+                displaced[(previous[1], previous[2])] = (key, at + self._window_us)
             new_keys[key] = (at + self._window_us, *here)
             if effect.token_id is not None:
                 expires = effect.token_expires_at_us or at + self._window_us
@@ -266,6 +293,10 @@ class SqliteHotStore(HotStore):
         )
         conn.executemany(
             "INSERT INTO dedup VALUES (?, ?, ?, ?)" + upsert, [(k, *v) for k, v in new_keys.items()]
+        )
+        conn.executemany(
+            "INSERT OR REPLACE INTO earlier_copies VALUES (?, ?, ?, ?)",
+            [(*where, k, expires) for where, (k, expires) in displaced.items()],
         )
         if new_tokens:
             conn.executemany(
@@ -377,6 +408,11 @@ class SqliteHotStore(HotStore):
                         " WHERE expires_at_us <= ? LIMIT ?)",
                         (watermark_us, max_rows),
                     ).rowcount
+                self._conn.execute(
+                    "DELETE FROM earlier_copies WHERE (part, off) IN (SELECT part, off"
+                    " FROM earlier_copies WHERE expires_at_us <= ? LIMIT ?)",
+                    (watermark_us, max_rows),
+                )
                 for table in ("minutes", "latency"):
                     self._conn.execute(f"DELETE FROM {table} WHERE minute < ?", (oldest_minute,))
         except sqlite3.Error as exc:
