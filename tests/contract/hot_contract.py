@@ -318,6 +318,29 @@ class HotContract(ABC):
         assert hot.apply("g", mixed, {0: 107}, T0).counted == [True, False, True, False]
         assert hot.conversions("spring", "2026-11-29").conversions == 4
 
+    def test_a_replay_gets_back_the_blobs_recorded_with_counted_copies(self, hot: HotStore) -> None:
+        batch = [
+            effect("a", offset=10, recorded=b"A"),
+            effect("a", offset=11, recorded=b"not counted"),
+            effect("b", offset=12),
+            effect("c", offset=13, recorded=b"C\x00:binary"),
+        ]
+        first = hot.apply("g", batch, {0: 14}, T0)
+        assert (first.counted, first.recorded) == ([True, False, True, True], {})
+        replay = hot.apply("g", batch, {0: 14}, T0)
+        assert replay.recorded == {0: b"A", 3: b"C\x00:binary"}
+        # a replay from the middle, with new entries after it
+        mixed = [*batch[3:], effect("d", offset=14, recorded=b"D")]
+        assert hot.apply("g", mixed, {0: 15}, T0).recorded == {0: b"C\x00:binary"}
+        assert hot.apply("g", mixed, {0: 15}, T0).recorded == {0: b"C\x00:binary", 1: b"D"}
+        # a batch that starts past them forgets them: all before it was published
+        hot.apply("g", [effect("e", offset=15, partition=0)], {0: 16}, T0)
+        assert hot.apply("g", mixed, {0: 16}, T0).recorded == {}
+        other = [effect("f", partition=1, offset=0, recorded=b"F")]
+        hot.apply("g", other, {1: 1}, T0)
+        assert hot.apply("g", other, {1: 1}, T0).recorded == {0: b"F"}
+        assert hot.apply("h", other, {1: 1}, T0).recorded == {}  # per group
+
     def test_sessions_and_touches_are_written_with_the_batch(self, hot: HotStore) -> None:
         session = SessionState(
             key="s1",

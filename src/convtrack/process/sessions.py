@@ -10,7 +10,16 @@ its source and medium come from its own touch, else that last touch, else
 ``(direct)/(none)``.
 
 Sessions are read once per batch and written with the batch's counters, so
-a batch sees the sessions of the events before it, in log order.
+a batch sees the sessions of the events before it, in log order. A touch
+later than the event (received after it, but read first: out of order, or
+written by a run of this very batch) never attributes it.
+
+An entry the hot store has already applied (a batch retried after a failed
+publish, or replayed after a crash) was enriched when it was counted, and the
+stored sessions and touches already include it: its enrichment comes back
+from the hot store with its verdict (process/recorded.py), so here it is only
+worked out as a fallback, and it changes no session or touch, so that the new
+entries after it see the state the first run left.
 """
 
 from __future__ import annotations
@@ -49,10 +58,17 @@ def user_key(envelope: Envelope) -> str:
 
 class SessionStep(Step):
     def __init__(
-        self, hot: HotStore, ttl_secs: int, lookback_secs: int, next_step: Step | None = None
+        self,
+        hot: HotStore,
+        ttl_secs: int,
+        lookback_secs: int,
+        next_step: Step | None = None,
+        group: str = "processor",
     ) -> None:
+        """``group``: the hot-store consumer group the commit step applies with."""
         super().__init__(next_step)
         self._hot = hot
+        self._group = group
         self._ttl_us = ttl_secs * 1_000_000
         self._lookback_us = lookback_secs * 1_000_000
         self._touches: dict[tuple[Any, ...], tuple[Touch, dict[str, Any]]] = {}
@@ -89,10 +105,15 @@ class SessionStep(Step):
         envelopes = [i.envelope for i in items if i.envelope is not None]
         sessions = self._hot.sessions([session_key(e) for e in envelopes])
         touches = self._hot.user_touches([user_key(e) for e in envelopes])
+        applied = self._hot.positions(self._group)
         written_sessions: dict[str, SessionState] = {}
         written_touches: dict[str, UserTouch] = {}
         for item in items:
-            self._one(item, sessions, touches, written_sessions, written_touches)
+            if item.entry.offset < applied.get(item.entry.partition, 0):
+                # applied before: a fallback enrichment on copies, the state stays as stored
+                self._one(item, dict(sessions), dict(touches), {}, {})
+            else:
+                self._one(item, sessions, touches, written_sessions, written_touches)
         batch.sessions = list(written_sessions.values())
         batch.touches = list(written_touches.values())
 
@@ -141,7 +162,11 @@ class SessionStep(Step):
             touches[ukey] = written_touches[ukey] = remembered
         previous = touches.get(ukey)
         attributed = own
-        if attributed is None and previous is not None and previous.expires_at_us > at:
+        if (
+            attributed is None
+            and previous is not None
+            and previous.at_us <= at < previous.expires_at_us
+        ):
             attributed = previous.touch
         if attributed is None:
             item.campaign_source, item.campaign_medium = DIRECT

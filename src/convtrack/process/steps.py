@@ -17,6 +17,7 @@ from convtrack.model.tokens import read_claims
 from convtrack.observe.metrics import Metrics
 from convtrack.process.base import Batch, Item, Step
 from convtrack.process.enrich import Enricher, utc_date
+from convtrack.process.recorded import record, restore
 from convtrack.store.hot.base import NO_CAMPAIGN, Effect, HotStore
 
 log = logging.getLogger("convtrack.process")
@@ -148,6 +149,8 @@ class DedupeCommitStep(Step):
         result = self._hot.apply(
             self.GROUP, effects, batch.positions, now, batch.sessions, batch.touches
         )
+        for index, blob in result.recorded.items():  # a replay publishes what was counted
+            restore(live[index], blob)
         new = [item for item, fresh in zip(live, result.counted, strict=True) if fresh]
         self._processed.append_blocking([_processed_record(item, now) for item in new])
         # The log's own group only shows how far the processor got (the hot store's
@@ -238,4 +241,5 @@ def _effect(item: Item) -> Effect:
             "device_type": item.device_type,
             "campaign_source": item.campaign_source or "(direct)",
         },
+        recorded=record(item),
     )

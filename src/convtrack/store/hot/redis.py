@@ -118,12 +118,18 @@ class RedisHotStore(HotStore):
             minute_retention=self._minute_retention,
         )
         with self._translate("apply"):
-            verdicts, duplicates, anomalies, overflows = self._apply(keys=[], args=batch)
+            verdicts, duplicates, anomalies, overflows, handed_back = self._apply(
+                keys=[], args=batch
+            )
         return ApplyResult(
             counted=[flag == ord("1") for flag in verdicts],
             duplicates=int(duplicates),
             latency_anomalies=int(anomalies),
             value_overflows=int(overflows),
+            recorded={
+                int(handed_back[k]) - 1: bytes(handed_back[k + 1])
+                for k in range(0, len(handed_back), 2)
+            },
         )
 
     def expire(self, watermark_us: int, max_rows: int) -> int:

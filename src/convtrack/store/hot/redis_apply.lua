@@ -1,9 +1,9 @@
 #!lua flags=no-cluster
 -- Apply one batch of hot-store effects atomically (see store/hot/redis.py).
--- ARGV[1]: msgpack header; ARGV[2]: effect records; ARGV[3]: session and touch writes
--- (store/hot/redis_batch.py lays them out).
+-- ARGV[1]: msgpack header; ARGV[2]: effect records; ARGV[3]: session and touch writes;
+-- ARGV[4]: each effect's recorded blob (store/hot/redis_batch.py lays them out).
 -- Returns {verdicts ("1" new / "0" not, one per effect), duplicates, latency anomalies,
--- day totals capped at 64 bits}.
+-- day totals capped at 64 bits, {index, blob, ...} of the replayed counted effects}.
 -- Keys are computed here, not declared: a single Redis (or a primary) is required.
 -- The shebang makes Redis refuse the whole script up front when it is out of memory,
 -- instead of failing its first write after a part of the batch was applied.
@@ -69,6 +69,11 @@ local function add(key, field, small, big, day_total)
   if big then c[2][#c[2] + 1] = big else c[1] = c[1] + small end
 end
 
+-- the recorded blob of each effect, and each partition's first offset in the batch
+local blobs, firsts, bpos = {}, {}, 1
+for i = 1, h.n do blobs[i], bpos = struct.unpack('>I4c0', ARGV[4], bpos) end
+local replayed_own, new_blobs = {}, {}
+
 local verdicts, fresh, seen, seen_tokens = {}, {}, {}, {}
 -- per cell group: events, duplicates, new conversions, their small-value sum, big values
 local events, dups, conversions, values, bigs, latency = {}, {}, {}, {}, {}, {}
@@ -80,11 +85,13 @@ for i = 1, h.n do
   local field = digest:sub(4)
   local tag = (off % TAG + (part * STRIDE) % TAG) % TAG
   local min_slice = math.floor((at - window_us) / slice_us)
+  if not firsts[part] or off < firsts[part] then firsts[part] = off end
   if off < (applied[part] or 0) then
     -- applied before (a replay): the verdict it got then, and nothing changes
     local own = false
     for k = 1, lookup(seed, field, min_slice) do own = own or found_value[k] % TAG == tag end
     verdicts[i] = own and '1' or '0'
+    if own then replayed_own[#replayed_own + 1] = {i, part, off} end
   else
     local dup = seen[digest] ~= nil and seen[digest] + window_us > at
     if not dup then
@@ -106,6 +113,7 @@ for i = 1, h.n do
       verdicts[i] = '0'
     else
       verdicts[i] = '1'
+      if #blobs[i] > 0 then new_blobs[#new_blobs + 1] = {part, off, blobs[i]} end
       local remembered_s = math.ceil(at / 1000000) -- rounded up: the window is never shorter
       local s = math.floor(at / slice_us)
       seen[digest] = remembered_s * 1000000
@@ -248,6 +256,34 @@ if h.n > 0 then
     if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, h.minute_ttl_s) end
   end
 end
+-- The blobs a replay gets back, read before the batch's own are written. Members are
+-- "offset:blob" (unique per offset), scored by offset.
+local handed_back, by_part = {}, {}
+for _, r in ipairs(replayed_own) do
+  local i, part, off = r[1], r[2], r[3]
+  local stored = by_part[part]
+  if not stored then
+    stored = {}
+    local members = redis.call('ZRANGEBYSCORE', h.rec .. part, fmt(firsts[part]),
+      '(' .. fmt(applied[part]))
+    for _, m in ipairs(members) do
+      local colon = string.find(m, ':', 1, true)
+      stored[tonumber(m:sub(1, colon - 1))] = m:sub(colon + 1)
+    end
+    by_part[part] = stored
+  end
+  if stored[off] then
+    handed_back[#handed_back + 1] = i
+    handed_back[#handed_back + 1] = stored[off]
+  end
+end
+-- everything below a batch's first offset was published: its blobs are not needed
+for part, first in pairs(firsts) do
+  redis.call('ZREMRANGEBYSCORE', h.rec .. part, '-inf', '(' .. fmt(first))
+end
+for _, b in ipairs(new_blobs) do
+  redis.call('ZADD', h.rec .. b[1], fmt(b[2]), fmt(b[2]) .. ':' .. b[3])
+end
 for _, p in ipairs(h.positions) do
   if p[2] > (applied[p[1]] or -1) then redis.call('HSET', h.pos, p[1], fmt(p[2])) end
 end
@@ -257,4 +293,4 @@ while pos <= #ARGV[3] do
   key, payload, ttl_ms, pos = struct.unpack(WRITE, ARGV[3], pos)
   redis.call('SET', key, payload, 'PX', fmt(ttl_ms))
 end
-return {table.concat(verdicts), duplicates, anomalies, overflows}
+return {table.concat(verdicts), duplicates, anomalies, overflows, handed_back}

@@ -1,10 +1,11 @@
 """One batch of hot-store effects, encoded for the apply script (pure, no I/O).
 
-Three script arguments: a small msgpack header (settings, key names, the
+Four script arguments: a small msgpack header (settings, key names, the
 batch's distinct counter cells, positions, tokens, big amounts), the effects
 as fixed-size binary records (``RECORD``: Lua's ``struct.unpack`` reads one in
 a single call, several times faster than msgpack), and the session and touch
-writes as length-prefixed records. Python does what Lua cannot do exactly or
+writes as length-prefixed records, and each effect's recorded blob
+(length-prefixed, empty for none). Python does what Lua cannot do exactly or
 cheaply (the id hash, money amounts above 2**37 as decimal strings); the
 script derives slices, tags and deadlines from the times, in doubles that
 stay exact below 2**53. Redis's cmsgpack reads no ``bin`` type, so binary
@@ -123,7 +124,7 @@ def encode_batch(
     slice_secs: int,
     minute_retention: int,
 ) -> list[bytes]:
-    """The script's three arguments: header, effect records, writes."""
+    """The script's four arguments: header, effect records, writes, recorded blobs."""
     window_us = window_secs * 1_000_000
     minute = now_us // 60_000_000
     minute_key = keys.minute(minute)
@@ -160,6 +161,7 @@ def encode_batch(
         "max_fanout": MAX_FANOUT,
         "target": TARGET_PER_BUCKET,
         "pos": keys.positions(group),
+        "rec": keys.recorded_base(group),
         "d": keys.dedup_base,
         "dm": keys.slice_meta_base,
         "dx": keys.slice_index,
@@ -175,7 +177,13 @@ def encode_batch(
         "bigs": bigs,
         "tokens": tokens,
     }
-    return [_encode(header), bytes(records), _writes(keys, sessions, touches, data_now_us)]
+    blobs = b"".join(_WRITE_HEAD.pack(len(e.recorded)) + e.recorded for e in effects)
+    return [
+        _encode(header),
+        bytes(records),
+        _writes(keys, sessions, touches, data_now_us),
+        blobs,
+    ]
 
 
 def _writes(

@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS earlier_copies (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS earlier_copies_by_key ON earlier_copies (k);
 CREATE INDEX IF NOT EXISTS earlier_copies_expiry ON earlier_copies (expires_at_us);
+CREATE TABLE IF NOT EXISTS recorded (
+    grp TEXT NOT NULL, part INTEGER NOT NULL, off INTEGER NOT NULL, blob BLOB NOT NULL,
+    PRIMARY KEY (grp, part, off)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tokens (
     token_id TEXT PRIMARY KEY, expires_at_us INTEGER NOT NULL,
     part INTEGER NOT NULL, off INTEGER NOT NULL
@@ -169,6 +173,20 @@ def _totals(rows: Iterable[tuple[Any, ...]]) -> dict[str, tuple[int, dict[str, i
     }
 
 
+def _recorded(
+    conn: sqlite3.Connection, group: str, firsts: Mapping[int, int], applied: Mapping[int, int]
+) -> dict[tuple[int, int], bytes]:
+    """The blobs kept with the counted copies a replay covers, by position."""
+    found: dict[tuple[int, int], bytes] = {}
+    for part, first in firsts.items():
+        rows = conn.execute(
+            "SELECT off, blob FROM recorded WHERE grp = ? AND part = ? AND off >= ? AND off < ?",
+            (group, part, first, applied.get(part, 0)),
+        )
+        found.update(((part, int(off)), bytes(blob)) for off, blob in rows)
+    return found
+
+
 def _earlier_copies(conn: sqlite3.Connection, keys: list[str]) -> set[tuple[int, int]]:
     """The positions of displaced counted copies of ``keys`` (see ``earlier_copies``)."""
     found: set[tuple[int, int]] = set()
@@ -243,11 +261,20 @@ class SqliteHotStore(HotStore):
         duplicates = anomalies = 0
         minute = now_us // 60_000_000
         no_entry: Remembered = (0, -1, -1)
-        for key, effect in zip(keys, effects, strict=True):
+        firsts: dict[int, int] = {}
+        for e in effects:
+            firsts[e.partition] = min(e.offset, firsts.get(e.partition, e.offset))
+        blobs = _recorded(conn, group, firsts, applied) if replayed else {}
+        handed_back: dict[int, bytes] = {}
+        new_blobs: list[tuple[str, int, int, bytes]] = []
+        for index, (key, effect) in enumerate(zip(keys, effects, strict=True)):
             here = (effect.partition, effect.offset)
             if effect.offset < applied.get(effect.partition, 0):
                 # Applied before (a replay): the verdict it got, and no second count.
-                counted.append(known.get(key, no_entry)[1:] == here or here in earlier)
+                own = known.get(key, no_entry)[1:] == here or here in earlier
+                counted.append(own)
+                if own and here in blobs:
+                    handed_back[index] = blobs[here]
                 continue
             at = effect.received_at_us
             is_dup = new_keys.get(key, known.get(key, no_entry))[0] > at
@@ -268,6 +295,8 @@ class SqliteHotStore(HotStore):
             if previous[1] >= 0:
                 displaced[(previous[1], previous[2])] = (key, at + self._window_us)
             new_keys[key] = (at + self._window_us, *here)
+            if effect.recorded:
+                new_blobs.append((group, *here, effect.recorded))
             if effect.token_id is not None:
                 expires = effect.token_expires_at_us or at + self._window_us
                 new_tokens[effect.token_id] = (expires, *here)
@@ -294,6 +323,12 @@ class SqliteHotStore(HotStore):
         conn.executemany(
             "INSERT INTO dedup VALUES (?, ?, ?, ?)" + upsert, [(k, *v) for k, v in new_keys.items()]
         )
+        # Everything below a batch's first offset was published: its blobs are not needed.
+        conn.executemany(
+            "DELETE FROM recorded WHERE grp = ? AND part = ? AND off < ?",
+            [(group, p, o) for p, o in firsts.items()],
+        )
+        conn.executemany("INSERT OR REPLACE INTO recorded VALUES (?, ?, ?, ?)", new_blobs)
         conn.executemany(
             "INSERT OR REPLACE INTO earlier_copies VALUES (?, ?, ?, ?)",
             [(*where, k, expires) for where, (k, expires) in displaced.items()],
@@ -328,6 +363,7 @@ class SqliteHotStore(HotStore):
             duplicates=duplicates,
             latency_anomalies=anomalies,
             value_overflows=overflows,
+            recorded=handed_back,
         )
 
     def _write_sessions(
