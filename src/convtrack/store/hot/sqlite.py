@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ from convtrack.store.hot.base import (
     LiveStats,
     SessionState,
     UserTouch,
-    saturate,
 )
 from convtrack.store.hot.livestats import (
     ANOMALY_US,
@@ -35,166 +34,21 @@ from convtrack.store.hot.livestats import (
     minute_rows,
     percentile_ms,
 )
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS dedup (
-    k TEXT PRIMARY KEY, expires_at_us INTEGER NOT NULL, part INTEGER NOT NULL, off INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup (expires_at_us);
-CREATE TABLE IF NOT EXISTS earlier_copies (
-    part INTEGER NOT NULL, off INTEGER NOT NULL, k TEXT NOT NULL, expires_at_us INTEGER NOT NULL,
-    PRIMARY KEY (part, off)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS earlier_copies_by_key ON earlier_copies (k);
-CREATE INDEX IF NOT EXISTS earlier_copies_expiry ON earlier_copies (expires_at_us);
-CREATE TABLE IF NOT EXISTS recorded (
-    grp TEXT NOT NULL, part INTEGER NOT NULL, off INTEGER NOT NULL, blob BLOB NOT NULL,
-    PRIMARY KEY (grp, part, off)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS tokens (
-    token_id TEXT PRIMARY KEY, expires_at_us INTEGER NOT NULL,
-    part INTEGER NOT NULL, off INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS tokens_expiry ON tokens (expires_at_us);
-CREATE TABLE IF NOT EXISTS counters (
-    campaign_id TEXT NOT NULL, event_date TEXT NOT NULL, currency TEXT NOT NULL,
-    conversions INTEGER NOT NULL, value INTEGER NOT NULL,
-    PRIMARY KEY (campaign_id, event_date, currency)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS counters_by_date ON counters (event_date);
-CREATE TABLE IF NOT EXISTS minutes (
-    minute INTEGER NOT NULL, campaign_id TEXT NOT NULL, currency TEXT NOT NULL,
-    events INTEGER NOT NULL, conversions INTEGER NOT NULL, duplicates INTEGER NOT NULL,
-    value INTEGER NOT NULL,
-    PRIMARY KEY (minute, campaign_id, currency)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS latency (
-    minute INTEGER NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (minute, bucket)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dim_counters (
-    dimension TEXT NOT NULL, dim_value TEXT NOT NULL, campaign_id TEXT NOT NULL,
-    event_date TEXT NOT NULL, currency TEXT NOT NULL,
-    conversions INTEGER NOT NULL, value INTEGER NOT NULL,
-    PRIMARY KEY (dimension, event_date, dim_value, campaign_id, currency)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sessions (
-    key TEXT PRIMARY KEY, opened_at_us INTEGER NOT NULL, last_seen_us INTEGER NOT NULL,
-    expires_at_us INTEGER NOT NULL, first_touch TEXT, last_touch TEXT
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at_us);
-CREATE TABLE IF NOT EXISTS user_touches (
-    key TEXT PRIMARY KEY, touch TEXT NOT NULL, at_us INTEGER NOT NULL,
-    expires_at_us INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS user_touches_expiry ON user_touches (expires_at_us);
-CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS positions (
-    grp TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
-    PRIMARY KEY (grp, partition)
-) WITHOUT ROWID;
-"""
-_CHUNK = 500
-
-
-def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
-
-
-Remembered = tuple[int, int, int]  # expires_at_us, partition, offset of the counted copy
-
-
-def _select(
-    conn: sqlite3.Connection, table: str, column: str, keys: list[str]
-) -> dict[str, Remembered]:
-    found: dict[str, Remembered] = {}
-    for chunk in _chunks(keys):
-        marks = ",".join("?" * len(chunk))
-        rows = conn.execute(
-            f"SELECT {column}, expires_at_us, part, off FROM {table} WHERE {column} IN ({marks})",
-            chunk,
-        )
-        found.update((row[0], (row[1], row[2], row[3])) for row in rows)
-    return found
-
-
-_COUNTER_KEYS = ("campaign_id", "event_date", "currency")
-_DIM_KEYS = ("dimension", "event_date", "dim_value", "campaign_id", "currency")
-_MINUTE_KEYS = ("minute", "campaign_id", "currency")
-_MINUTE_SUMS = ("events", "conversions", "duplicates", "value")
-
-
-def _add_cells(
-    conn: sqlite3.Connection,
-    table: str,
-    key_columns: tuple[str, ...],
-    sum_columns: tuple[str, ...],
-    cells: Mapping[tuple[Any, ...], Sequence[int]],
-) -> int:
-    """Add each cell's amounts to its stored row, saturating; how many rows were capped.
-
-    Added here, not in SQL: SQLite turns an integer sum past 64 bits into an
-    inexact float, and the batch's own amounts may already be past it.
-    """
-    where = " AND ".join(f"{c} = ?" for c in key_columns)
-    read = f"SELECT {', '.join(sum_columns)} FROM {table} WHERE {where}"
-    write = f"INSERT OR REPLACE INTO {table} ({', '.join(key_columns + sum_columns)}) VALUES"
-    write += f" ({', '.join('?' * (len(key_columns) + len(sum_columns)))})"
-    capped = 0
-    rows = []
-    for key, amounts in cells.items():
-        stored = conn.execute(read, key).fetchone() or (0,) * len(sum_columns)
-        exact = [int(old) + amount for old, amount in zip(stored, amounts, strict=True)]
-        held = [saturate(total) for total in exact]
-        capped += held != exact
-        rows.append((*key, *held))
-    conn.executemany(write, rows)
-    return capped
-
-
-def _held(values: Mapping[str, int]) -> dict[str, int]:
-    return {currency: saturate(total) for currency, total in values.items()}
-
-
-def _totals(rows: Iterable[tuple[Any, ...]]) -> dict[str, tuple[int, dict[str, int]]]:
-    """(group, currency, conversions, value) rows summed per group, saturating:
-    conversions, and value per currency (none for the empty currency)."""
-    counts: defaultdict[str, int] = defaultdict(int)
-    values: defaultdict[str, dict[str, int]] = defaultdict(dict)
-    for group, currency, n, amount in rows:
-        counts[str(group)] += int(n)
-        if currency:
-            held = values[str(group)]
-            held[str(currency)] = held.get(str(currency), 0) + int(amount)
-    return {
-        group: (saturate(n), {c: saturate(v) for c, v in values[group].items()})
-        for group, n in counts.items()
-    }
-
-
-def _recorded(
-    conn: sqlite3.Connection, group: str, firsts: Mapping[int, int], applied: Mapping[int, int]
-) -> dict[tuple[int, int], bytes]:
-    """The blobs kept with the counted copies a replay covers, by position."""
-    found: dict[tuple[int, int], bytes] = {}
-    for part, first in firsts.items():
-        rows = conn.execute(
-            "SELECT off, blob FROM recorded WHERE grp = ? AND part = ? AND off >= ? AND off < ?",
-            (group, part, first, applied.get(part, 0)),
-        )
-        found.update(((part, int(off)), bytes(blob)) for off, blob in rows)
-    return found
-
-
-def _earlier_copies(conn: sqlite3.Connection, keys: list[str]) -> set[tuple[int, int]]:
-    """The positions of displaced counted copies of ``keys`` (see ``earlier_copies``)."""
-    found: set[tuple[int, int]] = set()
-    for chunk in _chunks(list(set(keys))):
-        marks = ",".join("?" * len(chunk))
-        rows = conn.execute(f"SELECT part, off FROM earlier_copies WHERE k IN ({marks})", chunk)
-        found.update((int(p), int(o)) for p, o in rows)
-    return found
+from convtrack.store.hot.sqlite_rows import (
+    COUNTER_KEYS,
+    DIM_KEYS,
+    MINUTE_KEYS,
+    MINUTE_SUMS,
+    SCHEMA,
+    Remembered,
+    add_cells,
+    chunks,
+    earlier_copies,
+    held,
+    recorded_blobs,
+    remembered_rows,
+    summed,
+)
 
 
 class SqliteHotStore(HotStore):
@@ -205,7 +59,7 @@ class SqliteHotStore(HotStore):
         self._minute_retention = minute_retention
         try:
             self._conn = connect(path, "normal")
-            self._conn.executescript(_SCHEMA)
+            self._conn.executescript(SCHEMA)
             self._reader = connect(path, "normal")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the hot store at {path}: {exc}") from exc
@@ -239,14 +93,14 @@ class SqliteHotStore(HotStore):
             conn.execute("SELECT partition, next_offset FROM positions WHERE grp = ?", (group,))
         )
         keys = [f"{e.source}\x00{e.event_id}" for e in effects]
-        known = _select(conn, "dedup", "k", list(set(keys)))
+        known = remembered_rows(conn, "dedup", "k", list(set(keys)))
         token_ids = list({e.token_id for e in effects if e.token_id is not None})
-        known_tokens = _select(conn, "tokens", "token_id", token_ids) if token_ids else {}
+        known_tokens = remembered_rows(conn, "tokens", "token_id", token_ids) if token_ids else {}
 
         replayed = [
             k for k, e in zip(keys, effects, strict=True) if e.offset < applied.get(e.partition, 0)
         ]
-        earlier = _earlier_copies(conn, replayed) if replayed else set()
+        earlier = earlier_copies(conn, replayed) if replayed else set()
 
         counted: list[bool] = []
         new_keys: dict[str, Remembered] = {}
@@ -264,7 +118,7 @@ class SqliteHotStore(HotStore):
         firsts: dict[int, int] = {}
         for e in effects:
             firsts[e.partition] = min(e.offset, firsts.get(e.partition, e.offset))
-        blobs = _recorded(conn, group, firsts, applied) if replayed else {}
+        blobs = recorded_blobs(conn, group, firsts, applied) if replayed else {}
         handed_back: dict[int, bytes] = {}
         new_blobs: list[tuple[str, int, int, bytes]] = []
         for index, (key, effect) in enumerate(zip(keys, effects, strict=True)):
@@ -338,9 +192,9 @@ class SqliteHotStore(HotStore):
                 "INSERT INTO tokens VALUES (?, ?, ?, ?)" + upsert,
                 [(k, *v) for k, v in new_tokens.items()],
             )
-        overflows = _add_cells(conn, "counters", _COUNTER_KEYS, ("conversions", "value"), counters)
-        _add_cells(conn, "dim_counters", _DIM_KEYS, ("conversions", "value"), dims)
-        _add_cells(conn, "minutes", _MINUTE_KEYS, _MINUTE_SUMS, minutes)
+        overflows = add_cells(conn, "counters", COUNTER_KEYS, ("conversions", "value"), counters)
+        add_cells(conn, "dim_counters", DIM_KEYS, ("conversions", "value"), dims)
+        add_cells(conn, "minutes", MINUTE_KEYS, MINUTE_SUMS, minutes)
         conn.executemany(
             "INSERT INTO latency VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
             [(*k, n) for k, n in latency.items()],
@@ -386,7 +240,7 @@ class SqliteHotStore(HotStore):
 
     def sessions(self, keys: Sequence[str]) -> dict[str, SessionState]:
         found: dict[str, SessionState] = {}
-        for chunk in _chunks(list(set(keys))):
+        for chunk in chunks(list(set(keys))):
             marks = ",".join("?" * len(chunk))
             for row in self._conn.execute(
                 f"SELECT key, opened_at_us, last_seen_us, expires_at_us, first_touch, last_touch"
@@ -402,7 +256,7 @@ class SqliteHotStore(HotStore):
 
     def user_touches(self, keys: Sequence[str]) -> dict[str, UserTouch]:
         found: dict[str, UserTouch] = {}
-        for chunk in _chunks(list(set(keys))):
+        for chunk in chunks(list(set(keys))):
             marks = ",".join("?" * len(chunk))
             for row in self._conn.execute(
                 f"SELECT key, touch, at_us, expires_at_us FROM user_touches WHERE key IN ({marks})",
@@ -424,7 +278,7 @@ class SqliteHotStore(HotStore):
         )
         return [
             (key, ConversionStats(None, date, n, value))
-            for key, (n, value) in sorted(_totals(rows).items())
+            for key, (n, value) in sorted(summed(rows).items())
         ]
 
     def expire(self, watermark_us: int, max_rows: int) -> int:
@@ -477,7 +331,7 @@ class SqliteHotStore(HotStore):
                 " WHERE campaign_id = ? AND event_date = ?",
                 (campaign_id, date),
             )
-        conversions, value = _totals(rows).get("", (0, {}))
+        conversions, value = summed(rows).get("", (0, {}))
         return ConversionStats(campaign_id, date, conversions, value)
 
     def campaign_totals(self, date: str) -> list[ConversionStats]:
@@ -486,7 +340,7 @@ class SqliteHotStore(HotStore):
             " WHERE event_date = ? AND conversions > 0 ORDER BY campaign_id, currency",
             (date,),
         )
-        return [ConversionStats(c, date, n, v) for c, (n, v) in _totals(rows).items()]
+        return [ConversionStats(c, date, n, v) for c, (n, v) in summed(rows).items()]
 
     def _total(self, name: str) -> int:
         rows = self._read("SELECT n FROM totals WHERE name = ?", (name,))
@@ -522,7 +376,7 @@ class SqliteHotStore(HotStore):
             )
         }
         campaigns = [
-            CampaignLive(c, n, _held(campaign_value[c])) for c, n in by_campaign.items() if n
+            CampaignLive(c, n, held(campaign_value[c])) for c, n in by_campaign.items() if n
         ]
         campaigns.sort(key=lambda c: (-c.conversions, c.campaign_id))
         return LiveStats(
@@ -530,7 +384,7 @@ class SqliteHotStore(HotStore):
             events=sum(v[0] for v in per_minute.values()),
             conversions=sum(v[1] for v in per_minute.values()),
             duplicates=sum(v[2] for v in per_minute.values()),
-            value=_held(value),
+            value=held(value),
             campaigns=campaigns,
             latency_ms={
                 "p50": percentile_ms(histogram, 0.50),
