@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from convtrack.cli.reconcile import reconcile
 from convtrack.clock import ManualClock
 from convtrack.model.event import Envelope
 from convtrack.runtime.embedded import Pipeline
@@ -103,6 +104,12 @@ def assert_counted_as_published(
         assert (events[later].campaign_id, events[later].session_valid) == ("B", True)
     expected_b = 0 if later is None else 1
     assert conversions(pipeline, today(clock), "B")["conversions"] == expected_b
+    pipeline.cold.flush_all()  # the lake says what the counters counted
+    report, same = reconcile(pipeline.settings, today(clock))
+    assert same, report
+    rows = [line.split() for line in report.splitlines() if line.startswith(("A ", "B "))]
+    assert rows[0][:3] == ["A", "1", "1"]
+    assert [row[:3] for row in rows[1:]] == ([] if later is None else [["B", "1", "1"]])
 
 
 def test_a_retried_publish_publishes_the_enrichment_it_counted(

@@ -204,7 +204,9 @@ class RedisHotStore(HotStore):
             if currency:
                 value[currency] = cell.get("v", 0)
             totals[campaign] = (count + cell["n"], value)
-        return [ConversionStats(c, date, n, _held(v)) for c, (n, v) in sorted(totals.items())]
+        return [
+            ConversionStats(c, date, saturate(n), _held(v)) for c, (n, v) in sorted(totals.items())
+        ]
 
     def breakdown(self, dimension: str, date: str) -> list[tuple[str, ConversionStats]]:
         totals: dict[str, tuple[int, defaultdict[str, int]]] = {}
