@@ -5,9 +5,9 @@ All keys start with ``<prefix>:`` (``hot.redis_prefix``, default ``ct``), so
 several deployments (or tests) can share one Redis database. The layout:
 
 - ``pos:<group>`` hash: partition -> next offset applied by the group. No TTL.
-- ``rec:<group>:<partition>`` sorted set: ``offset:blob`` of the counted effects
-  of the group's last batches (score = offset), for replays. No TTL: each apply
-  drops those below its batch's first offset.
+- ``rec:<group>:<partition>`` sorted set: per applied batch, the recorded blobs
+  of its counted effects as (offset, blob) records (score = the last offset),
+  for replays. No TTL: each apply drops those below its batch's first offset.
 - ``d:<slice>:<bucket>`` hash: dedup entries, 12-byte id hash -> receive second
   within the slice and position tag. TTL: slice end + window + backlog margin,
   counted from the data's time (every TTL here is; see BACKLOG_MARGIN_SECS).

@@ -256,19 +256,21 @@ if h.n > 0 then
     if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, h.minute_ttl_s) end
   end
 end
--- The blobs a replay gets back, read before the batch's own are written. Members are
--- "offset:blob" (unique per offset), scored by offset.
+-- The blobs a replay gets back, read before the batch's own are written. One member per
+-- applied batch and partition, scored by its last offset: (offset, blob) records.
 local handed_back, by_part = {}, {}
 for _, r in ipairs(replayed_own) do
   local i, part, off = r[1], r[2], r[3]
   local stored = by_part[part]
   if not stored then
     stored = {}
-    local members = redis.call('ZRANGEBYSCORE', h.rec .. part, fmt(firsts[part]),
-      '(' .. fmt(applied[part]))
-    for _, m in ipairs(members) do
-      local colon = string.find(m, ':', 1, true)
-      stored[tonumber(m:sub(1, colon - 1))] = m:sub(colon + 1)
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', h.rec .. part, fmt(firsts[part]), '+inf')) do
+      local at, n = 1, #m
+      while at <= n do
+        local o, blob
+        o, blob, at = struct.unpack('>dI4c0', m, at)
+        stored[o] = blob
+      end
     end
     by_part[part] = stored
   end
@@ -281,8 +283,16 @@ end
 for part, first in pairs(firsts) do
   redis.call('ZREMRANGEBYSCORE', h.rec .. part, '-inf', '(' .. fmt(first))
 end
+local packed, last = {}, {}
 for _, b in ipairs(new_blobs) do
-  redis.call('ZADD', h.rec .. b[1], fmt(b[2]), fmt(b[2]) .. ':' .. b[3])
+  local part = b[1]
+  local list = packed[part] or {}
+  list[#list + 1] = struct.pack('>dI4', b[2], #b[3]) .. b[3]
+  packed[part] = list
+  last[part] = math.max(last[part] or b[2], b[2])
+end
+for part, list in pairs(packed) do
+  redis.call('ZADD', h.rec .. part, fmt(last[part]), table.concat(list))
 end
 for _, p in ipairs(h.positions) do
   if p[2] > (applied[p[1]] or -1) then redis.call('HSET', h.pos, p[1], fmt(p[2])) end

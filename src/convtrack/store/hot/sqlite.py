@@ -48,6 +48,7 @@ from convtrack.store.hot.sqlite_rows import (
     recorded_blobs,
     remembered_rows,
     summed,
+    write_blobs,
 )
 
 
@@ -120,7 +121,7 @@ class SqliteHotStore(HotStore):
             firsts[e.partition] = min(e.offset, firsts.get(e.partition, e.offset))
         blobs = recorded_blobs(conn, group, firsts, applied) if replayed else {}
         handed_back: dict[int, bytes] = {}
-        new_blobs: list[tuple[str, int, int, bytes]] = []
+        new_blobs: defaultdict[int, dict[int, bytes]] = defaultdict(dict)
         for index, (key, effect) in enumerate(zip(keys, effects, strict=True)):
             here = (effect.partition, effect.offset)
             if effect.offset < applied.get(effect.partition, 0):
@@ -150,7 +151,7 @@ class SqliteHotStore(HotStore):
                 displaced[(previous[1], previous[2])] = (key, at + self._window_us)
             new_keys[key] = (at + self._window_us, *here)
             if effect.recorded:
-                new_blobs.append((group, *here, effect.recorded))
+                new_blobs[effect.partition][effect.offset] = effect.recorded
             if effect.token_id is not None:
                 expires = effect.token_expires_at_us or at + self._window_us
                 new_tokens[effect.token_id] = (expires, *here)
@@ -177,12 +178,7 @@ class SqliteHotStore(HotStore):
         conn.executemany(
             "INSERT INTO dedup VALUES (?, ?, ?, ?)" + upsert, [(k, *v) for k, v in new_keys.items()]
         )
-        # Everything below a batch's first offset was published: its blobs are not needed.
-        conn.executemany(
-            "DELETE FROM recorded WHERE grp = ? AND part = ? AND off < ?",
-            [(group, p, o) for p, o in firsts.items()],
-        )
-        conn.executemany("INSERT OR REPLACE INTO recorded VALUES (?, ?, ?, ?)", new_blobs)
+        write_blobs(conn, group, firsts, new_blobs)
         conn.executemany(
             "INSERT OR REPLACE INTO earlier_copies VALUES (?, ?, ?, ?)",
             [(*where, k, expires) for where, (k, expires) in displaced.items()],

@@ -7,6 +7,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import msgspec
+
 from convtrack.store.hot.base import saturate
 
 SCHEMA = """
@@ -20,9 +22,10 @@ CREATE TABLE IF NOT EXISTS earlier_copies (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS earlier_copies_by_key ON earlier_copies (k);
 CREATE INDEX IF NOT EXISTS earlier_copies_expiry ON earlier_copies (expires_at_us);
-CREATE TABLE IF NOT EXISTS recorded (
-    grp TEXT NOT NULL, part INTEGER NOT NULL, off INTEGER NOT NULL, blob BLOB NOT NULL,
-    PRIMARY KEY (grp, part, off)
+CREATE TABLE IF NOT EXISTS replay_records (
+    grp TEXT NOT NULL, part INTEGER NOT NULL, last_off INTEGER NOT NULL,
+    first_off INTEGER NOT NULL, blobs BLOB NOT NULL,
+    PRIMARY KEY (grp, part, last_off)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tokens (
     token_id TEXT PRIMARY KEY, expires_at_us INTEGER NOT NULL,
@@ -146,6 +149,33 @@ def summed(rows: Iterable[tuple[Any, ...]]) -> dict[str, tuple[int, dict[str, in
     }
 
 
+# One row per applied batch and partition: the recorded blobs of its counted effects,
+# by offset (msgpack), so that recording costs one write per batch, not one per event.
+_encode_blobs = msgspec.msgpack.Encoder().encode
+_decode_blobs = msgspec.msgpack.Decoder(dict[int, bytes]).decode
+
+
+def write_blobs(
+    conn: sqlite3.Connection,
+    group: str,
+    firsts: Mapping[int, int],
+    blobs: Mapping[int, Mapping[int, bytes]],
+) -> None:
+    """Keep the batch's ``blobs`` (partition -> offset -> blob), and drop the rows a batch
+    starting at ``firsts`` leaves behind: everything below its first offset was published."""
+    conn.executemany(
+        "DELETE FROM replay_records WHERE grp = ? AND part = ? AND last_off < ?",
+        [(group, part, first) for part, first in firsts.items()],
+    )
+    conn.executemany(
+        "INSERT OR REPLACE INTO replay_records VALUES (?, ?, ?, ?, ?)",
+        [
+            (group, part, max(found), min(found), _encode_blobs(found))
+            for part, found in blobs.items()
+        ],
+    )
+
+
 def recorded_blobs(
     conn: sqlite3.Connection, group: str, firsts: Mapping[int, int], applied: Mapping[int, int]
 ) -> dict[tuple[int, int], bytes]:
@@ -153,10 +183,12 @@ def recorded_blobs(
     found: dict[tuple[int, int], bytes] = {}
     for part, first in firsts.items():
         rows = conn.execute(
-            "SELECT off, blob FROM recorded WHERE grp = ? AND part = ? AND off >= ? AND off < ?",
+            "SELECT blobs FROM replay_records WHERE grp = ? AND part = ? AND last_off >= ?"
+            " AND first_off < ?",
             (group, part, first, applied.get(part, 0)),
         )
-        found.update(((part, int(off)), bytes(blob)) for off, blob in rows)
+        for (packed,) in rows:
+            found.update(((part, off), blob) for off, blob in _decode_blobs(packed).items())
     return found
 
 
