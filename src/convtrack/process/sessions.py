@@ -11,8 +11,8 @@ its source and medium come from its own touch, else that last touch, else
 
 Sessions are read once per batch and written with the batch's counters, so
 a batch sees the sessions of the events before it, in log order. A touch
-later than the event (received after it, but read first: out of order, or
-written by a run of this very batch) never attributes it.
+received after the event (logged first by a collector whose clock runs
+ahead, or written by an earlier run of this same batch) never attributes it.
 
 An entry the hot store has already applied (a batch retried after a failed
 publish, or replayed after a crash) was enriched when it was counted, and the
@@ -109,22 +109,19 @@ class SessionStep(Step):
         written_sessions: dict[str, SessionState] = {}
         written_touches: dict[str, UserTouch] = {}
         for item in items:
+            state, touch = self._one(item, sessions, touches)
             if item.entry.offset < applied.get(item.entry.partition, 0):
-                # applied before: a fallback enrichment on copies, the state stays as stored
-                self._one(item, dict(sessions), dict(touches), {}, {})
-            else:
-                self._one(item, sessions, touches, written_sessions, written_touches)
+                continue  # applied before: its state is in the store already (a fallback)
+            sessions[state.key] = written_sessions[state.key] = state
+            if touch is not None:
+                touches[touch.key] = written_touches[touch.key] = touch
         batch.sessions = list(written_sessions.values())
         batch.touches = list(written_touches.values())
 
     def _one(
-        self,
-        item: Item,
-        sessions: dict[str, SessionState],
-        touches: dict[str, UserTouch],
-        written_sessions: dict[str, SessionState],
-        written_touches: dict[str, UserTouch],
-    ) -> None:
+        self, item: Item, sessions: dict[str, SessionState], touches: dict[str, UserTouch]
+    ) -> tuple[SessionState, UserTouch | None]:
+        """Enrich ``item`` from the state before it; its new session, and its touch if any."""
         envelope = item.envelope
         assert envelope is not None
         at = envelope.received_at_us
@@ -152,14 +149,13 @@ class SessionStep(Step):
                 key=skey, opened_at_us=at, last_seen_us=at, expires_at_us=at + self._ttl_us,
                 first_touch=facts, last_touch=own,
             )  # fmt: skip
-        sessions[skey] = written_sessions[skey] = state
 
         ukey = user_key(envelope)
+        remembered = None
         if own is not None:
             remembered = UserTouch(
                 key=ukey, touch=own, at_us=at, expires_at_us=at + self._lookback_us
             )
-            touches[ukey] = written_touches[ukey] = remembered
         previous = touches.get(ukey)
         attributed = own
         if (
@@ -176,3 +172,4 @@ class SessionStep(Step):
             item.touch_click_ids = dict(attributed.get("click_ids") or {})
             if envelope.campaign_id is None and attributed.get("campaign"):
                 item.campaign_id = str(attributed["campaign"])
+        return state, remembered
