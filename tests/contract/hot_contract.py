@@ -200,6 +200,9 @@ class HotContract(ABC):
         token_retry = effect("b", at=processing - 29 * HOUR, offset=2, token_id="tok")
         second = hot.apply("g", [retry, token_retry], {0: 3}, processing + 2_500_000)
         assert second.counted == [False, False]
+        self.let_time_pass(hot, 2 * 3600)  # hours later, the token is still remembered
+        late_token = effect("c", at=processing - 28 * HOUR - MINUTE, offset=3, token_id="tok")
+        assert hot.apply("g", [late_token], {0: 4}, processing + 2 * HOUR).counted == [False]
         # a stream over 3 days, each id sent again 50 min later and some 25 h later
         start = processing - 3 * DAY
         stream = []
@@ -217,10 +220,11 @@ class HotContract(ABC):
         batches = []
         for n, begin in enumerate(range(0, len(stream), 9)):
             effects = [
-                effect(event_id, at=at, offset=3 + begin + k)
+                effect(event_id, at=at, offset=4 + begin + k)
                 for k, (at, event_id) in enumerate(stream[begin : begin + 9])
             ]
-            batches.append((effects, {0: 3 + begin + len(effects)}, processing + n * 10 * MINUTE))
+            now = processing + 2 * HOUR + n * 10 * MINUTE
+            batches.append((effects, {0: 4 + begin + len(effects)}, now))
         verdicts = []
         for effects, positions, now in batches:
             self.let_time_pass(hot, 600)
