@@ -20,7 +20,7 @@ from convtrack.store.hot.base import Effect, HotStore, SessionState
 from convtrack.store.hot.keys import MIN_FANOUT, TARGET_PER_BUCKET, RedisKeys, slice_secs
 from convtrack.store.hot.redis import RedisHotStore
 from tests.contract.hot_contract import DAY, HOUR, MINUTE, T0, HotContract, effect
-from tests.redis_fixtures import require_redis, start_redis
+from tests.redis_fixtures import let_redis_time_pass, require_redis, start_redis
 
 redis = pytest.importorskip("redis", reason="the redis client: pip install 'convtrack[redis]'")
 
@@ -65,15 +65,8 @@ class TestRedisHotContract(HotContract):
         return open_redis(self.url, path, self.WINDOW_SECS)
 
     def let_time_pass(self, hot: HotStore, secs: float) -> None:
-        """Deletes what Redis would drop by TTL within ``secs`` (no sleeping)."""
         assert isinstance(hot, RedisHotStore)
-        client = redis.Redis.from_url(self.url)
-        try:
-            for key in client.scan_iter(match=f"{hot.key_prefix}:*", count=1000):
-                if 0 <= client.pttl(key) <= secs * 1000:
-                    client.delete(key)
-        finally:
-            client.close()
+        let_redis_time_pass(self.url, hot.key_prefix, secs)
 
     def test_expire_forgets_only_what_ended(self, hot: HotStore) -> None:
         """Redis forgets a slice (a quarter window) at a time; duplicates are still exact.
