@@ -1,4 +1,12 @@
-"""The SQLite hot store's tables, and the row helpers its reads and writes share."""
+"""The SQLite hot store's tables, and the row helpers its reads and writes share.
+
+Besides the dedup entries (the latest counted copy of each id) and the
+counters: ``earlier_copies`` holds the position of a counted copy whose dedup
+row a later counted copy took over (their windows did not meet), so a replay
+still says both were counted, until the later copy's window ends;
+``replay_records`` holds, per applied batch and partition, the blobs that the
+counted effects carried (base.py), until a batch starts past them.
+"""
 
 from __future__ import annotations
 
@@ -193,7 +201,7 @@ def recorded_blobs(
 
 
 def earlier_copies(conn: sqlite3.Connection, keys: list[str]) -> set[tuple[int, int]]:
-    """The positions of displaced counted copies of ``keys`` (see ``earlier_copies``)."""
+    """The positions of the displaced counted copies of ``keys`` (table earlier_copies)."""
     found: set[tuple[int, int]] = set()
     for chunk in chunks(list(set(keys))):
         marks = ",".join("?" * len(chunk))
