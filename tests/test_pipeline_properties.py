@@ -262,8 +262,8 @@ def check_agreement(stream: Stream, reference: Pipeline) -> None:
     pipeline.cold.flush_all()
     if not capped and not any(v > TOTAL_MAX for v in _sums_over_campaigns(rows)):
         for date in dates:
-            report, same = reconcile(pipeline.settings, date)
-            assert same, report
+            result = reconcile(pipeline.settings, date)
+            assert result.status == "agree", result.text
 
 
 def _sums_over_campaigns(rows: list[ProcessedEvent]) -> Iterator[int]:

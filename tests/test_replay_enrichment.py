@@ -105,11 +105,14 @@ def assert_counted_as_published(
     expected_b = 0 if later is None else 1
     assert conversions(pipeline, today(clock), "B")["conversions"] == expected_b
     pipeline.cold.flush_all()  # the lake says what the counters counted
-    report, same = reconcile(pipeline.settings, today(clock))
-    assert same, report
-    rows = [line.split() for line in report.splitlines() if line.startswith(("A ", "B "))]
-    assert rows[0][:3] == ["A", "1", "1"]
-    assert [row[:3] for row in rows[1:]] == ([] if later is None else [["B", "1", "1"]])
+    result = reconcile(pipeline.settings, today(clock))
+    assert result.status == "agree", result.text
+    rows = [
+        (row.campaign_id, row.hot_conversions, row.lake_conversions)
+        for row in result.campaigns
+        if row.campaign_id in ("A", "B")
+    ]
+    assert rows == [("A", 1, 1)] + ([] if later is None else [("B", 1, 1)])
 
 
 def test_a_retried_publish_publishes_the_enrichment_it_counted(
