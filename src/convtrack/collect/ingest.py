@@ -26,11 +26,18 @@ from convtrack.log.base import EventLog, LogRecord
 from convtrack.model import codes
 from convtrack.model.event import Envelope, encode_envelope
 from convtrack.model.scrub import scrub_decoded, scrub_unparsed
+from convtrack.model.segment import NO_SHARED, BatchShared, is_segment, validate_segment
 from convtrack.model.validate import FieldError, IngestFacts, Rules, validate_event
 from convtrack.observe.metrics import Metrics
 from convtrack.store.rejects.base import Reject, RejectStore
 
 log = logging.getLogger("convtrack.collect")
+
+# The Segment type a message without one has, by the route it came to.
+SEGMENT_ROUTE_TYPES = {
+    "/v1/identify": "identify", "/v1/i": "identify", "/v1/page": "page", "/v1/p": "page",
+    "/v1/screen": "screen", "/v1/s": "screen",
+}  # fmt: skip
 
 
 class IngestLimits(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,6 +59,9 @@ def _body_error(code: str) -> FieldError:
 
 class _RawBatch(msgspec.Struct):
     batch: list[msgspec.Raw]
+    # A Segment batch's members that apply to each of its messages.
+    sentAt: Any = None  # noqa: N815 (the wire name)
+    context: Any = None
 
 
 _raw_batch = msgspec.json.Decoder(_RawBatch)
@@ -62,6 +72,7 @@ class ParsedBatch(msgspec.Struct, frozen=True):
 
     items: list[Any]
     texts: list[bytes]
+    shared: BatchShared = NO_SHARED
 
 
 def decode_batch(raw: bytes) -> Any:
@@ -73,7 +84,19 @@ def decode_batch(raw: bytes) -> Any:
     except msgspec.ValidationError:
         return msgspec.json.decode(raw)
     texts = [bytes(item) for item in shaped.batch]
-    return ParsedBatch(items=[msgspec.json.decode(text) for text in texts], texts=texts)
+    shared = NO_SHARED
+    if shaped.sentAt is not None or shaped.context is not None:
+        shared = BatchShared(sent_at=shaped.sentAt, context=shaped.context)
+    items = [msgspec.json.decode(text) for text in texts]
+    return ParsedBatch(items=items, texts=texts, shared=shared)
+
+
+def _sent_event_id(item: dict[str, Any]) -> str | None:
+    """The event_id a body named: ours, or a Segment message's messageId."""
+    raw_id = item.get("event_id")
+    if raw_id is None and "event_name" not in item:
+        raw_id = item.get("messageId")
+    return raw_id if isinstance(raw_id, str) else None
 
 
 class Collector:
@@ -90,6 +113,7 @@ class Collector:
         key_buckets: TokenBuckets,
         client_ips: ClientIpResolver,
         token_secrets: tuple[bytes, ...] = (),
+        default_currency: Callable[[str], str | None] = lambda source: None,
     ) -> None:
         self._log = log
         self._rejects = rejects
@@ -101,6 +125,7 @@ class Collector:
         self._key_buckets = key_buckets
         self._client_ips = client_ips
         self._token_secrets = token_secrets
+        self._default_currency = default_currency
 
     # -- shared steps ------------------------------------------------------------------
 
@@ -139,6 +164,24 @@ class Collector:
             client_user_agent=request.headers.get("user-agent"),
             token_secrets=self._token_secrets,
         )
+
+    def _validate(
+        self,
+        body: dict[str, Any],
+        facts: IngestFacts,
+        raw: bytes | None,
+        route: str,
+        shared: BatchShared = NO_SHARED,
+    ) -> Envelope | list[FieldError]:
+        """Native events as they are; Segment-spec messages (told apart by their keys)
+        through their mapping, model/segment.py."""
+        if not is_segment(body):
+            return validate_event(body, facts, self._rules, raw)
+        return validate_segment(
+            body, facts, self._rules, raw=raw, shared=shared,
+            default_type=SEGMENT_ROUTE_TYPES.get(route, "track"),
+            default_currency=self._default_currency(facts.source),
+        )  # fmt: skip
 
     @staticmethod
     def _user_bucket(key: ApiKey, envelope: Envelope) -> str:
@@ -215,13 +258,13 @@ class Collector:
             outcome: Envelope | list[FieldError] = [_body_error(codes.BODY_NOT_OBJECT)]
         else:
             facts = self._facts(request, key, received)
-            outcome = validate_event(body, facts, self._rules, read.raw)
+            outcome = self._validate(body, facts, read.raw, route)
         if isinstance(outcome, list):
             text = scrub_decoded(body)
-            event_id = body.get("event_id") if isinstance(body, dict) else None
+            event_id = _sent_event_id(body) if isinstance(body, dict) else None
             await self._keep([
                 self._reject(received, route, 400, [e.code for e in outcome], text, key,
-                             event_id if isinstance(event_id, str) else None)
+                             event_id)
             ])  # fmt: skip
             return self._validation_failed(outcome)
         wait = self._rate_wait(key, outcome)
@@ -249,9 +292,11 @@ class Collector:
         received = self._clock.now_us()
         body = read.value
         texts: list[bytes] | None = None
+        shared = NO_SHARED
         if isinstance(body, ParsedBatch):
             items: object = body.items
             texts = body.texts
+            shared = body.shared
             body = {"batch": body.items}
         else:
             items = body.get("batch") if isinstance(body, dict) else None
@@ -272,7 +317,7 @@ class Collector:
         for index, item in enumerate(items):
             if isinstance(item, dict):
                 item_text = texts[index] if texts is not None else None
-                outcome = validate_event(item, facts, self._rules, item_text)
+                outcome = self._validate(item, facts, item_text, route, shared)
             else:
                 outcome = [_body_error(codes.EVENT_NOT_OBJECT)]
             if isinstance(outcome, list):
@@ -309,8 +354,7 @@ class Collector:
         to_keep: list[Reject] = []
         for index, status, errors in failed:
             item = items[index]
-            raw_id = item.get("event_id") if isinstance(item, dict) else None
-            event_id = raw_id if isinstance(raw_id, str) else None
+            event_id = _sent_event_id(item) if isinstance(item, dict) else None
             rejected.append({"index": index, "event_id": event_id, "errors": _error_dicts(errors)})
             text = scrub_decoded(item)
             to_keep.append(
