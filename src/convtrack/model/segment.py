@@ -272,8 +272,7 @@ def to_native(
     kind = message.get("type", default_type)
     kind = kind.lower() if isinstance(kind, str) else kind
     if kind not in TYPE_NAMES:
-        errors.append(_err("type", codes.TYPE_UNSUPPORTED))
-        kind = default_type
+        return native, [_err("type", codes.TYPE_UNSUPPORTED)], None  # nothing else applies
     name = TYPE_NAMES[kind]
     native["event_name"] = message.get("event") if name is None else name
     if message.get("messageId") is not None:
@@ -329,6 +328,8 @@ def validate_segment(
         message, facts, raw=raw, shared=shared, default_type=default_type,
         default_currency=default_currency,
     )  # fmt: skip
+    if not native:
+        return errors  # type_unsupported: the rest of the message means nothing here
     derived = "event_id" not in native and facts.query_event_id is None
     if derived:
         # Over the message as sent, less its send time: a retried message dedupes.
