@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from convtrack.model.event import Envelope
 from convtrack.model.pii import hash_user
 from convtrack.model.segment import (
+    BatchShared,
     is_segment,
     to_minor_units,
     to_native,
@@ -251,8 +252,6 @@ def test_clock_skew_correction() -> None:
               "sentAt": "2026-11-28T18:00:05Z"}  # fmt: skip
     assert accepted(skewed).event_time_us == parse_timestamp_us("2026-11-28T17:00:05Z")
     # originalTimestamp wins over timestamp; the batch's sentAt stands in for the message's.
-    from convtrack.model.segment import BatchShared
-
     shared = BatchShared(sent_at="2026-11-28T17:00:09.500Z")
     both = {"event": "e", "userId": "u", "originalTimestamp": "2026-11-28T17:00:09Z",
             "timestamp": "2020-01-01T00:00:00Z"}  # fmt: skip

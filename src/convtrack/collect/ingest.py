@@ -26,7 +26,13 @@ from convtrack.log.base import EventLog, LogRecord
 from convtrack.model import codes
 from convtrack.model.event import Envelope, encode_envelope
 from convtrack.model.scrub import scrub_decoded, scrub_unparsed
-from convtrack.model.segment import NO_SHARED, BatchShared, is_segment, validate_segment
+from convtrack.model.segment import (
+    NO_SHARED,
+    BatchShared,
+    is_segment,
+    traits_hidden,
+    validate_segment,
+)
 from convtrack.model.validate import FieldError, IngestFacts, Rules, validate_event
 from convtrack.observe.metrics import Metrics
 from convtrack.store.rejects.base import Reject, RejectStore
@@ -89,6 +95,13 @@ def decode_batch(raw: bytes) -> Any:
         shared = BatchShared(sent_at=shaped.sentAt, context=shaped.context)
     items = [msgspec.json.decode(text) for text in texts]
     return ParsedBatch(items=items, texts=texts, shared=shared)
+
+
+def _kept_text(body: object) -> str:
+    """A rejected body as the rejects keep it (see model/scrub.py)."""
+    if isinstance(body, dict) and is_segment(body):
+        body = traits_hidden(body)
+    return scrub_decoded(body)
 
 
 def _sent_event_id(item: dict[str, Any]) -> str | None:
@@ -175,7 +188,7 @@ class Collector:
     ) -> Envelope | list[FieldError]:
         """Native events as they are; Segment-spec messages (told apart by their keys)
         through their mapping, model/segment.py."""
-        if not is_segment(body):
+        if "event_name" in body or not is_segment(body):  # the native hot path: one lookup
             return validate_event(body, facts, self._rules, raw)
         return validate_segment(
             body, facts, self._rules, raw=raw, shared=shared,
@@ -260,7 +273,7 @@ class Collector:
             facts = self._facts(request, key, received)
             outcome = self._validate(body, facts, read.raw, route)
         if isinstance(outcome, list):
-            text = scrub_decoded(body)
+            text = _kept_text(body)
             event_id = _sent_event_id(body) if isinstance(body, dict) else None
             await self._keep([
                 self._reject(received, route, 400, [e.code for e in outcome], text, key,
@@ -269,7 +282,7 @@ class Collector:
             return self._validation_failed(outcome)
         wait = self._rate_wait(key, outcome)
         if wait > 0:
-            text = scrub_decoded(body)
+            text = _kept_text(body)
             await self._keep([
                 self._reject(received, route, 429, [codes.RATE_LIMITED], text, key,
                              outcome.event_id)
@@ -356,7 +369,7 @@ class Collector:
             item = items[index]
             event_id = _sent_event_id(item) if isinstance(item, dict) else None
             rejected.append({"index": index, "event_id": event_id, "errors": _error_dicts(errors)})
-            text = scrub_decoded(item)
+            text = _kept_text(item)
             to_keep.append(
                 self._reject(received, route, status, [e.code for e in errors], text, key,
                              event_id, index)

@@ -17,6 +17,7 @@ import msgspec
 from convtrack.model import codes
 from convtrack.model.currency import minor_digits
 from convtrack.model.event import Envelope
+from convtrack.model.scrub import contact_digest
 from convtrack.model.timeparse import parse_timestamp_us
 from convtrack.model.validate import (
     CAMPAIGN_FIELDS,
@@ -97,7 +98,8 @@ def to_minor_units(amount: object, digits: int) -> int | str:
             return codes.VALUE_NEGATIVE
         if amount > MAX_VALUE:  # before multiplying: a huge integer stays cheap
             return codes.VALUE_TOO_LARGE
-        return int(amount * 10**digits)
+        minor = int(amount * 10**digits)
+        return codes.VALUE_TOO_LARGE if minor > MAX_VALUE else minor
     if not amount.is_finite():
         return codes.VALUE_NOT_NUMBER
     sign, figures, exponent = amount.as_tuple()
@@ -114,9 +116,10 @@ def to_minor_units(amount: object, digits: int) -> int | str:
     shift = exponent + digits
     if shift < 0:
         return codes.VALUE_TOO_PRECISE
-    if significant + shift > len(str(MAX_VALUE)):
+    if significant + shift > len(str(MAX_VALUE)):  # before multiplying: 1e999999 stays cheap
         return codes.VALUE_TOO_LARGE
-    return int("".join(map(str, figures[:significant]))) * int(10**shift)
+    minor = int("".join(map(str, figures[:significant]))) * int(10**shift)
+    return codes.VALUE_TOO_LARGE if minor > MAX_VALUE else minor
 
 
 def _exact_amount(raw: bytes | None, which: str, decoded: object) -> object:
@@ -215,6 +218,19 @@ def contact_fields(traits: dict[str, Any]) -> dict[str, str]:
         if last.strip():
             user["last_name"] = last.strip()
     return user
+
+
+def traits_hidden(message: dict[str, Any]) -> dict[str, Any]:
+    """A message as kept with the rejects: each trait's value (an identify's and the
+    context's) a digest, since traits hold names and addresses under spellings that no
+    scrub rule knows (``name``, ``address.street``). The scrub of model/scrub.py follows."""
+    out = dict(message)
+    if isinstance(out.get("context"), dict):
+        out["context"] = traits_hidden(out["context"])  # the same rule, one level down
+    traits = out.get("traits")
+    if isinstance(traits, dict):
+        out["traits"] = {k: contact_digest(v) for k, v in traits.items()}
+    return out
 
 
 def _context(
