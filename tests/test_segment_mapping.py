@@ -437,3 +437,53 @@ def test_to_native_is_pure_and_leaves_the_message_alone() -> None:
     assert msgspec.json.encode(message) == before
     assert errors == [] and which == "revenue"
     assert native["user"] == {"email": "a@b.c"}  # raw here; validate_event hashes it
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+segment_keys = st.sampled_from(
+    ["type", "event", "messageId", "userId", "anonymousId", "properties", "context", "traits",
+     "timestamp", "originalTimestamp", "sentAt", "name", "revenue", "currency", "session_id"]
+)  # fmt: skip
+shaped_values = st.one_of(
+    json_values,
+    st.sampled_from(["track", "identify", "page", "screen", "alias", "2026-11-28T17:00:00Z"]),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "revenue": json_values, "value": json_values, "total": json_values,
+            "currency": st.sampled_from(["usd", "JPY", "XYZ", ""]) | json_values,
+            "url": json_values,
+        },
+    ),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "ip": json_values, "userAgent": json_values, "page": json_values,
+            "campaign": json_values, "traits": json_values, "sessionId": json_values,
+        },
+    ),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    message=st.dictionaries(segment_keys, shaped_values, min_size=1, max_size=8),
+    shared=st.builds(BatchShared, sent_at=json_values, context=json_values),
+)
+def test_any_message_gets_an_envelope_or_field_errors(
+    message: dict[str, Any], shared: BatchShared
+) -> None:
+    """Never an exception (a 500): whatever a message holds, an answer with codes."""
+    message.setdefault("userId", "u")
+    raw = msgspec.json.encode(message)
+    outcome = validate_segment(msgspec.json.decode(raw), FACTS, Rules(), raw=raw, shared=shared)
+    if isinstance(outcome, list):
+        assert outcome and all(e.code and e.field for e in outcome)
+    else:
+        assert isinstance(outcome.event_id, str)

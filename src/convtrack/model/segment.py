@@ -286,7 +286,7 @@ def to_native(
     errors: list[FieldError] = []
     native: dict[str, Any] = {}
     kind = message.get("type", default_type)
-    kind = kind.lower() if isinstance(kind, str) else kind
+    kind = kind.lower() if isinstance(kind, str) else None
     if kind not in TYPE_NAMES:
         return native, [_err("type", codes.TYPE_UNSUPPORTED)], None  # nothing else applies
     name = TYPE_NAMES[kind]
