@@ -122,15 +122,19 @@ def python_library_round(client: Any, errors: Errors, server: ServerProcess, tag
         anonymous_id="anon_2", event="Checkout Started", context=context(),
         properties={"value": 1e3, "currency": "jpy", "campaign_id": campaign},
     )  # fmt: skip
+    client.identify(
+        user_id="u_1", context=context(), traits={"email": "Jane@Example.com", "firstName": "Jane"}
+    )
+    client.page(user_id="u_1", name="Thanks", context=context(page={"url": "https://s/t"}))
+    client.flush()  # every message so far is accepted: no batch of them may be an error
+    assert errors.seen == []
+    # Bad ones, sent after: a batch of only rejected messages is a 4xx once the batch
+    # answer says so (CONTRACT.md), which the library reports; nothing else may be.
     float_sum = f"{tag}-float-sum-{uuid.uuid4()}"
     client.track(  # sent as 0.30000000000000004: more than cents, never rounded to 30
         user_id="u_1", event="Order Completed", context=context(), message_id=float_sum,
         properties={"revenue": 0.1 + 0.2, "currency": "USD", "campaign_id": campaign},
     )  # fmt: skip
-    client.identify(
-        user_id="u_1", context=context(), traits={"email": "Jane@Example.com", "firstName": "Jane"}
-    )
-    client.page(user_id="u_1", name="Thanks", context=context(page={"url": "https://s/t"}))
     bad_precise = f"{tag}-bad-precise-{uuid.uuid4()}"
     client.track(
         user_id="u_1", event="Order Completed", context=context(), message_id=bad_precise,
@@ -143,7 +147,7 @@ def python_library_round(client: Any, errors: Errors, server: ServerProcess, tag
     )  # fmt: skip
     client.flush()
     client.join()
-    assert errors.seen == []
+    assert [e for e in errors.seen if not e.endswith("(400)")] == []
 
     stats = counted(server, campaign)
     # 49.99 USD once (its retry deduplicated) and 1000 JPY; identify and page are not
@@ -224,7 +228,6 @@ def run_node(modules: Path, server: ServerProcess, messages: list[dict[str, Any]
 def test_segment_analytics_node(analytics_node: Path, segment_server: ServerProcess) -> None:
     campaign = f"seg_node_{uuid.uuid4().hex[:8]}"
     order_id = f"node-order-{uuid.uuid4()}"
-    bad = f"node-bad-{uuid.uuid4()}"
     order = {
         "kind": "track", "userId": "u_node", "event": "Order Completed", "messageId": order_id,
         "context": context(),
@@ -240,29 +243,28 @@ def test_segment_analytics_node(analytics_node: Path, segment_server: ServerProc
         {"kind": "identify", "userId": "u_node", "context": context(),
          "traits": {"email": "node@example.com"}},
         {"kind": "page", "userId": "u_node", "name": "Home", "context": context()},
-        {"kind": "track", "userId": "u_node", "event": "Order Completed", "messageId": bad,
-         "context": context(),
-         "properties": {"revenue": 1.005, "currency": "USD", "campaign_id": campaign}},
     ]  # fmt: skip
     assert run_node(analytics_node, segment_server, messages) == []
     stats = counted(segment_server, campaign)
     assert stats["conversions"] == 2, stats
     assert stats["value"] == {"USD": 4999, "KWD": 12500}, stats
-    assert reject_codes(segment_server)[bad] == ["value_too_precise"]
 
 
 def test_analytics_node_batch_of_rejects_only(
     analytics_node: Path, segment_server: ServerProcess
 ) -> None:
     """Every message rejected: kept with its codes (the library is told by the answer)."""
-    ids = [f"node-rej-{uuid.uuid4()}" for _ in range(2)]
+    ids = [f"node-rej-{uuid.uuid4()}" for _ in range(3)]
     messages = [
         {"kind": "track", "userId": "u", "event": "Order Completed", "messageId": ids[0],
          "context": context(), "properties": {"revenue": -5, "currency": "USD"}},
         {"kind": "track", "userId": "u", "event": "Order Completed", "messageId": ids[1],
          "context": context(), "properties": {"revenue": 5, "currency": "XYZ"}},
+        {"kind": "track", "userId": "u", "event": "Order Completed", "messageId": ids[2],
+         "context": context(), "properties": {"revenue": 1.005, "currency": "USD"}},
     ]  # fmt: skip
     run_node(analytics_node, segment_server, messages)
     codes = reject_codes(segment_server)
     assert codes[ids[0]] == ["value_negative"]
     assert codes[ids[1]] == ["currency_unknown"]
+    assert codes[ids[2]] == ["value_too_precise"]
