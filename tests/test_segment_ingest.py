@@ -224,3 +224,26 @@ def test_a_bad_default_currency_is_a_config_error() -> None:
         load_settings(environ={"CONVTRACK_COLLECT_DEFAULT_CURRENCY": "eur"})
     with pytest.raises(ConfigError, match=r"default_currencies\.shop"):
         load_settings(environ={}, overrides={"collect": {"default_currencies": {"shop": "XYZ"}}})
+
+
+def test_default_currencies_from_the_environment() -> None:
+    settings = load_settings(environ={"CONVTRACK_COLLECT_DEFAULT_CURRENCIES": "eu=EUR, jp=JPY"})
+    assert settings.collect.default_currencies == {"eu": "EUR", "jp": "JPY"}
+    assert settings.collect.currency_of("jp") == "JPY"
+    assert settings.collect.currency_of("us") is None
+    with pytest.raises(ConfigError, match="name=value"):
+        load_settings(environ={"CONVTRACK_COLLECT_DEFAULT_CURRENCIES": "EUR"})
+
+
+def test_preflight_on_a_segment_path(pipeline: Pipeline) -> None:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=pipeline.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.options(
+                f"/v1/p?writeKey={WRITE_KEY}",
+                headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"},
+            )
+
+    response = asyncio.run(go())
+    assert response.status_code == 204
+    assert response.headers["access-control-allow-origin"] == "https://shop.example"

@@ -240,6 +240,11 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 def _parse_env_value(name: str, raw: str, field_type: Any) -> Any:
     if get_origin(field_type) is list:
         return [item.strip() for item in raw.split(",") if item.strip()]
+    if get_origin(field_type) is dict:  # "name=value,name=value"
+        pairs = [item.partition("=") for item in raw.split(",") if item.strip()]
+        if any(not sep or not key.strip() for key, sep, _ in pairs):
+            raise ConfigError(f"{name}: cannot use {raw!r}: expected name=value,name=value")
+        return {key.strip(): value.strip() for key, _, value in pairs}
     try:
         return msgspec.convert(raw, field_type, strict=False)
     except msgspec.ValidationError as exc:
