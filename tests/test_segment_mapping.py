@@ -199,6 +199,10 @@ def test_the_route_gives_the_type_when_the_message_has_none() -> None:
     assert accepted({"anonymousId": "a"}, default_type="page").event_name == "page_view"
     assert accepted({"userId": "u", "event": "Signed Up"}).event_name == "Signed Up"
     assert accepted({"type": "TRACK", "userId": "u", "event": "e"}).event_name == "e"
+    assert accepted({"type": None, "userId": "u"}, default_type="identify").event_name == (
+        "identify"
+    )
+    assert codes_of({"type": 1, "userId": "u"}) == [("type", "type_unsupported")]
     assert codes_of({"type": "alias", "userId": "u", "previousId": "p"}) == [
         ("type", "type_unsupported")
     ]

@@ -285,8 +285,8 @@ def to_native(
     and the properties member the value came from."""
     errors: list[FieldError] = []
     native: dict[str, Any] = {}
-    kind = message.get("type", default_type)
-    kind = kind.lower() if isinstance(kind, str) else None
+    kind = message.get("type")
+    kind = default_type if kind is None else kind.lower() if isinstance(kind, str) else None
     if kind not in TYPE_NAMES:
         return native, [_err("type", codes.TYPE_UNSUPPORTED)], None  # nothing else applies
     name = TYPE_NAMES[kind]
