@@ -35,7 +35,12 @@ from convtrack.store.rejects.base import RejectStore
 log = logging.getLogger("convtrack.http")
 
 Handler = Callable[[Request, ApiKey, str], Awaitable[Response]]
-INGEST_ROUTES = frozenset({"/v1/track", "/track/conversion", "/v1/batch"})
+# Segment's paths and short forms, where its libraries send (see model/segment.py).
+SEGMENT_SINGLE_ROUTES = ("/v1/t", "/v1/identify", "/v1/i", "/v1/page", "/v1/p", "/v1/screen",
+                         "/v1/s")  # fmt: skip
+INGEST_ROUTES = frozenset(
+    {"/v1/track", "/track/conversion", "/v1/batch", "/v1/b", *SEGMENT_SINGLE_ROUTES}
+)
 REJECTS_LIMIT = IntParam("limit", 1, 1000)
 REJECTS_CURSOR = IntParam("cursor", 1, INT64_MAX)
 
@@ -73,6 +78,8 @@ class App:
             ("POST", "/v1/track"): ("write", collector.track),
             ("POST", "/track/conversion"): ("write", collector.track),
             ("POST", "/v1/batch"): ("write", collector.batch),
+            ("POST", "/v1/b"): ("write", collector.batch),
+            **{("POST", path): ("write", collector.track) for path in SEGMENT_SINGLE_ROUTES},
             ("GET", "/v1/rejects"): ("admin", self.list_rejects),
             ("POST", "/v1/conversion-tokens"): ("server", tokens.issue),
             ("GET", "/v1/stats/conversions"): ("server", stats.conversions),
