@@ -355,7 +355,8 @@ def validate_segment(
     if isinstance(outcome, Envelope) and not errors:
         return msgspec.structs.replace(outcome, event_id_derived=True) if derived else outcome
     names = {**_FIELD_NAMES, "value": f"properties.{which or 'revenue'}"}
-    if "sessionId" in (message.get("context") or {}):
+    context = message.get("context")
+    if isinstance(context, dict) and "sessionId" in context:
         names["session_id"] = "context.sessionId"
     native_errors = outcome if isinstance(outcome, list) else []
     seen = {(e.field, e.code) for e in errors}
