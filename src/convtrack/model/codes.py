@@ -57,6 +57,7 @@ ERR_NOT_FOUND: Final = "not_found"
 ERR_METHOD_NOT_ALLOWED: Final = "method_not_allowed"
 ERR_BAD_QUERY: Final = "query_invalid"
 ERR_INTERNAL: Final = "internal_error"
+ERR_SDK_NOT_BUILT: Final = "sdk_not_built"
 
 MESSAGES: Final[dict[str, str]] = {
     EVENT_NAME_MISSING: "event_name is required and must be a non-empty string",
