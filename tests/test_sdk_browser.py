@@ -9,7 +9,6 @@ import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +19,7 @@ from tests.conftest import SERVER_KEY, WRITE_KEY, ServerProcess, auth, logged_ev
 from tests.sdk_browser_kit import (
     CHROME_UA,
     CHROMIUM_ARGS,
+    ROOT,
     CountingProxy,
     Seen,
     Site,
@@ -443,10 +443,21 @@ def test_identify_consent_and_no_throw(
     wait_for("the lead counted", lambda: stats(collector, name)["conversions"] == 1)
 
 
-def test_the_built_file_is_what_pages_load(site: Site, proxy: CountingProxy, context: Any) -> None:
-    """The collector's file is the build's output (no committed copy anywhere else)."""
-    site.pages["/v.html"] = page_html(proxy.url, "")
+def test_calls_before_an_async_load_are_replayed(
+    context: Any, site: Site, proxy: CountingProxy, collector: ServerProcess
+) -> None:
+    """The docs' snippet: a stub keeps the calls until the file arrives (async)."""
+    name = campaign()
+    doc = (ROOT / "docs" / "browser-sdk.md").read_text()
+    stub = doc.split("<script>\n    !function", 1)[1].split("analytics.page();", 1)[0]
+    site.pages["/async.html"] = (
+        f"<!doctype html><script>!function{stub}"
+        f"analytics.track('Signup', {{campaign_id: '{name}'}});</script>"
+        f'<script async src="{proxy.url}/sdk/v1/convtrack.js" data-write-key="{WRITE_KEY}">'
+        "</script>"
+    )
     page = context.new_page()
-    page.goto(site.url + "/v.html")
+    page.goto(site.url + "/async.html")
+    wait_for("the stubbed call", lambda: len(sent_with(proxy, campaign_id=name)) == 1)
     assert page.evaluate("[convtrack.VERSION, analytics.VERSION]") == ["1.0.0", "1.0.0"]
-    assert Path(__file__).resolve().parents[1].joinpath("sdk/js/package-lock.json").exists()
+    wait_for("counted", lambda: stats(collector, name)["conversions"] == 1)
