@@ -66,7 +66,10 @@ export class Client {
     captureAttribution(touchSession(now).id, location.search, now, this.readFbp);
     const transport = this.transport;
     addEventListener('pagehide', () => transport.beacon(true));
-    addEventListener('pageshow', () => (transport.leaving = false)); // back from the bfcache
+    addEventListener('pageshow', () => {
+      transport.leaving = false; // back from the back/forward cache
+      transport.flush(true);
+    });
     document.addEventListener('visibilitychange', () => {
       if (document.visibilityState === 'hidden') transport.beacon(false);
     });
@@ -158,6 +161,10 @@ export class Client {
 
   userId() {
     return load('_ct_uid');
+  }
+
+  anonymousId() {
+    return anonymousId();
   }
 
   /** Send what is queued now. */

@@ -67,7 +67,7 @@ function start() {
     consent: api.consent,
     reset: api.reset,
     ready: api.ready,
-    user: () => ({ id: safe(() => client.userId()) }),
+    user: () => ({ id: safe(() => client.userId()), anonymousId: safe(() => client.anonymousId()) }),
   };
   // Calls a snippet stub queued before this file loaded: [method, ...args].
   const queued = [w.analytics, w.convtrack].map((stub, i) => {

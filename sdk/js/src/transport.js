@@ -131,7 +131,7 @@ export class Transport {
       });
       this.store(items);
     }
-    if (this.busy || navigator.onLine === false) return; // offline: the `online` event resumes
+    if (this.busy || this.leaving || navigator.onLine === false) return; // offline: `online` resumes
     const { ready, nextAt } = this.claim(false);
     if (!ready.length) {
       if (nextAt) this.schedule(Math.max(0, nextAt - Date.now()));
