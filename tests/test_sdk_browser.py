@@ -443,6 +443,42 @@ def test_identify_consent_and_no_throw(
     wait_for("the lead counted", lambda: stats(collector, name)["conversions"] == 1)
 
 
+def test_the_session_slides_for_30_minutes_and_keeps_the_landing_campaign(
+    context: Any, site: Site, proxy: CountingProxy
+) -> None:
+    """The page's clock is Playwright's (injected), so minutes pass without waiting."""
+    name = campaign()
+    site.pages["/session.html"] = page_html(proxy.url, "")
+    site.pages["/later.html"] = page_html(proxy.url, "")
+    context.clock.install()
+    page = context.new_page()
+    page.goto(site.url + f"/session.html?utm_source=ads&utm_campaign={name}&ttclid=TT")
+
+    def step(label: str) -> dict[str, Any]:
+        page.evaluate(f"convtrack.track('Tick', {{mark: '{name}', step: '{label}'}})")
+        wait_for(label, lambda: len(sent_with(proxy, mark=name, step=label)) == 1)
+        wait_for("its answer", lambda: page.evaluate("convtrack.status().queued") == 0)
+        ((_, event),) = sent_with(proxy, mark=name, step=label)
+        return event
+
+    first = step("a")
+    page.goto(site.url + "/later.html")  # another page of the site, no parameters
+    context.clock.fast_forward("25:00")
+    second = step("b")
+    context.clock.fast_forward("25:00")  # 50 minutes after the first, 25 after the last
+    third = step("c")
+    context.clock.fast_forward("31:00")
+    fourth = step("d")
+    assert first["session_id"] == second["session_id"] == third["session_id"]
+    assert fourth["session_id"] != first["session_id"]
+    for kept in (first, second, third):
+        assert kept["context"]["campaign"] == {"source": "ads", "name": name}
+        assert kept["context"]["click_ids"] == {"ttclid": "TT"}
+    assert "campaign" not in fourth["context"] and "click_ids" not in fourth["context"]
+    assert fourth["context"]["anonymous_id"] == first["context"]["anonymous_id"]
+    assert all("timestamp" not in e for e in (first, second, third, fourth))
+
+
 def test_calls_before_an_async_load_are_replayed(
     context: Any, site: Site, proxy: CountingProxy, collector: ServerProcess
 ) -> None:
