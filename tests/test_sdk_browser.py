@@ -479,6 +479,26 @@ def test_the_session_slides_for_30_minutes_and_keeps_the_landing_campaign(
     assert all("timestamp" not in e for e in (first, second, third, fourth))
 
 
+def test_without_local_storage_it_still_sends(
+    context: Any, site: Site, proxy: CountingProxy, collector: ServerProcess
+) -> None:
+    """Storage refused (a sandboxed frame, a privacy mode): the page's memory serves."""
+    name = campaign()
+    context.add_init_script(
+        "Object.defineProperty(window, 'localStorage', {get() {"
+        " throw new DOMException('denied', 'SecurityError'); }});"
+    )
+    site.pages["/nostore.html"] = page_html(
+        proxy.url, f"convtrack.track('Signup', {{campaign_id: '{name}'}})"
+    )
+    page = context.new_page()
+    page.goto(site.url + "/nostore.html")
+    wait_for("the event", lambda: len(sent_with(proxy, campaign_id=name)) == 1)
+    wait_for("its answer", lambda: page.evaluate("convtrack.status()")["sent"] == 1)
+    assert page.evaluate("convtrack.status().queued") == 0
+    wait_for("counted", lambda: stats(collector, name)["conversions"] == 1)
+
+
 def test_calls_before_an_async_load_are_replayed(
     context: Any, site: Site, proxy: CountingProxy, collector: ServerProcess
 ) -> None:

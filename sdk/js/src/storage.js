@@ -3,9 +3,12 @@
 
 /** @type {Record<string, string>} */
 const memory = {};
+/** @type {Record<string, true>} keys whose last localStorage write failed (quota, private mode) */
+const unsaved = {};
 
 /** @param {string} key @returns {string | null} */
 export function load(key) {
+  if (unsaved[key]) return key in memory ? memory[key] : null;
   try {
     const value = localStorage.getItem(key);
     if (value !== null) return value;
@@ -22,8 +25,9 @@ export function save(key, value) {
   try {
     if (value === null) localStorage.removeItem(key);
     else localStorage.setItem(key, value);
+    delete unsaved[key];
   } catch (_) {
-    // the in-page copy still serves this page
+    unsaved[key] = true; // the in-page copy, newer than the stored one, serves this page
   }
 }
 

@@ -147,6 +147,8 @@ export class Transport {
         this.flush(false);
       },
       () => {
+        // Not expected (post handles its failures): free the events for a later try.
+        chunk.forEach((item) => delete this.inflight[item.e.event_id]);
         this.busy = false;
       },
     );
