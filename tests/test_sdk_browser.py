@@ -15,7 +15,14 @@ import httpx
 import pytest
 
 from convtrack.model.currency import iso4217_codes, minor_digits
-from tests.conftest import SERVER_KEY, WRITE_KEY, ServerProcess, auth, logged_event_ids
+from tests.conftest import (
+    SERVER_KEY,
+    WRITE_KEY,
+    ServerFactory,
+    ServerProcess,
+    auth,
+    logged_event_ids,
+)
 from tests.sdk_browser_kit import (
     CHROME_UA,
     CHROMIUM_ARGS,
@@ -497,6 +504,32 @@ def test_without_local_storage_it_still_sends(
     wait_for("its answer", lambda: page.evaluate("convtrack.status()")["sent"] == 1)
     assert page.evaluate("convtrack.status().queued") == 0
     wait_for("counted", lambda: stats(collector, name)["conversions"] == 1)
+
+
+def test_a_key_limited_to_the_shop_origin(
+    context: Any, site: Site, server_factory: ServerFactory
+) -> None:
+    """The write key allows the shop's origin only: its pages are counted; another
+    site's are refused (403 origin_not_allowed) and stay queued, never counted."""
+    server = server_factory({"CONVTRACK_COLLECT_ALLOWED_ORIGINS": site.url}, name="strict")
+    server.start()
+    other = Site()
+    try:
+        script = "convtrack.track('Signup', {campaign_id: 'strict'})"
+        page_text = page_html(server.url, script)
+        site.pages["/strict.html"] = other.pages["/strict.html"] = page_text
+        shop = context.new_page()
+        shop.goto(site.url + "/strict.html")
+        wait_for("the shop's event", lambda: shop.evaluate("convtrack.status()")["sent"] == 1)
+        wait_for("in the log", lambda: len(logged_event_ids(server.data_dir)) == 1)
+        foreign = context.new_page()
+        foreign.goto(other.url + "/strict.html")
+        tries = "(JSON.parse(localStorage.getItem('_ct_queue')) || []).map(item => item.n)"
+        wait_for("a refused try", lambda: foreign.evaluate(tries) == [1])
+        assert foreign.evaluate("convtrack.status()")["sent"] == 0
+        assert len(logged_event_ids(server.data_dir)) == 1
+    finally:
+        other.close()
 
 
 def test_calls_before_an_async_load_are_replayed(
