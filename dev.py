@@ -3,6 +3,7 @@
 
     python3 dev.py serve [convtrack serve options]   install, then run the pipeline
     python3 dev.py test [pytest options]             install test tools, lint, type-check, test
+    python3 dev.py build-sdk                         build the browser SDK (needs Node.js and npm)
 
 Everything is installed into ./.venv from the package registry.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -50,18 +52,54 @@ def ensure_env(extras: str) -> None:
         stamp.write_text(digest)
 
 
+SDK_DIR = ROOT / "sdk" / "js"
+SDK_BUILT = ROOT / "src" / "convtrack" / "collect" / "sdk" / "convtrack.js"
+
+
+def build_sdk(required: bool) -> None:
+    """Build sdk/js into the file the collector serves (never committed: see .gitignore).
+
+    Without Node.js and npm the server still runs; /sdk/v1/convtrack.js then
+    answers 404 sdk_not_built with this command."""
+    npm, node = shutil.which("npm"), shutil.which("node")
+    if npm is None or node is None:
+        message = "Node.js and npm are needed to build the browser SDK (apt-get install nodejs npm)"
+        if required:
+            sys.exit(message)
+        print(f"note: {message}; /sdk/v1/convtrack.js will answer 404 until it is built")
+        return
+    lock = SDK_DIR / "package-lock.json"
+    stamp = SDK_DIR / "node_modules" / ".convtrack-installed"
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+    if not stamp.exists() or stamp.read_text() != digest:
+        # Exactly the locked versions (esbuild, typescript: build and check tools only).
+        result = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=SDK_DIR, check=False
+        )
+        if result.returncode != 0:
+            sys.exit(result.returncode)
+        stamp.write_text(digest)
+    result = subprocess.run([node, "build.mjs", str(SDK_BUILT)], cwd=SDK_DIR, check=False)
+    if result.returncode != 0:
+        sys.exit(result.returncode)
+
+
 def main() -> None:
     command, *rest = sys.argv[1:] or ["help"]
     if command == "serve":
         ensure_env("")
+        build_sdk(required=False)
         os.execv(BIN / "convtrack", [str(BIN / "convtrack"), "serve", *rest])
     elif command == "test":
         ensure_env("test")
+        build_sdk(required=False)
         paths = [p for p in ("src", "tests", "bench", "sdk", "dev.py") if (ROOT / p).exists()]
         run(BIN / "ruff", "check", *paths)
         run(BIN / "ruff", "format", "--check", *paths)
         run(BIN / "mypy")
         run(PY, "-m", "pytest", "-q", *rest)
+    elif command == "build-sdk":
+        build_sdk(required=True)
     else:
         print(__doc__)
         sys.exit(0 if command == "help" else 2)

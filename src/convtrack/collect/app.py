@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any
 
-from convtrack.collect import cors
+from convtrack.collect import browser_sdk, cors
 from convtrack.collect.attribution import AttributionApi
 from convtrack.collect.auth import ApiKey, Keyring, read_credential
 from convtrack.collect.deadletters import DeadLettersApi
@@ -93,12 +93,17 @@ class App:
         if quarantine is not None:
             self.routes[("GET", "/v1/quarantine")] = ("admin", quarantine.listing)
             self.routes[("POST", "/v1/quarantine/replay")] = ("admin", quarantine.replay)
+        self.sdk = browser_sdk.BrowserSdk()
         self.open_routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {
             ("GET", "/healthz"): self.healthz,
             ("GET", "/readyz"): self.readyz,
             ("GET", "/metrics"): self.render_metrics,
             ("GET", "/openapi.json"): self.openapi,
+            ("GET", browser_sdk.CURRENT_PATH): self.sdk.serve,
+            ("GET", browser_sdk.MANIFEST_PATH): self.sdk.serve,
         }
+        # Paths with a variable part (all under browser_sdk.PREFIX, answered by self.sdk).
+        self.templated_routes = {("GET", browser_sdk.HASHED_TEMPLATE): self.sdk.serve}
         self._paths = {path for _, path in self.routes} | {path for _, path in self.open_routes}
         # The Allow header of a 405: every method served on the path (RFC 9110, 15.5.6).
         methods: dict[str, set[str]] = {}
@@ -135,6 +140,8 @@ class App:
 
     async def dispatch(self, request: Request) -> Response:
         method, path = request.method, request.path
+        if path.startswith(browser_sdk.PREFIX):
+            return await self.sdk.serve(request)  # GET and HEAD, any build's name
         open_handler = self.open_routes.get((method, path))
         if open_handler is not None:
             return await open_handler(request)

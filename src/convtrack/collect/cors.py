@@ -13,6 +13,8 @@ def allow_headers(origin: str) -> list[tuple[bytes, bytes]]:
     return [
         (b"access-control-allow-origin", origin.encode("latin-1")),
         (b"vary", b"Origin"),
+        # Not a CORS-safelisted header: without this the SDK could not honour it on 429/503.
+        (b"access-control-expose-headers", b"retry-after"),
     ]
 
 

@@ -61,6 +61,7 @@ ERR_BAD_QUERY: Final = "query_invalid"
 ERR_HEADERS_TOO_LARGE: Final = "headers_too_large"  # 431: server.max_header_bytes
 ERR_REQUEST_TIMEOUT: Final = "request_timeout"  # 408: server.header_timeout_secs
 ERR_INTERNAL: Final = "internal_error"
+ERR_SDK_NOT_BUILT: Final = "sdk_not_built"
 
 MESSAGES: Final[dict[str, str]] = {
     EVENT_NAME_MISSING: "event_name is required and must be a non-empty string",

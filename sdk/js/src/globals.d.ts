@@ -1,0 +1,2 @@
+/** Replaced at build time (build.mjs) by the package's version. */
+declare const __CONVTRACK_VERSION__: string;
