@@ -98,7 +98,9 @@ class BrowserSdk:
 
     async def serve(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):
-            return error(405, codes.ERR_METHOD_NOT_ALLOWED)
+            refused = error(405, codes.ERR_METHOD_NOT_ALLOWED)
+            refused.headers.append((b"allow", b"GET, HEAD"))  # RFC 9110, 15.5.6
+            return refused
         path = request.path
         hashed = _HASHED.fullmatch(path)
         if path not in (CURRENT_PATH, MANIFEST_PATH) and hashed is None:
