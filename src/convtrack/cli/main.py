@@ -12,7 +12,7 @@ import msgspec
 
 from convtrack import __version__
 from convtrack.cli.destinations import destinations_group
-from convtrack.cli.output import render
+from convtrack.cli.output import listing_options, render
 from convtrack.cli.quarantine import quarantine_group
 from convtrack.config import Settings, load_settings, settings_as_dict
 from convtrack.errors import ConvtrackError
@@ -195,12 +195,7 @@ def _dead_letter_store(config: str | None, data_dir: str | None) -> Iterator[Dea
 
 @dlq_group.command("list")
 @_dlq_options
-@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True,
-              help="At most this many rows.")  # fmt: skip
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-    show_default=True, help="Output format.",
-)  # fmt: skip
+@listing_options
 def dlq_list(
     destination: str | None, config: str | None, data_dir: str | None, limit: int, fmt: str
 ) -> None:

@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
+import click
 import msgspec
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def listing_options(command: F) -> F:
+    """``--limit`` and ``--format``, as every command that lists stored rows takes them."""
+    command = click.option(
+        "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+        show_default=True, help="Output format.",
+    )(command)  # fmt: skip
+    return click.option("--limit", type=click.IntRange(1, 100_000), default=100,
+                        show_default=True, help="At most this many rows.")(command)  # fmt: skip
 
 
 def _json_default(value: Any) -> Any:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from convtrack.cli.output import render
+from convtrack.cli.output import listing_options, render
 from convtrack.config import load_settings
 from convtrack.store.quarantine.base import QUARANTINE_STAGES
 
@@ -49,12 +49,7 @@ def _store(config: str | None, data_dir: str | None) -> Iterator[QuarantineStore
 
 @quarantine_group.command("list")
 @_options
-@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True,
-              help="At most this many rows.")  # fmt: skip
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-    show_default=True, help="Output format.",
-)  # fmt: skip
+@listing_options
 def quarantine_list(
     stage: str | None, config: str | None, data_dir: str | None, limit: int, fmt: str
 ) -> None:
