@@ -294,7 +294,21 @@ class Collector:
                 self._metrics.events_unavailable.inc(len(accepted))
                 return error(503, codes.ERR_UNAVAILABLE, retry_after=exc.retry_after_secs)
             self._metrics.route_counters(route).accepted.inc(len(accepted))
-        return json_response(200, {"accepted": len(accepted), "rejected": rejected})
+        answer = {"accepted": len(accepted), "rejected": rejected}
+        if accepted or not items:
+            return json_response(200, answer)
+        # Nothing accepted: a 2xx would let client libraries report success and drop the
+        # events silently. Rate-limited ones may pass later, so their batch says 429 (which
+        # the libraries retry, after Retry-After); otherwise 400, which they log as an error.
+        if any(status == 429 for _, status, _ in failed):
+            wait = retry_after_secs(self._retry_wait())
+            return json_response(429, answer, [(b"retry-after", str(wait).encode())])
+        return json_response(400, answer)
+
+    def _retry_wait(self) -> float:
+        """Seconds until a refused user (or key) has a token again: one token's refill."""
+        rates = [b.rate for b in (self._user_buckets, self._key_buckets) if b.rate > 0]
+        return max((1 / rate for rate in rates), default=1.0)
 
     async def _keep_batch_rejects(
         self,
