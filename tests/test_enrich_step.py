@@ -39,7 +39,9 @@ def test_a_failing_enricher_leaves_its_field_unknown_and_is_counted() -> None:
 
 
 def test_the_registry_enriches_device_country_campaign_and_date() -> None:
-    one = item(campaign_id="spring", context={"ip": "8.8.8.8", "user_agent": "curl/8.5.0"})
-    EnrichStep(ENRICHERS, Metrics()).submit(Batch(items=[one], positions={0: 1}))
+    one = item(campaign_id="spring", context={"ip": "8.8.8.8", "user_agent": "Googlebot/2.1"})
+    curl = item(context={"user_agent": "curl/8.5.0"})
+    EnrichStep(ENRICHERS, Metrics()).submit(Batch(items=[one, curl], positions={0: 2}))
     assert (one.campaign_id, one.event_date) == ("spring", "2026-11-30")
     assert (one.country_code, one.is_bot) == ("US", True)
+    assert (curl.device_type, curl.is_bot) == ("other", False)  # a tool, not a bot

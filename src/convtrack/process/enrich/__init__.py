@@ -75,10 +75,17 @@ def _text(value: object) -> str | None:
 
 
 def enrich_device(item: Item) -> None:
-    """Device type and bot flag from ``context.user_agent``, else ``user.user_agent``."""
+    """Device type and bot flag of the end user: ``context.user_agent`` (Segment's
+    ``context.userAgent``), else ``user.user_agent``. The collector fills
+    ``context.user_agent`` with the request's own when a browser (write key) sent it."""
     assert item.envelope is not None
     envelope = item.envelope
-    user_agent = _text(envelope.context.get("user_agent")) or _text(envelope.user.get("user_agent"))
+    context = envelope.context
+    user_agent = (
+        _text(context.get("user_agent"))
+        or _text(context.get("userAgent"))
+        or _text(envelope.user.get("user_agent"))
+    )
     device = classify(user_agent)
     item.device_type = device.device_type
     item.is_bot = device.is_bot
