@@ -34,6 +34,13 @@ from convtrack.store.hot.livestats import (
     minute_rows,
     percentile_ms,
 )
+from convtrack.store.hot.sqlite_excluded import (
+    EXCLUDED_SCHEMA,
+    add_excluded,
+    excluded_query,
+    excluded_totals,
+    replayed,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dedup (
@@ -118,6 +125,7 @@ class SqliteHotStore(HotStore):
             self._conn = connect(path, "normal")
             self._conn.executescript(_SCHEMA)
             self._reader = connect(path, "normal")
+            self._conn.executescript(EXCLUDED_SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the hot store at {path}: {exc}") from exc
         self._read_lock = threading.Lock()
@@ -136,8 +144,10 @@ class SqliteHotStore(HotStore):
         try:
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
+                replays = replayed(self._conn, group, effects)
                 result = self._apply(group, effects, positions, now_us)
                 self._write_sessions(sessions, touches)
+                add_excluded(self._conn, effects, result.counted, replays)
                 return result
         except sqlite3.Error as exc:
             raise StoreError(f"hot store apply failed: {exc}") from exc
@@ -436,6 +446,10 @@ class SqliteHotStore(HotStore):
             latency_anomalies_total=self._total("latency_anomalies"),
             per_minute=minute_rows(per_minute),
         )
+
+    def excluded(self, campaign_id: str | None, date: str) -> dict[str, int]:
+        args = (date,) if campaign_id is None else (date, campaign_id)
+        return excluded_totals(self._read(excluded_query(campaign_id), args))
 
     def remembered(self) -> int:
         rows = self._read("SELECT (SELECT COUNT(*) FROM dedup) + (SELECT COUNT(*) FROM tokens)")
