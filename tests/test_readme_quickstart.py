@@ -62,7 +62,6 @@ class Curl:
                 at += 1
             elif word == "-d":
                 self.body, self.method, at = words[at + 1], "POST", at + 1
-                self.method = "POST"
             elif word.startswith("http"):
                 self.url = word
             else:

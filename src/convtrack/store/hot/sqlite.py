@@ -18,6 +18,7 @@ import msgspec
 
 from convtrack.errors import StoreError
 from convtrack.sqlitekit import connect
+from convtrack.store.hot import sqlite_excluded
 from convtrack.store.hot.base import (
     ApplyResult,
     CampaignLive,
@@ -33,13 +34,6 @@ from convtrack.store.hot.livestats import (
     latency_bucket,
     minute_rows,
     percentile_ms,
-)
-from convtrack.store.hot.sqlite_excluded import (
-    EXCLUDED_SCHEMA,
-    add_excluded,
-    excluded_query,
-    excluded_totals,
-    replayed,
 )
 
 _SCHEMA = """
@@ -125,7 +119,7 @@ class SqliteHotStore(HotStore):
             self._conn = connect(path, "normal")
             self._conn.executescript(_SCHEMA)
             self._reader = connect(path, "normal")
-            self._conn.executescript(EXCLUDED_SCHEMA)
+            self._conn.executescript(sqlite_excluded.EXCLUDED_SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the hot store at {path}: {exc}") from exc
         self._read_lock = threading.Lock()
@@ -144,10 +138,10 @@ class SqliteHotStore(HotStore):
         try:
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
-                replays = replayed(self._conn, group, effects)
+                replays = sqlite_excluded.replayed(self._conn, group, effects)
                 result = self._apply(group, effects, positions, now_us)
                 self._write_sessions(sessions, touches)
-                add_excluded(self._conn, effects, result.counted, replays)
+                sqlite_excluded.add_excluded(self._conn, effects, result.counted, replays)
                 return result
         except sqlite3.Error as exc:
             raise StoreError(f"hot store apply failed: {exc}") from exc
@@ -449,7 +443,8 @@ class SqliteHotStore(HotStore):
 
     def excluded(self, campaign_id: str | None, date: str) -> dict[str, int]:
         args = (date,) if campaign_id is None else (date, campaign_id)
-        return excluded_totals(self._read(excluded_query(campaign_id), args))
+        query = sqlite_excluded.excluded_query(campaign_id)
+        return sqlite_excluded.excluded_totals(self._read(query, args))
 
     def remembered(self) -> int:
         rows = self._read("SELECT (SELECT COUNT(*) FROM dedup) + (SELECT COUNT(*) FROM tokens)")
