@@ -166,6 +166,8 @@ BOTS = [
     "Scrapy/2.11.2 (+https://scrapy.org)",
     "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)",
     "MyShopCrawler/1.0 python-requests/2.32.3",
+    "python-requests/2.31.0 (compatible; ExampleBot/1.0; +https://example.com/bot)",
+    "Go-http-client/1.1 (site-crawler)",
     "amibot - http://www.amidalla.de - tech@amidalla.com libwww-perl/5.831",
     "colly - https://github.com/gocolly/colly",
     "Mozilla/4.5 (compatible; HTTrack 3.0x; Windows 98)",

@@ -86,6 +86,8 @@ _HTTP_CLIENT = re.compile(
     r"(?:[/\s(;]|$)"
     r"|PowerShell/"  # PowerShell's Invoke-WebRequest: "Mozilla/5.0 (Windows NT ...) PowerShell/7"
 )
+# A crawler that names itself after its library ("python-requests/2.31 ExampleBot/1.0").
+_BOT_WORDS = re.compile(r"bot\b|crawl|spider|scrap", re.IGNORECASE)
 # An app's own runtime beside its HTTP library: a person's phone, classed as one.
 _APP_RUNTIME = re.compile(r"Dalvik/|CFNetwork/")
 # Automated browsers the list does not name (or names only in other spellings).
@@ -140,7 +142,8 @@ def _classify(user_agent: str) -> DeviceClass:
     if is_crawler(ua) or _AUTOMATED.search(ua):
         return BOT
     if _HTTP_CLIENT.search(ua) and not _APP_RUNTIME.search(ua):
-        return OTHER  # a tool or a backend, not a bot: counted
+        # A tool or a backend, not a bot: counted. Unless it names itself a crawler.
+        return BOT if _BOT_WORDS.search(ua) else OTHER
     device = ua_parser.parse_device(ua)
     family = device.family if device is not None else ""
     brand = device.brand if device is not None else None
