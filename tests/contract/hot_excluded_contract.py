@@ -82,6 +82,16 @@ class ExcludedContract(ABC):
                   {0: 10}, later)  # fmt: skip
         assert hot.excluded("spring", DATE) == {"bot": 1, "duplicate": 4, "not_a_conversion": 1}
 
+    def test_counts_add_up_batch_after_batch(self, hot: HotStore) -> None:
+        hot.apply("g", [event("a", offset=0)], {0: 1}, T0)
+        for n in range(1, 8):  # each batch adds exactly one of each
+            at = T0 + n * HOUR
+            batch = [event("a", offset=3 * n, received_at_us=at),
+                     bot(f"b{n}", offset=3 * n + 1, received_at_us=at),
+                     page_view(f"p{n}", offset=3 * n + 2, received_at_us=at)]  # fmt: skip
+            hot.apply("g", batch, {0: 3 * n + 3}, at)
+            assert hot.excluded("spring", DATE) == {"bot": n, "duplicate": n, "not_a_conversion": n}
+
     def test_a_replayed_batch_adds_nothing(self, hot: HotStore) -> None:
         batch = [bot("b", offset=0), page_view("c", offset=1), event("a", offset=2)]
         batch.append(event("a", offset=3))

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from convtrack.store.hot.base import EXCLUDED_REASONS, Effect
 
 EXCLUDED_SCHEMA = """
-CREATE TABLE IF NOT EXISTS excluded (
+CREATE TABLE IF NOT EXISTS excluded_events (
     event_date TEXT NOT NULL, campaign_id TEXT NOT NULL, reason TEXT NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (event_date, campaign_id, reason)
 ) WITHOUT ROWID;
@@ -47,7 +47,8 @@ def add_excluded(
         if reason:
             cells[(effect.event_date, effect.campaign_id, reason)] += 1
     conn.executemany(
-        "INSERT INTO excluded VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
+        "INSERT INTO excluded_events VALUES (?, ?, ?, ?)"
+        " ON CONFLICT DO UPDATE SET n = n + excluded.n",
         [(*cell, n) for cell, n in cells.items()],
     )
 
@@ -63,4 +64,4 @@ def excluded_totals(rows: Iterable[tuple[object, object]]) -> dict[str, int]:
 
 def excluded_query(campaign_id: str | None) -> str:
     where = "event_date = ?" + ("" if campaign_id is None else " AND campaign_id = ?")
-    return f"SELECT reason, SUM(n) FROM excluded WHERE {where} GROUP BY reason"
+    return f"SELECT reason, SUM(n) FROM excluded_events WHERE {where} GROUP BY reason"
