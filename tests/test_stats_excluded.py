@@ -1,10 +1,11 @@
 """GET /v1/stats/conversions says how many events of the campaign and day were not
 counted, and why; and whose user agent decides a bot. Through the ASGI app and the
-real processor (SQLite); the Redis store passes the same counters' contract."""
+real processor, on both hot stores."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,14 +35,22 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-@pytest.fixture(params=[False, True], ids=["skip_bots", "count_bots"])
+@pytest.fixture(
+    params=[("sqlite", False), ("sqlite", True), ("redis", False)],
+    ids=["sqlite-skip_bots", "sqlite-count_bots", "redis-skip_bots"],
+)
 def pipeline(
     request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
 ) -> Iterator[Pipeline]:
-    built = make_pipeline(
-        tmp_path, clock, limits={"user_events_per_sec": 0},
-        conversions={"count_bots": request.param},
-    )  # fmt: skip
+    hot_kind, count_bots = request.param
+    settings: dict[str, Any] = {
+        "limits": {"user_events_per_sec": 0},
+        "conversions": {"count_bots": count_bots},
+    }
+    if hot_kind == "redis":
+        url = request.getfixturevalue("redis_url")
+        settings["hot"] = {"kind": "redis", "redis_url": url, "redis_prefix": uuid.uuid4().hex}
+    built = make_pipeline(tmp_path, clock, **settings)
     yield built
     built.close()
 
