@@ -39,11 +39,14 @@ def ensure_env(extras: str) -> None:
                 f"could not create {VENV}: {exc}\n(on Debian/Ubuntu: apt-get install python3-venv)"
             )
     stamp = VENV / f".installed-{extras or 'base'}"
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    projects = [ROOT / "pyproject.toml", ROOT / "sdk" / "python" / "pyproject.toml"]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in projects if p.exists())).hexdigest()
     if not stamp.exists() or stamp.read_text() != digest:
         run(PY, "-m", "pip", "install", "-q", "--upgrade", "pip")
         target = f".[{extras}]" if extras else "."
         run(PY, "-m", "pip", "install", "-q", "-e", target)
+        if extras == "test":  # the Python SDK, its own distribution, tested with the server
+            run(PY, "-m", "pip", "install", "-q", "-e", ROOT / "sdk" / "python")
         stamp.write_text(digest)
 
 
@@ -54,7 +57,7 @@ def main() -> None:
         os.execv(BIN / "convtrack", [str(BIN / "convtrack"), "serve", *rest])
     elif command == "test":
         ensure_env("test")
-        paths = [p for p in ("src", "tests", "bench", "dev.py") if (ROOT / p).exists()]
+        paths = [p for p in ("src", "tests", "bench", "sdk", "dev.py") if (ROOT / p).exists()]
         run(BIN / "ruff", "check", *paths)
         run(BIN / "ruff", "format", "--check", *paths)
         run(BIN / "mypy")

@@ -51,3 +51,25 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="session")
 def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
+
+
+def let_redis_time_pass(url: str, prefix: str, secs: float, skip: tuple[str, ...] = ()) -> None:
+    """What ``secs`` of Redis's clock do to the keys under ``prefix``, without waiting:
+    those whose TTL ends within it are deleted, the others' TTLs shortened by it.
+    Keys that start with ``prefix:`` and one of ``skip`` are left alone."""
+    import redis
+
+    elapsed_ms = int(secs * 1000)
+    skipped = tuple(f"{prefix}:{kind}".encode() for kind in skip)
+    client = redis.Redis.from_url(url)
+    try:
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            if skipped and key.startswith(skipped):
+                continue
+            left = client.pttl(key)
+            if 0 <= left <= elapsed_ms:
+                client.delete(key)
+            elif left > elapsed_ms:
+                client.pexpire(key, left - elapsed_ms)
+    finally:
+        client.close()

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from convtrack.config import DedupSettings, HotSettings
@@ -19,7 +20,7 @@ from convtrack.store.hot.base import Effect, HotStore, SessionState
 from convtrack.store.hot.keys import MIN_FANOUT, TARGET_PER_BUCKET, RedisKeys, slice_secs
 from convtrack.store.hot.redis import RedisHotStore
 from tests.contract.hot_contract import DAY, HOUR, MINUTE, T0, HotContract, effect
-from tests.redis_fixtures import require_redis, start_redis
+from tests.redis_fixtures import let_redis_time_pass, require_redis, start_redis
 
 redis = pytest.importorskip("redis", reason="the redis client: pip install 'convtrack[redis]'")
 
@@ -62,6 +63,10 @@ class TestRedisHotContract(HotContract):
 
     def open_store(self, path: Path) -> HotStore:
         return open_redis(self.url, path, self.WINDOW_SECS)
+
+    def let_time_pass(self, hot: HotStore, secs: float) -> None:
+        assert isinstance(hot, RedisHotStore)
+        let_redis_time_pass(self.url, hot.key_prefix, secs)
 
     def test_expire_forgets_only_what_ended(self, hot: HotStore) -> None:
         """Redis forgets a slice (a quarter window) at a time; duplicates are still exact.
@@ -261,22 +266,40 @@ def test_the_script_is_reloaded_after_a_script_flush(store: RedisHotStore, url: 
     assert store.remembered() == 2
 
 
-def test_an_overflow_undoes_the_increments_made_before_it(store: RedisHotStore) -> None:
+def test_a_failed_increment_undoes_the_increments_made_before_it(
+    store: RedisHotStore, url: str, tmp_path: Path
+) -> None:
     dims = {"country_code": "DE"}
     store.apply("g", [effect("a", value=2**62, dimensions=dims)], {0: 1}, T0)
     counts_before = store.breakdown("country_code", "2026-11-29")
-    # Another minute: its buckets take the increments first, then the day's counter overflows.
+    # A capped total is kept (saturated) and undone with the rest, like any increment.
+    store.apply("g", [effect("z", value=2**63 - 1, campaign_id="capped")], {0: 2}, T0)
+    # Another minute: its buckets take the increments first, then the day's counter
+    # fails (a field that is not a number, which no apply writes).
+    client = redis.Redis.from_url(url)
+    try:
+        field = b"n" + msgspec.msgpack.encode(["broken", ""])  # the day's count of "broken"
+        client.hset(RedisKeys(prefix_for(tmp_path)).counters("2026-11-30"), field, "x")
+    finally:
+        client.close()
     later = T0 + 5 * MINUTE
-    batch = [effect("b", value=1), effect("a"), effect("c", value=2**62, dimensions=dims)]
-    with pytest.raises(StoreError, match="overflow"):
-        store.apply("g", batch, {0: 4}, later)
+    batch = [
+        effect("b", value=1),
+        effect("c", value=2**63 - 1, campaign_id="capped"),
+        effect("a"),
+        effect("d", value=2**62, dimensions=dims),
+        effect("e", event_date="2026-11-30", campaign_id="broken", currency=None),
+    ]
+    with pytest.raises(StoreError, match="not an integer"):
+        store.apply("g", batch, {0: 7}, later)
     live = store.live(later, window_minutes=1, latency_minutes=1)
     assert (live.events, live.conversions, live.duplicates, live.latency_samples) == (0, 0, 0, 0)
-    assert live.duplicates_total == 0
+    assert live.duplicates_total == 0 and live.value_overflows_total == 0
     assert store.breakdown("country_code", "2026-11-29") == counts_before
     assert store.conversions("spring", "2026-11-29").conversions == 1
-    assert store.positions("g") == {0: 1}
-    assert store.remembered() == 1
+    assert store.conversions("capped", "2026-11-29").value == {"USD": 2**63 - 1}
+    assert store.positions("g") == {0: 2}
+    assert store.remembered() == 2
 
 
 @pytest.fixture

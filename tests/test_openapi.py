@@ -14,8 +14,10 @@ import pytest
 
 import convtrack
 from convtrack.collect.app import INGEST_ROUTES, App
+from convtrack.collect.ingest import SEGMENT_ROUTE_TYPES
 from convtrack.config import LimitsSettings, load_settings
 from convtrack.model import codes
+from convtrack.model.segment import is_segment, validate_segment
 from convtrack.model.timeparse import parse_timestamp_us
 from convtrack.model.validate import IngestFacts, Rules, validate_event
 from convtrack.runtime.embedded import Pipeline
@@ -169,7 +171,11 @@ def test_the_documented_examples_are_valid_events() -> None:
         facts = IngestFacts(
             source="default", key_role="write", received_at_us=timestamp or 1_800_000_000_000_000
         )
-        outcome = validate_event(event, facts, Rules())
+        if is_segment(event):  # a Segment-spec example: its mapping, then the same checks
+            kind = SEGMENT_ROUTE_TYPES.get(where.split()[1], "track")
+            outcome = validate_segment(event, facts, Rules(), default_type=kind)
+        else:
+            outcome = validate_event(event, facts, Rules())
         assert not isinstance(outcome, list), (where, outcome)
         seen += 1
     assert seen >= 4

@@ -20,6 +20,7 @@ import msgspec
 
 from convtrack.config_destinations import DestinationSettings
 from convtrack.errors import ConfigError
+from convtrack.model.currency import iso4217_codes
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
@@ -34,6 +35,13 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     # SO_REUSEPORT: several collector processes listen on one port (the kernel spreads
     # the connections), for more ingest than one interpreter can do on one machine.
     reuse_port: bool = False
+    # Guards of every connection (collect/protocol.py): the request line and headers of one
+    # request at most this many bytes (431 past it), complete within this time of the
+    # connection or of the request's first byte (408 past it), and at most this many open
+    # connections per process (a new one past it is answered 503).
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1_048_576)] = 16_384
+    header_timeout_secs: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 2048
 
 
 class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -67,6 +75,22 @@ class CollectSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     allowed_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
     trusted_proxies: list[str] = msgspec.field(default_factory=list)
     cors_max_age_secs: Annotated[int, msgspec.Meta(ge=0)] = 600
+    # Segment-spec messages with an amount but no currency: this ISO 4217 code ("": none,
+    # they are rejected currency_missing); per source in default_currencies (source -> code).
+    default_currency: str = ""
+    default_currencies: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for where, code in [("default_currency", self.default_currency)] + [
+            (f"default_currencies.{source}", code)
+            for source, code in self.default_currencies.items()
+        ]:
+            if code and code not in iso4217_codes():
+                raise ValueError(f"collect.{where}: {code!r} is not an uppercase ISO 4217 code")
+
+    def currency_of(self, source: str) -> str | None:
+        """The default currency of a source's Segment messages, if one is set."""
+        return self.default_currencies.get(source) or self.default_currency or None
 
 
 class KeySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -223,6 +247,11 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 def _parse_env_value(name: str, raw: str, field_type: Any) -> Any:
     if get_origin(field_type) is list:
         return [item.strip() for item in raw.split(",") if item.strip()]
+    if get_origin(field_type) is dict:  # "name=value,name=value"
+        pairs = [item.partition("=") for item in raw.split(",") if item.strip()]
+        if any(not sep or not key.strip() for key, sep, _ in pairs):
+            raise ConfigError(f"{name}: cannot use {raw!r}: expected name=value,name=value")
+        return {key.strip(): value.strip() for key, _, value in pairs}
     try:
         return msgspec.convert(raw, field_type, strict=False)
     except msgspec.ValidationError as exc:

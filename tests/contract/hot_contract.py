@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from convtrack.errors import StoreError
 from convtrack.store.hot.base import Effect, HotStore, SessionState, UserTouch
 
 T0 = 1_796_000_000_000_000
@@ -144,12 +143,117 @@ class HotContract(ABC):
         assert hot.positions("g") == {0: 10, 1: 5}
         assert hot.positions("other") == {}
 
-    def test_a_failed_apply_changes_nothing(self, hot: HotStore) -> None:
-        hot.apply("g", [effect("a", value=2**63 - 1)], {0: 1}, T0)
-        with pytest.raises(StoreError):
-            hot.apply("g", [effect("b", value=2**63 - 1)], {0: 2}, T0)  # the sum overflows
-        assert hot.positions("g") == {0: 1}
-        assert hot.apply("g", [effect("b", campaign_id="other")], {0: 2}, T0).counted == [True]
+    def test_sums_saturate_at_64_bits_count_the_overflow_and_counting_goes_on(
+        self, hot: HotStore
+    ) -> None:
+        top = 2**63 - 1
+        de = {"country_code": "DE"}
+        poison = [effect("a", value=top, dimensions=de), effect("b", value=top, dimensions=de)]
+        first = hot.apply("g", poison, {0: 2}, T0)
+        assert first.counted == [True, True]
+        assert first.value_overflows == 1
+        assert hot.conversions("spring", "2026-11-29").value == {"USD": top}
+        # later events of the capped total and of others are still counted
+        later = [effect("c", value=5, dimensions=de), effect("d", value=7, campaign_id="other")]
+        second = hot.apply("g", later, {0: 4}, T0 + MINUTE)
+        assert second.counted == [True, True]
+        assert second.value_overflows == 1
+        assert hot.positions("g") == {0: 4}
+        spring = hot.conversions("spring", "2026-11-29")
+        assert (spring.conversions, spring.value) == (3, {"USD": top})
+        assert hot.conversions("other", "2026-11-29").value == {"USD": 7}
+        # sums over rows that each fit are held at the bound too
+        everything = hot.conversions(None, "2026-11-29")
+        assert (everything.conversions, everything.value) == (4, {"USD": top})
+        assert [(t.campaign_id, t.value) for t in hot.campaign_totals("2026-11-29")] == [
+            ("other", {"USD": 7}),
+            ("spring", {"USD": top}),
+        ]
+        ((country, by_country),) = hot.breakdown("country_code", "2026-11-29")
+        assert (country, by_country.conversions, by_country.value) == ("DE", 3, {"USD": top})
+        hot.apply("g", [effect("e", value=top, campaign_id="other")], {0: 5}, T0 + MINUTE)
+        live = hot.live(T0 + MINUTE, window_minutes=60, latency_minutes=60)
+        assert live.value == {"USD": top}
+        assert live.conversions == 5
+        assert {c.campaign_id: c.value for c in live.campaigns} == {
+            "spring": {"USD": top},
+            "other": {"USD": top},
+        }
+        assert live.value_overflows_total == 3
+        everything = hot.conversions(None, "2026-11-29")
+        assert (everything.conversions, everything.value) == (5, {"USD": top})
+
+    def let_time_pass(self, hot: HotStore, secs: float) -> None:
+        """What ``secs`` of real time do to the store by themselves (none in SQLite)."""
+        return None
+
+    def test_a_backlog_days_behind_still_meets_its_first_copies(self, hot: HotStore) -> None:
+        """Dedup follows the data's time: 3 days of backlog, processed hours late."""
+        processing = T0 + 3 * DAY + HOUR
+        first = effect(
+            "a", at=processing - 30 * HOUR, offset=0, token_id="tok",
+            token_expires_at_us=processing - 28 * HOUR,
+        )  # fmt: skip
+        assert hot.apply("g", [first], {0: 1}, processing).counted == [True]
+        self.let_time_pass(hot, 2.5)
+        retry = effect("a", at=processing - 29 * HOUR, offset=1)
+        token_retry = effect("b", at=processing - 29 * HOUR, offset=2, token_id="tok")
+        second = hot.apply("g", [retry, token_retry], {0: 3}, processing + 2_500_000)
+        assert second.counted == [False, False]
+        self.let_time_pass(hot, 2 * 3600)  # hours later, the token is still remembered
+        late_token = effect("c", at=processing - 28 * HOUR - MINUTE, offset=3, token_id="tok")
+        assert hot.apply("g", [late_token], {0: 4}, processing + 2 * HOUR).counted == [False]
+        # a stream over 3 days, each id sent again 50 min later and some 25 h later
+        start = processing - 3 * DAY
+        stream = []
+        for i in range(72):
+            stream += [(start + i * HOUR, f"id{i}"), (start + i * HOUR + 50 * MINUTE, f"id{i}")]
+            if i % 10 == 0:
+                stream.append((start + i * HOUR + 25 * HOUR, f"id{i}"))
+        stream.sort()
+        expected, counted_at = [], {}
+        for at, event_id in stream:
+            new = counted_at.get(event_id, -DAY) + self.WINDOW_SECS * 1_000_000 <= at
+            expected.append(new)
+            if new:
+                counted_at[event_id] = at
+        batches = []
+        for n, begin in enumerate(range(0, len(stream), 9)):
+            effects = [
+                effect(event_id, at=at, offset=4 + begin + k)
+                for k, (at, event_id) in enumerate(stream[begin : begin + 9])
+            ]
+            now = processing + 2 * HOUR + n * 10 * MINUTE
+            batches.append((effects, {0: 4 + begin + len(effects)}, now))
+        verdicts = []
+        for effects, positions, now in batches:
+            self.let_time_pass(hot, 600)
+            verdicts += hot.apply("g", effects, positions, now).counted
+        assert verdicts == expected
+        assert hot.conversions("spring", "2026-11-29").conversions == 1 + sum(expected)
+        # a replay of the whole backlog gets every first verdict back and counts nothing
+        replayed = [c for e, p, now in batches for c in hot.apply("g", e, p, now).counted]
+        assert replayed == expected
+        assert hot.conversions("spring", "2026-11-29").conversions == 1 + sum(expected)
+
+    def test_two_counted_copies_of_an_id_in_one_batch_both_keep_their_verdict(
+        self, hot: HotStore
+    ) -> None:
+        """Copies more than a window apart both count, and a replay says so for each."""
+        copies = [
+            effect("a", at=T0, offset=0),
+            effect("a", at=T0 + 10 * MINUTE, offset=1),
+            effect("a", at=T0 + 25 * HOUR, offset=2),
+            effect("a", at=T0 + 50 * HOUR, offset=3),
+        ]
+        assert hot.apply("g", copies, {0: 4}, T0 + 51 * HOUR).counted == [True, False, True, True]
+        replay = hot.apply("g", copies, {0: 4}, T0 + 51 * HOUR + MINUTE)
+        assert replay.counted == [True, False, True, True]
+        # the same after a later batch moved the window on
+        later = effect("a", at=T0 + 50 * HOUR + MINUTE, offset=4)
+        assert hot.apply("g", [later], {0: 5}, T0 + 51 * HOUR).counted == [False]
+        assert hot.apply("g", copies, {0: 5}, T0 + 52 * HOUR).counted == [True, False, True, True]
+        assert hot.conversions("spring", "2026-11-29").conversions == 3
 
     def test_expire_forgets_only_what_ended(self, hot: HotStore) -> None:
         hot.apply("g", [effect("old"), effect("new", at=T0 + 2 * DAY)], {0: 2}, T0 + 2 * DAY)
@@ -217,6 +321,29 @@ class HotContract(ABC):
         mixed = [*batch[3:], effect("e", offset=105), effect("a", offset=106)]
         assert hot.apply("g", mixed, {0: 107}, T0).counted == [True, False, True, False]
         assert hot.conversions("spring", "2026-11-29").conversions == 4
+
+    def test_a_replay_gets_back_the_blobs_recorded_with_counted_copies(self, hot: HotStore) -> None:
+        batch = [
+            effect("a", offset=10, recorded=b"A"),
+            effect("a", offset=11, recorded=b"not counted"),
+            effect("b", offset=12),
+            effect("c", offset=13, recorded=b"C\x00:binary"),
+        ]
+        first = hot.apply("g", batch, {0: 14}, T0)
+        assert (first.counted, first.recorded) == ([True, False, True, True], {})
+        replay = hot.apply("g", batch, {0: 14}, T0)
+        assert replay.recorded == {0: b"A", 3: b"C\x00:binary"}
+        # a replay from the middle, with new entries after it
+        mixed = [*batch[3:], effect("d", offset=14, recorded=b"D")]
+        assert hot.apply("g", mixed, {0: 15}, T0).recorded == {0: b"C\x00:binary"}
+        assert hot.apply("g", mixed, {0: 15}, T0).recorded == {0: b"C\x00:binary", 1: b"D"}
+        # a batch that starts past them forgets them: all before it was published
+        hot.apply("g", [effect("e", offset=15, partition=0)], {0: 16}, T0)
+        assert hot.apply("g", mixed, {0: 16}, T0).recorded == {}
+        other = [effect("f", partition=1, offset=0, recorded=b"F")]
+        hot.apply("g", other, {1: 1}, T0)
+        assert hot.apply("g", other, {1: 1}, T0).recorded == {0: b"F"}
+        assert hot.apply("h", other, {1: 1}, T0).recorded == {}  # per group
 
     def test_sessions_and_touches_are_written_with_the_batch(self, hot: HotStore) -> None:
         session = SessionState(

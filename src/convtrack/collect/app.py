@@ -15,6 +15,14 @@ from convtrack.collect.deadletters import DeadLettersApi
 from convtrack.collect.http import Receive, Request, Response, Scope, Send, error, json_response
 from convtrack.collect.ingest import Collector
 from convtrack.collect.quarantine import QuarantineApi
+from convtrack.collect.query import (
+    INT64_MAX,
+    IntParam,
+    QueryInvalid,
+    integer,
+    optional_integer,
+    text,
+)
 from convtrack.collect.reports import ReportsApi
 from convtrack.collect.stats import StatsApi
 from convtrack.collect.tokens import ConversionTokens
@@ -27,7 +35,14 @@ from convtrack.store.rejects.base import RejectStore
 log = logging.getLogger("convtrack.http")
 
 Handler = Callable[[Request, ApiKey, str], Awaitable[Response]]
-INGEST_ROUTES = frozenset({"/v1/track", "/track/conversion", "/v1/batch"})
+# Segment's paths and short forms, where its libraries send (see model/segment.py).
+SEGMENT_SINGLE_ROUTES = ("/v1/t", "/v1/identify", "/v1/i", "/v1/page", "/v1/p", "/v1/screen",
+                         "/v1/s")  # fmt: skip
+INGEST_ROUTES = frozenset(
+    {"/v1/track", "/track/conversion", "/v1/batch", "/v1/b", *SEGMENT_SINGLE_ROUTES}
+)
+REJECTS_LIMIT = IntParam("limit", 1, 1000)
+REJECTS_CURSOR = IntParam("cursor", 1, INT64_MAX)
 
 
 class App:
@@ -63,6 +78,8 @@ class App:
             ("POST", "/v1/track"): ("write", collector.track),
             ("POST", "/track/conversion"): ("write", collector.track),
             ("POST", "/v1/batch"): ("write", collector.batch),
+            ("POST", "/v1/b"): ("write", collector.batch),
+            **{("POST", path): ("write", collector.track) for path in SEGMENT_SINGLE_ROUTES},
             ("GET", "/v1/rejects"): ("admin", self.list_rejects),
             ("POST", "/v1/conversion-tokens"): ("server", tokens.issue),
             ("GET", "/v1/stats/conversions"): ("server", stats.conversions),
@@ -83,6 +100,13 @@ class App:
             ("GET", "/openapi.json"): self.openapi,
         }
         self._paths = {path for _, path in self.routes} | {path for _, path in self.open_routes}
+        # The Allow header of a 405: every method served on the path (RFC 9110, 15.5.6).
+        methods: dict[str, set[str]] = {}
+        for method, path in [*self.routes, *self.open_routes]:
+            methods.setdefault(path, set()).add(method)
+        for path in INGEST_ROUTES:
+            methods.setdefault(path, set()).add("OPTIONS")
+        self._allow = {path: ", ".join(sorted(found)).encode() for path, found in methods.items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,6 +116,8 @@ class App:
             response = await self.dispatch(request)
         except ConnectionAbortedError:
             return  # the client went away mid-body; nobody to answer
+        except QueryInvalid as exc:
+            response = exc.response()
         except (LogError, StoreError) as exc:
             # A backend is down (Kafka, Redis, the lake): the client may retry; an
             # append that raised was never acknowledged, so nothing was accepted.
@@ -134,7 +160,9 @@ class App:
         entry = self.routes.get((method, path))
         if entry is None:
             if path in self._paths:
-                return error(405, codes.ERR_METHOD_NOT_ALLOWED), None
+                refused = error(405, codes.ERR_METHOD_NOT_ALLOWED)
+                refused.headers.append((b"allow", self._allow[path]))
+                return refused, None
             return error(404, codes.ERR_NOT_FOUND), None
         role, handler = entry
         credential = read_credential(request)
@@ -202,15 +230,9 @@ class App:
         return Response(200, spec)
 
     async def list_rejects(self, request: Request, key: ApiKey, route: str) -> Response:
-        code = request.query_one("code") or None
-        try:
-            limit = int(request.query_one("limit") or 100)
-            cursor_text = request.query_one("cursor")
-            cursor = int(cursor_text) if cursor_text else None
-        except ValueError:
-            return error(400, codes.ERR_BAD_QUERY, message="limit and cursor must be integers")
-        if not 1 <= limit <= 1000:
-            return error(400, codes.ERR_BAD_QUERY, message="limit must be between 1 and 1000")
+        code = text(request, "code") or None
+        limit = integer(request, REJECTS_LIMIT, 100)
+        cursor = optional_integer(request, REJECTS_CURSOR)
         # Off the event loop: with Redis a slow answer must not stall ingestion.
         page = await asyncio.to_thread(self.rejects.page, code=code, limit=limit, before_id=cursor)
         return json_response(200, page)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from datetime import date
 from typing import Final
 
@@ -17,7 +16,8 @@ import duckdb
 
 from convtrack.collect.auth import ApiKey
 from convtrack.collect.http import Request, Response, error, json_response
-from convtrack.collect.reports import MAX_DAYS, parse_date
+from convtrack.collect.query import IntParam, integer, text
+from convtrack.collect.reports import date_range
 from convtrack.errors import ConvtrackError
 from convtrack.model import codes
 from convtrack.store.cold.attribution import (
@@ -34,16 +34,7 @@ from convtrack.store.cold.query import connect
 log = logging.getLogger("convtrack.http")
 
 MAX_LOOKBACK_DAYS: Final = 365
-
-
-def _lookback_days(text: str | None) -> int | None:
-    """The lookback in days (the default when absent), or None when not 1 to 365."""
-    if text is None:
-        return DEFAULT_LOOKBACK_DAYS
-    if re.fullmatch(r"[0-9]{1,3}", text) is None:
-        return None
-    days = int(text)
-    return days if 1 <= days <= MAX_LOOKBACK_DAYS else None
+LOOKBACK_DAYS = IntParam("lookback_days", 1, MAX_LOOKBACK_DAYS)
 
 
 class AttributionApi:
@@ -51,22 +42,13 @@ class AttributionApi:
         self._lake = lake
 
     async def attribution(self, request: Request, key: ApiKey, route: str) -> Response:
-        model: Model | None = next((m for m in MODELS if m == request.query_one("model")), None)
+        chosen = text(request, "model")
+        model: Model | None = next((m for m in MODELS if m == chosen), None)
         if model is None:
             message = f"model must be one of {', '.join(MODELS)}"
-            return error(400, codes.ERR_BAD_QUERY, message=message)
-        start = parse_date(request.query_one("from"))
-        end = parse_date(request.query_one("to"))
-        if start is None or end is None:
-            return error(400, codes.ERR_BAD_QUERY, message="from and to must be YYYY-MM-DD")
-        if start > end:
-            return error(400, codes.ERR_BAD_QUERY, message="from must not be after to")
-        if (end - start).days + 1 > MAX_DAYS:
-            return error(400, codes.ERR_BAD_QUERY, message=f"at most {MAX_DAYS} days at once")
-        lookback = _lookback_days(request.query_one("lookback_days"))
-        if lookback is None:
-            message = f"lookback_days must be an integer from 1 to {MAX_LOOKBACK_DAYS}"
-            return error(400, codes.ERR_BAD_QUERY, message=message)
+            return error(400, codes.ERR_BAD_QUERY, parameter="model", message=message)
+        start, end = date_range(request)
+        lookback = integer(request, LOOKBACK_DAYS, DEFAULT_LOOKBACK_DAYS)
         loop = asyncio.get_running_loop()
         try:
             total, rows = await loop.run_in_executor(

@@ -9,6 +9,7 @@ fails answers 503 (the app maps ``StoreError``).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,10 +21,13 @@ from convtrack.collect.http import (
     json_response,
     read_json,
 )
+from convtrack.collect.query import IntParam, integer, text
 from convtrack.deliver.deadletters import DeadLetterStore
 from convtrack.model import codes
 
 MAX_BODY_BYTES = 4096
+LIMIT = IntParam("limit", 1, 1000)
+_NAME = re.compile(r"[a-z0-9_-]+")
 
 
 class DeadLettersApi:
@@ -32,13 +36,14 @@ class DeadLettersApi:
         self._destinations = frozenset(destinations)
 
     async def list(self, request: Request, key: ApiKey, route: str) -> Response:
-        destination = request.query_one("destination") or None
+        destination = text(request, "destination")
+        if destination is not None and _NAME.fullmatch(destination) is None:
+            message = "destination must be a destination name (a-z, 0-9, _ and -)"
+            return error(400, codes.ERR_BAD_QUERY, parameter="destination", message=message)
+        limit = integer(request, LIMIT, 100)
         if destination is not None and destination not in self._destinations:
             return error(404, codes.ERR_NOT_FOUND)
-        text = request.query_one("limit") or "100"
-        if not text.isdigit() or not 1 <= int(text) <= 1000:
-            return error(400, codes.ERR_BAD_QUERY, message="limit must be between 1 and 1000")
-        total, rows = await asyncio.to_thread(_read, self._store, destination, int(text))
+        total, rows = await asyncio.to_thread(_read, self._store, destination, limit)
         return json_response(200, {"total": total, "items": rows})
 
     async def replay(self, request: Request, key: ApiKey, route: str) -> Response:

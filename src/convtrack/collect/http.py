@@ -66,8 +66,8 @@ class Request:
         declared = self.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise BodyTooLarge
-        encoding = self.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("identity", "", "gzip", "deflate"):
+        encoding = content_coding(self.headers.get("content-encoding", ""))
+        if encoding is None:
             raise BadEncoding
         chunks: list[bytes] = []
         size = 0
@@ -86,6 +86,25 @@ class Request:
         if encoding in ("gzip", "deflate"):
             return _inflate(raw, encoding, limit)
         return raw
+
+
+_CODINGS = {"identity": "identity", "gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
+
+
+def content_coding(header: str) -> str | None:
+    """The one coding a Content-Encoding field names: identity, gzip or deflate; None if other.
+
+    RFC 9110 8.4: the field is a list (``#content-coding``) whose empty elements
+    are ignored, so an empty field names no coding (identity); codings are
+    case-insensitive, ``x-gzip`` is ``gzip`` (8.4.1.3). A list of more than one
+    coding (``gzip, gzip``) is not supported here."""
+    named = [item.strip(" \t").lower() for item in header.split(",")]
+    named = [item for item in named if item]
+    if not named:
+        return "identity"
+    if len(named) > 1:
+        return None
+    return _CODINGS.get(named[0])
 
 
 def _inflate(raw: bytes, encoding: str, limit: int) -> bytes:

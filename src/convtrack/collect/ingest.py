@@ -26,11 +26,24 @@ from convtrack.log.base import EventLog, LogRecord
 from convtrack.model import codes
 from convtrack.model.event import Envelope, encode_envelope
 from convtrack.model.scrub import scrub_decoded, scrub_unparsed
+from convtrack.model.segment import (
+    NO_SHARED,
+    BatchShared,
+    is_segment,
+    traits_hidden,
+    validate_segment,
+)
 from convtrack.model.validate import FieldError, IngestFacts, Rules, validate_event
 from convtrack.observe.metrics import Metrics
 from convtrack.store.rejects.base import Reject, RejectStore
 
 log = logging.getLogger("convtrack.collect")
+
+# The Segment type a message without one has, by the route it came to.
+SEGMENT_ROUTE_TYPES = {
+    "/v1/identify": "identify", "/v1/i": "identify", "/v1/page": "page", "/v1/p": "page",
+    "/v1/screen": "screen", "/v1/s": "screen",
+}  # fmt: skip
 
 
 class IngestLimits(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,6 +65,9 @@ def _body_error(code: str) -> FieldError:
 
 class _RawBatch(msgspec.Struct):
     batch: list[msgspec.Raw]
+    # A Segment batch's members that apply to each of its messages.
+    sentAt: Any = None  # noqa: N815 (the wire name)
+    context: Any = None
 
 
 _raw_batch = msgspec.json.Decoder(_RawBatch)
@@ -62,6 +78,7 @@ class ParsedBatch(msgspec.Struct, frozen=True):
 
     items: list[Any]
     texts: list[bytes]
+    shared: BatchShared = NO_SHARED
 
 
 def decode_batch(raw: bytes) -> Any:
@@ -73,7 +90,26 @@ def decode_batch(raw: bytes) -> Any:
     except msgspec.ValidationError:
         return msgspec.json.decode(raw)
     texts = [bytes(item) for item in shaped.batch]
-    return ParsedBatch(items=[msgspec.json.decode(text) for text in texts], texts=texts)
+    shared = NO_SHARED
+    if shaped.sentAt is not None or shaped.context is not None:
+        shared = BatchShared(sent_at=shaped.sentAt, context=shaped.context)
+    items = [msgspec.json.decode(text) for text in texts]
+    return ParsedBatch(items=items, texts=texts, shared=shared)
+
+
+def _kept_text(body: object) -> str:
+    """A rejected body as the rejects keep it (see model/scrub.py)."""
+    if isinstance(body, dict) and is_segment(body):
+        body = traits_hidden(body)
+    return scrub_decoded(body)
+
+
+def _sent_event_id(item: dict[str, Any]) -> str | None:
+    """The event_id a body named: ours, or a Segment message's messageId."""
+    raw_id = item.get("event_id")
+    if raw_id is None and "event_name" not in item:
+        raw_id = item.get("messageId")
+    return raw_id if isinstance(raw_id, str) else None
 
 
 class Collector:
@@ -90,6 +126,7 @@ class Collector:
         key_buckets: TokenBuckets,
         client_ips: ClientIpResolver,
         token_secrets: tuple[bytes, ...] = (),
+        default_currency: Callable[[str], str | None] = lambda source: None,
     ) -> None:
         self._log = log
         self._rejects = rejects
@@ -101,6 +138,7 @@ class Collector:
         self._key_buckets = key_buckets
         self._client_ips = client_ips
         self._token_secrets = token_secrets
+        self._default_currency = default_currency
 
     # -- shared steps ------------------------------------------------------------------
 
@@ -139,6 +177,24 @@ class Collector:
             client_user_agent=request.headers.get("user-agent"),
             token_secrets=self._token_secrets,
         )
+
+    def _validate(
+        self,
+        body: dict[str, Any],
+        facts: IngestFacts,
+        raw: bytes | None,
+        route: str,
+        shared: BatchShared = NO_SHARED,
+    ) -> Envelope | list[FieldError]:
+        """Native events as they are; Segment-spec messages (told apart by their keys)
+        through their mapping, model/segment.py."""
+        if "event_name" in body or not is_segment(body):  # the native hot path: one lookup
+            return validate_event(body, facts, self._rules, raw)
+        return validate_segment(
+            body, facts, self._rules, raw=raw, shared=shared,
+            default_type=SEGMENT_ROUTE_TYPES.get(route, "track"),
+            default_currency=self._default_currency(facts.source),
+        )  # fmt: skip
 
     @staticmethod
     def _user_bucket(key: ApiKey, envelope: Envelope) -> str:
@@ -215,18 +271,18 @@ class Collector:
             outcome: Envelope | list[FieldError] = [_body_error(codes.BODY_NOT_OBJECT)]
         else:
             facts = self._facts(request, key, received)
-            outcome = validate_event(body, facts, self._rules, read.raw)
+            outcome = self._validate(body, facts, read.raw, route)
         if isinstance(outcome, list):
-            text = scrub_decoded(body)
-            event_id = body.get("event_id") if isinstance(body, dict) else None
+            text = _kept_text(body)
+            event_id = _sent_event_id(body) if isinstance(body, dict) else None
             await self._keep([
                 self._reject(received, route, 400, [e.code for e in outcome], text, key,
-                             event_id if isinstance(event_id, str) else None)
+                             event_id)
             ])  # fmt: skip
             return self._validation_failed(outcome)
         wait = self._rate_wait(key, outcome)
         if wait > 0:
-            text = scrub_decoded(body)
+            text = _kept_text(body)
             await self._keep([
                 self._reject(received, route, 429, [codes.RATE_LIMITED], text, key,
                              outcome.event_id)
@@ -249,9 +305,11 @@ class Collector:
         received = self._clock.now_us()
         body = read.value
         texts: list[bytes] | None = None
+        shared = NO_SHARED
         if isinstance(body, ParsedBatch):
             items: object = body.items
             texts = body.texts
+            shared = body.shared
             body = {"batch": body.items}
         else:
             items = body.get("batch") if isinstance(body, dict) else None
@@ -272,7 +330,7 @@ class Collector:
         for index, item in enumerate(items):
             if isinstance(item, dict):
                 item_text = texts[index] if texts is not None else None
-                outcome = validate_event(item, facts, self._rules, item_text)
+                outcome = self._validate(item, facts, item_text, route, shared)
             else:
                 outcome = [_body_error(codes.EVENT_NOT_OBJECT)]
             if isinstance(outcome, list):
@@ -323,10 +381,9 @@ class Collector:
         to_keep: list[Reject] = []
         for index, status, errors in failed:
             item = items[index]
-            raw_id = item.get("event_id") if isinstance(item, dict) else None
-            event_id = raw_id if isinstance(raw_id, str) else None
+            event_id = _sent_event_id(item) if isinstance(item, dict) else None
             rejected.append({"index": index, "event_id": event_id, "errors": _error_dicts(errors)})
-            text = scrub_decoded(item)
+            text = _kept_text(item)
             to_keep.append(
                 self._reject(received, route, status, [e.code for e in errors], text, key,
                              event_id, index)

@@ -14,6 +14,7 @@ from typing import Any
 
 from convtrack.collect.auth import ApiKey
 from convtrack.collect.http import Request, Response, error, json_response, read_json
+from convtrack.collect.query import IntParam, QueryInvalid, integer, text
 from convtrack.model import codes
 from convtrack.store.quarantine.base import MAX_CURSOR, QUARANTINE_STAGES, QuarantineStore
 
@@ -21,12 +22,8 @@ MAX_BODY_BYTES = 4096
 STAGE_LIST = ", ".join(QUARANTINE_STAGES)
 
 
-def _bounded(text: str | None, default: int, low: int, high: int) -> int | None:
-    if text is None:
-        return default
-    if not (text.isascii() and text.isdigit()) or len(text) > 20 or not low <= int(text) <= high:
-        return None
-    return int(text)
+LIMIT = IntParam("limit", 1, 1000)
+CURSOR = IntParam("cursor", 0, MAX_CURSOR)
 
 
 class QuarantineApi:
@@ -34,17 +31,11 @@ class QuarantineApi:
         self._store = store
 
     async def listing(self, request: Request, key: ApiKey, route: str) -> Response:
-        stage = request.query_one("stage")
+        stage = text(request, "stage")
         if stage is not None and stage not in QUARANTINE_STAGES:  # "stage=" too
-            return error(400, codes.ERR_BAD_QUERY, message=f"stage must be one of {STAGE_LIST}")
-        limit = _bounded(request.query_one("limit"), 100, 1, 1000)
-        if limit is None:
-            return error(400, codes.ERR_BAD_QUERY, message="limit must be between 1 and 1000")
-        cursor = _bounded(request.query_one("cursor"), 0, 0, MAX_CURSOR)
-        if cursor is None:
-            return error(
-                400, codes.ERR_BAD_QUERY, message=f"cursor must be between 0 and {MAX_CURSOR}"
-            )
+            raise QueryInvalid("stage", f"stage must be one of {STAGE_LIST}")
+        limit = integer(request, LIMIT, 100)
+        cursor = integer(request, CURSOR, 0)
         total, rows = await asyncio.to_thread(self._read, stage, limit, cursor)
         next_cursor = rows[-1]["id"] if len(rows) == limit else None
         return json_response(200, {"total": total, "items": rows, "next_cursor": next_cursor})

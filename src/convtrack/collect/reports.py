@@ -19,6 +19,7 @@ import duckdb
 from convtrack.clock import Clock
 from convtrack.collect.auth import ApiKey
 from convtrack.collect.http import Request, Response, error, json_response
+from convtrack.collect.query import QueryInvalid, text
 from convtrack.errors import ConvtrackError
 from convtrack.model import codes
 from convtrack.store.cold import reports
@@ -34,13 +35,28 @@ HOT_GROUPS: Final[frozenset[str]] = frozenset({"day", "campaign_id", "country_co
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-def parse_date(text: str | None) -> date | None:
-    if text is None or _DATE.fullmatch(text) is None:
+def parse_date(value: str | None) -> date | None:
+    if value is None or _DATE.fullmatch(value) is None:
         return None
     try:
-        return date.fromisoformat(text)
+        return date.fromisoformat(value)
     except ValueError:
         return None
+
+
+def date_range(request: Request) -> tuple[date, date]:
+    """``from`` and ``to``: dates, in order, at most ``MAX_DAYS`` days; else QueryInvalid."""
+    start = parse_date(text(request, "from"))
+    if start is None:
+        raise QueryInvalid("from", "from and to must be YYYY-MM-DD")
+    end = parse_date(text(request, "to"))
+    if end is None:
+        raise QueryInvalid("to", "from and to must be YYYY-MM-DD")
+    if start > end:
+        raise QueryInvalid("from", "from must not be after to")
+    if (end - start).days + 1 > MAX_DAYS:
+        raise QueryInvalid("to", f"at most {MAX_DAYS} days at once")
+    return start, end
 
 
 class ReportsApi:
@@ -50,20 +66,12 @@ class ReportsApi:
         self._clock = clock
 
     async def conversions(self, request: Request, key: ApiKey, route: str) -> Response:
-        start = parse_date(request.query_one("from"))
-        end = parse_date(request.query_one("to"))
-        group_by = request.query_one("group_by")
-        if start is None or end is None:
-            return error(400, codes.ERR_BAD_QUERY, message="from and to must be YYYY-MM-DD")
-        if start > end:
-            return error(400, codes.ERR_BAD_QUERY, message="from must not be after to")
-        if (end - start).days + 1 > MAX_DAYS:
-            return error(400, codes.ERR_BAD_QUERY, message=f"at most {MAX_DAYS} days at once")
+        start, end = date_range(request)
+        group_by = text(request, "group_by")
         group: GroupBy | None = next((g for g in GROUP_BY if g == group_by), None)
         if group is None:
-            return error(
-                400, codes.ERR_BAD_QUERY, message=f"group_by must be one of {', '.join(GROUP_BY)}"
-            )
+            message = f"group_by must be one of {', '.join(GROUP_BY)}"
+            return error(400, codes.ERR_BAD_QUERY, parameter="group_by", message=message)
         today = datetime.fromtimestamp(self._clock.now_us() / 1e6, tz=UTC).date()
         today_from = "hot" if group in HOT_GROUPS else "lake"
         loop = asyncio.get_running_loop()

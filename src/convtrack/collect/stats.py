@@ -11,11 +11,13 @@ import msgspec
 from convtrack.clock import Clock
 from convtrack.collect.auth import ApiKey
 from convtrack.collect.http import Request, Response, error, json_response
+from convtrack.collect.query import IntParam, integer, text
 from convtrack.log.base import LogLag
 from convtrack.model import codes
 from convtrack.store.hot.base import DIMENSIONS, HotStore
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+MINUTES = IntParam("minutes", 1, 1440)
 
 
 def _valid_date(text: str) -> bool:
@@ -47,17 +49,19 @@ class StatsApi:
         self._dead_letters = dead_letters
 
     async def conversions(self, request: Request, key: ApiKey, route: str) -> Response:
-        campaign_id = request.query_one("campaign_id") or None
-        date = request.query_one("date")
+        campaign_id = text(request, "campaign_id") or None
+        date = text(request, "date")
         if date is None:
             date = datetime.fromtimestamp(self._clock.now_us() / 1e6, tz=UTC).strftime("%Y-%m-%d")
         elif not _valid_date(date):
-            return error(400, codes.ERR_BAD_QUERY, message="date must be YYYY-MM-DD")
-        group_by = request.query_one("group_by")
+            message = "date must be YYYY-MM-DD"
+            return error(400, codes.ERR_BAD_QUERY, parameter="date", message=message)
+        group_by = text(request, "group_by")
         if group_by is not None:
             if group_by not in DIMENSIONS:
                 allowed = ", ".join(DIMENSIONS)
-                return error(400, codes.ERR_BAD_QUERY, message=f"group_by must be one of {allowed}")
+                message = f"group_by must be one of {allowed}"
+                return error(400, codes.ERR_BAD_QUERY, parameter="group_by", message=message)
             rows = [
                 {"key": key, "conversions": s.conversions, "value": s.value}
                 for key, s in self._hot.breakdown(group_by, date)
@@ -69,12 +73,7 @@ class StatsApi:
         return json_response(200, body)
 
     async def live(self, request: Request, key: ApiKey, route: str) -> Response:
-        window = self._live_window
-        text = request.query_one("minutes")
-        if text is not None:
-            if not text.isdigit() or not 1 <= int(text) <= 1440:
-                return error(400, codes.ERR_BAD_QUERY, message="minutes must be 1 to 1440")
-            window = int(text)
+        window = integer(request, MINUTES, self._live_window)
         stats = self._hot.live(self._clock.now_us(), window, self._latency_window)
         lag = self._lag()
         body = msgspec.to_builtins(stats)

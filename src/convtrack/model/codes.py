@@ -18,6 +18,8 @@ VALUE_NOT_INTEGER_MINOR_UNITS: Final = "value_not_integer_minor_units"
 VALUE_NEGATIVE: Final = "value_negative"
 VALUE_TOO_LARGE: Final = "value_too_large"
 VALUE_MISSING: Final = "value_missing"
+VALUE_TOO_PRECISE: Final = "value_too_precise"  # Segment: more decimals than the currency has
+TYPE_UNSUPPORTED: Final = "type_unsupported"  # Segment: not track, identify, page or screen
 CURRENCY_MISSING: Final = "currency_missing"
 CURRENCY_NOT_UPPERCASE: Final = "currency_not_uppercase"
 CURRENCY_UNKNOWN: Final = "currency_unknown"
@@ -56,6 +58,8 @@ ERR_UNAVAILABLE: Final = "unavailable"
 ERR_NOT_FOUND: Final = "not_found"
 ERR_METHOD_NOT_ALLOWED: Final = "method_not_allowed"
 ERR_BAD_QUERY: Final = "query_invalid"
+ERR_HEADERS_TOO_LARGE: Final = "headers_too_large"  # 431: server.max_header_bytes
+ERR_REQUEST_TIMEOUT: Final = "request_timeout"  # 408: server.header_timeout_secs
 ERR_INTERNAL: Final = "internal_error"
 
 MESSAGES: Final[dict[str, str]] = {
@@ -75,6 +79,11 @@ MESSAGES: Final[dict[str, str]] = {
     VALUE_NEGATIVE: "value must not be negative",
     VALUE_TOO_LARGE: "value must be at most 10^12 minor units (1000000000000)",
     VALUE_MISSING: "value is required when currency is present",
+    VALUE_TOO_PRECISE: (
+        "the amount (major units) has more decimals than the currency's minor unit"
+        " (USD 2, JPY 0, KWD 3)"
+    ),
+    TYPE_UNSUPPORTED: "type must be track, identify, page or screen",
     CURRENCY_MISSING: "currency is required when value is present",
     CURRENCY_NOT_UPPERCASE: "currency must be an uppercase ISO 4217 code",
     CURRENCY_UNKNOWN: "currency is not an ISO 4217 code",

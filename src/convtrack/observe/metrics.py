@@ -98,6 +98,11 @@ class Metrics:
             "convtrack_latency_anomalies", "Events counted more than 5 s after they were received",
             registry=r,
         )  # fmt: skip
+        self.value_overflows = Counter(
+            "convtrack_value_overflows",
+            "Campaign day totals held at the 64-bit bound instead of overflowing (per apply)",
+            registry=r,
+        )
         self.processor_lag_events = Gauge(
             "convtrack_processor_lag_events", "Log entries the processor has not read", registry=r
         )

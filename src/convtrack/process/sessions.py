@@ -10,7 +10,16 @@ its source and medium come from its own touch, else that last touch, else
 ``(direct)/(none)``.
 
 Sessions are read once per batch and written with the batch's counters, so
-a batch sees the sessions of the events before it, in log order.
+a batch sees the sessions of the events before it, in log order. A touch
+received after the event (logged first by a collector whose clock runs
+ahead, or written by an earlier run of this same batch) never attributes it.
+
+An entry the hot store has already applied (a batch retried after a failed
+publish, or replayed after a crash) was enriched when it was counted, and the
+stored sessions and touches already include it: its enrichment comes back
+from the hot store with its verdict (process/recorded.py), so here it is only
+worked out as a fallback, and it changes no session or touch, so that the new
+entries after it see the state the first run left.
 """
 
 from __future__ import annotations
@@ -51,10 +60,17 @@ class SessionStep(Step):
     stage = "sessions"
 
     def __init__(
-        self, hot: HotStore, ttl_secs: int, lookback_secs: int, next_step: Step | None = None
+        self,
+        hot: HotStore,
+        ttl_secs: int,
+        lookback_secs: int,
+        next_step: Step | None = None,
+        group: str = "processor",
     ) -> None:
+        """``group``: the hot-store consumer group the commit step applies with."""
         super().__init__(next_step)
         self._hot = hot
+        self._group = group
         self._ttl_us = ttl_secs * 1_000_000
         self._lookback_us = lookback_secs * 1_000_000
         self._touches: dict[tuple[Any, ...], tuple[Touch, dict[str, Any]]] = {}
@@ -91,21 +107,23 @@ class SessionStep(Step):
         envelopes = [i.envelope for i in items if i.envelope is not None]
         sessions = self._hot.sessions([session_key(e) for e in envelopes])
         touches = self._hot.user_touches([user_key(e) for e in envelopes])
+        applied = self._hot.positions(self._group)
         written_sessions: dict[str, SessionState] = {}
         written_touches: dict[str, UserTouch] = {}
         for item in items:
-            self._one(item, sessions, touches, written_sessions, written_touches)
+            state, touch = self._one(item, sessions, touches)
+            if item.entry.offset < applied.get(item.entry.partition, 0):
+                continue  # applied before: its state is in the store already (a fallback)
+            sessions[state.key] = written_sessions[state.key] = state
+            if touch is not None:
+                touches[touch.key] = written_touches[touch.key] = touch
         batch.sessions = list(written_sessions.values())
         batch.touches = list(written_touches.values())
 
     def _one(
-        self,
-        item: Item,
-        sessions: dict[str, SessionState],
-        touches: dict[str, UserTouch],
-        written_sessions: dict[str, SessionState],
-        written_touches: dict[str, UserTouch],
-    ) -> None:
+        self, item: Item, sessions: dict[str, SessionState], touches: dict[str, UserTouch]
+    ) -> tuple[SessionState, UserTouch | None]:
+        """Enrich ``item`` from the state before it; its new session, and its touch if any."""
         envelope = item.envelope
         assert envelope is not None
         at = envelope.received_at_us
@@ -133,17 +151,20 @@ class SessionStep(Step):
                 key=skey, opened_at_us=at, last_seen_us=at, expires_at_us=at + self._ttl_us,
                 first_touch=facts, last_touch=own,
             )  # fmt: skip
-        sessions[skey] = written_sessions[skey] = state
 
         ukey = user_key(envelope)
+        remembered = None
         if own is not None:
             remembered = UserTouch(
                 key=ukey, touch=own, at_us=at, expires_at_us=at + self._lookback_us
             )
-            touches[ukey] = written_touches[ukey] = remembered
         previous = touches.get(ukey)
         attributed = own
-        if attributed is None and previous is not None and previous.expires_at_us > at:
+        if (
+            attributed is None
+            and previous is not None
+            and previous.at_us <= at < previous.expires_at_us
+        ):
             attributed = previous.touch
         if attributed is None:
             item.campaign_source, item.campaign_medium = DIRECT
@@ -153,3 +174,4 @@ class SessionStep(Step):
             item.touch_click_ids = dict(attributed.get("click_ids") or {})
             if envelope.campaign_id is None and attributed.get("campaign"):
                 item.campaign_id = str(attributed["campaign"])
+        return state, remembered

@@ -18,6 +18,7 @@ from convtrack.model.tokens import read_claims
 from convtrack.observe.metrics import Metrics
 from convtrack.process.base import Batch, Item, Step
 from convtrack.process.enrich import Enricher, utc_date
+from convtrack.process.recorded import record, restore
 from convtrack.store.hot.base import NO_CAMPAIGN, Effect, HotStore
 
 log = logging.getLogger("convtrack.process")
@@ -173,8 +174,11 @@ class DedupeCommitStep(Step):
         except Exception:
             batch.failed_stage = stage
             raise
-        new = [record for record, fresh in zip(records, result.counted, strict=True) if fresh]
         try:
+            for index, blob in result.recorded.items():  # a replay publishes what was counted
+                restore(live[index], blob)
+                records[index] = _processed_record(live[index], now)
+            new = [record for record, fresh in zip(records, result.counted, strict=True) if fresh]
             self._processed.append_blocking(new)
         except ConvtrackError:
             raise
@@ -187,6 +191,7 @@ class DedupeCommitStep(Step):
             self._commit_log_positions(batch.positions)
         self._observe(live, result.counted, now)
         self._metrics.latency_anomalies.inc(result.latency_anomalies)
+        self._metrics.value_overflows.inc(result.value_overflows)
 
     def inject_faults(self, batch: Batch) -> None:
         return None  # checked in ``process``, before the hot store counts anything
@@ -278,4 +283,5 @@ def _effect(item: Item) -> Effect:
             "device_type": item.device_type,
             "campaign_source": item.campaign_source or "(direct)",
         },
+        recorded=record(item),
     )

@@ -121,7 +121,7 @@ class ProbeApp:
 
     def dispatch(self, request: Request) -> Response:
         if request.path in PROBE_PATHS and request.method != "GET":
-            return json_response(405, {"error": "method_not_allowed"})
+            return json_response(405, {"error": "method_not_allowed"}, [(b"allow", b"GET")])
         if request.path == "/healthz":
             return json_response(200, {"status": "ok", "roles": list(self.roles)})
         if request.path == "/readyz":

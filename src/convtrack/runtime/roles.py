@@ -106,6 +106,7 @@ class CollectRole:
             key_buckets=TokenBuckets(limits.key_events_per_sec, 0, clock),
             client_ips=ClientIpResolver(settings.collect.trusted_proxies),
             token_secrets=token_secrets,
+            default_currency=settings.collect.currency_of,
         )
         deadletters = backends.deadletters
         stats = StatsApi(

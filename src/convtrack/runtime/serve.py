@@ -26,6 +26,7 @@ from typing import Any
 import uvicorn
 
 from convtrack import __version__
+from convtrack.collect.protocol import ConnectionLimits, guarded_protocol
 from convtrack.config import Settings
 from convtrack.errors import ConfigError
 from convtrack.observe.logs import configure_logging
@@ -138,11 +139,21 @@ async def _serve(settings: Settings, roles: tuple[str, ...]) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
+    limits = ConnectionLimits(
+        max_header_bytes=settings.server.max_header_bytes,
+        header_timeout_secs=settings.server.header_timeout_secs,
+        max_connections=settings.server.max_connections,
+    )
+    metrics = pipeline.app.metrics
+
+    def count_refusal(status: int) -> None:
+        metrics.count_request("other", status)
+
     config = uvicorn.Config(
         pipeline.app,
         host=settings.server.host,
         port=settings.server.port,
-        http="httptools",
+        http=guarded_protocol(limits, count_refusal),
         lifespan="off",
         access_log=False,
         log_config=None,

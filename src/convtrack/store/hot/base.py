@@ -11,7 +11,12 @@ any instant either keeps the whole batch or none of it.
 ``apply`` is also idempotent: an effect below the group's committed position
 was applied before; it changes nothing and gets the verdict it got then (new
 exactly when the remembered position is its own). So the processor may
-replay a batch whose later steps did not finish.
+replay a batch whose later steps did not finish. A counted effect may carry a
+``recorded`` blob (the processor's enrichment of it); a replay of it gets that
+blob back, so the replay publishes exactly what the first run counted. Blobs
+are kept only until a batch of the group starts past them on their partition
+(the processor publishes everything below a batch's first offset before it
+reads that batch), so they cost about one batch of space.
 """
 
 from __future__ import annotations
@@ -23,6 +28,19 @@ from typing import Any
 import msgspec
 
 NO_CAMPAIGN = "(none)"
+
+# Every stored total (a value sum, a count) is a signed 64-bit integer, the widest both
+# stores add natively. A sum that would pass a bound stays at it (saturates) instead of
+# failing the batch: one huge value must never stop counting. Each apply that capped a
+# campaign's day total (per currency) adds one to ``value_overflows``.
+TOTAL_MAX = 2**63 - 1
+TOTAL_MIN = -(2**63)
+
+
+def saturate(total: int) -> int:
+    """``total`` held within the 64-bit bounds of a stored total."""
+    return TOTAL_MAX if total > TOTAL_MAX else TOTAL_MIN if total < TOTAL_MIN else total
+
 
 # Upper bounds, in milliseconds, of the end-to-end latency histogram kept per minute.
 LATENCY_BOUNDS_MS = (
@@ -50,6 +68,7 @@ class Effect(msgspec.Struct, frozen=True, kw_only=True):
     token_id: str | None = None
     token_expires_at_us: int | None = None
     dimensions: dict[str, str] = msgspec.field(default_factory=dict)  # see DIMENSIONS
+    recorded: bytes = b""  # kept with a counted copy's verdict, handed back on a replay
 
 
 # Why an event of a campaign and day was not counted, as ``HotStore.excluded`` counts them:
@@ -89,6 +108,9 @@ class ApplyResult(msgspec.Struct, frozen=True):
     counted: list[bool]  # per effect: True when new (remembered, and counted if a conversion)
     duplicates: int
     latency_anomalies: int
+    value_overflows: int = 0  # campaign day totals this apply capped at TOTAL_MAX/TOTAL_MIN
+    # per replayed effect (by index) that counted the first time: its ``recorded`` blob
+    recorded: dict[int, bytes] = msgspec.field(default_factory=dict)
 
 
 class ConversionStats(msgspec.Struct, frozen=True):
@@ -116,6 +138,7 @@ class LiveStats(msgspec.Struct, frozen=True, kw_only=True):
     duplicates_total: int
     latency_anomalies_total: int
     per_minute: list[dict[str, int | str]]
+    value_overflows_total: int = 0  # all-time ApplyResult.value_overflows
 
 
 class HotStore(ABC):

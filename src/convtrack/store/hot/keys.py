@@ -5,12 +5,16 @@ All keys start with ``<prefix>:`` (``hot.redis_prefix``, default ``ct``), so
 several deployments (or tests) can share one Redis database. The layout:
 
 - ``pos:<group>`` hash: partition -> next offset applied by the group. No TTL.
+- ``rec:<group>:<partition>`` sorted set: per applied batch, the recorded blobs
+  of its counted effects as (offset, blob) records (score = the last offset),
+  for replays. No TTL: each apply drops those below its batch's first offset.
 - ``d:<slice>:<bucket>`` hash: dedup entries, 12-byte id hash -> receive second
-  within the slice and position tag. TTL: slice end + window + margin.
+  within the slice and position tag. TTL: slice end + window + backlog margin,
+  counted from the data's time (every TTL here is; see BACKLOG_MARGIN_SECS).
 - ``dm:<slice>`` hash: a slice's first and current fanout ``f0``/``f``, entries
   ``n``, expiry progress (``gone``, ``next``). TTL: as its buckets.
   ``dx`` sorted set: the live slices.
-- ``t:<token_id>`` string: a conversion token's expiry (µs). TTL: that + margin.
+- ``t:<token_id>`` string: a conversion token's expiry (µs). TTL: that + backlog margin.
   ``tc:<slice>`` string / ``tx`` sorted set: tokens counted by their expiry slice.
 - ``c:<date>`` hash: conversions ``n`` and value ``v`` per campaign x currency;
   ``x:<dimension>:<date>`` the same per dimension value. No TTL (as in SQLite).
@@ -67,6 +71,13 @@ TAG_MODULUS: Final = 2**32
 # Expiry is decided by the times the store is given (exact); TTLs only collect
 # garbage, so they are set this much later than the data's end.
 GC_MARGIN_SECS: Final = 3600
+# TTLs count from the data's time (the batch's newest receive time), not from the
+# processor's clock, so a backlog processed days late keeps its dedup entries. A TTL
+# set then holds while the processor falls up to this much further behind than it was
+# when it wrote the entry (an outage): Kafka's default retention, past which a
+# processor has lost events anyway. Dedup slices and token counts are deleted by
+# expire() at the data watermark (as in SQLite) well before; tokens go by this TTL.
+BACKLOG_MARGIN_SECS: Final = 7 * 86_400
 
 
 def slice_secs(dedup_window_secs: int) -> int:
@@ -91,6 +102,10 @@ class RedisKeys:
 
     def positions(self, group: str) -> str:
         return f"{self._p}pos:{group}"
+
+    def recorded_base(self, group: str) -> str:
+        """Completed in Lua with the partition."""
+        return f"{self._p}rec:{group}:"
 
     def counters(self, date: str) -> str:
         return f"{self._p}c:{date}"

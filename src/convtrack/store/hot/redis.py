@@ -35,6 +35,7 @@ from convtrack.store.hot.base import (
     LiveStats,
     SessionState,
     UserTouch,
+    saturate,
 )
 from convtrack.store.hot.keys import RedisKeys, slice_secs
 from convtrack.store.hot.livestats import minute_rows, percentile_ms
@@ -55,6 +56,10 @@ def _cells(raw: Mapping[bytes, bytes]) -> Cells:
     return cells
 
 
+def _held(values: Mapping[str, int]) -> dict[str, int]:
+    return {currency: saturate(total) for currency, total in values.items()}
+
+
 class RedisHotStore(HotStore):
     def __init__(
         self, url: str, *, prefix: str, dedup_window_secs: int, minute_retention: int
@@ -69,6 +74,11 @@ class RedisHotStore(HotStore):
         self._apply = self._redis.script(package, "redis_apply.lua")
         self._expire = self._redis.script(package, "redis_expire.lua")
         self._remembered = self._redis.script(package, "redis_remembered.lua")
+
+    @property
+    def key_prefix(self) -> str:
+        """``hot.redis_prefix``: every key of this store starts with it and ``:``."""
+        return self._keys.prefix
 
     @classmethod
     def from_settings(cls, hot: HotSettings, dedup: DedupSettings) -> RedisHotStore:
@@ -109,11 +119,18 @@ class RedisHotStore(HotStore):
             minute_retention=self._minute_retention,
         )
         with self._translate("apply"):
-            verdicts, duplicates, anomalies = self._apply(keys=[], args=batch)
+            verdicts, duplicates, anomalies, overflows, handed_back = self._apply(
+                keys=[], args=batch
+            )
         return ApplyResult(
             counted=[flag == ord("1") for flag in verdicts],
             duplicates=int(duplicates),
             latency_anomalies=int(anomalies),
+            value_overflows=int(overflows),
+            recorded={
+                int(handed_back[k]) - 1: bytes(handed_back[k + 1])
+                for k in range(0, len(handed_back), 2)
+            },
         )
 
     def expire(self, watermark_us: int, max_rows: int) -> int:
@@ -177,7 +194,7 @@ class RedisHotStore(HotStore):
             conversions += cell["n"]
             if currency:
                 value[currency] += cell.get("v", 0)
-        return ConversionStats(campaign_id, date, conversions, dict(value))
+        return ConversionStats(campaign_id, date, saturate(conversions), _held(value))
 
     def excluded(self, campaign_id: str | None, date: str) -> dict[str, int]:
         with self._translate("read"):
@@ -198,7 +215,9 @@ class RedisHotStore(HotStore):
             if currency:
                 value[currency] = cell.get("v", 0)
             totals[campaign] = (count + cell["n"], value)
-        return [ConversionStats(c, date, n, v) for c, (n, v) in sorted(totals.items())]
+        return [
+            ConversionStats(c, date, saturate(n), _held(v)) for c, (n, v) in sorted(totals.items())
+        ]
 
     def breakdown(self, dimension: str, date: str) -> list[tuple[str, ConversionStats]]:
         totals: dict[str, tuple[int, defaultdict[str, int]]] = {}
@@ -211,7 +230,8 @@ class RedisHotStore(HotStore):
                 value[currency] += cell.get("v", 0)
             totals[dim_value] = (count + cell["n"], value)
         return [
-            (k, ConversionStats(None, date, n, dict(v))) for k, (n, v) in sorted(totals.items())
+            (k, ConversionStats(None, date, saturate(n), _held(v)))
+            for k, (n, v) in sorted(totals.items())
         ]
 
     def live(self, now_us: int, window_minutes: int, latency_minutes: int) -> LiveStats:
@@ -226,7 +246,7 @@ class RedisHotStore(HotStore):
                 pipe.hgetall(self._keys.minute(m))
             for m in latency_range:
                 pipe.hgetall(self._keys.latency(m))
-            pipe.hmget(self._keys.totals, ["duplicates", "latency_anomalies"])
+            pipe.hmget(self._keys.totals, ["duplicates", "latency_anomalies", "value_overflows"])
             replies = pipe.execute()
         value: defaultdict[str, int] = defaultdict(int)
         by_campaign: defaultdict[str, int] = defaultdict(int)
@@ -249,9 +269,9 @@ class RedisHotStore(HotStore):
         for raw in replies[len(minutes) : -1]:
             for bucket, n in raw.items():
                 histogram[int(bucket)] += int(n)
-        duplicates_total, anomalies_total = (int(v or 0) for v in replies[-1])
+        duplicates_total, anomalies_total, overflows_total = (int(v or 0) for v in replies[-1])
         campaigns = [
-            CampaignLive(c, n, dict(campaign_value[c])) for c, n in by_campaign.items() if n
+            CampaignLive(c, n, _held(campaign_value[c])) for c, n in by_campaign.items() if n
         ]
         campaigns.sort(key=lambda c: (-c.conversions, c.campaign_id))
         return LiveStats(
@@ -259,13 +279,14 @@ class RedisHotStore(HotStore):
             events=sum(v[0] for v in per_minute.values()),
             conversions=sum(v[1] for v in per_minute.values()),
             duplicates=sum(v[2] for v in per_minute.values()),
-            value=dict(value),
+            value=_held(value),
             campaigns=campaigns,
             latency_ms={q: percentile_ms(histogram, f) for q, f in _PERCENTILES},
             latency_samples=sum(histogram.values()),
             duplicates_total=duplicates_total,
             latency_anomalies_total=anomalies_total,
             per_minute=minute_rows(per_minute),
+            value_overflows_total=overflows_total,
         )
 
     def remembered(self) -> int:

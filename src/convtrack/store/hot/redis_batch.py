@@ -1,10 +1,11 @@
 """One batch of hot-store effects, encoded for the apply script (pure, no I/O).
 
-Three script arguments: a small msgpack header (settings, key names, the
+Four script arguments: a small msgpack header (settings, key names, the
 batch's distinct counter cells, positions, tokens, big amounts), the effects
 as fixed-size binary records (``RECORD``: Lua's ``struct.unpack`` reads one in
 a single call, several times faster than msgpack), and the session and touch
-writes as length-prefixed records. Python does what Lua cannot do exactly or
+writes as length-prefixed records, and each effect's recorded blob
+(length-prefixed, empty for none). Python does what Lua cannot do exactly or
 cheaply (the id hash, money amounts above 2**37 as decimal strings); the
 script derives slices, tags and deadlines from the times, in doubles that
 stay exact below 2**53. Redis's cmsgpack reads no ``bin`` type, so binary
@@ -22,6 +23,7 @@ import msgspec
 
 from convtrack.store.hot.base import Effect, SessionState, UserTouch
 from convtrack.store.hot.keys import (
+    BACKLOG_MARGIN_SECS,
     FIELD_BYTES,
     GC_MARGIN_SECS,
     MAX_FANOUT,
@@ -133,7 +135,7 @@ def encode_batch(
     slice_secs: int,
     minute_retention: int,
 ) -> list[bytes]:
-    """The script's three arguments: header, effect records, writes."""
+    """The script's four arguments: header, effect records, writes, recorded blobs."""
     window_us = window_secs * 1_000_000
     minute = now_us // 60_000_000
     minute_key = keys.minute(minute)
@@ -155,17 +157,22 @@ def encode_batch(
             float(value) if small else 0.0, 0 if small else len(bigs),
             0 if e.token_id is None else len(tokens), id_digest(e.source, e.event_id),
         )  # fmt: skip
+    # The data's time: TTLs count from it, so entries of a backlog last as long (in
+    # Redis's clock) as the data still needs them (keys.py, BACKLOG_MARGIN_SECS).
+    data_now_us = min(now_us, max((e.received_at_us for e in effects), default=now_us))
     header = {
         "n": len(effects),
         "now_us": now_us,
+        "data_now_us": data_now_us,
         "window_us": window_us,
         "slice_us": slice_secs * 1_000_000,
         "anomaly_us": ANOMALY_US,
-        "margin_s": GC_MARGIN_SECS,
+        "margin_s": BACKLOG_MARGIN_SECS,
         "min_fanout": MIN_FANOUT,
         "max_fanout": MAX_FANOUT,
         "target": TARGET_PER_BUCKET,
         "pos": keys.positions(group),
+        "rec": keys.recorded_base(group),
         "d": keys.dedup_base,
         "dm": keys.slice_meta_base,
         "dx": keys.slice_index,
@@ -182,13 +189,25 @@ def encode_batch(
         "bigs": bigs,
         "tokens": tokens,
     }
-    return [_encode(header), bytes(records), _writes(keys, sessions, touches, now_us)]
+    blobs = b"".join(_WRITE_HEAD.pack(len(e.recorded)) + e.recorded for e in effects)
+    return [
+        _encode(header),
+        bytes(records),
+        _writes(keys, sessions, touches, data_now_us),
+        blobs,
+    ]
 
 
 def _writes(
-    keys: RedisKeys, sessions: Sequence[SessionState], touches: Sequence[UserTouch], now_us: int
+    keys: RedisKeys,
+    sessions: Sequence[SessionState],
+    touches: Sequence[UserTouch],
+    data_now_us: int,
 ) -> bytes:
-    """Sessions and touches as (key, payload, TTL ms) records: Lua '>I4c0I4c0d'."""
+    """Sessions and touches as (key, payload, TTL ms) records: Lua '>I4c0I4c0d'.
+
+    Their TTL counts from the data's time, with the short margin: they are many,
+    and a lost one only changes the enrichment of a later event, never a count."""
     out = bytearray()
     margin_ms = GC_MARGIN_SECS * 1000
     items: list[tuple[str, SessionState | UserTouch, int]]
@@ -196,7 +215,7 @@ def _writes(
     items += [(keys.touch(t.key), t, t.expires_at_us) for t in touches]
     for key, item, expires_at_us in items:
         name, payload = key.encode(), _encode(item)
-        ttl_ms = max(1, (expires_at_us - now_us) // 1000) + margin_ms
+        ttl_ms = max(1, (expires_at_us - data_now_us) // 1000) + margin_ms
         out += _WRITE_HEAD.pack(len(name)) + name + _WRITE_HEAD.pack(len(payload)) + payload
         out += _WRITE_TTL.pack(float(ttl_ms))
     return bytes(out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,78 +35,22 @@ from convtrack.store.hot.livestats import (
     minute_rows,
     percentile_ms,
 )
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS dedup (
-    k TEXT PRIMARY KEY, expires_at_us INTEGER NOT NULL, part INTEGER NOT NULL, off INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup (expires_at_us);
-CREATE TABLE IF NOT EXISTS tokens (
-    token_id TEXT PRIMARY KEY, expires_at_us INTEGER NOT NULL,
-    part INTEGER NOT NULL, off INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS tokens_expiry ON tokens (expires_at_us);
-CREATE TABLE IF NOT EXISTS counters (
-    campaign_id TEXT NOT NULL, event_date TEXT NOT NULL, currency TEXT NOT NULL,
-    conversions INTEGER NOT NULL, value INTEGER NOT NULL,
-    PRIMARY KEY (campaign_id, event_date, currency)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS counters_by_date ON counters (event_date);
-CREATE TABLE IF NOT EXISTS minutes (
-    minute INTEGER NOT NULL, campaign_id TEXT NOT NULL, currency TEXT NOT NULL,
-    events INTEGER NOT NULL, conversions INTEGER NOT NULL, duplicates INTEGER NOT NULL,
-    value INTEGER NOT NULL,
-    PRIMARY KEY (minute, campaign_id, currency)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS latency (
-    minute INTEGER NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (minute, bucket)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dim_counters (
-    dimension TEXT NOT NULL, dim_value TEXT NOT NULL, campaign_id TEXT NOT NULL,
-    event_date TEXT NOT NULL, currency TEXT NOT NULL,
-    conversions INTEGER NOT NULL, value INTEGER NOT NULL,
-    PRIMARY KEY (dimension, event_date, dim_value, campaign_id, currency)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sessions (
-    key TEXT PRIMARY KEY, opened_at_us INTEGER NOT NULL, last_seen_us INTEGER NOT NULL,
-    expires_at_us INTEGER NOT NULL, first_touch TEXT, last_touch TEXT
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at_us);
-CREATE TABLE IF NOT EXISTS user_touches (
-    key TEXT PRIMARY KEY, touch TEXT NOT NULL, at_us INTEGER NOT NULL,
-    expires_at_us INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS user_touches_expiry ON user_touches (expires_at_us);
-CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS positions (
-    grp TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
-    PRIMARY KEY (grp, partition)
-) WITHOUT ROWID;
-"""
-_CHUNK = 500
-
-
-def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
-
-
-Remembered = tuple[int, int, int]  # expires_at_us, partition, offset of the counted copy
-
-
-def _select(
-    conn: sqlite3.Connection, table: str, column: str, keys: list[str]
-) -> dict[str, Remembered]:
-    found: dict[str, Remembered] = {}
-    for chunk in _chunks(keys):
-        marks = ",".join("?" * len(chunk))
-        rows = conn.execute(
-            f"SELECT {column}, expires_at_us, part, off FROM {table} WHERE {column} IN ({marks})",
-            chunk,
-        )
-        found.update((row[0], (row[1], row[2], row[3])) for row in rows)
-    return found
+from convtrack.store.hot.sqlite_rows import (
+    COUNTER_KEYS,
+    DIM_KEYS,
+    MINUTE_KEYS,
+    MINUTE_SUMS,
+    SCHEMA,
+    Remembered,
+    add_cells,
+    chunks,
+    earlier_copies,
+    held,
+    recorded_blobs,
+    remembered_rows,
+    summed,
+    write_blobs,
+)
 
 
 class SqliteHotStore(HotStore):
@@ -117,7 +61,7 @@ class SqliteHotStore(HotStore):
         self._minute_retention = minute_retention
         try:
             self._conn = connect(path, "normal")
-            self._conn.executescript(_SCHEMA)
+            self._conn.executescript(SCHEMA)
             self._reader = connect(path, "normal")
             self._conn.executescript(sqlite_excluded.EXCLUDED_SCHEMA)
         except sqlite3.Error as exc:
@@ -154,12 +98,20 @@ class SqliteHotStore(HotStore):
             conn.execute("SELECT partition, next_offset FROM positions WHERE grp = ?", (group,))
         )
         keys = [f"{e.source}\x00{e.event_id}" for e in effects]
-        known = _select(conn, "dedup", "k", list(set(keys)))
+        known = remembered_rows(conn, "dedup", "k", list(set(keys)))
         token_ids = list({e.token_id for e in effects if e.token_id is not None})
-        known_tokens = _select(conn, "tokens", "token_id", token_ids) if token_ids else {}
+        known_tokens = remembered_rows(conn, "tokens", "token_id", token_ids) if token_ids else {}
+
+        replayed = [
+            k for k, e in zip(keys, effects, strict=True) if e.offset < applied.get(e.partition, 0)
+        ]
+        earlier = earlier_copies(conn, replayed) if replayed else set()
 
         counted: list[bool] = []
         new_keys: dict[str, Remembered] = {}
+        # Positions of counted copies whose dedup row a later counted copy took over
+        # (the window had ended): a replay still owns them.
+        displaced: dict[tuple[int, int], tuple[str, int]] = {}
         new_tokens: dict[str, Remembered] = {}
         counters: defaultdict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
         dims: defaultdict[tuple[str, str, str, str, str], list[int]] = defaultdict(lambda: [0, 0])
@@ -168,11 +120,20 @@ class SqliteHotStore(HotStore):
         duplicates = anomalies = 0
         minute = now_us // 60_000_000
         no_entry: Remembered = (0, -1, -1)
-        for key, effect in zip(keys, effects, strict=True):
+        firsts: dict[int, int] = {}
+        for e in effects:
+            firsts[e.partition] = min(e.offset, firsts.get(e.partition, e.offset))
+        blobs = recorded_blobs(conn, group, firsts, applied) if replayed else {}
+        handed_back: dict[int, bytes] = {}
+        new_blobs: defaultdict[int, dict[int, bytes]] = defaultdict(dict)
+        for index, (key, effect) in enumerate(zip(keys, effects, strict=True)):
             here = (effect.partition, effect.offset)
             if effect.offset < applied.get(effect.partition, 0):
                 # Applied before (a replay): the verdict it got, and no second count.
-                counted.append(known.get(key, no_entry)[1:] == here)
+                own = known.get(key, no_entry)[1:] == here or here in earlier
+                counted.append(own)
+                if own and here in blobs:
+                    handed_back[index] = blobs[here]
                 continue
             at = effect.received_at_us
             is_dup = new_keys.get(key, known.get(key, no_entry))[0] > at
@@ -189,7 +150,12 @@ class SqliteHotStore(HotStore):
                 counted.append(False)
                 continue
             counted.append(True)
+            previous = new_keys.get(key, known.get(key, no_entry))
+            if previous[1] >= 0:
+                displaced[(previous[1], previous[2])] = (key, at + self._window_us)
             new_keys[key] = (at + self._window_us, *here)
+            if effect.recorded:
+                new_blobs[effect.partition][effect.offset] = effect.recorded
             if effect.token_id is not None:
                 expires = effect.token_expires_at_us or at + self._window_us
                 new_tokens[effect.token_id] = (expires, *here)
@@ -216,46 +182,43 @@ class SqliteHotStore(HotStore):
         conn.executemany(
             "INSERT INTO dedup VALUES (?, ?, ?, ?)" + upsert, [(k, *v) for k, v in new_keys.items()]
         )
+        write_blobs(conn, group, firsts, new_blobs)
+        conn.executemany(
+            "INSERT OR REPLACE INTO earlier_copies VALUES (?, ?, ?, ?)",
+            [(*where, k, expires) for where, (k, expires) in displaced.items()],
+        )
         if new_tokens:
             conn.executemany(
                 "INSERT INTO tokens VALUES (?, ?, ?, ?)" + upsert,
                 [(k, *v) for k, v in new_tokens.items()],
             )
-        for row_key, (n, amount) in counters.items():  # a row per campaign, date, currency
-            (total,) = conn.execute(
-                "INSERT INTO counters VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
-                " conversions = conversions + excluded.conversions, value = value + excluded.value"
-                " RETURNING value",
-                (*row_key, n, amount),
-            ).fetchone()
-            if not isinstance(total, int):  # SQLite turns an overflowing sum into a float
-                raise StoreError(f"value total of {row_key} overflows 64 bits")
-        conn.executemany(
-            "INSERT INTO dim_counters (dimension, event_date, dim_value, campaign_id, currency,"
-            " conversions, value) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
-            " conversions = conversions + excluded.conversions, value = value + excluded.value",
-            [(*k, v[0], v[1]) for k, v in dims.items()],
-        )
-        conn.executemany(
-            "INSERT INTO minutes VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
-            " events = events + excluded.events, conversions = conversions + excluded.conversions,"
-            " duplicates = duplicates + excluded.duplicates, value = value + excluded.value",
-            [(*k, *v) for k, v in minutes.items()],
-        )
+        overflows = add_cells(conn, "counters", COUNTER_KEYS, ("conversions", "value"), counters)
+        add_cells(conn, "dim_counters", DIM_KEYS, ("conversions", "value"), dims)
+        add_cells(conn, "minutes", MINUTE_KEYS, MINUTE_SUMS, minutes)
         conn.executemany(
             "INSERT INTO latency VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
             [(*k, n) for k, n in latency.items()],
         )
         conn.executemany(
             "INSERT INTO totals VALUES (?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
-            [("duplicates", duplicates), ("latency_anomalies", anomalies)],
+            [
+                ("duplicates", duplicates),
+                ("latency_anomalies", anomalies),
+                ("value_overflows", overflows),
+            ],
         )
         conn.executemany(
             "INSERT INTO positions VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET"
             " next_offset = MAX(next_offset, excluded.next_offset)",
             [(group, p, o) for p, o in positions.items()],
         )
-        return ApplyResult(counted=counted, duplicates=duplicates, latency_anomalies=anomalies)
+        return ApplyResult(
+            counted=counted,
+            duplicates=duplicates,
+            latency_anomalies=anomalies,
+            value_overflows=overflows,
+            recorded=handed_back,
+        )
 
     def _write_sessions(
         self, sessions: Sequence[SessionState], touches: Sequence[UserTouch]
@@ -277,7 +240,7 @@ class SqliteHotStore(HotStore):
 
     def sessions(self, keys: Sequence[str]) -> dict[str, SessionState]:
         found: dict[str, SessionState] = {}
-        for chunk in _chunks(list(set(keys))):
+        for chunk in chunks(list(set(keys))):
             marks = ",".join("?" * len(chunk))
             for row in self._conn.execute(
                 f"SELECT key, opened_at_us, last_seen_us, expires_at_us, first_touch, last_touch"
@@ -293,7 +256,7 @@ class SqliteHotStore(HotStore):
 
     def user_touches(self, keys: Sequence[str]) -> dict[str, UserTouch]:
         found: dict[str, UserTouch] = {}
-        for chunk in _chunks(list(set(keys))):
+        for chunk in chunks(list(set(keys))):
             marks = ",".join("?" * len(chunk))
             for row in self._conn.execute(
                 f"SELECT key, touch, at_us, expires_at_us FROM user_touches WHERE key IN ({marks})",
@@ -306,20 +269,16 @@ class SqliteHotStore(HotStore):
         return found
 
     def breakdown(self, dimension: str, date: str) -> list[tuple[str, ConversionStats]]:
+        # Summed here, not with SQL SUM: a sum over rows can pass 64 bits even when
+        # each row is within them (SQLite's SUM then fails with "integer overflow").
         rows = self._read(
-            "SELECT dim_value, currency, SUM(conversions), SUM(value) FROM dim_counters"
-            " WHERE dimension = ? AND event_date = ? GROUP BY dim_value, currency",
+            "SELECT dim_value, currency, conversions, value FROM dim_counters"
+            " WHERE dimension = ? AND event_date = ?",
             (dimension, date),
         )
-        totals: dict[str, list[Any]] = {}
-        for dim_value, currency, n, amount in rows:
-            entry = totals.setdefault(dim_value, [0, {}])
-            entry[0] += int(n)
-            if currency:
-                entry[1][currency] = int(amount)
         return [
-            (key, ConversionStats(None, date, entry[0], entry[1]))
-            for key, entry in sorted(totals.items())
+            (key, ConversionStats(None, date, n, value))
+            for key, (n, value) in sorted(summed(rows).items())
         ]
 
     def expire(self, watermark_us: int, max_rows: int) -> int:
@@ -339,6 +298,11 @@ class SqliteHotStore(HotStore):
                         " WHERE expires_at_us <= ? LIMIT ?)",
                         (watermark_us, max_rows),
                     ).rowcount
+                self._conn.execute(
+                    "DELETE FROM earlier_copies WHERE (part, off) IN (SELECT part, off"
+                    " FROM earlier_copies WHERE expires_at_us <= ? LIMIT ?)",
+                    (watermark_us, max_rows),
+                )
                 for table in ("minutes", "latency"):
                     self._conn.execute(f"DELETE FROM {table} WHERE minute < ?", (oldest_minute,))
         except sqlite3.Error as exc:
@@ -358,18 +322,16 @@ class SqliteHotStore(HotStore):
     def conversions(self, campaign_id: str | None, date: str) -> ConversionStats:
         if campaign_id is None:
             rows = self._read(
-                "SELECT currency, SUM(conversions), SUM(value) FROM counters"
-                " WHERE event_date = ? GROUP BY currency",
+                "SELECT '', currency, conversions, value FROM counters WHERE event_date = ?",
                 (date,),
             )
         else:
             rows = self._read(
-                "SELECT currency, conversions, value FROM counters"
+                "SELECT '', currency, conversions, value FROM counters"
                 " WHERE campaign_id = ? AND event_date = ?",
                 (campaign_id, date),
             )
-        conversions = sum(int(r[1]) for r in rows)
-        value = {str(r[0]): int(r[2]) for r in rows if r[0]}
+        conversions, value = summed(rows).get("", (0, {}))
         return ConversionStats(campaign_id, date, conversions, value)
 
     def campaign_totals(self, date: str) -> list[ConversionStats]:
@@ -378,13 +340,7 @@ class SqliteHotStore(HotStore):
             " WHERE event_date = ? AND conversions > 0 ORDER BY campaign_id, currency",
             (date,),
         )
-        totals: dict[str, tuple[int, dict[str, int]]] = {}
-        for campaign, currency, n, amount in rows:
-            count, value = totals.get(str(campaign), (0, {}))
-            if currency:
-                value[str(currency)] = int(amount)
-            totals[str(campaign)] = (count + int(n), value)
-        return [ConversionStats(c, date, n, v) for c, (n, v) in totals.items()]
+        return [ConversionStats(c, date, n, v) for c, (n, v) in summed(rows).items()]
 
     def _total(self, name: str) -> int:
         rows = self._read("SELECT n FROM totals WHERE name = ?", (name,))
@@ -420,7 +376,7 @@ class SqliteHotStore(HotStore):
             )
         }
         campaigns = [
-            CampaignLive(c, n, dict(campaign_value[c])) for c, n in by_campaign.items() if n
+            CampaignLive(c, n, held(campaign_value[c])) for c, n in by_campaign.items() if n
         ]
         campaigns.sort(key=lambda c: (-c.conversions, c.campaign_id))
         return LiveStats(
@@ -428,7 +384,7 @@ class SqliteHotStore(HotStore):
             events=sum(v[0] for v in per_minute.values()),
             conversions=sum(v[1] for v in per_minute.values()),
             duplicates=sum(v[2] for v in per_minute.values()),
-            value=dict(value),
+            value=held(value),
             campaigns=campaigns,
             latency_ms={
                 "p50": percentile_ms(histogram, 0.50),
@@ -439,6 +395,7 @@ class SqliteHotStore(HotStore):
             duplicates_total=self._total("duplicates"),
             latency_anomalies_total=self._total("latency_anomalies"),
             per_minute=minute_rows(per_minute),
+            value_overflows_total=self._total("value_overflows"),
         )
 
     def excluded(self, campaign_id: str | None, date: str) -> dict[str, int]:
