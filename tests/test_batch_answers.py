@@ -47,14 +47,14 @@ def kept_ids(pipeline: Pipeline) -> list[str | None]:
 def test_a_batch_with_no_event_accepted_answers_400_with_each_events_errors(
     pipeline: Pipeline,
 ) -> None:
-    # What segment-analytics-python sends today: Segment fields, none of ours.
-    segment_like = {"type": "track", "event": "Purchase", "messageId": "m1", "userId": "u1"}
-    response = send(pipeline, [{"event_name": "Purchase", "event_id": "no-user"}, segment_like, 7])
+    cents_as_text = {"event_name": "Purchase", "user_id": "u1", "value": "49.99", "currency": "USD"}
+    response = send(pipeline, [{"event_name": "Purchase", "event_id": "no-user"}, cents_as_text, 7])
     assert response.status_code == 400, response.text
     answer = response.json()
     assert answer["accepted"] == 0
     assert [r["index"] for r in answer["rejected"]] == [0, 1, 2]
     assert codes(answer)[0] == (0, "user_id_missing")
+    assert codes(answer)[1] == (1, "value_not_number")
     assert codes(answer)[2] == (2, "event_not_object")
     assert answer["rejected"][0]["event_id"] == "no-user"
     assert "error" not in answer  # the batch shape, not a whole-body failure
