@@ -58,6 +58,9 @@ def test_a_batch_with_no_event_accepted_answers_400_with_each_events_errors(
     assert codes(answer)[2] == (2, "event_not_object")
     assert answer["rejected"][0]["event_id"] == "no-user"
     assert "error" not in answer  # the batch shape, not a whole-body failure
+    # What Segment's and RudderStack's libraries read from a refusal and log.
+    assert answer["code"] == "validation_failed"
+    assert answer["message"] == "none of the 3 events was accepted (first: user_id_missing)"
     assert kept_ids(pipeline) == ["", "", "no-user"]
 
 
@@ -86,6 +89,7 @@ def test_a_batch_refused_only_by_the_rate_limit_answers_429_to_be_sent_again(
     answer = limited.json()
     assert answer["accepted"] == 0
     assert codes(answer) == [(0, "rate_limited"), (1, "user_id_missing"), (2, "rate_limited")]
+    assert answer["code"] == "rate_limited"
     clock.advance(1.0)  # a token back per half second: the retry goes through
     again = send(pipeline, [purchase("c"), purchase("d")])
     assert again.status_code == 200 and again.json()["accepted"] == 2
