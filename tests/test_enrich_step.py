@@ -39,7 +39,22 @@ def test_a_failing_enricher_leaves_its_field_unknown_and_is_counted() -> None:
 
 
 def test_the_registry_enriches_device_country_campaign_and_date() -> None:
-    one = item(campaign_id="spring", context={"ip": "8.8.8.8", "user_agent": "curl/8.5.0"})
-    EnrichStep(ENRICHERS, Metrics()).submit(Batch(items=[one], positions={0: 1}))
+    one = item(campaign_id="spring", context={"ip": "8.8.8.8", "user_agent": "Googlebot/2.1"})
+    curl = item(context={"user_agent": "curl/8.5.0"})
+    EnrichStep(ENRICHERS, Metrics()).submit(Batch(items=[one, curl], positions={0: 2}))
     assert (one.campaign_id, one.event_date) == ("spring", "2026-11-30")
     assert (one.country_code, one.is_bot) == ("US", True)
+    assert (curl.device_type, curl.is_bot) == ("other", False)  # a tool, not a bot
+
+
+def test_segments_context_user_agent_is_the_end_users() -> None:
+    # A Segment library on a backend, with a write key: the collector filled user_agent
+    # with the library's own; the end user's is in userAgent.
+    googlebot = "Googlebot/2.1 (+http://www.google.com/bot.html)"
+    crawler = item(context={"user_agent": "analytics-node-next/latest", "userAgent": googlebot})
+    phone = item(context={"userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X)"})
+    library = item(context={"user_agent": "analytics-python/2.4.0"})
+    EnrichStep(ENRICHERS, Metrics()).submit(Batch(items=[crawler, phone, library], positions={}))
+    assert (crawler.device_type, crawler.is_bot) == ("bot", True)
+    assert (phone.device_type, phone.is_bot) == ("mobile", False)
+    assert (library.device_type, library.is_bot) == ("other", False)

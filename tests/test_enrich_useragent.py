@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from convtrack.process.enrich import useragent
@@ -147,9 +149,62 @@ BOTS = [
     FACEBOOK_PREVIEW,
     GPTBOT,
     HEADLESS_CHROME,
+    # Headless and automated browsers, and audits.
+    "Mozilla/5.0 (Unknown; Linux x86_64) AppleWebKit/538.1 (KHTML, like Gecko) "
+    "PhantomJS/2.1.1 Safari/538.1",
+    "Mozilla/5.0 (Linux; Android 11; moto g power (2022)) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/119.0.0.0 Mobile Safari/537.36 Chrome-Lighthouse",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/125.0.0.0 Safari/537.36 Lighthouse",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Cypress/13.11.0 Chrome/118.0.5993.159 Electron/27.3.10 Safari/537.36",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/125.0.0.0 Safari/537.36 Puppeteer",
+    "Playwright/1.44.1",
+    "Selenium/4.21.0 (python linux)",
+    # Crawlers and scrapers, including those built on an HTTP library.
+    "Scrapy/2.11.2 (+https://scrapy.org)",
+    "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)",
+    "MyShopCrawler/1.0 python-requests/2.32.3",
+    "python-requests/2.31.0 (compatible; ExampleBot/1.0; +https://example.com/bot)",
+    "Go-http-client/1.1 (site-crawler)",
+    "amibot - http://www.amidalla.de - tech@amidalla.com libwww-perl/5.831",
+    "colly - https://github.com/gocolly/colly",
+    "Mozilla/4.5 (compatible; HTTrack 3.0x; Windows 98)",
+]
+# HTTP libraries, command-line clients and analytics SDKs: someone's tool or backend,
+# not a crawler. The crawler list calls most of them crawlers; they are counted here.
+HTTP_CLIENTS = [
     "curl/8.5.0",
+    "curl/7.88.1",
+    "Wget/1.21.4",
+    "Wget/1.14 (linux-gnu)",
     "python-requests/2.32.3",
+    "Python-urllib/3.12",
+    "Python/3.12 aiohttp/3.9.5",
+    "python-httpx/0.27.0",
+    "Go-http-client/1.1",
     "Go-http-client/2.0",
+    "okhttp/4.12.0",
+    "Java/17.0.9",
+    "Java-http-client/21.0.3",
+    "Apache-HttpClient/4.5.14 (Java/17.0.11)",
+    "node-fetch/1.0 (+https://github.com/bitinn/node-fetch)",
+    "node-fetch",
+    "axios/1.7.2",
+    "undici",
+    "node",
+    "libwww-perl/6.72",
+    "HTTPie/3.2.2",
+    "Mozilla/5.0 (Windows NT 10.0; Microsoft Windows 10.0.22631; en-US) PowerShell/7.4.2",
+    "Mozilla/5.0 (Windows NT; Windows NT 10.0; en-US) WindowsPowerShell/5.1.22621.2506",
+    "GuzzleHttp/7",
+    "Ruby",
+    "analytics-python/2.4.0",
+    "analytics-node-next/latest",
+    "analytics-go (version: 3.0.0)",
+    "rudder-sdk-python/2.1.9",
+    "convtrack-python/0.1.0",
 ]
 
 
@@ -159,8 +214,28 @@ def test_people_get_their_device_type(user_agent: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize("user_agent", BOTS)
-def test_crawlers_and_http_clients_are_bots(user_agent: str) -> None:
+def test_crawlers_and_automated_browsers_are_bots(user_agent: str) -> None:
     assert classify(user_agent) == DeviceClass("bot", True)
+
+
+@pytest.mark.parametrize("user_agent", HTTP_CLIENTS)
+def test_http_libraries_cli_clients_and_sdks_are_other_not_bots(user_agent: str) -> None:
+    assert classify(user_agent) == DeviceClass("other", False)
+
+
+def test_an_app_on_a_phone_using_an_http_library_is_mobile() -> None:
+    assert classify("okhttp/3.12.1 Dalvik/2.1.0 (Linux; U; Android 11)").device_type == "mobile"
+
+
+def test_each_carved_out_pattern_is_an_http_library_entry_of_the_list() -> None:
+    import crawleruseragents  # type: ignore[import-untyped]
+
+    tags = {e["pattern"]: e["tags"] for e in crawleruseragents.CRAWLER_USER_AGENTS_DATA}
+    missing = [p for p in useragent.CLIENT_LIBRARY_PATTERNS if p not in tags]
+    assert missing == []  # a renamed entry would quietly make its library a bot again
+    assert all("http-library" in tags[p] for p in useragent.CLIENT_LIBRARY_PATTERNS)
+    kept = useragent.crawler_patterns()
+    assert len(kept) == len(tags) - len(useragent.CLIENT_LIBRARY_PATTERNS)
 
 
 @pytest.mark.parametrize("user_agent", [None, "", "   "])
@@ -195,9 +270,15 @@ def test_the_fast_matcher_agrees_with_the_crawler_list_on_its_own_examples() -> 
         for instance in entry.get("instances", [])
     ]
     assert len(examples) > 1000
+    kept = [re.compile(p) for p in useragent.crawler_patterns()]
+
+    def listed(ua: str) -> bool:  # the list's own matching, HTTP libraries carved out
+        return any(p.search(ua) for p in kept)
+
     disagreements = [
-        ua for ua in examples + list(BROWSERS) if is_crawler(ua) != crawleruseragents.is_crawler(ua)
+        ua for ua in examples + list(BROWSERS) + HTTP_CLIENTS if is_crawler(ua) != listed(ua)
     ]
     assert disagreements == []
-    assert all(is_crawler(ua) for ua in examples)
+    assert sum(is_crawler(ua) for ua in examples) > 1000
     assert not any(is_crawler(ua) for ua in BROWSERS)
+    assert not any(is_crawler(ua) for ua in HTTP_CLIENTS)

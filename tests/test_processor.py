@@ -76,6 +76,7 @@ def test_dedup_window_edges_with_a_moved_clock(pipeline: Pipeline, clock: Manual
         "date": date,
         "conversions": 2,
         "value": {"EUR": 2500},
+        "excluded": {"bot": 0, "duplicate": 1, "not_a_conversion": 0},  # the copy at 23h59
     }
 
 
@@ -139,6 +140,7 @@ def test_session_events_are_not_conversions(pipeline: Pipeline, clock: ManualClo
         "date": date,
         "conversions": 1,
         "value": {},
+        "excluded": {"bot": 0, "duplicate": 0, "not_a_conversion": 2},
     }
     assert conversions(pipeline, date, "(none)")["conversions"] == 1
 
@@ -151,7 +153,8 @@ def test_conversion_event_names_setting(tmp_path: Path, clock: ManualClock) -> N
         send(only_purchases, purchase(clock, event_id="p1"))
         send(only_purchases, purchase(clock, event_id="l1", event_name="Lead"))
         process_all(only_purchases)
-        assert conversions(only_purchases, event_date(clock))["conversions"] == 1
+        answer = conversions(only_purchases, event_date(clock))
+        assert answer["conversions"] == 1 and answer["excluded"]["not_a_conversion"] == 1
     finally:
         only_purchases.close()
 

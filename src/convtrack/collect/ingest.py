@@ -352,7 +352,27 @@ class Collector:
                 self._metrics.events_unavailable.inc(len(accepted))
                 return error(503, codes.ERR_UNAVAILABLE, retry_after=exc.retry_after_secs)
             self._metrics.route_counters(route).accepted.inc(len(accepted))
-        return json_response(200, {"accepted": len(accepted), "rejected": rejected})
+        answer = {"accepted": len(accepted), "rejected": rejected}
+        if accepted or not items:
+            return json_response(200, answer)
+        # Nothing accepted: a 2xx would let client libraries report success and drop the
+        # events silently. Rate-limited ones may pass later, so their batch says 429 (which
+        # the libraries retry, after Retry-After); otherwise 400, which they log as an error.
+        # `code` and `message` are what Segment's and RudderStack's libraries read from a
+        # refusal, and put in the error they log.
+        first = rejected[0]["errors"][0]["code"] if rejected else ""
+        message = f"none of the {len(items)} events was accepted (first: {first})"
+        if any(status == 429 for _, status, _ in failed):
+            wait = retry_after_secs(self._retry_wait())
+            limited = {**answer, "code": codes.ERR_RATE_LIMITED, "message": message}
+            return json_response(429, limited, [(b"retry-after", str(wait).encode())])
+        refused = {**answer, "code": codes.ERR_VALIDATION, "message": message}
+        return json_response(400, refused)
+
+    def _retry_wait(self) -> float:
+        """Seconds until a refused user (or key) has a token again: one token's refill."""
+        rates = [b.rate for b in (self._user_buckets, self._key_buckets) if b.rate > 0]
+        return max((1 / rate for rate in rates), default=1.0)
 
     async def _keep_batch_rejects(
         self,

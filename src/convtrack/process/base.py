@@ -44,6 +44,7 @@ class Item(msgspec.Struct, kw_only=True):
     session_valid: bool = False
     event_date: str = ""
     is_conversion: bool = False
+    excluded: str = ""  # why it is not a conversion: "bot" or "not_a_conversion"
     token_id: str | None = None
     token_expires_at_us: int | None = None
     drop_reason: str | None = None

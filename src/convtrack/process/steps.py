@@ -111,8 +111,11 @@ class RouteStep(Step):
     def process(self, batch: Batch) -> None:
         for item in self.live_items(batch):
             assert item.envelope is not None
+            named = self.is_conversion(item.envelope.event_name)
             wanted = self._count_bots or not item.is_bot
-            item.is_conversion = wanted and self.is_conversion(item.envelope.event_name)
+            item.is_conversion = wanted and named
+            # What /v1/stats/conversions reports as excluded (the name decides first).
+            item.excluded = "" if item.is_conversion else "bot" if named else "not_a_conversion"
 
 
 class DedupeCommitStep(Step):
@@ -270,6 +273,7 @@ def _effect(item: Item) -> Effect:
         event_date=item.event_date,
         campaign_id=item.campaign_id,
         is_conversion=item.is_conversion,
+        excluded=item.excluded,
         value=envelope.value,
         currency=envelope.currency,
         token_id=item.token_id,

@@ -62,6 +62,9 @@ class ReadGuardedHotStore(HotStore):
     def conversions(self, campaign_id: str | None, date: str) -> ConversionStats:
         return self._guard().conversions(campaign_id, date)
 
+    def excluded(self, campaign_id: str | None, date: str) -> dict[str, int]:
+        return self._guard().excluded(campaign_id, date)
+
     def campaign_totals(self, date: str) -> list[ConversionStats]:
         return self._guard().campaign_totals(date)
 

@@ -75,10 +75,20 @@ def _text(value: object) -> str | None:
 
 
 def enrich_device(item: Item) -> None:
-    """Device type and bot flag from ``context.user_agent``, else ``user.user_agent``."""
+    """Device type and bot flag of the end user: Segment's ``context.userAgent``, else
+    ``context.user_agent``, else ``user.user_agent``.
+
+    ``userAgent`` comes first because only a sender sets it: the collector fills
+    ``context.user_agent`` with the request's own when a write key sent the event,
+    which for a Segment library on a backend is the library's, not its user's."""
     assert item.envelope is not None
     envelope = item.envelope
-    user_agent = _text(envelope.context.get("user_agent")) or _text(envelope.user.get("user_agent"))
+    context = envelope.context
+    user_agent = (
+        _text(context.get("userAgent"))
+        or _text(context.get("user_agent"))
+        or _text(envelope.user.get("user_agent"))
+    )
     device = classify(user_agent)
     item.device_type = device.device_type
     item.is_bot = device.is_bot

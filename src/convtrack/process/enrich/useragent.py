@@ -9,6 +9,19 @@ HTTP libraries, scrapers, monitors, AI crawlers. Its 1,500 patterns run in
 ``regex`` resolver uses), which takes microseconds where Python's ``re``
 takes a quarter of a millisecond; a test holds the two to the same verdicts.
 
+Bots are judged on the end user's user agent (``context.user_agent``, which
+the collector fills with the request's own when a browser sent it). The list
+calls HTTP libraries and command-line clients (curl, python-requests, ...)
+crawlers; here they are not bots but a person's or a backend's tool: a
+conversion sent with curl, or by a shop's backend through an SDK, is counted.
+So their entries are carved out of the list by name (``CLIENT_LIBRARY_PATTERNS``,
+a test holds each to the list), and a user agent that *is* such a client (its
+first product is one: ``_HTTP_CLIENT``) is "other". Crawlers built on them
+("MyBot/1.0 python-requests/2.31") stay bots: the list or ua-parser's
+``Spider`` catches their own name first. Headless and automated browsers
+(HeadlessChrome, Lighthouse, PhantomJS, Puppeteer, Playwright, Selenium,
+Cypress) are bots.
+
 The rules beyond the data, in order: TVs, consoles and headsets are
 "other"; iPad, Kindle and Android browsers without "Mobile" are tablets;
 "Mobi", phones and phone OSes are mobile; Windows, macOS, Linux desktops
@@ -48,6 +61,37 @@ DESKTOP = DeviceClass("desktop", False)
 MOBILE = DeviceClass("mobile", False)
 TABLET = DeviceClass("tablet", False)
 OTHER = DeviceClass("other", False)
+
+# Entries of the crawler list (its exact patterns) that name an HTTP library or a
+# command-line client, not a crawler. Its other "http-library" entries are crawler
+# frameworks and scrapers (Scrapy, colly, crawler4j, HTTrack, ...): those stay.
+CLIENT_LIBRARY_PATTERNS = frozenset(
+    {
+        "^curl", "[wW]get", "Python-urllib", "python-requests", "aiohttp", "httpx",
+        "libwww-perl", "lwp-trivial", "Go-http-client", "okhttp", "^Apache-HttpClient",
+        "AHC\\/", "HttpUrlConnection", "Jetty", "AnyEvent", "axios", "node-fetch",
+        "sindresorhus\\/got", "^HTTPie\\/", "^PHP-Curl-Class", "http_get",
+        "CustomAsyncHttpClient",
+    }
+)  # fmt: skip
+# A user agent whose first product is an HTTP library, a CLI client, a runtime's
+# default or an analytics SDK (Segment's, RudderStack's, ours).
+_HTTP_CLIENT = re.compile(
+    r"^(?:curl|[Ww]get|python-requests|Python-urllib|Python(?:/[\d.]+)? aiohttp|aiohttp"
+    r"|python-httpx|httpx|Go-http-client|okhttp|Java|Java-http-client|Apache-HttpClient"
+    r"|AHC|Jetty|ReactorNetty|node-fetch|axios|undici|node|Node\.js|Deno|Bun|got"
+    r"|libwww-perl|lwp-trivial|LWP::Simple|HTTPie|PHP-Curl-Class|GuzzleHttp|PHP|Faraday"
+    r"|Ruby|rest-client|Dart|reqwest|hyper|RestSharp|WindowsPowerShell|PowerShell"
+    r"|analytics-[\w.-]+|@segment/[\w.-]+|rudder[\w.-]*|RudderLabs[\w.-]*|convtrack[\w.-]*)"
+    r"(?:[/\s(;]|$)"
+    r"|PowerShell/"  # PowerShell's Invoke-WebRequest: "Mozilla/5.0 (Windows NT ...) PowerShell/7"
+)
+# A crawler that names itself after its library ("python-requests/2.31 ExampleBot/1.0").
+_BOT_WORDS = re.compile(r"bot\b|crawl|spider|scrap", re.IGNORECASE)
+# An app's own runtime beside its HTTP library: a person's phone, classed as one.
+_APP_RUNTIME = re.compile(r"Dalvik/|CFNetwork/")
+# Automated browsers the list does not name (or names only in other spellings).
+_AUTOMATED = re.compile(r"Lighthouse|Cypress/|PTST/|Headless|SlimerJS|Puppeteer|Playwright")
 
 _NOT_PERSONAL = re.compile(
     r"SMART-?TV|SmartTV|Google ?TV|Android ?TV|Apple ?TV|HbbTV|CrKey|BRAVIA|Tizen|Web0S"
@@ -95,8 +139,11 @@ def _classify(user_agent: str) -> DeviceClass:
     ua = user_agent.strip()
     if not ua:
         return OTHER
-    if is_crawler(ua):
+    if is_crawler(ua) or _AUTOMATED.search(ua):
         return BOT
+    if _HTTP_CLIENT.search(ua) and not _APP_RUNTIME.search(ua):
+        # A tool or a backend, not a bot: counted. Unless it names itself a crawler.
+        return BOT if _BOT_WORDS.search(ua) else OTHER
     device = ua_parser.parse_device(ua)
     family = device.family if device is not None else ""
     brand = device.brand if device is not None else None
@@ -144,12 +191,17 @@ def _crawler_set() -> ua_parser_rs.UserAgentExtractor:
 
 
 def crawler_patterns() -> list[str]:
-    """The regular expressions of the crawler-user-agents list (case-sensitive)."""
+    """The regular expressions of the crawler-user-agents list (case-sensitive), but
+    those of ``CLIENT_LIBRARY_PATTERNS``."""
     import crawleruseragents  # type: ignore[import-untyped]
 
-    return [str(entry["pattern"]) for entry in crawleruseragents.CRAWLER_USER_AGENTS_DATA]
+    return [
+        str(entry["pattern"])
+        for entry in crawleruseragents.CRAWLER_USER_AGENTS_DATA
+        if entry["pattern"] not in CLIENT_LIBRARY_PATTERNS
+    ]
 
 
 def is_crawler(user_agent: str) -> bool:
-    """True when a pattern of the crawler-user-agents list matches ``user_agent``."""
+    """True when a crawler pattern (the list, HTTP libraries carved out) matches ``user_agent``."""
     return _crawler_set().extract(user_agent) is not None

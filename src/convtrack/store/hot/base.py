@@ -60,6 +60,9 @@ class Effect(msgspec.Struct, frozen=True, kw_only=True):
     event_date: str  # the event's UTC date, YYYY-MM-DD
     campaign_id: str
     is_conversion: bool
+    # Why a new event that is no conversion is not counted: one of EXCLUDED_REASONS
+    # (not "duplicate", which the store decides), "" for a conversion.
+    excluded: str = ""
     value: int | None = None
     currency: str | None = None
     token_id: str | None = None
@@ -67,6 +70,11 @@ class Effect(msgspec.Struct, frozen=True, kw_only=True):
     dimensions: dict[str, str] = msgspec.field(default_factory=dict)  # see DIMENSIONS
     recorded: bytes = b""  # kept with a counted copy's verdict, handed back on a replay
 
+
+# Why an event of a campaign and day was not counted, as ``HotStore.excluded`` counts them:
+# a bot's would-be conversion (``conversions.count_bots`` off), a duplicate (any event
+# already remembered), an event whose name is not a conversion's (page_view, ...).
+EXCLUDED_REASONS = ("bot", "duplicate", "not_a_conversion")
 
 # The enriched dimensions conversions are also counted by (besides campaign and date).
 DIMENSIONS = ("country_code", "device_type", "campaign_source")
@@ -171,6 +179,11 @@ class HotStore(ABC):
     @abstractmethod
     def conversions(self, campaign_id: str | None, date: str) -> ConversionStats:
         """Counted conversions of one campaign (or all) on one UTC event date."""
+
+    @abstractmethod
+    def excluded(self, campaign_id: str | None, date: str) -> dict[str, int]:
+        """Events of one campaign (or all) on one UTC event date that were not counted,
+        by reason: every one of EXCLUDED_REASONS, 0 when none. A replay adds nothing."""
 
     @abstractmethod
     def campaign_totals(self, date: str) -> list[ConversionStats]:

@@ -18,6 +18,8 @@ several deployments (or tests) can share one Redis database. The layout:
   ``tc:<slice>`` string / ``tx`` sorted set: tokens counted by their expiry slice.
 - ``c:<date>`` hash: conversions ``n`` and value ``v`` per campaign x currency;
   ``x:<dimension>:<date>`` the same per dimension value. No TTL (as in SQLite).
+- ``ex:<date>`` hash: events not counted, per reason x campaign (the field is
+  the msgpack list [reason, campaign]). No TTL (as in SQLite).
 - ``m:<minute>`` / ``l:<minute>`` hash: per-minute events, conversions,
   duplicates and value; latency histogram. TTL: ``minute_retention`` minutes.
 - ``tot`` hash: all-time duplicates and latency anomalies. No TTL.
@@ -110,6 +112,9 @@ class RedisKeys:
 
     def dimension(self, dimension: str, date: str) -> str:
         return f"{self._p}x:{dimension}:{date}"
+
+    def excluded(self, date: str) -> str:
+        return f"{self._p}ex:{date}"
 
     def minute(self, minute: int) -> str:
         return f"{self._p}m:{minute}"

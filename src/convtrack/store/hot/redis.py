@@ -26,6 +26,7 @@ import msgspec
 from convtrack.config import DedupSettings, HotSettings
 from convtrack.errors import ConfigError
 from convtrack.store.hot.base import (
+    EXCLUDED_REASONS,
     ApplyResult,
     CampaignLive,
     ConversionStats,
@@ -194,6 +195,16 @@ class RedisHotStore(HotStore):
             if currency:
                 value[currency] += cell.get("v", 0)
         return ConversionStats(campaign_id, date, saturate(conversions), _held(value))
+
+    def excluded(self, campaign_id: str | None, date: str) -> dict[str, int]:
+        with self._translate("read"):
+            raw = cast(dict[bytes, bytes], self._client.hgetall(self._keys.excluded(date)))
+        totals = dict.fromkeys(EXCLUDED_REASONS, 0)
+        for field, n in raw.items():
+            reason, campaign = decode_cell(field)
+            if reason in totals and campaign_id in (None, campaign):
+                totals[reason] += int(n)
+        return totals
 
     def campaign_totals(self, date: str) -> list[ConversionStats]:
         totals: dict[str, tuple[int, dict[str, int]]] = {}

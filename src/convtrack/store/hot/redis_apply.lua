@@ -135,6 +135,13 @@ for i = 1, h.n do
   end
 end
 
+-- events not counted, per campaign and day, by reason (keys.py, "ex:"); replays add nothing
+for grp, n in pairs(events) do
+  local ex, d = h.excluded[grp], dups[grp] or 0
+  if d > 0 then add(ex[1], ex[2], d) end
+  if ex[3] ~= '' and n > d then add(ex[1], ex[3], n - d) end
+end
+
 -- per cell: groups that share a cell (the minute's, say) add up
 for grp, n in pairs(events) do
   local cells = h.groups[grp]

@@ -74,6 +74,8 @@ class _Groups:
     A group is [minute cell, then for a conversion its day cell and dimension
     cells]; a cell is [hash key, field suffix]. Effects of one campaign, day,
     currency and dimensions share a group, so the header stays small.
+    ``excluded`` holds, per group, its excluded-event counters: [hash key,
+    duplicate field, field of its own reason or ""] (see keys.py, ``ex:``).
     """
 
     def __init__(self, keys: RedisKeys, minute_key: str) -> None:
@@ -81,6 +83,7 @@ class _Groups:
         self._minute_key = minute_key
         self.index: dict[tuple[Any, ...], int] = {}
         self.groups: list[list[list[Any]]] = []
+        self.excluded: list[list[Any]] = []
         self._suffixes: dict[tuple[str, ...], msgspec.Raw] = {}
 
     def _cell(self, key: str, *parts: str) -> list[Any]:
@@ -94,7 +97,9 @@ class _Groups:
         identity = (
             e.campaign_id,
             currency,
-            e.is_conversion and e.event_date,
+            e.is_conversion,
+            e.event_date,
+            e.excluded,
             *e.dimensions.items(),
         )
         found = self.index.get(identity)
@@ -107,8 +112,14 @@ class _Groups:
                 key = self._keys.dimension(dimension, e.event_date)
                 cells.append(self._cell(key, dim_value, e.campaign_id, currency))
         self.groups.append(cells)
+        self.excluded.append(self._excluded_cells(e))
         found = self.index[identity] = len(self.groups)
         return found
+
+    def _excluded_cells(self, e: Effect) -> list[Any]:
+        key = self._keys.excluded(e.event_date)
+        own = lua_bytes(_encode([e.excluded, e.campaign_id])) if e.excluded else ""
+        return [key, lua_bytes(_encode(["duplicate", e.campaign_id])), own]
 
 
 def encode_batch(
@@ -174,6 +185,7 @@ def encode_batch(
         "minute_ttl_s": (minute + 1 + minute_retention) * 60 - now_us // 1_000_000,
         "positions": [[p, o] for p, o in positions.items()],
         "groups": groups.groups,
+        "excluded": groups.excluded,
         "bigs": bigs,
         "tokens": tokens,
     }

@@ -18,6 +18,7 @@ import msgspec
 
 from convtrack.errors import StoreError
 from convtrack.sqlitekit import connect
+from convtrack.store.hot import sqlite_excluded
 from convtrack.store.hot.base import (
     ApplyResult,
     CampaignLive,
@@ -62,6 +63,7 @@ class SqliteHotStore(HotStore):
             self._conn = connect(path, "normal")
             self._conn.executescript(SCHEMA)
             self._reader = connect(path, "normal")
+            self._conn.executescript(sqlite_excluded.EXCLUDED_SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the hot store at {path}: {exc}") from exc
         self._read_lock = threading.Lock()
@@ -80,8 +82,10 @@ class SqliteHotStore(HotStore):
         try:
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
+                replays = sqlite_excluded.replayed(self._conn, group, effects)
                 result = self._apply(group, effects, positions, now_us)
                 self._write_sessions(sessions, touches)
+                sqlite_excluded.add_excluded(self._conn, effects, result.counted, replays)
                 return result
         except sqlite3.Error as exc:
             raise StoreError(f"hot store apply failed: {exc}") from exc
@@ -393,6 +397,11 @@ class SqliteHotStore(HotStore):
             per_minute=minute_rows(per_minute),
             value_overflows_total=self._total("value_overflows"),
         )
+
+    def excluded(self, campaign_id: str | None, date: str) -> dict[str, int]:
+        args = (date,) if campaign_id is None else (date, campaign_id)
+        query = sqlite_excluded.excluded_query(campaign_id)
+        return sqlite_excluded.excluded_totals(self._read(query, args))
 
     def remembered(self) -> int:
         rows = self._read("SELECT (SELECT COUNT(*) FROM dedup) + (SELECT COUNT(*) FROM tokens)")
