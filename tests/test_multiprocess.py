@@ -32,7 +32,14 @@ from convtrack.runtime.backends import open_log
 from tests.conftest import WRITE_KEY, ServerFactory, ServerProcess, auth
 from tests.redis_fixtures import start_redis
 from tests.s3_fixtures import S3Target
-from tests.test_roles import DATE, conversions, purchase, terminate_within, wait_for
+from tests.test_roles import (
+    DATE,
+    conversions,
+    conversions_if_available,
+    purchase,
+    terminate_within,
+    wait_for,
+)
 from tests.test_roles_distributed import cli, distributed_env, lake_event_ids
 
 pytestmark = pytest.mark.slow
@@ -182,10 +189,13 @@ class Reconciled:
 
 def reconcile(c: Cluster, load: Load, count_url: str) -> Reconciled:
     expected = len(load.accepted)
+
     # A killed member's partitions move on after the group's session timeout (10 s).
-    wait_for(
-        "every accepted event counted", lambda: conversions(count_url, CAMPAIGN) >= expected, 120
-    )
+    def all_counted() -> bool:
+        counted = conversions_if_available(count_url, CAMPAIGN)
+        return counted is not None and counted >= expected
+
+    wait_for("every accepted event counted", all_counted, 120)
     counted = conversions(count_url, CAMPAIGN)
     records = read_processed(c.env, c.store.data_dir)
     rule = FirstCopies()
