@@ -17,7 +17,11 @@ Replay (``replay_due``): rows of the processor's stages queued by
 were logged, then removed. The processor takes them as new entries: dedup
 applies (the envelope keeps its event id and receive time), and one that fails
 again is quarantined again. A crash between the append and the removal appends
-it once more at the next claim, and dedup drops that copy.
+it once more at the next claim, and dedup drops that copy. An event whose
+conversion token has expired by the time of the replay stays quarantined
+(``TOKEN_EXPIRED_AT_REPLAY``): the hot store remembers a token's claim only
+for the token's lifetime, so it could no longer tell whether another event
+of that order was counted meanwhile, and a token counts at most once.
 
 A stop ends the retries at once (``Stopping``): the batch is not committed and
 is read again at the next start. Repeated errors are logged once per kind per
@@ -34,6 +38,7 @@ from convtrack.clock import Clock
 from convtrack.errors import ConvtrackError, is_transient
 from convtrack.log.base import EventLog, LogEntry, LogRecord, next_positions
 from convtrack.model.event import decode_envelope
+from convtrack.model.tokens import read_claims
 from convtrack.observe.logs import RepeatLimiter
 from convtrack.observe.metrics import Metrics
 from convtrack.process.base import STAGES, Batch, Item, Step
@@ -47,10 +52,24 @@ FIRST_DELAY_SECS = 0.05
 MAX_DELAY_SECS = 5.0
 REPLAY_INTERVAL_SECS = 1.0
 REPLAY_BATCH = 500
+TOKEN_EXPIRED_AT_REPLAY = (
+    "not replayed: its conversion token expired before the replay, and the hot store no "
+    "longer remembers whether another event of that order was counted"
+)
 
 
 class Stopping(ConvtrackError):
     """The runner is stopping while a batch cannot commit: it is read again at the next start."""
+
+
+def _token_expired(payload: bytes, now_us: int) -> bool:
+    """Whether the logged event carries a conversion token that has ended by ``now_us``."""
+    try:
+        token = decode_envelope(payload).conversion_token
+    except Exception:  # undecodable: replayed as it is, and quarantined again by the check
+        return False
+    claims = None if token is None else read_claims(token)
+    return claims is not None and claims.expires_at_us <= now_us
 
 
 def _event_id(entry: LogEntry) -> str | None:
@@ -202,15 +221,25 @@ class PoisonGuard:
             return 0
         self._last_replay = now
         try:
-            rows = self._quarantine.claim(STAGES, "", REPLAY_BATCH, self._clock.now_us())
-            if not rows:
+            now_us = self._clock.now_us()
+            claimed = self._quarantine.claim(STAGES, "", REPLAY_BATCH, now_us)
+            if not claimed:
                 return 0
-            self._log.append_blocking([LogRecord(r.event.key, r.event.payload) for r in rows])
-            self._quarantine.remove([r.id for r in rows])
+            rows = []
+            for row in claimed:
+                if _token_expired(row.event.payload, now_us):
+                    self._quarantine.failed_again(row.id, TOKEN_EXPIRED_AT_REPLAY, now_us)
+                    log.warning("quarantine_replay_refused", extra={"event_id": row.event.event_id})
+                else:
+                    rows.append(row)
+            if rows:
+                self._log.append_blocking([LogRecord(r.event.key, r.event.payload) for r in rows])
+                self._quarantine.remove([r.id for r in rows])
         except ConvtrackError as exc:  # claimed rows come back when their lease ends
             log.warning("quarantine_replay_failed", extra={"error": str(exc)})
             return 0
         for row in rows:
             self._metrics.quarantine_replayed.labels(row.event.stage).inc()
-        log.info("quarantine_replayed", extra={"events": len(rows)})
+        if rows:
+            log.info("quarantine_replayed", extra={"events": len(rows)})
         return len(rows)
