@@ -5,7 +5,8 @@ the test Redis; ``fresh_runner`` builds a processor on a pipeline's stores as a
 restarted process would (it resumes from the processed log's tail);
 ``FailingPublish`` makes the processed log refuse the next appends (a failed
 publish, which the runner retries); ``count_then_crash`` is a processor that
-dies between counting a batch and publishing it.
+dies between counting a batch and publishing it (or, when a poison event
+fails the batch first, before counting anything).
 """
 
 from __future__ import annotations
