@@ -11,14 +11,17 @@ Redis's TTLs run down with it, sessions' excepted); on the lake's side
 data file, after its manifest, after its source commit), compactions of two
 processes with different views interleaved with everything else, and
 retention; and a poison event (a failure injected for one event id at one
-processor stage) that must end in the quarantine, and is replayed at the end
-or left there. It runs them on the SQLite and the Redis hot store and checks
-at the end:
+processor stage, or at the lake writer) that must end in the quarantine, and
+is replayed at the end or left there (the lake writer's is always replayed).
+Fixed interleavings (the issue's compaction race, a merge staged before
+retention, a crash at each flush failpoint) run first, every time. It runs
+them on the SQLite and the Redis hot store and checks at the end:
 
 - every log entry was published at most once, and those published are
   exactly the copies the dedup rule counts (a model of it, over receive time);
 - each published row has the enrichment a fault-free run gives it (a second
-  pipeline that processes the same log in one go, without faults);
+  pipeline that processes the same log in one go, without faults, the poison
+  armed as long as in the stream; a late replay excepted, see check_agreement);
 - the hot counters (per campaign and day, all campaigns, per dimension value)
   equal what the published rows say was counted, value sums held at 64 bits;
 - the lake shows exactly one row per published event (by source position),
