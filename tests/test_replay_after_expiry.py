@@ -1,14 +1,13 @@
-"""A quarantined event replayed after the hot store forgot what it needs (found by the
-pipeline property test; known bug, not fixed yet).
+"""A quarantined event replayed after the hot store forgot its token's claim (found by
+the pipeline property test).
 
-The processor forgets a conversion token's claim, and an event id's dedup entry, once
-the newest receive time it processed is an hour past their end
-(``ProcessorRunner._maybe_expire``; on Redis the keys' TTLs do the same). A poison event
-stays in the quarantine as long as it takes to fix it; replayed later than that, it meets
-no claim and is counted, although another event with its token (or another copy of its
-id, within the window) was counted meanwhile. The expected answer (counted once) is
-what this test asserts, so it is marked ``xfail(strict=True)``: it starts passing, and
-must then lose the mark, once expiry keeps what the quarantine's events still need.
+The processor forgets a conversion token's claim once the newest receive time it
+processed is an hour past the token's end (``ProcessorRunner._maybe_expire``; on Redis
+the keys' TTLs do the same). A poison event stays in the quarantine as long as it takes
+to fix it; replayed after its token expired, it would meet no claim and be counted
+although another event with its token was counted meanwhile. So such a replay is
+refused (process/poison.py, ``TOKEN_EXPIRED_AT_REPLAY``): the event stays quarantined
+with the reason, and the order counts once.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from convtrack import failpoints
 from convtrack.clock import ManualClock
 from convtrack.model.event import Envelope
 from convtrack.model.tokens import issue_token
+from convtrack.process.poison import TOKEN_EXPIRED_AT_REPLAY
 from tests.inprocess import make_pipeline
 from tests.processorkit import append_events, fresh_runner, run_until_idle
 
@@ -37,15 +37,11 @@ def purchase(event_id: str, at_us: int, token: str | None, campaign: str = "spri
     )  # fmt: skip
 
 
-LATE = pytest.mark.xfail(
-    strict=True, reason="known bug: a late replay of a quarantined event outlives the token claim"
-)
-
-
-@pytest.mark.parametrize("days_later", [0, pytest.param(3, marks=LATE)])
+@pytest.mark.parametrize("days_later", [0, 3])
 def test_a_replay_does_not_count_a_token_twice(tmp_path: Path, days_later: int) -> None:
-    """Replayed at once, the token's claim is there and the replay is a duplicate (the
-    control); replayed three days later, the claim is gone (the bug)."""
+    """Replayed at once, the token's claim is there and the replay is a duplicate;
+    replayed three days later, the token has expired: the replay is refused and the
+    event stays quarantined, saying why."""
     clock = ManualClock(start_us=T0)
     pipeline = make_pipeline(tmp_path / "data", clock)
     try:
@@ -68,7 +64,11 @@ def test_a_replay_does_not_count_a_token_twice(tmp_path: Path, days_later: int) 
         run_until_idle(runner)  # appends the replayed event
         run_until_idle(runner)  # processes it
         runner.stop(drain_secs=0.0)
-        assert pipeline.backends.quarantine.total() == 0
+        kept = [row.event for row in pipeline.backends.quarantine.items(None, 10)]
+        if days_later == 0:
+            assert kept == []
+        else:
+            assert [(e.event_id, e.error) for e in kept] == [("first", TOKEN_EXPIRED_AT_REPLAY)]
         day = "2026-11-30"
         # "first" and "second" carry one order's token: it counts once, ever.
         assert pipeline.hot.conversions("spring", day).conversions == 1
