@@ -305,6 +305,25 @@ class TableWriter:
         return self._rows
 
 
+# At a stop, what the source holds is read for at most this long before the last flush,
+# and until it has given nothing for FINAL_QUIET_SECS: a consumer that has just come back
+# from a failing broker (or a backoff) may need a moment to fetch again, and a poll
+# without a wait would end the read at once and leave those rows for the next start.
+FINAL_READ_SECS = 5.0
+FINAL_QUIET_SECS = 0.5
+
+
+def _read_to_quiet(writer: TableWriter, deadline: float) -> None:
+    quiet_since: float | None = None
+    while (now := time.monotonic()) < deadline:
+        if writer.poll_once(timeout_secs=0.1):
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since >= FINAL_QUIET_SECS:
+            return
+
+
 class ColdStoreRunner:
     """Runs the table writers on one thread; retries a failing lake with backoff.
 
@@ -422,11 +441,10 @@ class ColdStoreRunner:
             log.warning("cold_store_still_busy_at_stop")  # its rows replay on the next start
             return
         if flush:
-            deadline = time.monotonic() + 5.0
+            deadline = time.monotonic() + FINAL_READ_SECS
             for writer in self._writers:
                 try:
-                    while writer.poll_once(timeout_secs=0.0) and time.monotonic() < deadline:
-                        pass
+                    _read_to_quiet(writer, deadline)
                     writer.flush()
                 except ConvtrackError as exc:
                     log.warning(
