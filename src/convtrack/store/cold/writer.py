@@ -305,10 +305,11 @@ class TableWriter:
         return self._rows
 
 
-# At a stop, what the source holds is read for at most this long before the last flush,
-# and until it has given nothing for FINAL_QUIET_SECS: a consumer that has just come back
-# from a failing broker (or a backoff) may need a moment to fetch again, and a poll
-# without a wait would end the read at once and leave those rows for the next start.
+# At a stop, what the source holds is read for at most this long before the last flush.
+# A runner whose last round failed (a broker that was away, a backoff) reads until the
+# source has given nothing for FINAL_QUIET_SECS: its consumer may need a moment to fetch
+# again, and a poll without a wait would end the read at once and leave those rows for
+# the next start.
 FINAL_READ_SECS = 5.0
 FINAL_QUIET_SECS = 0.5
 
@@ -442,9 +443,14 @@ class ColdStoreRunner:
             return
         if flush:
             deadline = time.monotonic() + FINAL_READ_SECS
+            recovering = self.retry.last_error is not None
             for writer in self._writers:
                 try:
-                    _read_to_quiet(writer, deadline)
+                    if recovering:
+                        _read_to_quiet(writer, deadline)
+                    else:  # reading all along: what the source holds is there already
+                        while writer.poll_once(timeout_secs=0.0) and time.monotonic() < deadline:
+                            pass
                     writer.flush()
                 except ConvtrackError as exc:
                     log.warning(
