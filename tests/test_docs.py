@@ -34,19 +34,32 @@ def test_every_setting_is_in_the_configuration_reference() -> None:
             )
 
 
+def cli_commands(group: object = cli, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and group under ``group``, as the words after ``convtrack``."""
+    paths = []
+    for name, command in getattr(group, "commands", {}).items():
+        paths.append((*path, name))
+        paths.extend(cli_commands(command, (*path, name)))
+    return paths
+
+
 def test_every_cli_command_is_in_the_operations_guide() -> None:
     text = (ROOT / "docs" / "operations.md").read_text()
-
-    def walk(group: object, prefix: str) -> list[str]:
-        names = []
-        for name, command in getattr(group, "commands", {}).items():
-            full = f"{prefix} {name}"
-            names.append(full)
-            names.extend(walk(command, full))
-        return names
-
-    for command in walk(cli, "convtrack"):
+    for path in cli_commands():
+        command = " ".join(("convtrack", *path))
         assert f"`{command}" in text, f"{command} is not documented"
+
+
+def test_no_cli_help_shows_markup() -> None:
+    # click prints docstrings and option help as they are: RST's ``literal`` or
+    # markdown's `code` would reach the terminal as backticks.
+    for path in [(), *cli_commands()]:
+        result = CliRunner().invoke(cli, [*path, "--help"], prog_name="convtrack")
+        assert result.exit_code == 0, result.output
+        command = " ".join(("convtrack", *path))
+        assert "``" not in result.output, f"{command} --help shows RST markup:\n{result.output}"
+        assert "`" not in result.output, f"{command} --help shows markdown code:\n{result.output}"
+        assert "**" not in result.output, f"{command} --help shows emphasis:\n{result.output}"
 
 
 def test_readme_has_the_two_setup_commands_and_ci_runs_the_test_one() -> None:

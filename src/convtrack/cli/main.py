@@ -70,7 +70,7 @@ def serve(
 )  # fmt: skip
 @click.argument("sql")
 def query(config: str | None, data_dir: str | None, fmt: str, sql: str) -> None:
-    """Run SQL over the lake: tables ``events`` and ``rejects``."""
+    """Run SQL over the lake: tables events and rejects."""
     import duckdb
 
     from convtrack.store.cold.lake import Lake
@@ -263,9 +263,9 @@ def services_up(root: str, skip_missing: bool) -> None:
 
 @services_group.command("down")
 @click.option("--dir", "root", required=True, type=click.Path(file_okay=False),
-              help="The folder given to `convtrack dev services up`.")  # fmt: skip
+              help="The folder given to 'convtrack dev services up'.")  # fmt: skip
 def services_down(root: str) -> None:
-    """Stop the services started by `convtrack dev services up --dir DIR`."""
+    """Stop the services started by 'convtrack dev services up --dir DIR'."""
     from pathlib import Path
 
     from convtrack.devservices.manager import services_down as run
