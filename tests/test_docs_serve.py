@@ -1,6 +1,7 @@
 """Docs held to a real ``convtrack serve``: the data-dir tree of docs/operations.md is what a
-fresh serve creates, and the ``/readyz`` example of docs/http-api.md has every member the
-server answers (and no other), down to the last nested key."""
+fresh serve creates (and its lake's files are those of docs/lake.md's layout), and the
+``/readyz`` example of docs/http-api.md has every member the server answers (and no other),
+down to the last nested key."""
 
 from __future__ import annotations
 
@@ -54,6 +55,21 @@ def documented_tree() -> list[Entry]:
     return entries
 
 
+def lake_layout() -> list[re.Pattern[str]]:
+    """The object names of docs/lake.md's layout, with their numbers and partition values
+    standing for any."""
+    text = (ROOT / "docs" / "lake.md").read_text()
+    block = re.search(r"## Layout\n\n```\nlake/\n(.*?)```", text, re.S)
+    assert block is not None, "lake.md has no lake/ layout block"
+    patterns = []
+    for line in block.group(1).splitlines():
+        name = line.split()[0]
+        values = re.sub(r"=[^/]+", "=VALUE", name)
+        body = re.sub(r"\d+", lambda _: r"\d+", re.escape(values))
+        patterns.append(re.compile(body.replace("VALUE", "[^/]+")))
+    return patterns
+
+
 def files_under(root: Path) -> set[str]:
     return {path.relative_to(root).as_posix() for path in root.rglob("*")}
 
@@ -95,6 +111,8 @@ def test_the_documented_data_dir_is_what_a_fresh_serve_creates(
                 "campaign_id": "spring_sale"}  # fmt: skip
     answer = httpx.post(f"{server.url}/v1/track", json=purchase, headers=auth(write_key))
     assert answer.status_code == 202, answer.text
+    refused = httpx.post(f"{server.url}/v1/track", json={"value": 1}, headers=auth(write_key))
+    assert refused.status_code == 400, refused.text  # so the rejects store has a row too
     wait_counted(server, server_key, "spring_sale")
     created = files_under(server.data_dir)  # running: the WAL files are there
     assert server.terminate() == 0
@@ -117,6 +135,11 @@ def test_the_documented_data_dir_is_what_a_fresh_serve_creates(
         f"operations.md lists what a fresh serve does not create: {missing} "
         "(mark an entry (optional) if only some setups create it)"
     )
+    layout = lake_layout()
+    lake_files = [p for p in created if p.startswith("lake/") and (server.data_dir / p).is_file()]
+    assert lake_files, "the stopped serve flushed nothing to the lake"
+    unlisted = sorted(p for p in lake_files if not any(x.fullmatch(p[5:]) for x in layout))
+    assert not unlisted, f"the lake holds what lake.md's layout does not show: {unlisted}"
 
 
 def readyz_examples() -> tuple[dict[str, Any], dict[str, Any]]:
