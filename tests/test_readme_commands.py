@@ -197,13 +197,17 @@ def program(command: Command) -> str:
         return " ".join(["dev.py", *words[2:3]])
     if Path(name).name != "convtrack":
         return name
-    path, group = ["convtrack"], cli
+    path: list[str] = ["convtrack"]
+    group: click.Command | None = cli  # None past a subcommand this branch does not have
     for word in words[1:]:
         if isinstance(group, click.Group) and word in group.commands:
             path.append(word)
             group = group.commands[word]
-        elif isinstance(group, click.Group) and re.fullmatch(r"[a-z][a-z-]*", word):
+        elif (group is None or isinstance(group, click.Group)) and re.fullmatch(
+            r"[a-z][a-z-]*", word
+        ):
             path.append(word)  # a subcommand this branch does not have (yet)
+            group = None
         else:
             break
     return " ".join(path)
