@@ -10,7 +10,7 @@ from typing import Any
 
 from convtrack.collect import browser_sdk, cors
 from convtrack.collect.attribution import AttributionApi
-from convtrack.collect.auth import ApiKey, Keyring, read_credential
+from convtrack.collect.auth import ApiKey, Keyring, read_credential, why_no_key
 from convtrack.collect.deadletters import DeadLettersApi
 from convtrack.collect.http import Receive, Request, Response, Scope, Send, error, json_response
 from convtrack.collect.ingest import Collector
@@ -174,7 +174,7 @@ class App:
         role, handler = entry
         credential = read_credential(request)
         if credential is None:
-            return error(401, codes.ERR_KEY_MISSING), None
+            return error(401, codes.ERR_KEY_MISSING, message=why_no_key(request)), None
         key = self.keyring.lookup(credential.secret)
         if key is None:
             return error(401, codes.ERR_KEY_UNKNOWN), None
