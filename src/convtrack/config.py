@@ -18,7 +18,8 @@ from typing import Annotated, Any, Literal, get_origin, get_type_hints
 
 import msgspec
 
-from convtrack.config_destinations import DestinationSettings
+from convtrack.config_destinations import DESTINATION_KINDS, DestinationSettings
+from convtrack.config_errors import did_you_mean, invalid_value
 from convtrack.errors import ConfigError
 from convtrack.model.currency import iso4217_codes
 
@@ -223,11 +224,29 @@ RESERVED_ENV = frozenset(
 )
 
 
+# Top-level members that are lists of tables ([[keys]], [[destinations]]), not sections.
+TABLE_LISTS = frozenset({"keys", "destinations"})
+
+
 def env_name(section: str, key: str) -> str:
     return f"CONVTRACK_{section.upper()}_{key.upper()}"
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+def known_settings() -> list[str]:
+    """Every ``section.key`` of the sections (not the [[keys]] and [[destinations]] tables)."""
+    return [f"{name}.{key}" for name, cls in SECTIONS.items() for key in cls.__struct_fields__]
+
+
+def _env_of(setting: str) -> str:
+    section, _, key = setting.partition(".")
+    return f"`{setting}` ({env_name(section, key)})"
+
+
+# Where each value in the merged settings came from, for the errors: (section, key) -> source.
+Sources = dict[tuple[str, str], str]
+
+
+def _env_overrides(environ: Mapping[str, str], sources: Sources) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, raw in environ.items():
         if name in RESERVED_ENV:
@@ -239,12 +258,17 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             key = name[len(prefix) :].lower()
             hints = get_type_hints(cls, include_extras=True)
             if key not in cls.__struct_fields__:
-                raise ConfigError(f"unknown setting {section}.{key} (from environment {name})")
-            out.setdefault(section, {})[key] = _parse_env_value(name, raw, hints[key])
+                hint = did_you_mean(f"{section}.{key}", known_settings(), _env_of)
+                raise ConfigError(
+                    f"unknown setting {section}.{key} (from environment {name}){hint}"
+                )
+            value = _parse_env_value(name, raw, hints[key], f"{section}.{key}")
+            out.setdefault(section, {})[key] = value
+            sources[(section, key)] = f"environment variable {name}"
     return out
 
 
-def _parse_env_value(name: str, raw: str, field_type: Any) -> Any:
+def _parse_env_value(name: str, raw: str, field_type: Any, setting: str) -> Any:
     if get_origin(field_type) is list:
         return [item.strip() for item in raw.split(",") if item.strip()]
     if get_origin(field_type) is dict:  # "name=value,name=value"
@@ -255,15 +279,60 @@ def _parse_env_value(name: str, raw: str, field_type: Any) -> Any:
     try:
         return msgspec.convert(raw, field_type, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{name}: cannot use {raw!r}: {exc}") from exc
+        source = f"environment variable {name}"
+        raise ConfigError(invalid_value(setting, raw, source, field_type)) from exc
 
 
-def _describe(exc: msgspec.ValidationError) -> str:
+def _check_sections(data: Mapping[str, Any], sources: Sources, file_source: str) -> None:
+    """Unknown sections and keys, and values of the wrong type, named with their source."""
+    known = known_settings()
+    for section, values in data.items():
+        if section in TABLE_LISTS:
+            continue
+        cls = SECTIONS.get(section)
+        if cls is None:
+            what = "section" if isinstance(values, dict) else "setting"
+            hint = did_you_mean(section, [*SECTIONS, *TABLE_LISTS, *known])
+            raise ConfigError(f"unknown {what} {section} in {file_source}{hint}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{section}: expected a table [{section}] in {file_source}")
+        hints = get_type_hints(cls, include_extras=True)
+        for key, value in values.items():
+            source = sources.get((section, key), f"{file_source} ([{section}] {key})")
+            if key not in cls.__struct_fields__:
+                hint = did_you_mean(f"{section}.{key}", known)
+                raise ConfigError(f"unknown setting {section}.{key} in {source}{hint}")
+            try:
+                msgspec.convert(value, hints[key])
+            except msgspec.ValidationError as exc:
+                message = invalid_value(f"{section}.{key}", value, source, hints[key])
+                raise ConfigError(message) from exc
+
+
+def _table_fields(data: Mapping[str, Any], where: str) -> list[str]:
+    """The settings a ``keys.N`` or ``destinations.N`` table may have (by its ``kind``)."""
+    table_list, _, index = where.partition(".")
+    tables = data.get(table_list)
+    if not index.isdigit() or not isinstance(tables, list) or int(index) >= len(tables):
+        return []
+    if table_list == "keys":
+        return list(KeySettings.__struct_fields__)
+    table = tables[int(index)]
+    kind = table.get("kind") if isinstance(table, dict) else None
+    for cls in DESTINATION_KINDS:
+        if cls.__struct_config__.tag == kind:
+            return list(cls.__struct_fields__)
+    return []
+
+
+def _describe(exc: msgspec.ValidationError, data: Mapping[str, Any]) -> str:
     text = str(exc)
     match = re.search(r"unknown field `([^`]+)`(?: - at `\$\.?([^`]*)`)?", text)
     if match:
         where = (match.group(2) or "").replace("[", ".").replace("]", "")
-        return f"unknown setting {where + '.' if where else ''}{match.group(1)}"
+        fields = [f"{where}.{name}" for name in _table_fields(data, where)]
+        hint = did_you_mean(f"{where}.{match.group(1)}", fields) if fields else ""
+        return f"unknown setting {where + '.' if where else ''}{match.group(1)}{hint}"
     path = re.search(r" - at `\$\.?([^`]*)`", text)
     if path:
         return f"invalid setting {path.group(1)}: {text.split(' - at ', maxsplit=1)[0]}"
@@ -284,8 +353,9 @@ def load_settings(
             raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
-    layers = [_env_overrides(os.environ if environ is None else environ), overrides or {}]
-    for layer in layers:
+    sources: Sources = {}
+    env = _env_overrides(os.environ if environ is None else environ, sources)
+    for layer, source in ((env, None), (overrides or {}, "the command line")):
         for section, values in layer.items():
             if isinstance(values, list):  # a list of tables ([[keys]], [[destinations]])
                 data[section] = values
@@ -293,10 +363,14 @@ def load_settings(
             merged = dict(data.get(section) or {})
             merged.update(values)
             data[section] = merged
+            if source is not None:
+                sources.update({(section, key): source for key in values})
+    file_source = "the settings" if config_file is None else f"config file {config_file}"
+    _check_sections(data, sources, file_source)
     try:
         return msgspec.convert(data, Settings)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_describe(exc)) from exc
+        raise ConfigError(_describe(exc, data)) from exc
 
 
 def settings_as_dict(settings: Settings) -> dict[str, Any]:
