@@ -14,6 +14,7 @@ from convtrack import __version__
 from convtrack.cli.destinations import destinations_group
 from convtrack.cli.output import listing_options, render
 from convtrack.cli.quarantine import quarantine_group
+from convtrack.cli.secrets import secrets_group
 from convtrack.config import Settings, load_settings, settings_as_dict
 from convtrack.errors import ConvtrackError
 from convtrack.store.cold.attribution import MODELS
@@ -231,6 +232,7 @@ def dlq_purge(destination: str | None, config: str | None, data_dir: str | None)
 
 cli.add_command(destinations_group)
 cli.add_command(quarantine_group)
+cli.add_command(secrets_group)
 
 
 @cli.group("dev")
