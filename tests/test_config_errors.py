@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from convtrack.cli.main import main
-from convtrack.config import SECTIONS, known_settings, load_settings
+from convtrack.config import SECTIONS, ignored_env_hints, known_settings, load_settings
 from convtrack.config_errors import closest, expected
 from convtrack.errors import ConfigError
 
@@ -117,3 +117,30 @@ def test_the_cli_prints_the_one_line_and_exits_2(
         "convtrack: server.port: cannot use 'abc' from environment variable"
         " CONVTRACK_SERVER_PORT: expected an integer from 0 to 65535\n"
     )
+
+
+def test_a_variable_with_its_section_left_out_is_warned_about() -> None:
+    # Not an error: other tools' variables share the prefix (CONVTRACK_URL in the docs).
+    environ = {"CONVTRACK_FLUSH_INTERVAL_SECS": "60", "CONVTRACK_COLDD_URI": "/tmp/lake",
+               "CONVTRACK_URL": "http://127.0.0.1:8080", "CONVTRACK_WRITE_KEY": "k" * 16,
+               "CONVTRACK_KAFKA_LIB": "/opt/kafka/lib"}  # fmt: skip
+    assert load_settings(environ=environ).cold.flush_interval_secs == 300  # ignored
+    assert ignored_env_hints(environ) == [
+        "CONVTRACK_COLDD_URI is not a setting and is ignored; did you mean `cold.uri`"
+        " (CONVTRACK_COLD_URI)?",
+        "CONVTRACK_FLUSH_INTERVAL_SECS is not a setting and is ignored; did you mean"
+        " `cold.flush_interval_secs` (CONVTRACK_COLD_FLUSH_INTERVAL_SECS)?",
+    ]
+
+
+def test_the_cli_prints_the_warning() -> None:
+    from click.testing import CliRunner
+
+    from convtrack.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["config", "show"], env={"CONVTRACK_PORT": "9000"})
+    assert result.exit_code == 0
+    assert (
+        "convtrack: warning: CONVTRACK_PORT is not a setting and is ignored; did you mean"
+        " `server.port` (CONVTRACK_SERVER_PORT)?"
+    ) in result.stderr

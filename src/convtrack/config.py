@@ -9,6 +9,7 @@ named by the environment variable that holds them.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -281,6 +282,30 @@ def _parse_env_value(name: str, raw: str, field_type: Any, setting: str) -> Any:
     except msgspec.ValidationError as exc:
         source = f"environment variable {name}"
         raise ConfigError(invalid_value(setting, raw, source, field_type)) from exc
+
+
+def ignored_env_hints(environ: Mapping[str, str]) -> list[str]:
+    """Warnings for ``CONVTRACK_*`` variables that name no section but look like a setting.
+
+    Only a near miss is named (``CONVTRACK_FLUSH_INTERVAL_SECS``, the section left out;
+    ``CONVTRACK_COLDD_URI``): other tools' variables share the prefix (``CONVTRACK_URL``
+    in the docs' examples), so an unknown one is no error."""
+    by_suffix = {f"{section}_{key}": f"{section}.{key}"
+                 for section, _, key in (s.partition(".") for s in known_settings())}  # fmt: skip
+    hints = []
+    for name in sorted(environ):
+        rest = name.removeprefix("CONVTRACK_").lower()
+        if not name.startswith("CONVTRACK_") or name in RESERVED_ENV:
+            continue
+        if any(rest.startswith(f"{section}_") for section in SECTIONS):
+            continue  # a known section's variable: checked by _env_overrides
+        meant = [setting for suffix, setting in by_suffix.items()
+                 if setting.partition(".")[2] == rest
+                 or difflib.SequenceMatcher(None, rest, suffix).ratio() >= 0.9]  # fmt: skip
+        if meant:
+            shown = " or ".join(_env_of(setting) for setting in meant[:3])
+            hints.append(f"{name} is not a setting and is ignored; did you mean {shown}?")
+    return hints
 
 
 def _check_sections(data: Mapping[str, Any], sources: Sources, file_source: str) -> None:

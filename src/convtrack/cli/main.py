@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from convtrack.cli.destinations import destinations_group
 from convtrack.cli.output import listing_options, render
 from convtrack.cli.quarantine import quarantine_group
 from convtrack.cli.secrets import secrets_group
-from convtrack.config import Settings, load_settings, settings_as_dict
+from convtrack.config import Settings, ignored_env_hints, load_settings, settings_as_dict
 from convtrack.errors import ConvtrackError
 from convtrack.store.cold.attribution import MODELS
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 def _settings(config: str | None, **flags: Any) -> Settings:
     server = {k: v for k, v in flags.items() if v is not None}
+    for hint in ignored_env_hints(os.environ):
+        click.echo(f"convtrack: warning: {hint}", err=True)
     return load_settings(config, overrides={"server": server} if server else None)
 
 
