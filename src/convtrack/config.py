@@ -9,7 +9,6 @@ named by the environment variable that holds them.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
@@ -19,8 +18,17 @@ from typing import Annotated, Any, Literal, get_origin, get_type_hints
 
 import msgspec
 
-from convtrack.config_destinations import DESTINATION_KINDS, DestinationSettings
-from convtrack.config_errors import did_you_mean, invalid_value
+from convtrack.config_destinations import DestinationSettings
+from convtrack.config_errors import (
+    Sources,
+    check_sections,
+    did_you_mean,
+    invalid_value,
+    setting_names,
+    table_fields,
+    unsectioned_env_hints,
+    with_env_name,
+)
 from convtrack.errors import ConfigError
 from convtrack.model.currency import iso4217_codes
 
@@ -235,16 +243,12 @@ def env_name(section: str, key: str) -> str:
 
 def known_settings() -> list[str]:
     """Every ``section.key`` of the sections (not the [[keys]] and [[destinations]] tables)."""
-    return [f"{name}.{key}" for name, cls in SECTIONS.items() for key in cls.__struct_fields__]
+    return setting_names(SECTIONS)
 
 
-def _env_of(setting: str) -> str:
-    section, _, key = setting.partition(".")
-    return f"`{setting}` ({env_name(section, key)})"
-
-
-# Where each value in the merged settings came from, for the errors: (section, key) -> source.
-Sources = dict[tuple[str, str], str]
+def ignored_env_hints(environ: Mapping[str, str]) -> list[str]:
+    """Warnings for ``CONVTRACK_*`` variables of no section that look like a setting."""
+    return unsectioned_env_hints(environ, SECTIONS, RESERVED_ENV)
 
 
 def _env_overrides(environ: Mapping[str, str], sources: Sources) -> dict[str, dict[str, Any]]:
@@ -259,7 +263,7 @@ def _env_overrides(environ: Mapping[str, str], sources: Sources) -> dict[str, di
             key = name[len(prefix) :].lower()
             hints = get_type_hints(cls, include_extras=True)
             if key not in cls.__struct_fields__:
-                hint = did_you_mean(f"{section}.{key}", known_settings(), _env_of)
+                hint = did_you_mean(f"{section}.{key}", known_settings(), with_env_name)
                 raise ConfigError(
                     f"unknown setting {section}.{key} (from environment {name}){hint}"
                 )
@@ -284,78 +288,12 @@ def _parse_env_value(name: str, raw: str, field_type: Any, setting: str) -> Any:
         raise ConfigError(invalid_value(setting, raw, source, field_type)) from exc
 
 
-def ignored_env_hints(environ: Mapping[str, str]) -> list[str]:
-    """Warnings for ``CONVTRACK_*`` variables that name no section but look like a setting.
-
-    Only a near miss is named (``CONVTRACK_FLUSH_INTERVAL_SECS``, the section left out;
-    ``CONVTRACK_COLDD_URI``): other tools' variables share the prefix (``CONVTRACK_URL``
-    in the docs' examples), so an unknown one is no error."""
-    by_suffix = {f"{section}_{key}": f"{section}.{key}"
-                 for section, _, key in (s.partition(".") for s in known_settings())}  # fmt: skip
-    hints = []
-    for name in sorted(environ):
-        rest = name.removeprefix("CONVTRACK_").lower()
-        if not name.startswith("CONVTRACK_") or name in RESERVED_ENV:
-            continue
-        if any(rest.startswith(f"{section}_") for section in SECTIONS):
-            continue  # a known section's variable: checked by _env_overrides
-        meant = [setting for suffix, setting in by_suffix.items()
-                 if setting.partition(".")[2] == rest
-                 or difflib.SequenceMatcher(None, rest, suffix).ratio() >= 0.9]  # fmt: skip
-        if meant:
-            shown = " or ".join(_env_of(setting) for setting in meant[:3])
-            hints.append(f"{name} is not a setting and is ignored; did you mean {shown}?")
-    return hints
-
-
-def _check_sections(data: Mapping[str, Any], sources: Sources, file_source: str) -> None:
-    """Unknown sections and keys, and values of the wrong type, named with their source."""
-    known = known_settings()
-    for section, values in data.items():
-        if section in TABLE_LISTS:
-            continue
-        cls = SECTIONS.get(section)
-        if cls is None:
-            what = "section" if isinstance(values, dict) else "setting"
-            hint = did_you_mean(section, [*SECTIONS, *TABLE_LISTS, *known])
-            raise ConfigError(f"unknown {what} {section} in {file_source}{hint}")
-        if not isinstance(values, dict):
-            raise ConfigError(f"{section}: expected a table [{section}] in {file_source}")
-        hints = get_type_hints(cls, include_extras=True)
-        for key, value in values.items():
-            source = sources.get((section, key), f"{file_source} ([{section}] {key})")
-            if key not in cls.__struct_fields__:
-                hint = did_you_mean(f"{section}.{key}", known)
-                raise ConfigError(f"unknown setting {section}.{key} in {source}{hint}")
-            try:
-                msgspec.convert(value, hints[key])
-            except msgspec.ValidationError as exc:
-                message = invalid_value(f"{section}.{key}", value, source, hints[key])
-                raise ConfigError(message) from exc
-
-
-def _table_fields(data: Mapping[str, Any], where: str) -> list[str]:
-    """The settings a ``keys.N`` or ``destinations.N`` table may have (by its ``kind``)."""
-    table_list, _, index = where.partition(".")
-    tables = data.get(table_list)
-    if not index.isdigit() or not isinstance(tables, list) or int(index) >= len(tables):
-        return []
-    if table_list == "keys":
-        return list(KeySettings.__struct_fields__)
-    table = tables[int(index)]
-    kind = table.get("kind") if isinstance(table, dict) else None
-    for cls in DESTINATION_KINDS:
-        if cls.__struct_config__.tag == kind:
-            return list(cls.__struct_fields__)
-    return []
-
-
 def _describe(exc: msgspec.ValidationError, data: Mapping[str, Any]) -> str:
     text = str(exc)
     match = re.search(r"unknown field `([^`]+)`(?: - at `\$\.?([^`]*)`)?", text)
     if match:
         where = (match.group(2) or "").replace("[", ".").replace("]", "")
-        fields = [f"{where}.{name}" for name in _table_fields(data, where)]
+        fields = [f"{where}.{name}" for name in table_fields(data, where, KeySettings)]
         hint = did_you_mean(f"{where}.{match.group(1)}", fields) if fields else ""
         return f"unknown setting {where + '.' if where else ''}{match.group(1)}{hint}"
     path = re.search(r" - at `\$\.?([^`]*)`", text)
@@ -391,7 +329,7 @@ def load_settings(
             if source is not None:
                 sources.update({(section, key): source for key in values})
     file_source = "the settings" if config_file is None else f"config file {config_file}"
-    _check_sections(data, sources, file_source)
+    check_sections(data, sources, file_source, SECTIONS, TABLE_LISTS)
     try:
         return msgspec.convert(data, Settings)
     except msgspec.ValidationError as exc:

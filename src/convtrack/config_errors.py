@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import difflib
 import types
-from collections.abc import Callable, Iterable
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import msgspec
+
+from convtrack.config_destinations import DESTINATION_KINDS
+from convtrack.errors import ConfigError
+
+Sections = Mapping[str, type[msgspec.Struct]]
+# Where each value in the merged settings came from, for the errors: (section, key) -> source.
+Sources = dict[tuple[str, str], str]
 
 
 def closest(name: str, known: Iterable[str]) -> list[str]:
@@ -90,3 +97,86 @@ def invalid_value(setting: str, value: Any, source: str, field_type: Any) -> str
     if len(shown) > 80:
         shown = shown[:77] + "..."
     return f"{setting}: cannot use {shown} from {source}: expected {expected(field_type)}"
+
+
+def setting_names(sections: Sections) -> list[str]:
+    return [f"{name}.{key}" for name, cls in sections.items() for key in cls.__struct_fields__]
+
+
+def with_env_name(setting: str) -> str:
+    """```cold.uri` (CONVTRACK_COLD_URI)``: a setting as both its names."""
+    section, _, key = setting.partition(".")
+    return f"`{setting}` (CONVTRACK_{section.upper()}_{key.upper()})"
+
+
+def check_sections(
+    data: Mapping[str, Any],
+    sources: Sources,
+    file_source: str,
+    sections: Sections,
+    table_lists: Collection[str],
+) -> None:
+    """Unknown sections and keys, and values of the wrong type, named with their source."""
+    known = setting_names(sections)
+    for section, values in data.items():
+        if section in table_lists:
+            continue
+        cls = sections.get(section)
+        if cls is None:
+            what = "section" if isinstance(values, dict) else "setting"
+            hint = did_you_mean(section, [*sections, *table_lists, *known])
+            raise ConfigError(f"unknown {what} {section} in {file_source}{hint}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{section}: expected a table [{section}] in {file_source}")
+        hints = get_type_hints(cls, include_extras=True)
+        for key, value in values.items():
+            source = sources.get((section, key), f"{file_source} ([{section}] {key})")
+            if key not in cls.__struct_fields__:
+                hint = did_you_mean(f"{section}.{key}", known)
+                raise ConfigError(f"unknown setting {section}.{key} in {source}{hint}")
+            try:
+                msgspec.convert(value, hints[key])
+            except msgspec.ValidationError as exc:
+                message = invalid_value(f"{section}.{key}", value, source, hints[key])
+                raise ConfigError(message) from exc
+
+
+def table_fields(data: Mapping[str, Any], where: str, keys: type[msgspec.Struct]) -> list[str]:
+    """The settings a ``keys.N`` or ``destinations.N`` table may have (by its ``kind``)."""
+    table_list, _, index = where.partition(".")
+    tables = data.get(table_list)
+    if not index.isdigit() or not isinstance(tables, list) or int(index) >= len(tables):
+        return []
+    if table_list == "keys":
+        return list(keys.__struct_fields__)
+    table = tables[int(index)]
+    kind = table.get("kind") if isinstance(table, dict) else None
+    for cls in DESTINATION_KINDS:
+        if cls.__struct_config__.tag == kind:
+            return list(cls.__struct_fields__)
+    return []
+
+
+def unsectioned_env_hints(
+    environ: Mapping[str, str], sections: Sections, reserved: Collection[str]
+) -> list[str]:
+    """Warnings for ``CONVTRACK_*`` variables that name no section but look like a setting.
+
+    Only a near miss is named (``CONVTRACK_FLUSH_INTERVAL_SECS``, the section left out;
+    ``CONVTRACK_COLDD_URI``): other tools' variables share the prefix (``CONVTRACK_URL``
+    in the docs' examples), so an unknown one is no error."""
+    by_suffix = {setting.replace(".", "_", 1): setting for setting in setting_names(sections)}
+    hints = []
+    for name in sorted(environ):
+        rest = name.removeprefix("CONVTRACK_").lower()
+        if not name.startswith("CONVTRACK_") or name in reserved:
+            continue
+        if any(rest.startswith(f"{section}_") for section in sections):
+            continue  # a known section's variable: an unknown key there is an error
+        meant = [setting for suffix, setting in by_suffix.items()
+                 if setting.partition(".")[2] == rest
+                 or difflib.SequenceMatcher(None, rest, suffix).ratio() >= 0.9]  # fmt: skip
+        if meant:
+            shown = " or ".join(with_env_name(setting) for setting in meant[:3])
+            hints.append(f"{name} is not a setting and is ignored; did you mean {shown}?")
+    return hints
