@@ -4,6 +4,7 @@ kinds' configuration, credentials and endpoint resolution."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,12 +109,14 @@ def test_other_kinds_are_checked_offline(tmp_path: Path) -> None:
                 "access_token_env": "GADS_TOKEN"}  # fmt: skip
         unresolvable = dict(good, name="nowhere", endpoint="https://convtrack-check.invalid")
         result = run(tmp_path, [good, unresolvable])
-        assert result.exit_code == 1, result.output
+        # A host that does not resolve from here is not a wrong setting: exit 3, not 1.
+        assert result.exit_code == 3, result.output
         assert "google (google_ads): ok" in result.output
         assert "endpoint: 127.0.0.1 resolves" in result.output
+        assert f"endpoint: 127.0.0.1:{standin.base_url.rsplit(':', 1)[1]} takes" in result.output
         assert "not checked: that the OAuth token is valid" in result.output
-        assert "nowhere (google_ads): FAILED" in result.output
-        assert "convtrack-check.invalid does not resolve" in result.output
+        assert "nowhere (google_ads): unreachable from here" in result.output
+        assert "UNREACHABLE endpoint: convtrack-check.invalid does not resolve" in result.output
         assert standin.requests == []  # nothing is sent to Google
         only = run(tmp_path, [good, unresolvable], "--name", "google")
         assert only.exit_code == 0 and "nowhere" not in only.output
@@ -128,3 +131,43 @@ def test_other_kinds_are_checked_offline(tmp_path: Path) -> None:
 def test_no_destinations(tmp_path: Path) -> None:
     result = run(tmp_path, [])
     assert result.exit_code == 0 and "no destinations configured" in result.output
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port that refuses connections: bound (so nothing else takes it), not listening."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
+
+
+def test_a_refused_connection_is_unreachable_not_wrong(tmp_path: Path, closed_port: int) -> None:
+    table = {"kind": "google_ads", "name": "google", "endpoint": f"http://127.0.0.1:{closed_port}",
+             "customer_id": "1234567890", "conversion_action_id": "555",
+             "access_token_env": "GADS_TOKEN"}  # fmt: skip
+    result = run(tmp_path, [table])
+    assert result.exit_code == 3, result.output
+    assert "google (google_ads): unreachable from here (the settings may be right)" in (
+        result.output
+    )
+    assert f"UNREACHABLE endpoint: 127.0.0.1:{closed_port} cannot be connected to" in (
+        result.output
+    )
+    # Wrong settings win: a missing credential beside an unreachable platform is exit 1.
+    missing = dict(table, name="other", access_token_env="NOT_SET_ANYWHERE")
+    both = run(tmp_path, [table, missing])
+    assert both.exit_code == 1, both.output
+    assert "other (google_ads): FAILED" in both.output
+
+
+def test_ga4_out_of_reach_or_failing_is_unreachable(
+    tmp_path: Path, ga4_standin: Ga4StandIn, closed_port: int
+) -> None:
+    ga4_standin.plan = [Answer(503, {}, b"busy")]
+    failing = run(tmp_path, [ga4_table(ga4_standin)])
+    assert failing.exit_code == 3, failing.output
+    assert "UNREACHABLE /debug/mp/collect answered HTTP 503" in failing.output
+    away = run(tmp_path, [ga4_table(ga4_standin, endpoint=f"http://127.0.0.1:{closed_port}")])
+    assert away.exit_code == 3, away.output
+    assert "analytics (ga4): unreachable from here" in away.output
+    assert len(ga4_standin.requests) == 1  # only the first run reached the validator

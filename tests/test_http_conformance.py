@@ -159,7 +159,7 @@ def test_content_encoding_over_http(pipeline: Pipeline) -> None:
                            ("br", plain)]:  # fmt: skip
         refused = post_encoded(pipeline, body, encoding)
         assert refused.status_code == 415, encoding
-        assert refused.json() == {"error": "unsupported_content_encoding"}
+        assert refused.json()["error"] == "unsupported_content_encoding"
     for path, payload in [("/v1/conversion-tokens", {"order_id": "o1"}),
                           ("/v1/dead-letters/replay", {"destination": "crm"})]:  # fmt: skip
         headers = {**auth(ADMIN_KEY), "Content-Type": "application/json"}

@@ -19,6 +19,16 @@ from typing import Annotated, Any, Literal, get_origin, get_type_hints
 import msgspec
 
 from convtrack.config_destinations import DestinationSettings
+from convtrack.config_errors import (
+    Sources,
+    check_sections,
+    did_you_mean,
+    invalid_value,
+    setting_names,
+    table_fields,
+    unsectioned_env_hints,
+    with_env_name,
+)
 from convtrack.errors import ConfigError
 from convtrack.model.currency import iso4217_codes
 
@@ -223,11 +233,25 @@ RESERVED_ENV = frozenset(
 )
 
 
+# Top-level members that are lists of tables ([[keys]], [[destinations]]), not sections.
+TABLE_LISTS = frozenset({"keys", "destinations"})
+
+
 def env_name(section: str, key: str) -> str:
     return f"CONVTRACK_{section.upper()}_{key.upper()}"
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+def known_settings() -> list[str]:
+    """Every ``section.key`` of the sections (not the [[keys]] and [[destinations]] tables)."""
+    return setting_names(SECTIONS)
+
+
+def ignored_env_hints(environ: Mapping[str, str]) -> list[str]:
+    """Warnings for ``CONVTRACK_*`` variables of no section that look like a setting."""
+    return unsectioned_env_hints(environ, SECTIONS, RESERVED_ENV)
+
+
+def _env_overrides(environ: Mapping[str, str], sources: Sources) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, raw in environ.items():
         if name in RESERVED_ENV:
@@ -239,12 +263,17 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             key = name[len(prefix) :].lower()
             hints = get_type_hints(cls, include_extras=True)
             if key not in cls.__struct_fields__:
-                raise ConfigError(f"unknown setting {section}.{key} (from environment {name})")
-            out.setdefault(section, {})[key] = _parse_env_value(name, raw, hints[key])
+                hint = did_you_mean(f"{section}.{key}", known_settings(), with_env_name)
+                raise ConfigError(
+                    f"unknown setting {section}.{key} (from environment {name}){hint}"
+                )
+            value = _parse_env_value(name, raw, hints[key], f"{section}.{key}")
+            out.setdefault(section, {})[key] = value
+            sources[(section, key)] = f"environment variable {name}"
     return out
 
 
-def _parse_env_value(name: str, raw: str, field_type: Any) -> Any:
+def _parse_env_value(name: str, raw: str, field_type: Any, setting: str) -> Any:
     if get_origin(field_type) is list:
         return [item.strip() for item in raw.split(",") if item.strip()]
     if get_origin(field_type) is dict:  # "name=value,name=value"
@@ -255,15 +284,18 @@ def _parse_env_value(name: str, raw: str, field_type: Any) -> Any:
     try:
         return msgspec.convert(raw, field_type, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{name}: cannot use {raw!r}: {exc}") from exc
+        source = f"environment variable {name}"
+        raise ConfigError(invalid_value(setting, raw, source, field_type)) from exc
 
 
-def _describe(exc: msgspec.ValidationError) -> str:
+def _describe(exc: msgspec.ValidationError, data: Mapping[str, Any]) -> str:
     text = str(exc)
     match = re.search(r"unknown field `([^`]+)`(?: - at `\$\.?([^`]*)`)?", text)
     if match:
         where = (match.group(2) or "").replace("[", ".").replace("]", "")
-        return f"unknown setting {where + '.' if where else ''}{match.group(1)}"
+        fields = [f"{where}.{name}" for name in table_fields(data, where, KeySettings)]
+        hint = did_you_mean(f"{where}.{match.group(1)}", fields) if fields else ""
+        return f"unknown setting {where + '.' if where else ''}{match.group(1)}{hint}"
     path = re.search(r" - at `\$\.?([^`]*)`", text)
     if path:
         return f"invalid setting {path.group(1)}: {text.split(' - at ', maxsplit=1)[0]}"
@@ -284,8 +316,9 @@ def load_settings(
             raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
-    layers = [_env_overrides(os.environ if environ is None else environ), overrides or {}]
-    for layer in layers:
+    sources: Sources = {}
+    env = _env_overrides(os.environ if environ is None else environ, sources)
+    for layer, source in ((env, None), (overrides or {}, "the command line")):
         for section, values in layer.items():
             if isinstance(values, list):  # a list of tables ([[keys]], [[destinations]])
                 data[section] = values
@@ -293,10 +326,14 @@ def load_settings(
             merged = dict(data.get(section) or {})
             merged.update(values)
             data[section] = merged
+            if source is not None:
+                sources.update({(section, key): source for key in values})
+    file_source = "the settings" if config_file is None else f"config file {config_file}"
+    check_sections(data, sources, file_source, SECTIONS, TABLE_LISTS)
     try:
         return msgspec.convert(data, Settings)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_describe(exc)) from exc
+        raise ConfigError(_describe(exc, data)) from exc
 
 
 def settings_as_dict(settings: Settings) -> dict[str, Any]:

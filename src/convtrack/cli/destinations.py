@@ -1,17 +1,25 @@
 """``convtrack destinations check``: is each configured destination set up to work?
 
 For every destination: the settings build, the credentials are in the
-environment, and the platform's host resolves. GA4 goes further, because it
-offers a validation endpoint that records nothing: a sample built the way
-real events are (the canonical payload, the destination's ``event_map``)
-is sent to ``/debug/mp/collect`` and its ``validationMessages`` printed.
-What could not be checked offline is said, not implied.
+environment, and the platform's host resolves and takes a connection. GA4
+goes further, because it offers a validation endpoint that records nothing:
+a sample built the way real events are (the canonical payload, the
+destination's ``event_map``) is sent to ``/debug/mp/collect`` and its
+``validationMessages`` printed. What could not be checked offline is said,
+not implied.
+
+Two kinds of trouble are kept apart, because they are fixed in different
+places: the settings are wrong (a missing credential, a validation message, a
+4xx answer: FAILED, exit 1), or the platform cannot be reached from this
+machine (no DNS, a refused or timed-out connection, a 5xx answer: unreachable,
+exit 3), which says nothing about the settings.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,25 +55,46 @@ NOT_CHECKED = {
 }
 
 Resolve = Callable[[str, int], object]
+Connect = Callable[[tuple[str, int], float], socket.socket]
+CONNECT_TIMEOUT_SECS = 5.0  # as deliveries (deliver/outbound.py)
+EXIT_FAILED = 1  # some settings are wrong
+EXIT_UNREACHABLE = 3  # nothing is wrong that could be seen, but a platform was out of reach
 
 
 @dataclass
 class Report:
     name: str
     kind: str
-    ok: bool = True
+    ok: bool = True  # no check found the settings wrong
+    reachable: bool = True  # every platform host could be reached from here
     lines: list[str] = field(default_factory=list)
 
     def fail(self, text: str) -> None:
         self.ok = False
         self.lines.append(f"FAIL {text}")
 
+    def unreachable(self, text: str) -> None:
+        self.reachable = False
+        self.lines.append(f"UNREACHABLE {text}")
+
     def good(self, text: str) -> None:
         self.lines.append(f"ok   {text}")
 
+    @property
+    def status(self) -> str:
+        if not self.ok:
+            return "FAILED"
+        return "ok" if self.reachable else "unreachable from here (the settings may be right)"
+
     def render(self) -> str:
-        head = f"{self.name} ({self.kind}): {'ok' if self.ok else 'FAILED'}"
+        head = f"{self.name} ({self.kind}): {self.status}"
         return "\n".join([head, *(f"  {line}" for line in self.lines)])
+
+
+def exit_code(reports: list[Report]) -> int:
+    if not all(report.ok for report in reports):
+        return EXIT_FAILED
+    return 0 if all(report.reachable for report in reports) else EXIT_UNREACHABLE
 
 
 def _kind(settings: DestinationSettings) -> str:
@@ -83,18 +112,52 @@ def _base_url(
     return settings.endpoint or DEFAULT_BASE_URLS.get(_kind(settings), "")
 
 
-def _check_host(report: Report, url: str, resolve: Resolve) -> None:
+def _through_proxy(url: str) -> bool:
+    """Whether deliveries reach this URL through a proxy (httpx reads the same variables)."""
     parts = urlsplit(url)
-    if not parts.hostname:
+    return parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(
+        parts.hostname or ""
+    )
+
+
+def _check_host(report: Report, url: str, resolve: Resolve, connect: Connect) -> None:
+    parts = urlsplit(url)
+    try:
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # a port that is not a number or out of range
+        report.fail("endpoint: the port is not a number from 0 to 65535")
+        return
+    if not host:
         report.fail("endpoint: no host to resolve")
         return
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        resolve(parts.hostname, port)
-    except (OSError, UnicodeError) as exc:
-        report.fail(f"endpoint: {parts.hostname} does not resolve ({type(exc).__name__})")
+        resolve(host, port)
+    except UnicodeError:
+        report.fail(f"endpoint: {host!r} is not a valid host name")
         return
-    report.good(f"endpoint: {parts.hostname} resolves")
+    except OSError as exc:
+        report.unreachable(
+            f"endpoint: {host} does not resolve from here ({type(exc).__name__}): this machine"
+            " may have no DNS or no internet; if it has, check the endpoint's spelling"
+        )
+        return
+    report.good(f"endpoint: {host} resolves")
+    if _through_proxy(url):
+        report.lines.append(f"not checked: a connection to {host}:{port} (sent through a proxy)")
+        return
+    try:
+        connect((host, port), CONNECT_TIMEOUT_SECS).close()
+    except TimeoutError:
+        report.unreachable(
+            f"endpoint: {host}:{port} did not take a connection within"
+            f" {CONNECT_TIMEOUT_SECS:g} s (a firewall, or no route from here?)"
+        )
+        return
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__  # refused, no route, network unreachable
+        report.unreachable(f"endpoint: {host}:{port} cannot be connected to from here ({why})")
+        return
+    report.good(f"endpoint: {host}:{port} takes connections")
 
 
 def _ga4_sample(settings: Ga4Settings, event_name: str, now_us: int) -> Forwarded:
@@ -140,8 +203,17 @@ def _check_ga4(
         request = debug_request(destination.config, destination.build([sample], now_us))
         try:
             answer = client.post(request.url, content=request.body, headers=request.headers)
-        except httpx.HTTPError as exc:  # never print the URL: it holds the API secret
+        except httpx.TransportError as exc:  # never print the URL: it holds the API secret
+            report.unreachable(f"/debug/mp/collect: no answer ({type(exc).__name__})")
+            return
+        except httpx.HTTPError as exc:
             report.fail(f"/debug/mp/collect: {type(exc).__name__}")
+            return
+        if answer.status_code >= 500:
+            report.unreachable(
+                f"/debug/mp/collect answered HTTP {answer.status_code} (the platform failed,"
+                " not the settings; try again later)"
+            )
             return
         messages = validation_messages(answer.content) if answer.status_code == 200 else None
         if messages is None:
@@ -164,6 +236,7 @@ def check_one(
     client: httpx.Client,
     now_us: int,
     resolve: Resolve = socket.getaddrinfo,
+    connect: Connect = socket.create_connection,
 ) -> Report:
     from convtrack.deliver.registry import create_destination
 
@@ -174,8 +247,8 @@ def check_one(
         report.fail(f"config and credentials: {exc}")
         return report
     report.good("config and credentials present")
-    _check_host(report, _base_url(settings, destination, environ), resolve)
-    if isinstance(settings, Ga4Settings) and report.ok:
+    _check_host(report, _base_url(settings, destination, environ), resolve, connect)
+    if isinstance(settings, Ga4Settings) and report.ok and report.reachable:
         _check_ga4(report, settings, destination, client, now_us)
     if report.kind in NOT_CHECKED:
         report.lines.append(f"not checked: {NOT_CHECKED[report.kind]}")
@@ -206,7 +279,10 @@ def destinations_group() -> None:
 def destinations_check(config: str | None, name: str | None) -> None:
     """Check each destination: settings, credentials, endpoint; GA4 against its validator.
 
-    Exits 1 when any check fails (GA4: any validation message), 0 otherwise.
+    Exits 1 when a check finds the settings wrong (a missing credential; GA4: any
+    validation message or a 4xx answer); else 3 when a platform could not be
+    reached from this machine (no DNS, a refused or timed-out connection, a 5xx),
+    which says nothing about the settings; 0 otherwise.
     """
     import time
 
@@ -216,4 +292,4 @@ def destinations_check(config: str | None, name: str | None) -> None:
         click.echo("no destinations configured")
     for report in reports:
         click.echo(report.render())
-    raise SystemExit(0 if all(report.ok for report in reports) else 1)
+    raise SystemExit(exit_code(reports))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +15,8 @@ from convtrack import __version__
 from convtrack.cli.destinations import destinations_group
 from convtrack.cli.output import listing_options, render
 from convtrack.cli.quarantine import quarantine_group
-from convtrack.config import Settings, load_settings, settings_as_dict
+from convtrack.cli.secrets import secrets_group
+from convtrack.config import Settings, ignored_env_hints, load_settings, settings_as_dict
 from convtrack.errors import ConvtrackError
 from convtrack.store.cold.attribution import MODELS
 
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
 
 def _settings(config: str | None, **flags: Any) -> Settings:
     server = {k: v for k, v in flags.items() if v is not None}
+    for hint in ignored_env_hints(os.environ):
+        click.echo(f"convtrack: warning: {hint}", err=True)
     return load_settings(config, overrides={"server": server} if server else None)
 
 
@@ -231,6 +235,7 @@ def dlq_purge(destination: str | None, config: str | None, data_dir: str | None)
 
 cli.add_command(destinations_group)
 cli.add_command(quarantine_group)
+cli.add_command(secrets_group)
 
 
 @cli.group("dev")

@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any
 
-from convtrack.collect import browser_sdk, cors
+from convtrack.collect import browser_sdk, cors, landing
 from convtrack.collect.attribution import AttributionApi
-from convtrack.collect.auth import ApiKey, Keyring, read_credential
+from convtrack.collect.auth import ApiKey, Keyring, read_credential, why_no_key
 from convtrack.collect.deadletters import DeadLettersApi
 from convtrack.collect.http import Receive, Request, Response, Scope, Send, error, json_response
 from convtrack.collect.ingest import Collector
@@ -94,7 +94,10 @@ class App:
             self.routes[("GET", "/v1/quarantine")] = ("admin", quarantine.listing)
             self.routes[("POST", "/v1/quarantine/replay")] = ("admin", quarantine.replay)
         self.sdk = browser_sdk.BrowserSdk()
+        self.pages = landing.Landing()
         self.open_routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {
+            ("GET", landing.LANDING_PATH): self.pages.landing,
+            ("GET", landing.DOCS_PATH): self.pages.reference,
             ("GET", "/healthz"): self.healthz,
             ("GET", "/readyz"): self.readyz,
             ("GET", "/metrics"): self.render_metrics,
@@ -111,6 +114,8 @@ class App:
             methods.setdefault(path, set()).add(method)
         for path in INGEST_ROUTES:
             methods.setdefault(path, set()).add("OPTIONS")
+        for path in landing.PATHS:
+            methods[path].add("HEAD")  # answered as GET; the server sends no body
         self._allow = {path: ", ".join(sorted(found)).encode() for path, found in methods.items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -142,6 +147,8 @@ class App:
         method, path = request.method, request.path
         if path.startswith(browser_sdk.PREFIX):
             return await self.sdk.serve(request)  # GET and HEAD, any build's name
+        if method == "HEAD" and path in landing.PATHS:
+            method = "GET"  # the same headers; uvicorn sends no body to a HEAD
         open_handler = self.open_routes.get((method, path))
         if open_handler is not None:
             return await open_handler(request)
@@ -174,7 +181,7 @@ class App:
         role, handler = entry
         credential = read_credential(request)
         if credential is None:
-            return error(401, codes.ERR_KEY_MISSING), None
+            return error(401, codes.ERR_KEY_MISSING, message=why_no_key(request)), None
         key = self.keyring.lookup(credential.secret)
         if key is None:
             return error(401, codes.ERR_KEY_UNKNOWN), None

@@ -101,3 +101,39 @@ def read_credential(request: Request) -> Credential | None:
     if query_key:
         return Credential(query_key, "query")
     return None
+
+
+_HOW_TO_SEND = 'send "Authorization: Bearer <key>"'
+
+
+def why_no_key(request: Request) -> str:
+    """The message of a 401 ``key_missing``: what was sent instead of a key, and the fix.
+
+    Called only when ``read_credential`` found nothing. Never quotes the header:
+    a bare key sent without its scheme would be echoed back (and logged by proxies)."""
+    header = request.headers.get("authorization", "").strip()
+    if not header:
+        query_hint = "" if request.query_one("writeKey") is None else " (?writeKey= is empty)"
+        return (
+            f"no key{query_hint}: {_HOW_TO_SEND}; a write key may also come as"
+            " ?writeKey=<key> or as HTTP Basic with the key as user name"
+        )
+    ignored = (
+        "; ?writeKey= is not read when an Authorization header is sent"
+        if request.query_one("writeKey") is not None
+        else ""
+    )
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme in ("bearer", "basic") and not value.strip():
+        reason = f"the Authorization header's {scheme.title()} credentials are empty"
+    elif not value.strip():
+        reason = "the Authorization header has no scheme (a bare key?)"
+    elif scheme == "basic":
+        reason = (
+            'the Authorization header\'s Basic credentials are not base64 of "<key>:" with'
+            ' the key as user name (Segment\'s convention; curl -u "<key>:")'
+        )
+    else:
+        reason = "the Authorization header's scheme is neither Bearer nor Basic"
+    return f"{reason}: {_HOW_TO_SEND}{ignored}"

@@ -153,7 +153,14 @@ def error(status: int, code: str, **extra: Any) -> Response:
     return json_response(status, {"error": code, **extra}, headers)
 
 
-_ACCEPTED_TYPES = ("application/json", "text/plain", "")  # text/plain: what sendBeacon sends
+# What a body may be sent as; text/plain is what navigator.sendBeacon sends, and a body
+# without Content-Type is read as JSON too.
+JSON_MEDIA_TYPES = ("application/json", "text/plain")
+# curl -d's default, and what some old browsers' beacons send: read when it is JSON text.
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+_ACCEPT_POST = ", ".join(JSON_MEDIA_TYPES).encode()
+_ACCEPT_ENCODING = b"gzip, deflate"  # and x-gzip, identity (see content_coding)
+_SEND_JSON = 'send JSON with "Content-Type: application/json" (or text/plain)'
 
 
 class JsonBody(msgspec.Struct, frozen=True):
@@ -164,27 +171,58 @@ class JsonBody(msgspec.Struct, frozen=True):
     code: str | None = None  # body_empty, json_invalid or json_too_deep
 
 
+def unsupported_media_type(message: str) -> Response:
+    """415 ``unsupported_media_type``; ``Accept-Post`` lists what would have been read."""
+    refused = error(415, codes.ERR_UNSUPPORTED_MEDIA_TYPE, message=message)
+    refused.headers.append((b"accept-post", _ACCEPT_POST))
+    return refused
+
+
+def unsupported_encoding(message: str) -> Response:
+    """415 ``unsupported_content_encoding``, with ``Accept-Encoding`` (RFC 9110, 15.5.16)."""
+    refused = error(415, codes.ERR_UNSUPPORTED_ENCODING, message=message)
+    refused.headers.append((b"accept-encoding", _ACCEPT_ENCODING))
+    return refused
+
+
 async def read_json(
-    request: Request, limit: int, decode: Callable[[bytes], Any] = msgspec.json.decode
+    request: Request,
+    limit: int,
+    decode: Callable[[bytes], Any] = msgspec.json.decode,
+    form_json: bool = False,
 ) -> JsonBody | Response:
     """Read and decode a JSON body; a Response is the refusal (413 or 415) to send.
 
     ``decode`` may shape the value (a route's own faster reading); it raises what
-    ``msgspec.json.decode`` raises for text that is not JSON or nests too deep."""
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type not in _ACCEPTED_TYPES:
-        return error(415, codes.ERR_UNSUPPORTED_MEDIA_TYPE)
+    ``msgspec.json.decode`` raises for text that is not JSON or nests too deep.
+    ``form_json``: a body sent as application/x-www-form-urlencoded is read too, and
+    refused 415 unless it is JSON text (the ingest routes, for curl -d and old beacons)."""
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    as_form = form_json and media_type == FORM_MEDIA_TYPE
+    if media_type and media_type not in JSON_MEDIA_TYPES and not as_form:
+        shown = content_type.strip()[:100]
+        return unsupported_media_type(f"Content-Type {shown!r} is not read here: {_SEND_JSON}")
     try:
         raw = await request.body(limit)
     except BodyTooLarge:
         return error(413, codes.ERR_BODY_TOO_LARGE, limit_bytes=limit)
     except BadEncoding:
-        return error(415, codes.ERR_UNSUPPORTED_ENCODING)
+        shown = request.headers.get("content-encoding", "").strip()[:100]
+        return unsupported_encoding(
+            f"Content-Encoding {shown!r} is not read here, or the body is not in that coding:"
+            " send one of gzip, x-gzip, deflate or identity (or none)"
+        )
     if not raw.strip():
         return JsonBody(raw, code=codes.BODY_EMPTY)
     try:
         return JsonBody(raw, decode(raw))
     except (msgspec.DecodeError, UnicodeDecodeError, ValueError):
+        if as_form:  # a real form (a=b&c=d), not JSON sent with curl -d's default type
+            return unsupported_media_type(
+                f"the body was sent as {FORM_MEDIA_TYPE} (curl -d's default) and is not JSON"
+                f" text: {_SEND_JSON}"
+            )
         return JsonBody(raw, code=codes.JSON_INVALID)
     except RecursionError:
         return JsonBody(raw, code=codes.JSON_TOO_DEEP)

@@ -150,7 +150,7 @@ class Collector:
         limit: int,
         decode: Callable[[bytes], Any] = msgspec.json.decode,
     ) -> JsonBody | Response:
-        body = await read_json(request, limit, decode)
+        body = await read_json(request, limit, decode, form_json=True)
         if isinstance(body, Response):
             # The body was not read (or not all of it): keep the refusal, without the body.
             reason = msgspec.json.decode(body.body)["error"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -13,6 +14,14 @@ from convtrack.errors import ConfigError
 SECRET_PREFIX = "whsec_"
 MIN_SECRET_BYTES = 24
 MAX_SECRET_BYTES = 64
+
+
+NEW_SECRET_BYTES = 32  # an HMAC-SHA256 key as long as its hash
+
+
+def new_secret() -> str:
+    """A fresh random signing secret, ``whsec_<base64>`` (``convtrack secrets new webhook``)."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(NEW_SECRET_BYTES)).decode()
 
 
 def decode_secret(text: str) -> bytes:
