@@ -1,13 +1,15 @@
 """The README's quickstart, run as written against a real ``convtrack serve``: the keys
-read from the data dir, the curl track (with curl's own user agent and no
+set by ``convtrack keys show`` from the data dir, the curl track (with curl's own user agent and no
 context.user_agent), and the stats call, whose answer is the README's, counted."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,10 +96,15 @@ def test_the_readme_quickstart_counts_its_conversion(
     server.start()
     export, track, stats = quickstart()
 
-    # The export step, run by a shell in the directory serve was started in.
+    # The export step, run by a shell in the directory serve was started in, where
+    # .venv/bin/convtrack is this test's own console script.
+    assert ".venv/bin/convtrack keys show" in export.command
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "convtrack").symlink_to(Path(sys.executable).parent / "convtrack")
+    shell_env = {k: v for k, v in os.environ.items() if not k.startswith("CONVTRACK_")}
     shown = subprocess.run(
         ["bash", "-c", f'{export.command}\nprintf "%s %s" "$WRITE_KEY" "$SERVER_KEY"'],
-        cwd=tmp_path, capture_output=True, text=True, check=True,
+        cwd=tmp_path, env=shell_env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     write_key, server_key = shown.stdout.split()
     printed = server.log_path.read_text()

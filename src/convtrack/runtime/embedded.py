@@ -36,10 +36,15 @@ class Pipeline(Node):
         environ: Mapping[str, str] | None = None,
         delivery_sleep: Callable[[float], None] | None = None,
         exclusive: bool = False,
+        *,
+        store_keys: bool = True,
     ) -> None:
         """``delivery_sleep`` waits between delivery attempts (tests move a clock instead);
-        ``exclusive`` takes the role locks of the data dir (``serve`` does)."""
-        super().__init__(settings, ROLES, clock, environ, delivery_sleep, exclusive)
+        ``exclusive`` takes the role locks of the data dir (``serve`` does);
+        ``store_keys=False`` keeps new keys in memory until ``store_generated_keys``."""
+        super().__init__(
+            settings, ROLES, clock, environ, delivery_sleep, exclusive, store_keys=store_keys
+        )
         assert self.collect is not None  # every role is here
         self.app: App = self.collect.app
 

@@ -80,9 +80,11 @@ class CollectRole:
         environ: Mapping[str, str] | None,
         processor_lag: Callable[[], LogLag],
         hot: HotStore,
+        store_keys: bool = True,
     ) -> None:
-        """``hot`` is the store the API reads (the runtime's fail-fast view of it)."""
-        self.keys: ProvisionedKeys = provision_keys(settings, environ)
+        """``hot`` is the store the API reads (the runtime's fail-fast view of it);
+        ``store_keys=False`` leaves new keys unstored (``serve`` stores them once listening)."""
+        self.keys: ProvisionedKeys = provision_keys(settings, environ, store=store_keys)
         token_secrets = provision_token_secrets(settings, environ)
         limits = settings.limits
         collector = Collector(
