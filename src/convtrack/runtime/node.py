@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from convtrack.clock import Clock, SystemClock
 from convtrack.collect.app import App
 from convtrack.config import Settings
-from convtrack.deliver.runner import DeliveryRunner
 from convtrack.log.base import LogLag, LogStatus
 from convtrack.model.currency import iso4217_codes
 from convtrack.observe.metrics import Metrics
 from convtrack.process.runner import GROUP as PROCESSOR_GROUP
-from convtrack.process.runner import ProcessorRunner
 from convtrack.runtime.backends import Backends
 from convtrack.runtime.guarded import ReadGuardedHotStore
 from convtrack.runtime.health import HealthMonitor, ProbeApp, Report, failed, waiting_for
@@ -35,7 +34,11 @@ from convtrack.runtime.roles import (
     build_processor,
     committed_processor_lag,
 )
-from convtrack.store.cold.writer import ColdStoreRunner
+
+if TYPE_CHECKING:  # built (and imported) only by the processes that run those roles
+    from convtrack.deliver.runner import DeliveryRunner
+    from convtrack.process.runner import ProcessorRunner
+    from convtrack.store.cold.writer import ColdStoreRunner
 
 
 class Node:
