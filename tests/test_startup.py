@@ -16,6 +16,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from convtrack import __version__
 from convtrack.cli.main import cli
 from convtrack.config import load_settings
 from convtrack.runtime.keys import provision_keys
@@ -181,3 +182,33 @@ def test_the_embedded_default_says_ready(server_factory: ServerFactory) -> None:
     assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
     assert "keys: from the environment" in server.log_path.read_text()
     assert server.terminate() == 0
+
+
+def test_a_processor_started_before_redis_says_it_waits_then_ready(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    from convtrack.devservices import RedisServer
+    from tests.redis_fixtures import require_redis
+
+    require_redis()
+    redis = RedisServer(tmp_path / "redis")  # its port is chosen now, the server starts later
+    processor = server_factory(
+        {"CONVTRACK_HOT_KIND": "redis", "CONVTRACK_HOT_REDIS_URL": redis.url},
+        args=["--roles", "process"],
+    )
+    processor.start()
+    try:
+        wait_for("the banner", lambda: "listening on" in processor.log_path.read_text())
+        said = processor.log_path.read_text()
+        assert f"roles process listening on {processor.url}; waiting for redis (" in said
+        assert "ready on" not in said
+        assert httpx.get(f"{processor.url}/readyz", timeout=10).status_code == 503
+        redis.start()
+        wait_for("the ready line", lambda: "ready on" in processor.log_path.read_text())
+        assert f"convtrack {__version__} roles process ready on {processor.url}" in (
+            processor.log_path.read_text()
+        )
+        assert httpx.get(f"{processor.url}/readyz", timeout=10).status_code == 200
+        assert processor.terminate() == 0
+    finally:
+        redis.stop()
