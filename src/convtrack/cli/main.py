@@ -171,6 +171,35 @@ def config_show(config: str | None) -> None:
     click.echo(msgspec.json.format(msgspec.json.encode(settings_as_dict(settings))))
 
 
+@cli.group("keys")
+def keys_group() -> None:
+    """The API keys of a data dir."""
+
+
+@keys_group.command("show")
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML settings file.")
+@click.option("--data-dir", "data_dir", default=None, help="The data dir (server.data_dir).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["export", "json"]), default="export",
+    show_default=True, help="export: one shell line for eval; json: one object by role.",
+)  # fmt: skip
+def keys_show(config: str | None, data_dir: str | None, fmt: str) -> None:
+    """Print the keys `serve` uses: CONVTRACK_*_KEY from the environment, else keys.json.
+
+    ``eval "$(convtrack keys show)"`` sets WRITE_KEY, SERVER_KEY and ADMIN_KEY.
+    """
+    import shlex
+
+    from convtrack.runtime.keys import stored_keys
+
+    found = stored_keys(_settings(config, data_dir=data_dir))
+    if fmt == "json":
+        click.echo(msgspec.json.encode(found).decode())
+        return
+    words = [f"{role.upper()}_KEY={shlex.quote(secret)}" for role, secret in found.items()]
+    click.echo("export " + " ".join(words))
+
+
 @cli.group("dlq")
 def dlq_group() -> None:
     """Dead letters: deliveries that failed for good (read, replay, purge)."""

@@ -211,6 +211,11 @@ class App:
         return json_response(200, {"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
+        ready, body = self.readiness()
+        return json_response(200 if ready else 503, body)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """What /readyz answers: ready (the log takes events durably) and the body."""
         status = self.log.status()
         ready = status.writable and not self.draining
         body: dict[str, Any] = {
@@ -229,7 +234,7 @@ class App:
             if report.get("healthy") is False:
                 degraded.append(name)
         body["degraded"] = degraded
-        return json_response(200 if ready else 503, body)
+        return ready, body
 
     async def render_metrics(self, request: Request) -> Response:
         status = self.log.status()

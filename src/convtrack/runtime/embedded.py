@@ -8,20 +8,23 @@ name (``pipeline.processor``, ``.cold``, ``.log``, ``.hot``...).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from convtrack.clock import Clock
 from convtrack.collect.app import App
 from convtrack.config import Settings
 from convtrack.deliver.deadletters import DeadLetterStore
 from convtrack.log.base import EventLog
-from convtrack.process.runner import ProcessorRunner
 from convtrack.runtime.keys import ProvisionedKeys
 from convtrack.runtime.node import Node
 from convtrack.runtime.roles import ROLES, build_chain, maintain_lake
 from convtrack.store.cold.lake import Lake
-from convtrack.store.cold.writer import ColdStoreRunner
 from convtrack.store.hot.base import HotStore
 from convtrack.store.rejects.base import RejectStore
+
+if TYPE_CHECKING:
+    from convtrack.process.runner import ProcessorRunner
+    from convtrack.store.cold.writer import ColdStoreRunner
 
 __all__ = ["Pipeline", "build_chain", "maintain_lake"]
 
@@ -36,10 +39,15 @@ class Pipeline(Node):
         environ: Mapping[str, str] | None = None,
         delivery_sleep: Callable[[float], None] | None = None,
         exclusive: bool = False,
+        *,
+        store_keys: bool = True,
     ) -> None:
         """``delivery_sleep`` waits between delivery attempts (tests move a clock instead);
-        ``exclusive`` takes the role locks of the data dir (``serve`` does)."""
-        super().__init__(settings, ROLES, clock, environ, delivery_sleep, exclusive)
+        ``exclusive`` takes the role locks of the data dir (``serve`` does);
+        ``store_keys=False`` keeps new keys in memory until ``store_generated_keys``."""
+        super().__init__(
+            settings, ROLES, clock, environ, delivery_sleep, exclusive, store_keys=store_keys
+        )
         assert self.collect is not None  # every role is here
         self.app: App = self.collect.app
 

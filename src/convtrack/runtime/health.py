@@ -78,6 +78,19 @@ class HealthMonitor:
             self._thread.join(5.0)
 
 
+def waiting_for(body: Mapping[str, Any], gating: list[str], names: Mapping[str, str]) -> list[str]:
+    """What keeps a /readyz ``body`` from 200, as ``what (detail)``: the ``gating`` members
+    that are not healthy (or not writable), named by ``names`` (else their own name)."""
+    if body.get("draining"):
+        return ["the stop to finish (draining)"]
+    waits = []
+    for name in gating:
+        report = body.get(name)
+        if isinstance(report, Mapping) and False in (report.get("healthy"), report.get("writable")):
+            waits.append(f"{names.get(name, name)} ({report.get('detail', 'not ready')})")
+    return waits
+
+
 def readiness(
     components: Mapping[str, Callable[[], Report]],
 ) -> tuple[dict[str, Any], list[str]]:
@@ -119,24 +132,26 @@ class ProbeApp:
         self.metrics.count_request(route, response.status)
         await response.send(send)
 
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """What /readyz answers: ready (every component healthy) and the body."""
+        body, degraded = readiness(self.components)
+        ready = not degraded and not self.draining
+        return ready, {
+            "status": "ready" if ready else "unavailable",
+            "roles": list(self.roles),
+            "draining": self.draining,
+            "degraded": degraded,
+            **body,
+        }
+
     def dispatch(self, request: Request) -> Response:
         if request.path in PROBE_PATHS and request.method != "GET":
             return json_response(405, {"error": "method_not_allowed"}, [(b"allow", b"GET")])
         if request.path == "/healthz":
             return json_response(200, {"status": "ok", "roles": list(self.roles)})
         if request.path == "/readyz":
-            body, degraded = readiness(self.components)
-            ready = not degraded and not self.draining
-            return json_response(
-                200 if ready else 503,
-                {
-                    "status": "ready" if ready else "unavailable",
-                    "roles": list(self.roles),
-                    "draining": self.draining,
-                    "degraded": degraded,
-                    **body,
-                },
-            )
+            ready, body = self.readiness()
+            return json_response(200 if ready else 503, body)
         if request.path == "/metrics":
             return Response(
                 200, self.metrics.render(), [(b"content-type", b"text/plain; version=0.0.4")]

@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from convtrack.clock import Clock, SystemClock
 from convtrack.collect.app import App
 from convtrack.config import Settings
-from convtrack.deliver.runner import DeliveryRunner
 from convtrack.log.base import LogLag, LogStatus
 from convtrack.model.currency import iso4217_codes
 from convtrack.observe.metrics import Metrics
 from convtrack.process.runner import GROUP as PROCESSOR_GROUP
-from convtrack.process.runner import ProcessorRunner
 from convtrack.runtime.backends import Backends
 from convtrack.runtime.guarded import ReadGuardedHotStore
-from convtrack.runtime.health import HealthMonitor, ProbeApp, Report, failed
-from convtrack.runtime.keys import ProvisionedKeys
+from convtrack.runtime.health import HealthMonitor, ProbeApp, Report, failed, waiting_for
+from convtrack.runtime.keys import ProvisionedKeys, store_generated
 from convtrack.runtime.locks import RoleLock, acquire_role_locks
 from convtrack.runtime.roles import (
     ROLES,
@@ -35,7 +34,11 @@ from convtrack.runtime.roles import (
     build_processor,
     committed_processor_lag,
 )
-from convtrack.store.cold.writer import ColdStoreRunner
+
+if TYPE_CHECKING:  # built (and imported) only by the processes that run those roles
+    from convtrack.deliver.runner import DeliveryRunner
+    from convtrack.process.runner import ProcessorRunner
+    from convtrack.store.cold.writer import ColdStoreRunner
 
 
 class Node:
@@ -49,7 +52,11 @@ class Node:
         environ: Mapping[str, str] | None = None,
         delivery_sleep: Callable[[float], None] | None = None,
         exclusive: bool = False,
+        *,
+        store_keys: bool = True,
     ) -> None:
+        """``store_keys=False``: new keys stay in memory until ``store_generated_keys``."""
+        self._store_keys = store_keys
         self.clock: Clock = clock or SystemClock()
         self.settings = settings
         self.roles = tuple(role for role in ROLES if role in roles)
@@ -111,7 +118,9 @@ class Node:
         if "collect" in self.roles:
             lag = self._local_lag if self._process is not None else self._remote_lag
             hot = ReadGuardedHotStore(backends.hot, self._hot_down)
-            self.collect = CollectRole(settings, backends, metrics, clock, environ, lag, hot)
+            self.collect = CollectRole(
+                settings, backends, metrics, clock, environ, lag, hot, self._store_keys
+            )
             self.app = self.collect.app
             self.app.components.update(components)
         else:
@@ -189,6 +198,30 @@ class Node:
     @property
     def keys(self) -> ProvisionedKeys | None:
         return self.collect.keys if self.collect is not None else None
+
+    def waiting_for(self) -> list[str]:
+        """What keeps /readyz from answering 200 now (``kafka (detail)``...); empty: ready.
+
+        The same condition as the /readyz route: a collector is ready when its log takes
+        events durably; a process without collect when every component is healthy."""
+        ready, body = self.app.readiness()
+        if ready:
+            return []
+        gating = ["log"] if self.collect is not None else list(body.get("degraded", []))
+        settings = self.settings
+        names = {
+            "log": settings.log.kind,
+            "processed_log": f"the processed log ({settings.log.kind})",
+            "hot": settings.hot.kind,
+            "processor": "the processor",
+            "cold": "the lake",
+        }
+        return waiting_for(body, gating, names) or ["readiness"]
+
+    def store_generated_keys(self) -> None:
+        """Store the keys created at this start (``store_keys=False``), once it is listening."""
+        if self.collect is not None:
+            store_generated(self.settings, self.collect.keys)
 
     def start(self) -> None:
         """Start the background stages of this process's roles."""

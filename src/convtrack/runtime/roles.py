@@ -7,6 +7,11 @@
 - ``store``: the cold store; copies the processed log and the rejects into
   the lake, and keeps the lake compact.
 - ``deliver``: one runner per destination, reading the processed log.
+
+Each role's modules are imported when its runner is built: a process runs only
+what its roles need, and does not pay at every start (on a busy machine,
+seconds) for importing the rest (pyarrow for the lake, httpx and the
+destinations, ua-parser and the enrichers).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from convtrack.clock import Clock
 from convtrack.collect.app import App
@@ -29,26 +34,22 @@ from convtrack.collect.reports import ReportsApi
 from convtrack.collect.stats import StatsApi
 from convtrack.collect.tokens import ConversionTokens
 from convtrack.config import Settings
-from convtrack.deliver.runner import DeliveryRunner
 from convtrack.errors import ConfigError, ConvtrackError
 from convtrack.log.base import EventLog, LogConsumer, LogLag
 from convtrack.model.validate import Rules
 from convtrack.observe.metrics import Metrics
-from convtrack.process.base import Step
-from convtrack.process.enrich import ENRICHERS
 from convtrack.process.runner import GROUP as PROCESSOR_GROUP
-from convtrack.process.runner import ProcessorRunner
-from convtrack.process.sessions import SessionStep
-from convtrack.process.steps import CheckStep, DedupeCommitStep, EnrichStep, RouteStep
 from convtrack.runtime.backends import Backends
-from convtrack.runtime.deliveries import build_deliveries
 from convtrack.runtime.keys import ProvisionedKeys, provision_keys
 from convtrack.runtime.token_secrets import provision_token_secrets
 from convtrack.store.cold.lake import Lake
-from convtrack.store.cold.maintain import compact, expire, purge_removed, utc_date
-from convtrack.store.cold.tables import EventsSource, RejectsSource
-from convtrack.store.cold.writer import ColdStoreRunner, TableWriter
 from convtrack.store.hot.base import HotStore
+
+if TYPE_CHECKING:
+    from convtrack.deliver.runner import DeliveryRunner
+    from convtrack.process.base import Step
+    from convtrack.process.runner import ProcessorRunner
+    from convtrack.store.cold.writer import ColdStoreRunner
 
 log = logging.getLogger("convtrack.roles")
 
@@ -80,9 +81,11 @@ class CollectRole:
         environ: Mapping[str, str] | None,
         processor_lag: Callable[[], LogLag],
         hot: HotStore,
+        store_keys: bool = True,
     ) -> None:
-        """``hot`` is the store the API reads (the runtime's fail-fast view of it)."""
-        self.keys: ProvisionedKeys = provision_keys(settings, environ)
+        """``hot`` is the store the API reads (the runtime's fail-fast view of it);
+        ``store_keys=False`` leaves new keys unstored (``serve`` stores them once listening)."""
+        self.keys: ProvisionedKeys = provision_keys(settings, environ, store=store_keys)
         token_secrets = provision_token_secrets(settings, environ)
         limits = settings.limits
         collector = Collector(
@@ -143,6 +146,8 @@ def committed_processor_lag(backends: Backends) -> Callable[[], LogLag]:
 def build_processor(
     settings: Settings, backends: Backends, metrics: Metrics, clock: Clock
 ) -> ProcessorRunner:
+    from convtrack.process.runner import ProcessorRunner
+
     hot, processed = backends.hot, backends.processed
     check_partitions_match(backends.events, processed)
     return ProcessorRunner(
@@ -181,6 +186,10 @@ def build_chain(
     metrics: Metrics,
 ) -> Step:
     """check → sessions → enrich → route → dedupe-and-commit."""
+    from convtrack.process.enrich import ENRICHERS
+    from convtrack.process.sessions import SessionStep
+    from convtrack.process.steps import CheckStep, DedupeCommitStep, EnrichStep, RouteStep
+
     commit = DedupeCommitStep(hot, consumer, processed, clock, metrics)
     route = RouteStep(
         settings.conversions.event_names, settings.conversions.count_bots, next_step=commit
@@ -198,6 +207,9 @@ def build_chain(
 def build_cold_store(
     settings: Settings, backends: Backends, metrics: Metrics, clock: Clock
 ) -> ColdStoreRunner:
+    from convtrack.store.cold.tables import EventsSource, RejectsSource
+    from convtrack.store.cold.writer import ColdStoreRunner, TableWriter
+
     lake = backends.lake
     return ColdStoreRunner(
         [
@@ -226,6 +238,8 @@ def maintain_lake(
     lake: Lake, settings: Settings, clock: Clock, metrics: Metrics | None = None
 ) -> None:
     """Compact closed days, apply retention, delete files removed long enough ago."""
+    from convtrack.store.cold.maintain import compact, expire, purge_removed, utc_date
+
     now = clock.now_us()
     for table in ("events", "rejects"):
         compact(lake, table, closed_before=utc_date(now), now_us=now, metrics=metrics)
@@ -242,6 +256,8 @@ def build_delivery_runners(
     environ: Mapping[str, str],
     sleep: Callable[[float], None] | None,
 ) -> list[DeliveryRunner]:
+    from convtrack.runtime.deliveries import build_deliveries
+
     return build_deliveries(
         settings,
         processed=backends.processed,

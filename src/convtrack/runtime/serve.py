@@ -18,7 +18,6 @@ import gc
 import logging
 import os
 import signal
-import socket
 import threading
 from types import FrameType
 from typing import Any
@@ -28,9 +27,10 @@ import uvicorn
 from convtrack import __version__
 from convtrack.collect.protocol import ConnectionLimits, guarded_protocol
 from convtrack.config import Settings
-from convtrack.errors import ConfigError
 from convtrack.observe.logs import configure_logging
 from convtrack.runtime.embedded import Pipeline
+from convtrack.runtime.keys import ENV_BY_ROLE, ProvisionedKeys
+from convtrack.runtime.listen import BACKLOG, listen
 from convtrack.runtime.node import Node
 from convtrack.runtime.roles import ROLES
 
@@ -72,67 +72,98 @@ def _bound_address(server: uvicorn.Server, settings: Settings) -> tuple[str, int
     return settings.server.host, settings.server.port
 
 
-def _banner(pipeline: Node, host: str, port: int) -> str:
-    base = f"http://{host}:{port}"
-    if pipeline.roles != ROLES:
-        return _roles_banner(pipeline, base)
-    lines = [
-        f"convtrack {__version__} ready on {base} (data dir: {pipeline.settings.data_dir})",
-        f"Send events:  POST {base}/v1/track   (Authorization: Bearer <write key>)",
-        f"Batches:      POST {base}/v1/batch   Health: {base}/healthz   Metrics: {base}/metrics",
-    ]
-    if pipeline.keys is not None and pipeline.keys.generated:
-        lines.append(
-            f"Keys created now and stored in {pipeline.settings.data_dir / 'keys.json'}"
-            " (shown only this once):"
-        )
-        lines.extend(f"  {role:<6} {secret}" for role, secret in pipeline.keys.generated.items())
-    return "\n".join(lines)
-
-
-def _roles_banner(node: Node, base: str) -> str:
-    where = f"data dir: {node.settings.data_dir}; log: {node.settings.log.kind},"
-    where += f" hot store: {node.settings.hot.kind}"
-    lines = [f"convtrack {__version__} roles {','.join(node.roles)} ready on {base} ({where})"]
-    if node.collect is not None:
-        lines.append(f"Send events:  POST {base}/v1/track   (Authorization: Bearer <write key>)")
-        generated = node.collect.keys.generated
-        if generated:
-            lines.append(
-                f"Keys created now and stored in {node.settings.data_dir / 'keys.json'}"
-                " (shown only this once):"
-            )
-            lines.extend(f"  {role:<6} {secret}" for role, secret in generated.items())
+def _banner(node: Node, base: str, waits: list[str]) -> str:
+    """What this process is and where; ``waits``: what keeps /readyz from 200 yet."""
+    settings = node.settings
+    state = f"listening on {base}; waiting for {', '.join(waits)}" if waits else f"ready on {base}"
+    if node.roles == ROLES:
+        lines = [f"convtrack {__version__} {state} (data dir: {settings.data_dir})"]
     else:
+        where = f"data dir: {settings.data_dir}; log: {settings.log.kind},"
+        where += f" hot store: {settings.hot.kind}"
+        lines = [f"convtrack {__version__} roles {','.join(node.roles)} {state} ({where})"]
+    if node.collect is None:
         lines.append(f"Probes only: {base}/healthz  {base}/readyz  {base}/metrics")
+        return "\n".join(lines)
+    lines.append(f"Send events:  POST {base}/v1/track   (Authorization: Bearer <write key>)")
+    if node.roles == ROLES:
+        lines.append(
+            f"Batches:      POST {base}/v1/batch   Health: {base}/healthz   Metrics: {base}/metrics"
+        )
+    lines.extend(_keys_lines(node.collect.keys, settings))
     return "\n".join(lines)
 
 
-def _shared_socket(settings: Settings) -> socket.socket:
-    """A listening address several processes bind at once (``server.reuse_port``)."""
-    host, port = settings.server.host, settings.server.port
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port} with reuse_port: {exc}") from exc
-    return sock
+def _ready_line(node: Node, base: str) -> str:
+    roles = "" if node.roles == ROLES else f" roles {','.join(node.roles)}"
+    return f"convtrack {__version__}{roles} ready on {base}"
+
+
+def _keys_lines(keys: ProvisionedKeys, settings: Settings) -> list[str]:
+    """The keys created now (shown this once), else where the keys come from."""
+    path = os.path.join(settings.server.data_dir, "keys.json")
+    if keys.generated:
+        return [
+            f"Keys created now and stored in {path} (shown only this once;"
+            f" `{_keys_show(settings)}` prints them again):",
+            *(f"  {role:<6} {secret}" for role, secret in keys.generated.items()),
+        ]
+    if keys.stored_roles:
+        return [f"keys: {path} — {_keys_show(settings)}"]
+    return [f"keys: from the environment ({', '.join(ENV_BY_ROLE.values())})"]
+
+
+def _keys_show(settings: Settings) -> str:
+    default = Settings().server.data_dir
+    where = "" if settings.server.data_dir == default else f" --data-dir {settings.data_dir}"
+    return f"convtrack keys show{where}"
 
 
 def _build(settings: Settings, roles: tuple[str, ...]) -> Node:
     if roles == ROLES:
-        return Pipeline(settings, exclusive=True)
-    return Node(settings, roles, exclusive=True)
+        return Pipeline(settings, exclusive=True, store_keys=False)
+    return Node(settings, roles, exclusive=True, store_keys=False)
+
+
+READY_POLL_SECS = 0.2
+
+
+async def _announce(server: uvicorn.Server, node: Node, settings: Settings) -> None:
+    """The banner once listening; while /readyz's condition does not hold, what it waits
+    for, then a ``ready`` line once it does."""
+    while not server.started and not server.should_exit:
+        await asyncio.sleep(0.01)
+    if not server.started:
+        return
+    host, port = _bound_address(server, settings)
+    base = f"http://{host}:{port}"
+    waits = node.waiting_for()
+    print(_banner(node, base, waits), flush=True)
+    if waits:
+        log.info("listening", extra={"host": host, "port": port, "waiting_for": waits})
+    while waits and not server.should_exit:
+        await asyncio.sleep(READY_POLL_SECS)
+        waits = node.waiting_for()
+        if not waits:
+            print(_ready_line(node, base), flush=True)
+    if not waits:
+        log.info("ready", extra={"host": host, "port": port})
 
 
 async def _serve(settings: Settings, roles: tuple[str, ...]) -> None:
-    # Bound first: an address that cannot be shared fails the start before any role runs.
-    sockets = [_shared_socket(settings)] if settings.server.reuse_port else None
-    pipeline = _build(settings, roles)
+    # Bound first: an address that is taken fails the start before any key or role exists.
+    sockets = listen(settings)
+    try:
+        pipeline = _build(settings, roles)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    try:
+        pipeline.store_generated_keys()
+    except BaseException:
+        pipeline.close()
+        raise
     pipeline.start()
     # Everything built so far lives as long as the process: keep it out of the
     # collector's way, and collect young objects less often under load.
@@ -159,21 +190,12 @@ async def _serve(settings: Settings, roles: tuple[str, ...]) -> None:
         log_config=None,
         server_header=False,
         proxy_headers=False,  # X-Forwarded-For is judged by collect.trusted_proxies instead
-        backlog=4096,
+        backlog=BACKLOG,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=max(1, int(settings.server.shutdown_timeout_secs) - 1),
     )
     server = _Server(config, pipeline)
-
-    async def announce() -> None:
-        while not server.started and not server.should_exit:
-            await asyncio.sleep(0.01)
-        if server.started:
-            host, port = _bound_address(server, settings)
-            print(_banner(pipeline, host, port), flush=True)
-            log.info("ready", extra={"host": host, "port": port})
-
-    announcer = asyncio.create_task(announce())
+    announcer = asyncio.create_task(_announce(server, pipeline, settings))
     try:
         await server.serve(sockets=sockets)
     finally:
