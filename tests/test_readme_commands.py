@@ -371,9 +371,6 @@ def serve_port(command: Command) -> int:
     return ServerSettings().port
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 14 item 4 moves the distributed recipe to ports 8090 and 8091"
-)
 def test_the_readme_servers_do_not_share_a_port() -> None:
     # The quickstart's server keeps running in the first shell (the README restarts it
     # with --config later); the servers started in the background run beside it.

@@ -184,9 +184,9 @@ def keys_group() -> None:
     show_default=True, help="export: one shell line for eval; json: one object by role.",
 )  # fmt: skip
 def keys_show(config: str | None, data_dir: str | None, fmt: str) -> None:
-    """Print the keys `serve` uses: CONVTRACK_*_KEY from the environment, else keys.json.
+    """Print the keys serve uses: CONVTRACK_*_KEY from the environment, else keys.json.
 
-    ``eval "$(convtrack keys show)"`` sets WRITE_KEY, SERVER_KEY and ADMIN_KEY.
+    eval "$(convtrack keys show)" sets WRITE_KEY, SERVER_KEY and ADMIN_KEY.
     """
     import shlex
 
