@@ -144,7 +144,7 @@ def test_a_difference_nothing_in_flight_explains_is_one_even_during_a_backlog(
     differs = reconcile(pipeline.settings, TODAY)
     assert (differs.status, differs.exit_code) == ("differ", 1), differs.text
     assert differs.differences == [
-        "campaign 'spring': conversions hot 2, lake 1; value USD hot 109, lake 100"
+        "campaign 'spring': conversions hot 2, lake 1; value hot USD 1.09, lake USD 1.00"
     ]
     # Events not yet counted add to both sides alike: they cannot explain it.
     send(pipeline, purchase("t2", 1, "spring", 100))
@@ -156,8 +156,8 @@ def test_a_difference_nothing_in_flight_explains_is_one_even_during_a_backlog(
     unflushed = reconcile(pipeline.settings, TODAY)
     assert (unflushed.status, unflushed.in_flight.not_in_lake) == ("differ", 1), unflushed.text
     assert unflushed.differences == [
-        "campaign 'spring': conversions hot 3, lake + to_lake 2; value USD hot 209,"
-        " lake + to_lake 200"
+        "campaign 'spring': conversions hot 3, lake + to_lake 2; value hot USD 2.09,"
+        " lake + to_lake USD 2.00"
     ]
     code, body = cli_reconcile(pipeline, TODAY)
     assert (code, body["status"]) == (1, "differ")

@@ -24,12 +24,14 @@ from typing import Final, Literal
 import duckdb
 import msgspec
 
+from convtrack.cli.attribution import money_text
 from convtrack.cli.inflight import InFlight, Positions, in_flight, positions
 from convtrack.cli.output import render
 from convtrack.clock import SystemClock
 from convtrack.config import Settings
 from convtrack.errors import StoreError
 from convtrack.log.base import EventLog
+from convtrack.model.currency import format_money
 from convtrack.runtime.backends import open_hot_store, open_log
 from convtrack.store.cold import reports
 from convtrack.store.cold.lake import Lake
@@ -93,7 +95,7 @@ def parse_date(text: str) -> date | None:
 def _money(value: dict[str, int] | None) -> str:
     if value is None:
         return "?"
-    return " ".join(f"{currency} {value[currency]}" for currency in sorted(value))
+    return money_text(value)
 
 
 def compare(
@@ -142,7 +144,9 @@ def _difference(hot: ReportRow, expected: ReportRow, with_coming: bool) -> str:
     for currency in sorted(hot.value.keys() | expected.value.keys()):
         hv, cv = hot.value.get(currency, 0), expected.value.get(currency, 0)
         if hv != cv:
-            parts.append(f"value {currency} hot {hv}, {side} {cv}")
+            parts.append(
+                f"value hot {format_money(hv, currency)}, {side} {format_money(cv, currency)}"
+            )
     return "; ".join(parts)
 
 
