@@ -91,10 +91,13 @@ def test_a_backlog_is_behind_until_processed_and_flushed(pipeline: Pipeline) -> 
     )
     assert "no difference" not in behind.text
     assert reconcile(pipeline.settings, YESTERDAY).in_flight.not_counted_dated == 1
-    # A day nothing in flight belongs to can be judged now.
+    # A day nothing in flight belongs to can be judged now: it has nothing (not "agree").
     quiet = reconcile(pipeline.settings, QUIET)
-    assert (quiet.status, quiet.exit_code) == ("agree", 0), quiet.text
-    assert "8 event(s) in flight, none that can change 2026-11-20" in quiet.text
+    assert (quiet.status, quiet.exit_code) == ("empty", 4), quiet.text
+    assert quiet.summary == (
+        "no events on 2026-11-20 in the counters or the lake: no conversions to compare"
+        " (8 event(s) in flight, none that can change 2026-11-20)"
+    )
     code, body = cli_reconcile(pipeline, TODAY)
     assert (code, body["status"], body["exit_code"]) == (3, "behind", 3)
     assert body["in_flight"]["not_counted"] == 8

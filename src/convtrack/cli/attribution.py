@@ -40,9 +40,7 @@ def money_text(value: dict[str, int] | dict[str, float]) -> str:
     return " ".join(format_money(value[currency], currency) for currency in sorted(value))
 
 
-def report(
-    settings: Settings, model: str, start: date, end: date, lookback_days: int, fmt: str
-) -> str:
+def report(found: list[AttributionRow], fmt: str) -> str:
     """JSON rows are those of the HTTP answer (value in minor units). Table and CSV
     round conversions to 6 decimals and show value in major units by each currency's
     exponent, rounded to its digits: "EUR 1.50 USD 3.01" for {"EUR": 150, "USD": 300.5}."""
@@ -50,6 +48,6 @@ def report(
         (r.campaign_id, r.conversions, r.value)
         if fmt == "json"
         else (r.campaign_id, round(r.conversions, 6), money_text(r.value))
-        for r in rows(settings, model, start, end, lookback_days)
+        for r in found
     ]
     return render(COLUMNS, table, fmt)

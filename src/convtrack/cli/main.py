@@ -61,6 +61,13 @@ def serve(
     sys.exit(run(settings, chosen))
 
 
+def _verbose_option(command: Any) -> Any:
+    return click.option(
+        "--verbose", "-v", is_flag=True,
+        help="Also say what the lake holds when the answer has rows (on stderr).",
+    )(command)  # fmt: skip
+
+
 @cli.command()
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML settings file.")
 @click.option("--data-dir", "data_dir", default=None, help="The data dir (its lake is used).")
@@ -68,11 +75,20 @@ def serve(
     "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
     show_default=True, help="Output format.",
 )  # fmt: skip
+@_verbose_option
 @click.argument("sql")
-def query(config: str | None, data_dir: str | None, fmt: str, sql: str) -> None:
-    """Run SQL over the lake: tables ``events`` and ``rejects``."""
+def query(config: str | None, data_dir: str | None, fmt: str, verbose: bool, sql: str) -> None:
+    """Run SQL over the lake: tables ``events`` and ``rejects``.
+
+    The lake is written at each flush of the running server (every
+    cold.flush_interval_secs, 300 s by default, at stop, and by ``convtrack
+    flush``). When the answer has no rows (or with --verbose) lines on stderr
+    say which dates the lake holds, when it was last flushed and how many
+    processed events wait for the next flush.
+    """
     import duckdb
 
+    from convtrack.cli.lakehint import lake_hint
     from convtrack.store.cold.lake import Lake
     from convtrack.store.cold.query import connect
 
@@ -85,11 +101,23 @@ def query(config: str | None, data_dir: str | None, fmt: str, sql: str) -> None:
     except duckdb.Error as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from exc
     columns = [d[0] for d in result.description or []]
-    click.echo(render(columns, result.fetchall(), fmt))
+    rows = result.fetchall()
+    click.echo(render(columns, rows, fmt))
+    if verbose or not rows:
+        _hint(lake_hint(settings, lake))
+
+
+def _hint(lines: list[str]) -> None:
+    """On stderr, so that CSV and JSON on stdout stay what they are."""
+    for line in lines:
+        click.echo(f"convtrack: {line}", err=True)
 
 
 @cli.command()
-@click.option("--date", "day", required=True, help="The UTC event date, YYYY-MM-DD.")
+@click.option(
+    "--date", "day", required=True,
+    help="The UTC event date: YYYY-MM-DD, today, yesterday or Nd (N days ago).",
+)  # fmt: skip
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML settings file.")
 @click.option("--data-dir", "data_dir", default=None, help="The data dir (hot store and lake).")
 @click.option(
@@ -105,22 +133,34 @@ def reconcile(day: str, config: str | None, data_dir: str | None, fmt: str) -> N
     codes: 0 "no difference" (and nothing in flight can change that date);
     1 a difference that nothing in flight explains; 3 behind: events in
     flight may still change that date, so it cannot be judged yet (run again
-    once the pipeline caught up); 2 a side cannot be read, or bad usage.
+    once the pipeline caught up); 4 empty: no conversions on that date on
+    either side and none in flight, nothing to compare; 2 a side cannot be
+    read, or bad usage.
     """
-    from convtrack.cli.reconcile import parse_date
+    from convtrack.cli.dates import day_option
     from convtrack.cli.reconcile import reconcile as run
 
-    if parse_date(day) is None:
-        raise click.BadParameter("must be YYYY-MM-DD", param_hint="--date")
-    result = run(_settings(config, data_dir=data_dir), day)
+    settings = _settings(config, data_dir=data_dir)
+    result = run(settings, day_option(day, "--date").isoformat())
     click.echo(msgspec.json.encode(result).decode() if fmt == "json" else result.text)
+    if result.status == "empty" and fmt != "json":  # JSON: the summary says it
+        from convtrack.cli.lakehint import lake_hint
+        from convtrack.store.cold.lake import Lake
+
+        lake = Lake.open(settings.lake_uri, endpoint_url=settings.cold.s3_endpoint_url or None,
+                         create_bucket=False)  # fmt: skip
+        _hint(lake_hint(settings, lake))
     sys.exit(result.exit_code)
 
 
 @cli.command()
 @click.option("--model", required=True, type=click.Choice(MODELS), help="The attribution model.")
-@click.option("--from", "first", required=True, help="The first UTC event date, YYYY-MM-DD.")
-@click.option("--to", "last", required=True, help="The last UTC event date, YYYY-MM-DD.")
+@click.option(
+    "--from", "first", required=True,
+    help="The first UTC event date: YYYY-MM-DD, today, yesterday or Nd (N days ago).",
+)  # fmt: skip
+@click.option("--to", "last", default="today", show_default=True,
+              help="The last UTC event date, in the same forms.")  # fmt: skip
 @click.option(
     "--lookback-days", "lookback_days", type=click.IntRange(1, 365), default=30,
     show_default=True, help="How far back before a conversion touches count.",
@@ -131,27 +171,78 @@ def reconcile(day: str, config: str | None, data_dir: str | None, fmt: str) -> N
     "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
     show_default=True, help="Output format.",
 )  # fmt: skip
+@_verbose_option
 def attribution(
     model: str, first: str, last: str, lookback_days: int, config: str | None,
-    data_dir: str | None, fmt: str,
+    data_dir: str | None, fmt: str, verbose: bool,
 ) -> None:  # fmt: skip
     """Credit conversions to campaigns under an attribution model, from the lake.
 
     Conversions with UTC event dates --from to --to (inclusive) and the touches
     of their journeys up to --lookback-days before them; one row per campaign,
-    most conversions first (see docs/http-api.md for the models).
+    most conversions first (see docs/http-api.md for the models). Value is in
+    major units in the table and CSV, minor units in JSON. With no row (or
+    --verbose), lines on stderr say what the lake holds, as for query.
     """
-    from convtrack.cli.attribution import report
-    from convtrack.cli.reconcile import parse_date
+    from convtrack.cli.attribution import report, rows
+    from convtrack.cli.dates import day_option
+    from convtrack.cli.lakehint import lake_hint
+    from convtrack.store.cold.lake import Lake
 
-    start, end = parse_date(first), parse_date(last)
-    if start is None:
-        raise click.BadParameter("must be YYYY-MM-DD", param_hint="--from")
-    if end is None:
-        raise click.BadParameter("must be YYYY-MM-DD", param_hint="--to")
+    start, end = day_option(first, "--from"), day_option(last, "--to")
     if start > end:
         raise click.BadParameter("must not be after --to", param_hint="--from")
-    click.echo(report(_settings(config, data_dir=data_dir), model, start, end, lookback_days, fmt))
+    settings = _settings(config, data_dir=data_dir)
+    found = rows(settings, model, start, end, lookback_days)
+    click.echo(report(found, fmt))
+    if verbose or not found:
+        lake = Lake.open(settings.lake_uri, endpoint_url=settings.cold.s3_endpoint_url or None,
+                         create_bucket=False)  # fmt: skip
+        lines = lake_hint(settings, lake)
+        if not found:
+            lines.insert(0, f"no conversion dated {start} to {end} in the lake")
+        _hint(lines)
+
+
+@cli.command()
+@click.option(
+    "--url",
+    default=None,
+    metavar="URL",
+    help="The server (default: http://server.host:server.port of the settings).",
+)
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML settings file.")
+@click.option("--data-dir", "data_dir", default=None,
+              help="The server's data dir (its keys.json holds the admin key).")  # fmt: skip
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+    show_default=True, help="Output format (json: the server's answer).",
+)  # fmt: skip
+def flush(url: str | None, config: str | None, data_dir: str | None, fmt: str) -> None:
+    """Ask a running server to write its lake now instead of at its next flush.
+
+    POST /v1/admin/flush with the admin key (CONVTRACK_ADMIN_KEY, else the data
+    dir's keys.json): the server lets its processor take the events accepted so
+    far (up to 5 s), flushes, and answers how many rows it wrote and what the
+    lake holds. The server must run the store role.
+    """
+    from convtrack.cli.server import post_admin
+
+    body = post_admin(_settings(config, data_dir=data_dir), url, "/v1/admin/flush", 60.0)
+    if fmt == "json":
+        click.echo(msgspec.json.encode(body).decode())
+        return
+    flushed = body.get("flushed", {})
+    lake = body.get("lake", {})
+    click.echo(f"flushed {flushed.get('events', 0)} event(s) and {flushed.get('rejects', 0)}"
+               " reject(s) to the lake")  # fmt: skip
+    if lake.get("first_date"):
+        span = lake["first_date"] if lake["first_date"] == lake["last_date"] else (
+            f"{lake['first_date']} to {lake['last_date']}")  # fmt: skip
+        click.echo(f"the lake holds {lake['rows']} event(s) dated {span}")
+    if not body.get("processor_caught_up", True):
+        click.echo("convtrack: the processor had not taken every accepted event within 5 s;"
+                   " run flush again for the rest", err=True)  # fmt: skip
 
 
 @cli.group("config")
