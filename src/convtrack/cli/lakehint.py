@@ -82,6 +82,13 @@ def waiting_for_flush(settings: Settings, flushed_through: dict[int, int]) -> Lo
         processed.close()
 
 
+def open_lake(settings: Settings) -> Lake:
+    """The lake of the settings, to read (an S3 bucket is not created)."""
+    return Lake.open(
+        settings.lake_uri, endpoint_url=settings.cold.s3_endpoint_url or None, create_bucket=False
+    )
+
+
 def lake_hint(settings: Settings, lake: Lake, clock: Clock | None = None) -> list[str]:
     """Lines saying what the lake holds and what is on its way to it."""
     clock = clock or SystemClock()

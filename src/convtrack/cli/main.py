@@ -12,6 +12,7 @@ import msgspec
 
 from convtrack import __version__
 from convtrack.cli.destinations import destinations_group
+from convtrack.cli.flush import flush_command
 from convtrack.cli.output import listing_options, render
 from convtrack.cli.quarantine import quarantine_group
 from convtrack.config import Settings, load_settings, settings_as_dict
@@ -144,12 +145,9 @@ def reconcile(day: str, config: str | None, data_dir: str | None, fmt: str) -> N
     result = run(settings, day_option(day, "--date").isoformat())
     click.echo(msgspec.json.encode(result).decode() if fmt == "json" else result.text)
     if result.status == "empty" and fmt != "json":  # JSON: the summary says it
-        from convtrack.cli.lakehint import lake_hint
-        from convtrack.store.cold.lake import Lake
+        from convtrack.cli.lakehint import lake_hint, open_lake
 
-        lake = Lake.open(settings.lake_uri, endpoint_url=settings.cold.s3_endpoint_url or None,
-                         create_bucket=False)  # fmt: skip
-        _hint(lake_hint(settings, lake))
+        _hint(lake_hint(settings, open_lake(settings)))
     sys.exit(result.exit_code)
 
 
@@ -186,8 +184,7 @@ def attribution(
     """
     from convtrack.cli.attribution import report, rows
     from convtrack.cli.dates import day_option
-    from convtrack.cli.lakehint import lake_hint
-    from convtrack.store.cold.lake import Lake
+    from convtrack.cli.lakehint import lake_hint, open_lake
 
     start, end = day_option(first, "--from"), day_option(last, "--to")
     if start > end:
@@ -196,53 +193,10 @@ def attribution(
     found = rows(settings, model, start, end, lookback_days)
     click.echo(report(found, fmt))
     if verbose or not found:
-        lake = Lake.open(settings.lake_uri, endpoint_url=settings.cold.s3_endpoint_url or None,
-                         create_bucket=False)  # fmt: skip
-        lines = lake_hint(settings, lake)
+        lines = lake_hint(settings, open_lake(settings))
         if not found:
             lines.insert(0, f"no conversion dated {start} to {end} in the lake")
         _hint(lines)
-
-
-@cli.command()
-@click.option(
-    "--url",
-    default=None,
-    metavar="URL",
-    help="The server (default: http://server.host:server.port of the settings).",
-)
-@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML settings file.")
-@click.option("--data-dir", "data_dir", default=None,
-              help="The server's data dir (its keys.json holds the admin key).")  # fmt: skip
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-    show_default=True, help="Output format (json: the server's answer).",
-)  # fmt: skip
-def flush(url: str | None, config: str | None, data_dir: str | None, fmt: str) -> None:
-    """Ask a running server to write its lake now instead of at its next flush.
-
-    POST /v1/admin/flush with the admin key (CONVTRACK_ADMIN_KEY, else the data
-    dir's keys.json): the server lets its processor take the events accepted so
-    far (up to 5 s), flushes, and answers how many rows it wrote and what the
-    lake holds. The server must run the store role.
-    """
-    from convtrack.cli.server import post_admin
-
-    body = post_admin(_settings(config, data_dir=data_dir), url, "/v1/admin/flush", 60.0)
-    if fmt == "json":
-        click.echo(msgspec.json.encode(body).decode())
-        return
-    flushed = body.get("flushed", {})
-    lake = body.get("lake", {})
-    click.echo(f"flushed {flushed.get('events', 0)} event(s) and {flushed.get('rejects', 0)}"
-               " reject(s) to the lake")  # fmt: skip
-    if lake.get("first_date"):
-        span = lake["first_date"] if lake["first_date"] == lake["last_date"] else (
-            f"{lake['first_date']} to {lake['last_date']}")  # fmt: skip
-        click.echo(f"the lake holds {lake['rows']} event(s) dated {span}")
-    if not body.get("processor_caught_up", True):
-        click.echo("convtrack: the processor had not taken every accepted event within 5 s;"
-                   " run flush again for the rest", err=True)  # fmt: skip
 
 
 @cli.group("config")
@@ -321,6 +275,7 @@ def dlq_purge(destination: str | None, config: str | None, data_dir: str | None)
 
 
 cli.add_command(destinations_group)
+cli.add_command(flush_command)
 cli.add_command(quarantine_group)
 
 
