@@ -421,6 +421,7 @@ class ColdStoreRunner:
     def _run(self) -> None:
         while not self._stop.is_set():
             wait = self.step()
+            # Woken early by a flush request or by stop (which sets both events).
             if wait > 0 and self._wake.wait(wait):
                 self._wake.clear()
         self._refuse_requests("the cold store is stopping")
@@ -510,6 +511,7 @@ class ColdStoreRunner:
     def stop(self, flush: bool = True) -> None:
         """Stop polling, then flush what is buffered (once; the rest replays on restart)."""
         self._stop.set()
+        self._wake.set()  # the thread may sit in a backoff wait: end it now
         if self._thread.is_alive():
             self._thread.join(30)
         if self._thread.is_alive():
