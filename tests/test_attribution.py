@@ -486,10 +486,10 @@ def test_the_cli_prints_the_same_rows(lake: Pipeline) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "campaign_id,conversions,value",
-        "(direct),3.0,USD 400.00",  # C, D, F
-        "fall,1.7,USD 330.00",  # 0.2 of A, 0.5 of E, H
-        "spring,1.4,EUR 500.00 USD 360.00",  # 0.4 of A, B
-        "news,0.9,USD 460.00",  # 0.4 of A, 0.5 of E
+        "(direct),3.0,USD 4.00",  # C, D, F (major units: 400 cents)
+        "fall,1.7,USD 3.30",  # 0.2 of A, 0.5 of E, H
+        "spring,1.4,EUR 5.00 USD 3.60",  # 0.4 of A, B
+        "news,0.9,USD 4.60",  # 0.4 of A, 0.5 of E
     ]
     done = cli("--model", "last_touch", *dates)
     assert done.returncode == 0, done.stderr

@@ -112,13 +112,13 @@ def test_a_batch_is_one_readable_message() -> None:
         forwarded("o4", event_name="Signup", value=None, currency=None, seconds=3),
     ]
     assert message(make_destination(), events) == {
-        "text": "4 conversions: 37.50 EUR + 10.00 USD",
+        "text": "4 conversions: EUR 37.50 + USD 10.00",
         "blocks": [
-            mrkdwn(":moneybag: *4 conversions* · 37.50 EUR + 10.00 USD"),
+            mrkdwn(":moneybag: *4 conversions* · EUR 37.50 + USD 10.00"),
             mrkdwn(
-                "• *Purchase* · 12.50 EUR · campaign spring · DE · mobile\n"
-                "• *Purchase* · 25.00 EUR · mobile\n"
-                "• *Lead* · 10.00 USD · campaign spring · DE · desktop\n"
+                "• *Purchase* · EUR 12.50 · campaign spring · DE · mobile\n"
+                "• *Purchase* · EUR 25.00 · mobile\n"
+                "• *Lead* · USD 10.00 · campaign spring · DE · desktop\n"
                 "• *Signup* · campaign spring · DE · mobile"
             ),
             footer("convtrack · 2025-10-01 12:00:00 UTC to 2025-10-01 12:01:05 UTC"),
@@ -130,9 +130,9 @@ def test_a_message_per_conversion() -> None:
     destination = make_destination(message_per="conversion")
     assert destination.max_batch_events == 1
     assert message(destination, [forwarded("o1", value=123456, currency="JPY")]) == {
-        "text": "New conversion: *Purchase* · 123456 JPY · campaign spring · DE · mobile",
+        "text": "New conversion: *Purchase* · JPY 123456 · campaign spring · DE · mobile",
         "blocks": [
-            mrkdwn(":moneybag: *Purchase* · 123456 JPY · campaign spring · DE · mobile"),
+            mrkdwn(":moneybag: *Purchase* · JPY 123456 · campaign spring · DE · mobile"),
             footer("convtrack · 2025-10-01 12:00:00 UTC"),
         ],
     }
@@ -146,7 +146,7 @@ def test_long_batches_are_capped_and_nothing_personal_is_shown() -> None:
     lines = [line for b in result["blocks"][1:-1] for line in b["text"]["text"].split("\n")]
     assert len(lines) == 13 and lines[-1] == "_…and 11 more_"
     assert len(result["blocks"]) == 3  # title, the lines, footer
-    assert result["text"] == "23 conversions: " + f"{sum(100 + i for i in range(23)) / 100:.2f} EUR"
+    assert result["text"] == "23 conversions: " + f"EUR {sum(100 + i for i in range(23)) / 100:.2f}"
     user = events[0].payload["user"]
     for private in ("user-8842", "203.0.113.7", "jane", "555", "fb.1.", "o1", *user.values()):
         assert private not in text, private
@@ -323,7 +323,7 @@ def amounts(messages: list[dict[str, Any]]) -> list[str]:
         for line in block["text"]["text"].split("\n")
         if "*Purchase*" in line
     ]
-    return [re.search(r"(\d+\.\d\d) EUR", line).group(1) for line in lines]  # type: ignore[union-attr]
+    return [re.search(r"EUR (\d+\.\d\d)", line).group(1) for line in lines]  # type: ignore[union-attr]
 
 
 def test_every_conversion_is_posted_once_through_faults(tmp_path: Path, clock: ManualClock) -> None:
@@ -361,8 +361,8 @@ def test_a_batch_message_paced_at_one_per_second(tmp_path: Path, clock: ManualCl
         standin.close()
     assert standin.rate_limited == 0  # min_interval_secs (1 s) kept the runner within the rate
     texts = [m["text"] for m in standin.messages]
-    assert texts[:2] == ["4 conversions: 40.10 EUR", "4 conversions: 40.26 EUR"]
-    assert texts[2].startswith("New conversion: *Purchase* · 10.09 EUR · campaign spring")
+    assert texts[:2] == ["4 conversions: EUR 40.10", "4 conversions: EUR 40.26"]
+    assert texts[2].startswith("New conversion: *Purchase* · EUR 10.09 · campaign spring")
     assert "ZZ" not in texts[2]  # an unknown country is not shown
     assert len(texts) == 3
 

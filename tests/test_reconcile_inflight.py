@@ -91,10 +91,13 @@ def test_a_backlog_is_behind_until_processed_and_flushed(pipeline: Pipeline) -> 
     )
     assert "no difference" not in behind.text
     assert reconcile(pipeline.settings, YESTERDAY).in_flight.not_counted_dated == 1
-    # A day nothing in flight belongs to can be judged now.
+    # A day nothing in flight belongs to can be judged now: it has nothing (not "agree").
     quiet = reconcile(pipeline.settings, QUIET)
-    assert (quiet.status, quiet.exit_code) == ("agree", 0), quiet.text
-    assert "8 event(s) in flight, none that can change 2026-11-20" in quiet.text
+    assert (quiet.status, quiet.exit_code) == ("empty", 4), quiet.text
+    assert quiet.summary == (
+        "no events on 2026-11-20 in the counters or the lake: no conversions to compare"
+        " (8 event(s) in flight, none that can change 2026-11-20)"
+    )
     code, body = cli_reconcile(pipeline, TODAY)
     assert (code, body["status"], body["exit_code"]) == (3, "behind", 3)
     assert body["in_flight"]["not_counted"] == 8
@@ -144,7 +147,7 @@ def test_a_difference_nothing_in_flight_explains_is_one_even_during_a_backlog(
     differs = reconcile(pipeline.settings, TODAY)
     assert (differs.status, differs.exit_code) == ("differ", 1), differs.text
     assert differs.differences == [
-        "campaign 'spring': conversions hot 2, lake 1; value USD hot 109, lake 100"
+        "campaign 'spring': conversions hot 2, lake 1; value hot USD 1.09, lake USD 1.00"
     ]
     # Events not yet counted add to both sides alike: they cannot explain it.
     send(pipeline, purchase("t2", 1, "spring", 100))
@@ -156,8 +159,8 @@ def test_a_difference_nothing_in_flight_explains_is_one_even_during_a_backlog(
     unflushed = reconcile(pipeline.settings, TODAY)
     assert (unflushed.status, unflushed.in_flight.not_in_lake) == ("differ", 1), unflushed.text
     assert unflushed.differences == [
-        "campaign 'spring': conversions hot 3, lake + to_lake 2; value USD hot 209,"
-        " lake + to_lake 200"
+        "campaign 'spring': conversions hot 3, lake + to_lake 2; value hot USD 2.09,"
+        " lake + to_lake USD 2.00"
     ]
     code, body = cli_reconcile(pipeline, TODAY)
     assert (code, body["status"]) == (1, "differ")

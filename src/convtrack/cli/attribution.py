@@ -10,6 +10,7 @@ import duckdb
 from convtrack.cli.output import render
 from convtrack.config import Settings
 from convtrack.errors import StoreError
+from convtrack.model.currency import format_money
 from convtrack.store.cold.attribution import MODELS, AttributionRow, attribute
 from convtrack.store.cold.lake import Lake
 from convtrack.store.cold.query import connect
@@ -34,19 +35,19 @@ def rows(
         raise StoreError(f"cannot read the lake: {str(exc).splitlines()[0]}") from exc
 
 
-def _money(value: dict[str, float]) -> str:
-    return " ".join(f"{currency} {value[currency]:.2f}" for currency in sorted(value))
+def money_text(value: dict[str, int] | dict[str, float]) -> str:
+    """Per-currency amounts in minor units as one cell: "EUR 1.50 USD 3.00"."""
+    return " ".join(format_money(value[currency], currency) for currency in sorted(value))
 
 
-def report(
-    settings: Settings, model: str, start: date, end: date, lookback_days: int, fmt: str
-) -> str:
-    """JSON rows are those of the HTTP answer. Table and CSV round conversions to 6
-    decimals and show value as "EUR 150.00 USD 300.50" (minor units)."""
+def report(found: list[AttributionRow], fmt: str) -> str:
+    """JSON rows are those of the HTTP answer (value in minor units). Table and CSV
+    round conversions to 6 decimals and show value in major units by each currency's
+    exponent, rounded to its digits: "EUR 1.50 USD 3.01" for {"EUR": 150, "USD": 300.5}."""
     table: list[tuple[Any, ...]] = [
         (r.campaign_id, r.conversions, r.value)
         if fmt == "json"
-        else (r.campaign_id, round(r.conversions, 6), _money(r.value))
-        for r in rows(settings, model, start, end, lookback_days)
+        else (r.campaign_id, round(r.conversions, 6), money_text(r.value))
+        for r in found
     ]
     return render(COLUMNS, table, fmt)

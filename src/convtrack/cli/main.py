@@ -13,6 +13,7 @@ import msgspec
 
 from convtrack import __version__
 from convtrack.cli.destinations import destinations_group
+from convtrack.cli.flush import flush_command
 from convtrack.cli.output import listing_options, render
 from convtrack.cli.quarantine import quarantine_group
 from convtrack.cli.secrets import secrets_group
@@ -65,6 +66,13 @@ def serve(
     sys.exit(run(settings, chosen))
 
 
+def _verbose_option(command: Any) -> Any:
+    return click.option(
+        "--verbose", "-v", is_flag=True,
+        help="Also say what the lake holds when the answer has rows (on stderr).",
+    )(command)  # fmt: skip
+
+
 @cli.command()
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML settings file.")
 @click.option("--data-dir", "data_dir", default=None, help="The data dir (its lake is used).")
@@ -72,11 +80,20 @@ def serve(
     "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
     show_default=True, help="Output format.",
 )  # fmt: skip
+@_verbose_option
 @click.argument("sql")
-def query(config: str | None, data_dir: str | None, fmt: str, sql: str) -> None:
-    """Run SQL over the lake: tables events and rejects."""
+def query(config: str | None, data_dir: str | None, fmt: str, verbose: bool, sql: str) -> None:
+    """Run SQL over the lake: tables events and rejects.
+
+    The lake is written at each flush of the running server (every
+    cold.flush_interval_secs, 300 s by default, at stop, and by convtrack
+    flush). When the answer has no rows (or with --verbose) lines on stderr
+    say which dates the lake holds, when it was last flushed and how many
+    processed events wait for the next flush.
+    """
     import duckdb
 
+    from convtrack.cli.lakehint import lake_hint
     from convtrack.store.cold.lake import Lake
     from convtrack.store.cold.query import connect
 
@@ -89,11 +106,23 @@ def query(config: str | None, data_dir: str | None, fmt: str, sql: str) -> None:
     except duckdb.Error as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from exc
     columns = [d[0] for d in result.description or []]
-    click.echo(render(columns, result.fetchall(), fmt))
+    rows = result.fetchall()
+    click.echo(render(columns, rows, fmt))
+    if verbose or not rows:
+        _hint(lake_hint(settings, lake))
+
+
+def _hint(lines: list[str]) -> None:
+    """On stderr, so that CSV and JSON on stdout stay what they are."""
+    for line in lines:
+        click.echo(f"convtrack: {line}", err=True)
 
 
 @cli.command()
-@click.option("--date", "day", required=True, help="The UTC event date, YYYY-MM-DD.")
+@click.option(
+    "--date", "day", required=True,
+    help="The UTC event date: YYYY-MM-DD, today, yesterday or Nd (N days ago).",
+)  # fmt: skip
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML settings file.")
 @click.option("--data-dir", "data_dir", default=None, help="The data dir (hot store and lake).")
 @click.option(
@@ -109,22 +138,31 @@ def reconcile(day: str, config: str | None, data_dir: str | None, fmt: str) -> N
     codes: 0 "no difference" (and nothing in flight can change that date);
     1 a difference that nothing in flight explains; 3 behind: events in
     flight may still change that date, so it cannot be judged yet (run again
-    once the pipeline caught up); 2 a side cannot be read, or bad usage.
+    once the pipeline caught up); 4 empty: no conversions on that date on
+    either side and none in flight, nothing to compare; 2 a side cannot be
+    read, or bad usage.
     """
-    from convtrack.cli.reconcile import parse_date
+    from convtrack.cli.dates import day_option
     from convtrack.cli.reconcile import reconcile as run
 
-    if parse_date(day) is None:
-        raise click.BadParameter("must be YYYY-MM-DD", param_hint="--date")
-    result = run(_settings(config, data_dir=data_dir), day)
+    settings = _settings(config, data_dir=data_dir)
+    result = run(settings, day_option(day, "--date").isoformat())
     click.echo(msgspec.json.encode(result).decode() if fmt == "json" else result.text)
+    if result.status == "empty" and fmt != "json":  # JSON: the summary says it
+        from convtrack.cli.lakehint import lake_hint, open_lake
+
+        _hint(lake_hint(settings, open_lake(settings)))
     sys.exit(result.exit_code)
 
 
 @cli.command()
 @click.option("--model", required=True, type=click.Choice(MODELS), help="The attribution model.")
-@click.option("--from", "first", required=True, help="The first UTC event date, YYYY-MM-DD.")
-@click.option("--to", "last", required=True, help="The last UTC event date, YYYY-MM-DD.")
+@click.option(
+    "--from", "first", required=True,
+    help="The first UTC event date: YYYY-MM-DD, today, yesterday or Nd (N days ago).",
+)  # fmt: skip
+@click.option("--to", "last", default="today", show_default=True,
+              help="The last UTC event date, in the same forms.")  # fmt: skip
 @click.option(
     "--lookback-days", "lookback_days", type=click.IntRange(1, 365), default=30,
     show_default=True, help="How far back before a conversion touches count.",
@@ -135,27 +173,34 @@ def reconcile(day: str, config: str | None, data_dir: str | None, fmt: str) -> N
     "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
     show_default=True, help="Output format.",
 )  # fmt: skip
+@_verbose_option
 def attribution(
     model: str, first: str, last: str, lookback_days: int, config: str | None,
-    data_dir: str | None, fmt: str,
+    data_dir: str | None, fmt: str, verbose: bool,
 ) -> None:  # fmt: skip
     """Credit conversions to campaigns under an attribution model, from the lake.
 
     Conversions with UTC event dates --from to --to (inclusive) and the touches
     of their journeys up to --lookback-days before them; one row per campaign,
-    most conversions first (see docs/http-api.md for the models).
+    most conversions first (see docs/http-api.md for the models). Value is in
+    major units in the table and CSV, minor units in JSON. With no row (or
+    --verbose), lines on stderr say what the lake holds, as for query.
     """
-    from convtrack.cli.attribution import report
-    from convtrack.cli.reconcile import parse_date
+    from convtrack.cli.attribution import report, rows
+    from convtrack.cli.dates import day_option
+    from convtrack.cli.lakehint import lake_hint, open_lake
 
-    start, end = parse_date(first), parse_date(last)
-    if start is None:
-        raise click.BadParameter("must be YYYY-MM-DD", param_hint="--from")
-    if end is None:
-        raise click.BadParameter("must be YYYY-MM-DD", param_hint="--to")
+    start, end = day_option(first, "--from"), day_option(last, "--to")
     if start > end:
         raise click.BadParameter("must not be after --to", param_hint="--from")
-    click.echo(report(_settings(config, data_dir=data_dir), model, start, end, lookback_days, fmt))
+    settings = _settings(config, data_dir=data_dir)
+    found = rows(settings, model, start, end, lookback_days)
+    click.echo(report(found, fmt))
+    if verbose or not found:
+        lines = lake_hint(settings, open_lake(settings))
+        if not found:
+            lines.insert(0, f"no conversion dated {start} to {end} in the lake")
+        _hint(lines)
 
 
 @cli.group("config")
@@ -263,6 +308,7 @@ def dlq_purge(destination: str | None, config: str | None, data_dir: str | None)
 
 
 cli.add_command(destinations_group)
+cli.add_command(flush_command)
 cli.add_command(quarantine_group)
 cli.add_command(secrets_group)
 

@@ -9,7 +9,10 @@ counted yet, counted but not yet in the lake. So the answer is one of:
 - ``agree`` (exit 0): both sides match and nothing in flight can change the day;
 - ``differ`` (exit 1): they do not match, and nothing in flight explains it;
 - ``behind`` (exit 3): events in flight may still change the day's numbers,
-  so it cannot be judged yet; run again once the pipeline has caught up.
+  so it cannot be judged yet; run again once the pipeline has caught up;
+- ``empty`` (exit 4): neither side counted a conversion on that day and nothing
+  in flight can add one: there is nothing to compare (a wrong date, or a day
+  the lake has not been flushed for yet), which "agree" would hide.
 
 Exit 2 is for a side that cannot be read (and for bad usage).
 """
@@ -24,12 +27,14 @@ from typing import Final, Literal
 import duckdb
 import msgspec
 
+from convtrack.cli.attribution import money_text
 from convtrack.cli.inflight import InFlight, Positions, in_flight, positions
 from convtrack.cli.output import render
 from convtrack.clock import SystemClock
 from convtrack.config import Settings
 from convtrack.errors import StoreError
 from convtrack.log.base import EventLog
+from convtrack.model.currency import format_money
 from convtrack.runtime.backends import open_hot_store, open_log
 from convtrack.store.cold import reports
 from convtrack.store.cold.lake import Lake
@@ -37,8 +42,8 @@ from convtrack.store.cold.query import connect
 from convtrack.store.cold.reports import ReportRow
 from convtrack.store.hot.base import HotStore
 
-Status = Literal["agree", "differ", "behind"]
-EXIT_CODES: Final[dict[Status, int]] = {"agree": 0, "differ": 1, "behind": 3}
+Status = Literal["agree", "differ", "behind", "empty"]
+EXIT_CODES: Final[dict[Status, int]] = {"agree": 0, "differ": 1, "behind": 3, "empty": 4}
 # Reads of both sides are repeated while positions move under them (a live pipeline).
 _ATTEMPTS = 3
 
@@ -93,7 +98,7 @@ def parse_date(text: str) -> date | None:
 def _money(value: dict[str, int] | None) -> str:
     if value is None:
         return "?"
-    return " ".join(f"{currency} {value[currency]}" for currency in sorted(value))
+    return money_text(value)
 
 
 def compare(
@@ -142,7 +147,9 @@ def _difference(hot: ReportRow, expected: ReportRow, with_coming: bool) -> str:
     for currency in sorted(hot.value.keys() | expected.value.keys()):
         hv, cv = hot.value.get(currency, 0), expected.value.get(currency, 0)
         if hv != cv:
-            parts.append(f"value {currency} hot {hv}, {side} {cv}")
+            parts.append(
+                f"value hot {format_money(hv, currency)}, {side} {format_money(cv, currency)}"
+            )
     return "; ".join(parts)
 
 
@@ -209,8 +216,12 @@ def judge(day: str, hot: list[ReportRow], lake: list[ReportRow], flight: InFligh
             " cannot judge yet: run again once the pipeline has caught up"
         )
     else:
-        status = "agree"
-        summary = "no difference"
+        status = "agree" if rows else "empty"
+        summary = (
+            "no difference"
+            if rows
+            else f"no events on {day} in the counters or the lake: no conversions to compare"
+        )
         if flight.total:
             summary += f" ({flight.total} event(s) in flight, none that can change {day})"
     return Result(

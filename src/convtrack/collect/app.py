@@ -12,6 +12,7 @@ from convtrack.collect import browser_sdk, cors, landing
 from convtrack.collect.attribution import AttributionApi
 from convtrack.collect.auth import ApiKey, Keyring, read_credential, why_no_key
 from convtrack.collect.deadletters import DeadLettersApi
+from convtrack.collect.flush import FlushApi
 from convtrack.collect.http import Receive, Request, Response, Scope, Send, error, json_response
 from convtrack.collect.ingest import Collector
 from convtrack.collect.quarantine import QuarantineApi
@@ -73,6 +74,7 @@ class App:
         self.cors_max_age_secs = cors_max_age_secs
         self.draining = False
         self.components = dict(components or {})
+        self.lake_flush = FlushApi()  # the runtime gives it the work when it runs the store role
         # (method, path) -> (role needed, handler)
         self.routes: dict[tuple[str, str], tuple[str, Handler]] = {
             ("POST", "/v1/track"): ("write", collector.track),
@@ -86,6 +88,7 @@ class App:
             ("GET", "/v1/stats/live"): ("server", stats.live),
             ("GET", "/v1/reports/conversions"): ("server", reports.conversions),
             ("GET", "/v1/reports/attribution"): ("server", attribution.attribution),
+            ("POST", "/v1/admin/flush"): ("admin", self.lake_flush.flush),
         }
         if dead_letters is not None:
             self.routes[("GET", "/v1/dead-letters")] = ("admin", dead_letters.list)

@@ -62,6 +62,10 @@ ERR_HEADERS_TOO_LARGE: Final = "headers_too_large"  # 431: server.max_header_byt
 ERR_REQUEST_TIMEOUT: Final = "request_timeout"  # 408: server.header_timeout_secs
 ERR_INTERNAL: Final = "internal_error"
 ERR_SDK_NOT_BUILT: Final = "sdk_not_built"
+# POST /v1/admin/flush: 409 in a process without the store role; 503 while its cold
+# store is not running (waiting for the lake, stopping) or its lake fails.
+ERR_NO_STORE_ROLE: Final = "store_role_not_running"
+ERR_COLD_STORE_UNAVAILABLE: Final = "cold_store_unavailable"
 
 MESSAGES: Final[dict[str, str]] = {
     EVENT_NAME_MISSING: "event_name is required and must be a non-empty string",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_EVEN, Decimal
 from functools import cache
 
 import pycountry
@@ -46,3 +47,17 @@ def major_amount(value: int, code: str) -> str:
     sign = "-" if value < 0 else ""
     whole, frac = divmod(abs(value), 10**digits)
     return f"{sign}{whole}.{frac:0{digits}d}"
+
+
+def format_money(minor: int | float, code: str) -> str:
+    """An amount in minor units as people read it, in major units by the currency's
+    ISO 4217 exponent: 4999 USD -> "USD 49.99", 5000 JPY -> "JPY 5000", 1234 KWD ->
+    "KWD 1.234". A fractional amount (an attribution credit's share) is rounded half
+    to even to the currency's digits; integers are exact at any size. For display
+    only: JSON answers keep integer minor units."""
+    digits = minor_digits(code)
+    amount = Decimal(minor) if isinstance(minor, int) else Decimal(repr(minor))
+    major = amount.scaleb(-digits).quantize(Decimal(1).scaleb(-digits), ROUND_HALF_EVEN)
+    if major.is_zero():
+        major = major.copy_abs()  # a credit that rounds to nothing is not "-0.00"
+    return f"{code} {major:f}"

@@ -176,6 +176,11 @@ class ProcessorRunner:
             "lag_seconds": round(lag.seconds, 3),
         }
 
+    def positions(self) -> dict[int, int]:
+        """Per partition, the next entry to process: those before it are counted and
+        published (read from other threads: the dict is replaced, never changed)."""
+        return dict(self._positions)
+
     def lag(self) -> LogLag:
         """How far the committed position is behind the log's end, right now."""
         return self._log.lag(dict(self._positions))

@@ -20,6 +20,7 @@ from convtrack.model.currency import iso4217_codes
 from convtrack.observe.metrics import Metrics
 from convtrack.process.runner import GROUP as PROCESSOR_GROUP
 from convtrack.runtime.backends import Backends
+from convtrack.runtime.flush import LakeFlush
 from convtrack.runtime.guarded import ReadGuardedHotStore
 from convtrack.runtime.health import HealthMonitor, ProbeApp, Report, failed, waiting_for
 from convtrack.runtime.keys import ProvisionedKeys, store_generated
@@ -123,8 +124,28 @@ class Node:
             )
             self.app = self.collect.app
             self.app.components.update(components)
+            if self._store is not None:
+                self.app.lake_flush.flush_now = self._lake_flush()
         else:
             self.app = ProbeApp(self.roles, metrics, components)
+
+    def _lake_flush(self) -> LakeFlush:
+        store = self._store
+        assert store is not None
+
+        def processed_positions() -> Mapping[int, int]:
+            processor = self.processor
+            if processor is not None:
+                return processor.positions()  # counted and published
+            return self.backends.hot.positions(PROCESSOR_GROUP)  # counted (another process)
+
+        return LakeFlush(
+            events=self.backends.events,
+            processed_positions=processed_positions,
+            cold=lambda: store.runner,
+            cold_detail=lambda: store.detail,
+            lake=self.backends.lake,
+        )
 
     def _backend_checks(self) -> dict[str, Callable[[], Report]]:
         """Checks that may block on a backend: they run on the monitor's thread."""

@@ -2,7 +2,7 @@
 
 A message has ``text`` (the notification fallback) and ``blocks`` (what the
 channel shows), both in Slack's mrkdwn. Lines show what a marketer reads:
-event name, value in major units with its currency, campaign, country,
+event name, value in major units after its currency (``EUR 12.50``), campaign, country,
 device. Nothing that identifies a person is shown: no user ids, no hashes, no
 IP or user agent. Values we did not write (names, campaigns) are escaped, so
 ``<!channel>`` in a campaign name cannot ping anyone.
@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from convtrack.deliver.base import OutboundRequest
-from convtrack.model.currency import major_amount
+from convtrack.model.currency import format_money
 
 SECTION_CHARS = 3000  # Slack's limit for a section's text
 FIELD_CHARS = 60
@@ -50,13 +50,14 @@ def utc_time(us: int) -> str:
 
 
 def value_text(payload: dict[str, Any]) -> str | None:
-    if payload.get("amount") is None or not payload.get("currency"):
+    value, currency = payload.get("value"), payload.get("currency")
+    if not isinstance(value, int) or not isinstance(currency, str) or not currency:
         return None
-    return f"{payload['amount']} {field(payload['currency'])}"
+    return field(format_money(value, currency))
 
 
 def conversion_line(payload: dict[str, Any]) -> str:
-    """``*Purchase* · 12.50 EUR · campaign spring · DE · mobile``"""
+    """``*Purchase* · EUR 12.50 · campaign spring · DE · mobile``"""
     parts = [f"*{field(payload.get('event_name') or '?')}*"]
     value = value_text(payload)
     if value is not None:
@@ -73,13 +74,13 @@ def conversion_line(payload: dict[str, Any]) -> str:
 
 
 def totals(payloads: Sequence[dict[str, Any]]) -> str:
-    """The batch's value per currency in major units: ``37.50 EUR + 10.00 USD``."""
+    """The batch's value per currency in major units: ``EUR 37.50 + USD 10.00``."""
     sums: dict[str, int] = {}
     for payload in payloads:
         currency, value = payload.get("currency"), payload.get("value")
         if isinstance(currency, str) and isinstance(value, int):
             sums[currency] = sums.get(currency, 0) + value
-    return " + ".join(f"{major_amount(v, c)} {field(c)}" for c, v in sorted(sums.items()))
+    return " + ".join(field(format_money(v, c)) for c, v in sorted(sums.items()))
 
 
 def time_span(payloads: Sequence[dict[str, Any]]) -> str:

@@ -58,6 +58,7 @@ class TableState(msgspec.Struct):
     removed: dict[str, int]  # path -> when its removal was committed (for deferred deletion)
     manifests: list[str]
     change_seq: int = 0  # the newest numbered change read (0: none); the next one is +1
+    last_flush_at_us: int | None = None  # when the newest flush was committed (None: none yet)
 
 
 def manifest_dir(table: str) -> str:
@@ -140,6 +141,7 @@ def read_state(lake: Lake, table: str) -> TableState:
     flushed: dict[int, int] = {}
     source_through: dict[int, int] = {}
     change_seq = 0
+    last_flush: int | None = None
     names = lake.list(manifest_dir(table))
     for name in names:
         change_seq = max(change_seq, change_seq_of(name) or 0)
@@ -149,6 +151,7 @@ def read_state(lake: Lake, table: str) -> TableState:
         for path in entry.removes:
             removed[path] = entry.created_at_us
         if entry.kind == "flush" and entry.source_partition is not None and entry.last is not None:
+            last_flush = max(last_flush or 0, entry.created_at_us)
             partition = entry.source_partition
             if entry.last > flushed.get(partition, -1):
                 flushed[partition] = entry.last
@@ -162,4 +165,5 @@ def read_state(lake: Lake, table: str) -> TableState:
         removed=removed,
         manifests=names,
         change_seq=change_seq,
+        last_flush_at_us=last_flush,
     )

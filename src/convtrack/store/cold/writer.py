@@ -114,6 +114,7 @@ class TableWriter:
         self._started = False
         self._cleanup_due = False
         self.races_lost = 0
+        self.rows_written = 0  # by every flush of this writer, for what a requested flush did
         self.poison = LakePoison(source, quarantine, clock, metrics, parquet_bytes)
         self._last_replay = clock.monotonic() - REPLAY_INTERVAL_SECS
 
@@ -233,6 +234,7 @@ class TableWriter:
         if self._cleanup_due:
             self._delete_orphans(read_state(self.lake, self.table))
             self._cleanup_due = False
+        self.rows_written += count
         self._metrics.cold_rows_written.labels(self.table).inc(count)
         self._metrics.cold_flush_seconds.labels(self.table).observe(time.perf_counter() - started)
         return count
@@ -325,6 +327,33 @@ def _read_to_quiet(writer: TableWriter, deadline: float) -> None:
             return
 
 
+# A requested flush reads each source to its end first, for at most this long.
+REQUESTED_READ_SECS = 5.0
+
+
+class FlushRequest:
+    """A flush asked for by another thread (``POST /v1/admin/flush``), done by the runner's.
+
+    The writers belong to the runner's thread; the asking thread waits on
+    ``wait`` and then reads ``rows`` (per table) or ``error``.
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[str, int] = {}
+        self.error: str | None = None
+        self._done = threading.Event()
+
+    def finish(self, rows: dict[str, int], error: str | None = None) -> None:
+        """The first answer stands (a failure after a flush does not undo it)."""
+        if self._done.is_set():
+            return
+        self.rows, self.error = rows, error
+        self._done.set()
+
+    def wait(self, timeout_secs: float) -> bool:
+        return self._done.wait(timeout_secs)
+
+
 class ColdStoreRunner:
     """Runs the table writers on one thread; retries a failing lake with backoff.
 
@@ -354,6 +383,9 @@ class ColdStoreRunner:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cold-store", daemon=True)
         self.retry = LakeRetry(self._clock, self._probe_lakes)
+        self._requests: list[FlushRequest] = []
+        self._requests_lock = threading.Lock()
+        self._wake = threading.Event()  # a flush was requested: do not sit out the wait
 
     @property
     def last_error(self) -> str | None:
@@ -389,8 +421,45 @@ class ColdStoreRunner:
     def _run(self) -> None:
         while not self._stop.is_set():
             wait = self.step()
-            if wait > 0:
-                self._stop.wait(wait)
+            # Woken early by a flush request or by stop (which sets both events).
+            if wait > 0 and self._wake.wait(wait):
+                self._wake.clear()
+        self._refuse_requests("the cold store is stopping")
+
+    def request_flush(self) -> FlushRequest | None:
+        """Ask the runner's thread to read every source to its end and flush now.
+
+        None when its thread does not run (not started, or stopping): nobody
+        would answer. A lake that is failing answers the request with its error.
+        """
+        request = FlushRequest()
+        with self._requests_lock:
+            if not self._thread.is_alive() or self._stop.is_set():
+                return None
+            self._requests.append(request)
+        self._wake.set()
+        return request
+
+    def _take_requests(self) -> list[FlushRequest]:
+        with self._requests_lock:
+            taken, self._requests = self._requests, []
+        return taken
+
+    def _refuse_requests(self, why: str) -> None:
+        for request in self._take_requests():
+            request.finish({}, why)
+
+    def _flush_requested(self, requests: list[FlushRequest]) -> None:
+        """Read each source to its end (within REQUESTED_READ_SECS) and flush it all."""
+        before = {w.table: w.rows_written for w in self._writers}
+        deadline = time.monotonic() + REQUESTED_READ_SECS
+        for writer in self._writers:
+            while writer.poll_once(timeout_secs=0.0) and time.monotonic() < deadline:
+                pass
+            writer.flush()
+        rows = {w.table: w.rows_written - before[w.table] for w in self._writers}
+        for request in requests:
+            request.finish(rows)
 
     def step(self) -> float:
         """One round (poll every writer, upkeep when due), or a probe of a failing lake.
@@ -398,8 +467,12 @@ class ColdStoreRunner:
         Returns how long to wait before the next step (see store/cold/retry.py).
         """
         if not self.retry.due():
+            self._refuse_requests(f"the lake is failing: {self.retry.last_error}")
             return max(self.retry.wait_secs(), 0.01)  # never a busy loop, whatever the clock
+        requests = self._take_requests()
         try:
+            if requests:
+                self._flush_requested(requests)
             for writer in self._writers:
                 writer.poll_once(timeout_secs=0.1)
             if (
@@ -415,6 +488,8 @@ class ColdStoreRunner:
             self.retry.succeeded()
             self._beat = self._clock.monotonic()
         except ConvtrackError as exc:
+            for request in requests:
+                request.finish({}, f"the lake is failing: {exc}")
             delay = self.retry.failed(str(exc))
             self._metrics.errors.labels("cold", type(exc).__name__).inc()
             log.warning("lake_write_failed", extra={"error": str(exc), "retry_in_secs": delay})
@@ -436,6 +511,7 @@ class ColdStoreRunner:
     def stop(self, flush: bool = True) -> None:
         """Stop polling, then flush what is buffered (once; the rest replays on restart)."""
         self._stop.set()
+        self._wake.set()  # the thread may sit in a backoff wait: end it now
         if self._thread.is_alive():
             self._thread.join(30)
         if self._thread.is_alive():
