@@ -226,8 +226,9 @@ class ProcessorRunner:
     def _committed(self, batch: Batch) -> None:
         self._progress_at = self._clock.monotonic()
         for item in batch.items:
-            if item.envelope is not None and item.envelope.received_at_us > self._watermark_us:
-                self._watermark_us = item.envelope.received_at_us
+            checked = item.checked
+            if checked is not None and checked.envelope.received_at_us > self._watermark_us:
+                self._watermark_us = checked.envelope.received_at_us
 
     def _resume_started_partitions(self, entries: list[LogEntry]) -> list[LogEntry]:
         """Move each partition whose reading does not match the hot store to its resume point.
