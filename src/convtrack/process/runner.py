@@ -315,6 +315,7 @@ class ProcessorRunner:
             log.warning("expiry_failed", extra={"error": str(exc)})
 
     def _past_drain_deadline(self) -> bool:
+        # Real time, not the injected clock: it bounds a wait for a real thread (stop).
         return self._drain_deadline is not None and time.monotonic() >= self._drain_deadline
 
     def _run(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 
 import msgspec
@@ -166,7 +165,7 @@ class DedupeCommitStep(Step):
         self._processed = processed
         self._clock = clock
         self._metrics = metrics
-        self._last_log_commit = 0.0
+        self._last_log_commit = clock.monotonic() - LOG_COMMIT_INTERVAL_SECS  # first: now
 
     def process(self, batch: Batch) -> None:
         live = self.live_items(batch)
@@ -201,7 +200,7 @@ class DedupeCommitStep(Step):
         # The log's own group only shows how far the processor got (the hot store's
         # positions are what it resumes from); committing it every batch would take the
         # event log's write lock and an fsync away from ingest, so once a second is enough.
-        if time.monotonic() - self._last_log_commit >= LOG_COMMIT_INTERVAL_SECS:
+        if self._clock.monotonic() - self._last_log_commit >= LOG_COMMIT_INTERVAL_SECS:
             self._commit_log_positions(batch.positions)
         self._observe(live, result.counted, now)
         self._metrics.latency_anomalies.inc(result.latency_anomalies)
@@ -219,7 +218,7 @@ class DedupeCommitStep(Step):
         except ConvtrackError as exc:
             self._metrics.errors.labels("process", "log_commit").inc()
             log.warning("log_commit_failed", extra={"error": str(exc)})
-        self._last_log_commit = time.monotonic()
+        self._last_log_commit = self._clock.monotonic()
 
     def _observe(self, items: Sequence[Item], counted: Sequence[bool], now_us: int) -> None:
         m = self._metrics
