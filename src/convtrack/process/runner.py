@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 
 from convtrack.clock import Clock
 from convtrack.errors import ConvtrackError
@@ -85,17 +86,15 @@ def resume_positions(
     return {p: min(hot_positions.get(p, 0), published.get(p, 0)) for p in wanted}
 
 
+@dataclass(slots=True)
 class PartitionCursor:
     """Where the runner is in one partition of the event log."""
 
-    __slots__ = ("moved_to", "next_offset", "position")
-
-    def __init__(self, next_offset: int, position: int | None = None) -> None:
-        # Where the group resumes once what was handled is committed (lag is measured
-        # from it); None until this runner commits or resumes the partition.
-        self.position = position
-        self.next_offset = next_offset  # where reading goes on
-        self.moved_to: int | None = None  # where it was just sought, until a poll reads it
+    next_offset: int  # where reading goes on
+    # Where the group resumes once what was read is committed (lag is measured from it);
+    # None until this runner has committed the partition or resumed it at start.
+    position: int | None = None
+    moved_to: int | None = None  # where it was just sought, until a poll reads from there
 
 
 def _first_offsets(entries: list[LogEntry]) -> dict[int, int]:
@@ -131,7 +130,9 @@ class ProcessorRunner:
         self._processed = processed
         resumed = resume_positions(hot.positions(GROUP), processed)
         self._consumer.seek(resumed)
-        self._cursors = {p: PartitionCursor(offset, offset) for p, offset in resumed.items()}
+        self._cursors = {
+            p: PartitionCursor(offset, position=offset) for p, offset in resumed.items()
+        }
         self.resumes = 0
         self._stop = threading.Event()
         self._guard = PoisonGuard(
