@@ -1,4 +1,4 @@
-"""The registered Item enrichers: device and country from an envelope's context or user."""
+"""The registered enrichers: device and country from an envelope's context or user."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 
-from convtrack.log.base import LogEntry
 from convtrack.model.event import Envelope
-from convtrack.process.base import Item
+from convtrack.process.base import Enriched
 from convtrack.process.enrich import (
     ENRICHERS,
     enrich_campaign,
@@ -28,7 +27,8 @@ WINDOWS = (
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 
 
-def item(context: dict[str, Any] | None = None, user: dict[str, str] | None = None) -> Item:
+def enriched(context: dict[str, Any] | None = None, user: dict[str, str] | None = None) -> Enriched:
+    """What the registry finds in an envelope with ``context`` and ``user``."""
     envelope = Envelope(
         event_id="e1",
         source="web",
@@ -39,7 +39,10 @@ def item(context: dict[str, Any] | None = None, user: dict[str, str] | None = No
         context=context or {},
         user=user or {},
     )
-    return Item(entry=LogEntry(0, 0, "u1", b"", 0), envelope=envelope)
+    found = Enriched()
+    for enricher in ENRICHERS:
+        enricher(envelope, found)
+    return found
 
 
 def test_the_registry_holds_the_stateless_enrichers() -> None:
@@ -47,32 +50,24 @@ def test_the_registry_holds_the_stateless_enrichers() -> None:
 
 
 def test_context_sets_device_bot_and_country() -> None:
-    it = item({"user_agent": IPHONE, "ip": "80.128.0.1"})
-    for enricher in ENRICHERS:
-        enricher(it)
+    it = enriched({"user_agent": IPHONE, "ip": "80.128.0.1"})
     assert (it.device_type, it.is_bot, it.country_code) == ("mobile", False, "DE")
 
 
 def test_user_fields_are_the_fallback() -> None:
-    it = item(user={"user_agent": GOOGLEBOT, "client_ip": "2001:4860:4860::8888"})
-    for enricher in ENRICHERS:
-        enricher(it)
+    it = enriched(user={"user_agent": GOOGLEBOT, "client_ip": "2001:4860:4860::8888"})
     assert (it.device_type, it.is_bot, it.country_code) == ("bot", True, "US")
 
 
 def test_context_wins_over_user() -> None:
-    it = item(
+    it = enriched(
         {"user_agent": WINDOWS, "ip": "8.8.8.8"},
         {"user_agent": GOOGLEBOT, "client_ip": "80.128.0.1"},
     )
-    for enricher in ENRICHERS:
-        enricher(it)
     assert (it.device_type, it.is_bot, it.country_code) == ("desktop", False, "US")
 
 
 @pytest.mark.parametrize("context", [{}, {"user_agent": "", "ip": ""}, {"user_agent": 5, "ip": 7}])
 def test_nothing_to_go_on_leaves_the_unknowns(context: dict[str, Any]) -> None:
-    it = item(context)
-    for enricher in ENRICHERS:
-        enricher(it)
+    it = enriched(context)
     assert (it.device_type, it.is_bot, it.country_code) == ("other", False, "ZZ")

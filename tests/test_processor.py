@@ -321,3 +321,27 @@ def test_a_batch_that_fails_unexpectedly_once_is_committed_by_its_halves(
     assert conversions(pipeline, event_date(clock))["conversions"] == 3
     assert [e.event.event_id for e in published(pipeline)] == ["a", "b", "c"]
     assert runner.quarantined == 0
+
+
+def test_the_log_group_moves_once_a_second_of_the_processors_clock(
+    pipeline: Pipeline, clock: ManualClock
+) -> None:
+    def logged_position() -> dict[int, int]:
+        consumer = pipeline.log.consumer("processor")
+        try:
+            return consumer.committed()
+        finally:
+            consumer.close()
+
+    send(pipeline, purchase(clock, event_id="a"))
+    process_all(pipeline)
+    first = logged_position()
+    assert len(first) == 1  # one partition, past "a"
+    send(pipeline, purchase(clock, event_id="b"))
+    process_all(pipeline)
+    assert logged_position() == first  # within the second: only the hot store moved
+    clock.advance(1.0)
+    send(pipeline, purchase(clock, event_id="c"))
+    process_all(pipeline)
+    assert logged_position() == {p: offset + 2 for p, offset in first.items()}  # past "c"
+    assert conversions(pipeline, event_date(clock), "spring")["conversions"] == 3

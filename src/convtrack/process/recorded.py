@@ -4,24 +4,28 @@ A batch is replayed after a failed publish or a crash between counting and
 publishing. By then the hot store holds the sessions and touches the first
 run wrote, so enriching the batch again would give other answers (a later
 touch, a session the event itself opened) than the ones already counted.
-The commit step therefore hands each effect its enrichment as a blob; the
-hot store keeps it with the verdict of a counted copy and gives it back on a
-replay, and the commit step restores it before publishing. The processed log
-(and so the lake and the destinations) then says exactly what the counters
-counted.
+The commit step therefore gathers each event's ``Decision`` from its stages'
+findings, hands it to the hot store with the effect (as a blob), and builds
+the processed event from it; the hot store keeps the blob with the verdict of
+a counted copy and gives it back on a replay, and the commit step builds the
+processed event from that one instead. The processed log (and so the lake and
+the destinations) then says exactly what the counters counted.
 """
 
 from __future__ import annotations
 
 import msgspec
 
-from convtrack.process.base import Item
+from convtrack.process.base import Attributed, Enriched, Routed
 
 
-class Enrichment(msgspec.Struct, frozen=True, array_like=True):
-    """The fields of an Item that the steps derive (and a replay could derive differently)."""
+class Decision(msgspec.Struct, frozen=True, array_like=True):
+    """The findings of the stages a replay could find differently, as one record.
 
-    campaign_id: str | None
+    Stored in the hot store as an array, in this field order: append only.
+    """
+
+    campaign_id: str
     campaign_source: str | None
     campaign_medium: str | None
     touch_source: str | None
@@ -36,37 +40,37 @@ class Enrichment(msgspec.Struct, frozen=True, array_like=True):
     is_conversion: bool
 
 
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(Enrichment).decode
-
-
-def record(item: Item) -> bytes:
-    """The blob kept with ``item``'s verdict."""
-    return _encode(
-        Enrichment(
-            campaign_id=item.campaign_id,
-            campaign_source=item.campaign_source,
-            campaign_medium=item.campaign_medium,
-            touch_source=item.touch_source,
-            touch_medium=item.touch_medium,
-            touch_campaign=item.touch_campaign,
-            touch_click_ids=item.touch_click_ids,
-            device_type=item.device_type,
-            country_code=item.country_code,
-            is_bot=item.is_bot,
-            session_valid=item.session_valid,
-            event_date=item.event_date,
-            is_conversion=item.is_conversion,
-        )
+def decide(attributed: Attributed, enriched: Enriched, routed: Routed) -> Decision:
+    """The record of what the session, enrich and route stages found."""
+    return Decision(
+        campaign_id=enriched.campaign_id,
+        campaign_source=attributed.campaign_source,
+        campaign_medium=attributed.campaign_medium,
+        touch_source=attributed.touch_source,
+        touch_medium=attributed.touch_medium,
+        touch_campaign=attributed.touch_campaign,
+        touch_click_ids=attributed.touch_click_ids,
+        device_type=enriched.device_type,
+        country_code=enriched.country_code,
+        is_bot=enriched.is_bot,
+        session_valid=attributed.session_valid,
+        event_date=enriched.event_date,
+        is_conversion=routed.is_conversion,
     )
 
 
-def restore(item: Item, blob: bytes) -> bool:
-    """Set ``item``'s derived fields to what the first run counted; False for a bad blob."""
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(Decision).decode
+
+
+def record(decision: Decision) -> bytes:
+    """The blob kept with the verdict."""
+    return _encode(decision)
+
+
+def restore(blob: bytes) -> Decision | None:
+    """What the first run counted, from its blob; None for a bad blob."""
     try:
-        found = _decode(blob)
+        return _decode(blob)
     except msgspec.DecodeError:
-        return False
-    for name in Enrichment.__struct_fields__:
-        setattr(item, name, getattr(found, name))
-    return True
+        return None

@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 
 from convtrack.clock import Clock
 from convtrack.errors import ConvtrackError
@@ -85,6 +86,17 @@ def resume_positions(
     return {p: min(hot_positions.get(p, 0), published.get(p, 0)) for p in wanted}
 
 
+@dataclass(slots=True)
+class PartitionCursor:
+    """Where the runner is in one partition of the event log."""
+
+    next_offset: int  # where reading goes on
+    # Where the group resumes once what was read is committed (lag is measured from it);
+    # None until this runner has committed the partition or resumed it at start.
+    position: int | None = None
+    moved_to: int | None = None  # where it was just sought, until a poll reads from there
+
+
 def _first_offsets(entries: list[LogEntry]) -> dict[int, int]:
     first: dict[int, int] = {}
     for entry in entries:
@@ -116,10 +128,11 @@ class ProcessorRunner:
         self._log = event_log
         self._consumer = event_log.consumer(GROUP)
         self._processed = processed
-        self._positions = resume_positions(hot.positions(GROUP), processed)
-        self._consumer.seek(self._positions)
-        self._next_offsets = dict(self._positions)  # per partition: where reading goes on
-        self._moved_to: dict[int, int] = {}  # partitions just sought, and where
+        resumed = resume_positions(hot.positions(GROUP), processed)
+        self._consumer.seek(resumed)
+        self._cursors = {
+            p: PartitionCursor(offset, position=offset) for p, offset in resumed.items()
+        }
         self.resumes = 0
         self._stop = threading.Event()
         self._guard = PoisonGuard(
@@ -183,7 +196,7 @@ class ProcessorRunner:
 
     def lag(self) -> LogLag:
         """How far the committed position is behind the log's end, right now."""
-        return self._log.lag(dict(self._positions))
+        return self._log.lag(self._positions())
 
     def run_once(self) -> int:
         """Poll and process one batch; returns how many entries the poll gave.
@@ -222,7 +235,8 @@ class ProcessorRunner:
         self._resume_error = None
         if entries:
             self._guard.commit(entries)
-            self._positions = {**self._positions, **next_positions(entries)}
+            for p, position in next_positions(entries).items():
+                self._cursors[p].position = position  # every partition read has a cursor
         self._guard.replay_due()
         self._update_lag()
         self._maybe_expire()
@@ -231,8 +245,9 @@ class ProcessorRunner:
     def _committed(self, batch: Batch) -> None:
         self._progress_at = self._clock.monotonic()
         for item in batch.items:
-            if item.envelope is not None and item.envelope.received_at_us > self._watermark_us:
-                self._watermark_us = item.envelope.received_at_us
+            checked = item.checked
+            if checked is not None and checked.envelope.received_at_us > self._watermark_us:
+                self._watermark_us = checked.envelope.received_at_us
 
     def _resume_started_partitions(self, entries: list[LogEntry]) -> list[LogEntry]:
         """Move each partition whose reading does not match the hot store to its resume point.
@@ -252,33 +267,42 @@ class ProcessorRunner:
         hot = self._hot.positions(GROUP)
         started = set()
         for p, offset in first.items():
-            moved_to = self._moved_to.get(p)
-            if moved_to is not None and offset >= moved_to:
+            cursor = self._cursors.get(p)
+            if cursor is not None and cursor.moved_to is not None and offset >= cursor.moved_to:
                 continue
-            if offset != self._next_offsets.get(p) or hot.get(p, 0) != offset:
+            if cursor is None or offset != cursor.next_offset or hot.get(p, 0) != offset:
                 started.add(p)
-        if not started:
-            for p in first:
-                self._moved_to.pop(p, None)
-            self._advance(entries)
-            return entries
-        targets = resume_positions(hot, self._processed, started)
+        targets = resume_positions(hot, self._processed, started) if started else {}
         for p in first:
-            self._moved_to.pop(p, None)
+            cursor = self._cursors.get(p)
+            if cursor is not None:
+                cursor.moved_to = None
         moves = {p: targets[p] for p in started if targets[p] != first[p]}
         self.resumes += len(moves)
         if moves:
             log.info("partitions_resumed", extra={"positions": moves})
             self._consumer.seek(moves)
-            self._next_offsets.update(moves)
-            self._moved_to.update(moves)
+            for p, offset in moves.items():
+                self._reading_on(p, offset).moved_to = offset
             entries = [e for e in entries if e.partition not in moves]
-        self._advance(entries)
+        for p, offset in next_positions(entries).items():
+            self._reading_on(p, offset)
         return entries
 
-    def _advance(self, entries: list[LogEntry]) -> None:
-        for entry in entries:
-            self._next_offsets[entry.partition] = entry.offset + 1
+    def _reading_on(self, partition: int, next_offset: int) -> PartitionCursor:
+        """Reading ``partition`` goes on at ``next_offset``: its cursor (made the first time)."""
+        cursor = self._cursors.get(partition)
+        if cursor is None:
+            cursor = self._cursors[partition] = PartitionCursor(next_offset)
+        else:
+            cursor.next_offset = next_offset
+        return cursor
+
+    def _positions(self) -> dict[int, int]:
+        # Health checks ask from other threads while this one adds cursors: the tuple is
+        # taken in one step (under the GIL), so no iteration sees the dict change.
+        cursors = tuple(self._cursors.items())
+        return {p: c.position for p, c in cursors if c.position is not None}
 
     def _update_lag(self) -> None:
         lag = self.lag()
@@ -297,6 +321,7 @@ class ProcessorRunner:
             log.warning("expiry_failed", extra={"error": str(exc)})
 
     def _past_drain_deadline(self) -> bool:
+        # Real time, not the injected clock: it bounds a wait for a real thread (stop).
         return self._drain_deadline is not None and time.monotonic() >= self._drain_deadline
 
     def _run(self) -> None:

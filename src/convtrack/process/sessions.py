@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 
 from convtrack.model.event import Envelope
-from convtrack.process.base import Batch, Item, Step
+from convtrack.process.base import Attributed, Batch, Step
 from convtrack.process.enrich.touch import Touch, touch_from
 from convtrack.store.hot.base import HotStore, SessionState, UserTouch
 
@@ -101,17 +101,17 @@ class SessionStep(Step):
         return msgspec.structs.replace(touch, at_us=at), {**facts, "at_us": at}
 
     def process(self, batch: Batch) -> None:
-        items = [i for i in self.live_items(batch) if i.envelope is not None]
+        items = [i for i in self.live_items(batch) if i.checked is not None]
         if not items:
             return
-        envelopes = [i.envelope for i in items if i.envelope is not None]
+        envelopes = [i.checked.envelope for i in items if i.checked is not None]
         sessions = self._hot.sessions([session_key(e) for e in envelopes])
         touches = self._hot.user_touches([user_key(e) for e in envelopes])
         applied = self._hot.positions(self._group)
         written_sessions: dict[str, SessionState] = {}
         written_touches: dict[str, UserTouch] = {}
-        for item in items:
-            state, touch = self._one(item, sessions, touches)
+        for item, envelope in zip(items, envelopes, strict=True):
+            item.attributed, state, touch = self._one(envelope, sessions, touches)
             if item.entry.offset < applied.get(item.entry.partition, 0):
                 continue  # applied before: its state is in the store already (a fallback)
             sessions[state.key] = written_sessions[state.key] = state
@@ -121,22 +121,17 @@ class SessionStep(Step):
         batch.touches = list(written_touches.values())
 
     def _one(
-        self, item: Item, sessions: dict[str, SessionState], touches: dict[str, UserTouch]
-    ) -> tuple[SessionState, UserTouch | None]:
-        """Enrich ``item`` from the state before it; its new session, and its touch if any."""
-        envelope = item.envelope
-        assert envelope is not None
+        self, envelope: Envelope, sessions: dict[str, SessionState], touches: dict[str, UserTouch]
+    ) -> tuple[Attributed, SessionState, UserTouch | None]:
+        """What the state before ``envelope`` says of it; its new session, and its touch if any."""
         at = envelope.received_at_us
         touch, facts = self._touch(envelope)
         own = None if touch.direct else facts
-        if own is not None:
-            item.touch_source, item.touch_medium = touch.source, touch.medium
-            item.touch_campaign = touch.campaign or envelope.campaign_id
 
         skey = session_key(envelope)
         current = sessions.get(skey)
         if current is not None and current.expires_at_us > at >= current.opened_at_us:
-            item.session_valid = True
+            session_valid = True
             state = SessionState(
                 key=skey,
                 opened_at_us=current.opened_at_us,
@@ -146,7 +141,7 @@ class SessionStep(Step):
                 last_touch=own or current.last_touch,
             )
         else:
-            item.session_valid = False
+            session_valid = False
             state = SessionState(
                 key=skey, opened_at_us=at, last_seen_us=at, expires_at_us=at + self._ttl_us,
                 first_touch=facts, last_touch=own,
@@ -166,12 +161,30 @@ class SessionStep(Step):
             and previous.at_us <= at < previous.expires_at_us
         ):
             attributed = previous.touch
-        if attributed is None:
-            item.campaign_source, item.campaign_medium = DIRECT
-        else:
-            item.campaign_source = attributed.get("source") or DIRECT[0]
-            item.campaign_medium = attributed.get("medium") or DIRECT[1]
-            item.touch_click_ids = dict(attributed.get("click_ids") or {})
-            if envelope.campaign_id is None and attributed.get("campaign"):
-                item.campaign_id = str(attributed["campaign"])
-        return state, remembered
+        found = _attribution(envelope, None if own is None else touch, attributed, session_valid)
+        return found, state, remembered
+
+
+def _attribution(
+    envelope: Envelope, own: Touch | None, attributed: dict[str, Any] | None, session_valid: bool
+) -> Attributed:
+    """The event's own touch (None: direct), and the campaign of the touch it is attributed to."""
+    source, medium = DIRECT
+    campaign_id = None
+    click_ids: dict[str, str] = {}
+    if attributed is not None:
+        source = attributed.get("source") or DIRECT[0]
+        medium = attributed.get("medium") or DIRECT[1]
+        click_ids = dict(attributed.get("click_ids") or {})
+        if envelope.campaign_id is None and attributed.get("campaign"):
+            campaign_id = str(attributed["campaign"])
+    return Attributed(
+        session_valid=session_valid,
+        campaign_source=source,
+        campaign_medium=medium,
+        campaign_id=campaign_id,
+        touch_source=None if own is None else own.source,
+        touch_medium=None if own is None else own.medium,
+        touch_campaign=None if own is None else own.campaign or envelope.campaign_id,
+        touch_click_ids=click_ids,
+    )

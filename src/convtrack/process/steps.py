@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 
 import msgspec
@@ -11,15 +10,24 @@ import msgspec
 from convtrack import failpoints
 from convtrack.clock import Clock
 from convtrack.errors import ConvtrackError, LogError
-from convtrack.log.base import EventLog, LogConsumer, LogRecord
+from convtrack.log.base import EventLog, LogConsumer
 from convtrack.model.event import SESSION_EVENT_NAMES, decode_envelope
-from convtrack.model.processed import ProcessedEvent, encode_processed
 from convtrack.model.tokens import read_claims
 from convtrack.observe.metrics import Metrics
-from convtrack.process.base import Batch, Item, Step
+from convtrack.process.base import (
+    CONVERSION,
+    EXCLUDED_BOT,
+    NOT_A_CONVERSION,
+    Batch,
+    Checked,
+    Enriched,
+    Item,
+    Step,
+)
 from convtrack.process.enrich import Enricher, utc_date
-from convtrack.process.recorded import record, restore
-from convtrack.store.hot.base import NO_CAMPAIGN, Effect, HotStore
+from convtrack.process.outputs import decision_of, effect, processed_record
+from convtrack.process.recorded import restore
+from convtrack.store.hot.base import HotStore
 
 log = logging.getLogger("convtrack.process")
 
@@ -39,20 +47,16 @@ class CheckStep(Step):
     def process(self, batch: Batch) -> None:
         now = self._clock.now_us()
         for item in batch.items:
-            item.processed_at_us = now
             try:
-                item.envelope = decode_envelope(item.entry.payload)
+                envelope = decode_envelope(item.entry.payload)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 self._drop(item, "undecodable")
                 continue
-            token = item.envelope.conversion_token
-            if token is not None:
-                claims = read_claims(token)
-                if claims is None:
-                    self._drop(item, "token_unreadable")
-                    continue
-                item.token_id = claims.token_id
-                item.token_expires_at_us = claims.expires_at_us
+            token = envelope.conversion_token
+            claims = None if token is None else read_claims(token)
+            item.checked = Checked(envelope, now, claims)
+            if token is not None and claims is None:
+                self._drop(item, "token_unreadable")
 
     def _drop(self, item: Item, reason: str) -> None:
         item.drop_reason = reason
@@ -73,16 +77,20 @@ class EnrichStep(Step):
 
     def process(self, batch: Batch) -> None:
         for item in self.live_items(batch):
+            assert item.checked is not None
+            envelope = item.checked.envelope
+            attributed = item.attributed
+            enriched = Enriched()
+            if attributed is not None and attributed.campaign_id is not None:
+                enriched.campaign_id = attributed.campaign_id  # unless the event names one
             for enricher in self._enrichers:
                 try:
-                    enricher(item)
+                    enricher(envelope, enriched)
                 except Exception:
                     self._metrics.enrichment_errors.labels(enricher.__name__).inc()
-            if item.campaign_id is None:
-                item.campaign_id = NO_CAMPAIGN
-            if not item.event_date:
-                assert item.envelope is not None
-                item.event_date = utc_date(item.envelope.received_at_us)
+            if not enriched.event_date:
+                enriched.event_date = utc_date(envelope.received_at_us)
+            item.enriched = enriched
 
 
 class RouteStep(Step):
@@ -110,12 +118,13 @@ class RouteStep(Step):
 
     def process(self, batch: Batch) -> None:
         for item in self.live_items(batch):
-            assert item.envelope is not None
-            named = self.is_conversion(item.envelope.event_name)
-            wanted = self._count_bots or not item.is_bot
-            item.is_conversion = wanted and named
+            assert item.checked is not None and item.enriched is not None
+            named = self.is_conversion(item.checked.envelope.event_name)
+            wanted = self._count_bots or not item.enriched.is_bot
             # What /v1/stats/conversions reports as excluded (the name decides first).
-            item.excluded = "" if item.is_conversion else "bot" if named else "not_a_conversion"
+            item.routed = (
+                CONVERSION if wanted and named else EXCLUDED_BOT if named else NOT_A_CONVERSION
+            )
 
 
 class DedupeCommitStep(Step):
@@ -156,17 +165,20 @@ class DedupeCommitStep(Step):
         self._processed = processed
         self._clock = clock
         self._metrics = metrics
-        self._last_log_commit = 0.0
+        self._last_log_commit = clock.monotonic() - LOG_COMMIT_INTERVAL_SECS  # first: now
 
     def process(self, batch: Batch) -> None:
         live = self.live_items(batch)
         now = self._clock.now_us()
         stage = "publish"
         try:
-            records = [_processed_record(item, now) for item in live]
+            decisions = [decision_of(item) for item in live]
+            records = [
+                processed_record(item, d, now) for item, d in zip(live, decisions, strict=True)
+            ]
             _inject(stage, live)
             stage = "hot_apply"
-            effects = [_effect(item) for item in live]
+            effects = [effect(item, d) for item, d in zip(live, decisions, strict=True)]
             _inject(stage, live)
             result = self._hot.apply(
                 self.GROUP, effects, batch.positions, now, batch.sessions, batch.touches
@@ -176,8 +188,9 @@ class DedupeCommitStep(Step):
             raise
         try:
             for index, blob in result.recorded.items():  # a replay publishes what was counted
-                restore(live[index], blob)
-                records[index] = _processed_record(live[index], now)
+                first_run = restore(blob)
+                if first_run is not None:
+                    records[index] = processed_record(live[index], first_run, now)
             new = [record for record, fresh in zip(records, result.counted, strict=True) if fresh]
             self._processed.append_blocking(new)
         except ConvtrackError:
@@ -187,7 +200,7 @@ class DedupeCommitStep(Step):
         # The log's own group only shows how far the processor got (the hot store's
         # positions are what it resumes from); committing it every batch would take the
         # event log's write lock and an fsync away from ingest, so once a second is enough.
-        if time.monotonic() - self._last_log_commit >= LOG_COMMIT_INTERVAL_SECS:
+        if self._clock.monotonic() - self._last_log_commit >= LOG_COMMIT_INTERVAL_SECS:
             self._commit_log_positions(batch.positions)
         self._observe(live, result.counted, now)
         self._metrics.latency_anomalies.inc(result.latency_anomalies)
@@ -205,16 +218,17 @@ class DedupeCommitStep(Step):
         except ConvtrackError as exc:
             self._metrics.errors.labels("process", "log_commit").inc()
             log.warning("log_commit_failed", extra={"error": str(exc)})
-        self._last_log_commit = time.monotonic()
+        self._last_log_commit = self._clock.monotonic()
 
     def _observe(self, items: Sequence[Item], counted: Sequence[bool], now_us: int) -> None:
         m = self._metrics
         n_counted = sum(counted)
         m.processor_events.labels("counted").inc(n_counted)
         m.processor_events.labels("duplicate").inc(len(items) - n_counted)
-        received = [i.envelope.received_at_us for i in items if i.envelope is not None]
+        checked = [i.checked for i in items if i.checked is not None]
+        received = [c.envelope.received_at_us for c in checked]
         logged = [i.entry.logged_at_us for i in items]
-        taken = [i.processed_at_us for i in items]
+        taken = [c.processed_at_us for c in checked]
         stage = m.stage_latency
         log_lag = (max(0, lg - r) / 1e6 for lg, r in zip(logged, received, strict=True))
         stage.observe_many("log", log_lag)
@@ -231,57 +245,4 @@ def _inject(stage: str, items: Sequence[Item]) -> None:
     armed = failpoints.poisoned(stage)
     if armed:
         for item in items:
-            failpoints.check(stage, item.envelope.event_id if item.envelope else None, armed)
-
-
-def _processed_record(item: Item, counted_at_us: int) -> LogRecord:
-    envelope = item.envelope
-    assert envelope is not None and item.campaign_id is not None
-    event = ProcessedEvent(
-        event=envelope,
-        source_partition=item.entry.partition,
-        source_offset=item.entry.offset,
-        campaign_id=item.campaign_id,
-        event_date=item.event_date,
-        is_conversion=item.is_conversion,
-        campaign_source=item.campaign_source,
-        campaign_medium=item.campaign_medium,
-        touch_source=item.touch_source,
-        touch_medium=item.touch_medium,
-        touch_campaign=item.touch_campaign,
-        touch_click_ids=item.touch_click_ids,
-        device_type=item.device_type,
-        country_code=item.country_code,
-        is_bot=item.is_bot,
-        session_valid=item.session_valid,
-        logged_at_us=item.entry.logged_at_us,
-        processed_at_us=item.processed_at_us,
-        counted_at_us=counted_at_us,
-    )
-    return LogRecord(item.entry.key, encode_processed(event))
-
-
-def _effect(item: Item) -> Effect:
-    envelope = item.envelope
-    assert envelope is not None and item.campaign_id is not None
-    return Effect(
-        source=envelope.source,
-        event_id=envelope.event_id,
-        partition=item.entry.partition,
-        offset=item.entry.offset,
-        received_at_us=envelope.received_at_us,
-        event_date=item.event_date,
-        campaign_id=item.campaign_id,
-        is_conversion=item.is_conversion,
-        excluded=item.excluded,
-        value=envelope.value,
-        currency=envelope.currency,
-        token_id=item.token_id,
-        token_expires_at_us=item.token_expires_at_us,
-        dimensions={
-            "country_code": item.country_code,
-            "device_type": item.device_type,
-            "campaign_source": item.campaign_source or "(direct)",
-        },
-        recorded=record(item),
-    )
+            failpoints.check(stage, item.checked.envelope.event_id if item.checked else None, armed)

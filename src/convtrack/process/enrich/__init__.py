@@ -10,11 +10,12 @@ the same inputs repeat from event to event:
 - ``touch.touch_from``: source, medium, UTM fields and click ids of an event
   (its campaign, page URL and referrer; Snowplow's referer list).
 
-``ENRICHERS`` is the one registry of the stateless ``Item`` enrichers the
-enrich step (``convtrack.process.steps.EnrichStep``) runs, in order: each
-reads the envelope and sets its fields, and a failing one leaves its fields
-at their unknown defaults. The session step, which is stateful, runs before
-them and uses ``touch_from``.
+``ENRICHERS`` is the one registry of the stateless enrichers the enrich step
+(``convtrack.process.steps.EnrichStep``) runs, in order: each reads the
+envelope and sets its fields of the stage's ``Enriched``, and a failing one
+leaves its fields at their unknown defaults. The session step, which is
+stateful, runs before them and uses ``touch_from``; the campaign it
+attributes is in ``Enriched.campaign_id`` when the enrichers start.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from convtrack.process.base import Item
+from convtrack.model.event import Envelope
+from convtrack.process.base import Enriched
 from convtrack.process.enrich.geo import country_of
 from convtrack.process.enrich.touch import Touch, touch_from
 from convtrack.process.enrich.useragent import DeviceClass, classify
@@ -46,7 +48,7 @@ __all__ = [
 
 # The same alias as convtrack.process.steps.Enricher, declared here so that
 # steps may import this package without an import cycle.
-Enricher = Callable[[Item], None]
+Enricher = Callable[[Envelope, Enriched], None]
 
 
 def utc_date(epoch_us: int) -> str:
@@ -58,31 +60,27 @@ def _date_of_day(day: int) -> str:
     return datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
 
 
-def enrich_campaign(item: Item) -> None:
+def enrich_campaign(envelope: Envelope, enriched: Enriched) -> None:
     """The event's own campaign, else the one its session attributed, else none."""
-    assert item.envelope is not None
-    item.campaign_id = item.envelope.campaign_id or item.campaign_id or NO_CAMPAIGN
+    enriched.campaign_id = envelope.campaign_id or enriched.campaign_id or NO_CAMPAIGN
 
 
-def enrich_event_date(item: Item) -> None:
+def enrich_event_date(envelope: Envelope, enriched: Enriched) -> None:
     """The UTC date of the event's time: the day it is counted and stored under."""
-    assert item.envelope is not None
-    item.event_date = utc_date(item.envelope.event_time_us)
+    enriched.event_date = utc_date(envelope.event_time_us)
 
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def enrich_device(item: Item) -> None:
+def enrich_device(envelope: Envelope, enriched: Enriched) -> None:
     """Device type and bot flag of the end user: Segment's ``context.userAgent``, else
     ``context.user_agent``, else ``user.user_agent``.
 
     ``userAgent`` comes first because only a sender sets it: the collector fills
     ``context.user_agent`` with the request's own when a write key sent the event,
     which for a Segment library on a backend is the library's, not its user's."""
-    assert item.envelope is not None
-    envelope = item.envelope
     context = envelope.context
     user_agent = (
         _text(context.get("userAgent"))
@@ -90,15 +88,13 @@ def enrich_device(item: Item) -> None:
         or _text(envelope.user.get("user_agent"))
     )
     device = classify(user_agent)
-    item.device_type = device.device_type
-    item.is_bot = device.is_bot
+    enriched.device_type = device.device_type
+    enriched.is_bot = device.is_bot
 
 
-def enrich_country(item: Item) -> None:
+def enrich_country(envelope: Envelope, enriched: Enriched) -> None:
     """Country code from ``context.ip``, else ``user.client_ip``."""
-    assert item.envelope is not None
-    envelope = item.envelope
-    item.country_code = country_of(
+    enriched.country_code = country_of(
         _text(envelope.context.get("ip")) or _text(envelope.user.get("client_ip"))
     )
 
