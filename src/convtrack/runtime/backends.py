@@ -8,8 +8,9 @@ the data dir when ``hot.kind = "sqlite"``, Redis (under ``hot.redis_prefix``,
 the same URL) when ``hot.kind = "redis"``, shared by every process and machine.
 
 The Kafka and Redis classes are imported only when chosen, so the embedded
-default needs neither client library. ``Backends`` opens each one on first use
-and closes what it opened, writers first.
+default needs neither client library; a chosen one that is not installed fails
+the start in one line naming its extra (``require_backend_clients``).
+``Backends`` opens each one on first use and closes what it opened, writers first.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from convtrack.errors import ConfigError
 from convtrack.log.base import EventLog
 from convtrack.log.sqlite import SqliteLog
 from convtrack.observe.metrics import Metrics
-from convtrack.store.cold.lake import Lake
+from convtrack.optional import require
+from convtrack.store.cold.lake import Lake, boto3_module, is_s3_uri
 from convtrack.store.hot.base import HotStore
+from convtrack.store.hot.redis_client import redis_module
 from convtrack.store.hot.sqlite import SqliteHotStore
 from convtrack.store.quarantine import base as quarantine_base
 from convtrack.store.quarantine.base import QuarantineStore
@@ -59,6 +62,30 @@ def check_backend_settings(settings: Settings) -> None:
         )
 
 
+def kafka_client() -> None:
+    """Raise MissingDependency (naming the ``kafka`` extra) unless confluent-kafka imports."""
+    require(
+        "confluent_kafka",
+        package="confluent-kafka",
+        extra="kafka",
+        purpose="the Kafka log (log.kind = 'kafka')",
+    )
+
+
+def require_backend_clients(settings: Settings) -> None:
+    """Fail at start, in one line naming the extra, when a chosen backend's client is missing.
+
+    Backends open lazily and a role retries one that failed to open: without
+    this check a missing package would look like a backend that is down.
+    """
+    if settings.log.kind == "kafka":
+        kafka_client()
+    if settings.hot.kind == "redis":
+        redis_module()
+    if is_s3_uri(settings.lake_uri):
+        boto3_module()
+
+
 # A SQLite log written by another process (the roles split over processes) is polled
 # this often: it bounds the latency each cross-process hop adds.
 SPLIT_POLL_SECS = 0.01
@@ -72,7 +99,8 @@ def open_log(
     written_elsewhere: bool = False,
 ) -> EventLog:
     if settings.log.kind == "kafka":
-        from convtrack.log.kafka import KafkaLog  # needs the [kafka] extra
+        kafka_client()
+        from convtrack.log.kafka import KafkaLog
 
         return KafkaLog.from_settings(settings.log, stream=stream, clock=clock, on_commit=on_commit)
     log_settings = settings.log
@@ -168,6 +196,7 @@ class Backends:
     ) -> None:
         """``split``: this process runs some roles only; the others write the files too."""
         check_backend_settings(settings)
+        require_backend_clients(settings)
         self._split = split
         self.settings = settings
         self._clock = clock
