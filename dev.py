@@ -346,12 +346,11 @@ def tests_stage(pytest_args: Sequence[str]) -> Stage:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="devpy-") as tmp:
         counts_file = Path(tmp) / "counts.json"
-        env = {
-            **os.environ,
-            COUNTS_ENV: str(counts_file),
-            # `-p dev` imports this file; cwd on sys.path is not enough under PYTHONSAFEPATH.
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        }
+        env = {**os.environ, COUNTS_ENV: str(counts_file)}
+        if env.get(
+            "PYTHONSAFEPATH"
+        ):  # `python -m` then leaves ROOT off sys.path: `-p dev` needs it
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         code = subprocess.run(
             [str(PY), "-m", "pytest", "-p", "dev", "-q", *pytest_args],
             cwd=ROOT,

@@ -8,6 +8,7 @@ distribution (the dev servers' wheels, found through their file lists).
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from convtrack.optional import install_hint, require
 
 HIDING_SITECUSTOMIZE = """
 import importlib.metadata as _metadata
+import ast
 import os
 import sys
 
@@ -144,3 +146,51 @@ def test_require_returns_the_module_or_names_the_extra(monkeypatch: pytest.Monke
     assert (caught.value.package, caught.value.extra) == ("msgspec", "fast")
     assert str(caught.value) == f"the fast path needs msgspec: {install_hint('fast')}"
     assert "\n" not in str(caught.value)
+
+
+OPTIONAL_MODULES = {"confluent_kafka", "redis", "boto3", "botocore"}
+# Modules that import an optional package directly; each is reached only after a
+# `require` for it: the Kafka log's through runtime.backends.kafka_client() (open_log),
+# botocore in the lake after boto3_module().
+GUARDED_IMPORTERS = {
+    "log/kafka.py",
+    "log/kafka_consumer.py",
+    "log/kafka_admin.py",
+    "store/cold/lake.py",
+}
+
+
+def _runtime_imports(tree: ast.Module) -> list[str]:
+    """Top-level names imported outside `if TYPE_CHECKING:` blocks."""
+    names: list[str] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            names.extend(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module.split(".")[0])
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return names
+
+
+def test_optional_packages_are_imported_only_behind_require() -> None:
+    package = Path(__file__).resolve().parents[1] / "src" / "convtrack"
+    importers: dict[str, set[str]] = {}
+    kafka_log_importers = set()
+    for path in package.rglob("*.py"):
+        relative = path.relative_to(package).as_posix()
+        tree = ast.parse(path.read_text())
+        found = OPTIONAL_MODULES.intersection(_runtime_imports(tree))
+        if found:
+            importers[relative] = found
+        if not relative.startswith("log/kafka") and "convtrack.log.kafka" in ast.unparse(tree):
+            kafka_log_importers.add(relative)
+    assert set(importers) == GUARDED_IMPORTERS, importers
+    assert kafka_log_importers == {"runtime/backends.py"}
