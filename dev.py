@@ -127,9 +127,18 @@ ALREADY_THERE = "Requirement already satisfied:"
 PIP_NOISE = re.compile(rf"^\s*({ALREADY_THERE}|Created wheel for |Stored in directory: )")
 
 
-def pip_install(*args: str | Path) -> int:
-    """pip install, its output as it comes but the noise; how many requirements were there."""
+def pip_install(*args: str | Path, filtered: bool = True) -> int:
+    """pip install, its output as it comes but the noise; how many requirements were there.
+
+    Unfiltered, pip writes to the terminal itself and draws its progress bars:
+    for a new ./.venv, where every package is downloaded and none is there yet.
+    """
     cmd = [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
+    if not filtered:
+        code = subprocess.run([*cmd, *map(str, args)], cwd=ROOT, check=False).returncode
+        if code != 0:
+            sys.exit(code)
+        return 0
     with subprocess.Popen(
         [*cmd, *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE, text=True, bufsize=1
     ) as proc:
@@ -156,7 +165,7 @@ def ensure_env(wanted: Iterable[str]) -> None:
                 f"could not create {VENV}: {exc}\n(on Debian/Ubuntu: apt-get install python3-venv)"
             )
         say("upgrading pip in ./.venv")
-        pip_install("--upgrade", "pip")
+        pip_install("--upgrade", "pip", filtered=False)
     digest = project_digest()
     extras = plan_install(read_stamp(), digest, wanted_set, known_extras())
     if extras is None:
@@ -165,10 +174,11 @@ def ensure_env(wanted: Iterable[str]) -> None:
     started = time.monotonic()
     name = package_name(extras)
     say(f"installing {name} into ./.venv (pip{'; a few minutes the first time' if fresh else ''})")
-    already = pip_install("-e", f".[{','.join(sorted(extras))}]" if extras else ".")
+    target = f".[{','.join(sorted(extras))}]" if extras else "."
+    already = pip_install("-e", target, filtered=not fresh)
     if "test" in extras:  # the Python SDK, its own distribution, tested with the server
         say("installing the Python SDK (sdk/python) into ./.venv (pip)")
-        already += pip_install("-e", ROOT / "sdk" / "python")
+        already += pip_install("-e", ROOT / "sdk" / "python", filtered=not fresh)
     STAMP.write_text(json.dumps({"digest": digest, "extras": sorted(extras)}) + "\n")
     kept = f"; {already} requirements were already there" if already else ""
     say(f"installed {name} in {duration(time.monotonic() - started)}{kept}")

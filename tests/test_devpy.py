@@ -224,3 +224,13 @@ def test_every_path_the_readme_creates_is_ignored_by_git() -> None:
     )
     ignored = set(result.stdout.split())
     assert ignored == set(paths), f"not in .gitignore: {sorted(set(paths) - ignored)}"
+
+
+def test_the_distributed_recipe_installs_what_it_uses_first() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Distributed mode\n", 1)[1].split("\n## ", 1)[0]
+    found = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
+    assert found is not None
+    recipe = found.group(1)
+    assert recipe.index("python3 dev.py install all") < recipe.index("dev services up")
+    assert "all" in dev.known_extras(ROOT / "pyproject.toml")

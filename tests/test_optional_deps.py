@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from convtrack.errors import ConvtrackError, MissingDependency
-from convtrack.optional import install_hint, require
+from convtrack.optional import KAFKA_CLIENT, REDIS_CLIENT, S3_CLIENT, install_hint, require
 
 HIDING_SITECUSTOMIZE = """
 import importlib.metadata as _metadata
@@ -148,10 +148,19 @@ def test_require_returns_the_module_or_names_the_extra(monkeypatch: pytest.Monke
     assert "\n" not in str(caught.value)
 
 
-OPTIONAL_MODULES = {"confluent_kafka", "redis", "boto3", "botocore"}
+def test_check_looks_a_module_up_without_importing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "redis", raising=False)
+    REDIS_CLIENT.check()  # installed in the test environment
+    assert "redis" not in sys.modules  # found, not imported: the start stays fast
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    with pytest.raises(MissingDependency, match=r"needs boto3: pip install 'convtrack\[s3\]'"):
+        S3_CLIENT.check()
+
+
+OPTIONAL_MODULES = {m.module for m in (KAFKA_CLIENT, REDIS_CLIENT, S3_CLIENT)} | {"botocore"}
 # Modules that import an optional package directly; each is reached only after a
-# `require` for it: the Kafka log's through runtime.backends.kafka_client() (open_log),
-# botocore in the lake after boto3_module().
+# `require` for it: the Kafka log's through KAFKA_CLIENT.require() in open_log,
+# botocore in the lake after S3_CLIENT.require().
 GUARDED_IMPORTERS = {
     "log/kafka.py",
     "log/kafka_consumer.py",

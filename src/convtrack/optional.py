@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TypeVar
@@ -53,6 +55,36 @@ def require(module: str, *, package: str, extra: str, purpose: str) -> ModuleTyp
         return importlib.import_module(module)
     except ImportError as exc:
         raise missing(package, extra, purpose) from exc
+
+
+@dataclass(frozen=True)
+class OptionalModule:
+    """A module of an extra, and what convtrack needs it for (said when it is missing)."""
+
+    module: str
+    package: str
+    extra: str
+    purpose: str
+
+    def require(self) -> ModuleType:
+        return require(self.module, package=self.package, extra=self.extra, purpose=self.purpose)
+
+    def check(self) -> None:
+        """Raise MissingDependency unless it is installed; cheap: nothing is imported."""
+        try:
+            found = importlib.util.find_spec(self.module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise missing(self.package, self.extra, self.purpose)
+
+
+# The optional modules convtrack imports (tests/test_optional_deps.py: only behind these).
+KAFKA_CLIENT = OptionalModule(
+    "confluent_kafka", "confluent-kafka", "kafka", "the Kafka log (log.kind = 'kafka')"
+)
+REDIS_CLIENT = OptionalModule("redis", "redis", "redis", "a Redis hot store (hot.kind = 'redis')")
+S3_CLIENT = OptionalModule("boto3", "boto3", "s3", "an s3:// lake (cold.uri)")
 
 
 def installed_files(package: str) -> list[Path]:

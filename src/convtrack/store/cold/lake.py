@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from convtrack.errors import StoreError
-from convtrack.optional import require
+from convtrack.optional import S3_CLIENT
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -37,11 +37,6 @@ PROBE_BYTES = b"\0" * 4096  # one file system block: a full disk refuses it
 
 def is_s3_uri(uri: str) -> bool:
     return uri.startswith(("s3://", "s3a://", "s3n://"))
-
-
-def boto3_module() -> Any:
-    """boto3, which sends the conditional PUT (If-None-Match) that pyarrow cannot."""
-    return require("boto3", package="boto3", extra="s3", purpose="an s3:// lake (cold.uri)")
 
 
 class Lake:
@@ -194,7 +189,8 @@ class Lake:
     def _s3(self) -> Any:
         """The boto3 client for conditional creates, made on first use."""
         if self._s3_client is None:
-            boto3 = boto3_module()
+            # boto3 sends the conditional PUT (If-None-Match) that pyarrow cannot.
+            boto3 = S3_CLIENT.require()
             options = {k: v for k, v in self._s3_client_options.items() if v is not None}
             self._s3_client = boto3.client("s3", **options)
         return self._s3_client

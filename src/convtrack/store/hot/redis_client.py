@@ -14,7 +14,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from convtrack.errors import ConfigError, StoreError, StoreUnavailable
-from convtrack.optional import require
+from convtrack.optional import REDIS_CLIENT
 
 if TYPE_CHECKING:
     import redis
@@ -25,9 +25,7 @@ SOCKET_TIMEOUT_SECS = 30
 
 def redis_module() -> Any:
     """redis-py, or MissingDependency naming the ``redis`` extra (an optional backend)."""
-    return require(
-        "redis", package="redis", extra="redis", purpose="a Redis hot store (hot.kind = 'redis')"
-    )
+    return REDIS_CLIENT.require()
 
 
 class RedisClient:
