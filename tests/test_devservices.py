@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -216,6 +217,19 @@ def test_cli_up_prints_the_environment_and_down_stops_everything(
         redis_port = int(env["CONVTRACK_HOT_REDIS_URL"].removeprefix("redis://127.0.0.1:")[:-2])
         assert env["CONVTRACK_HOT_REDIS_URL"] == f"redis://127.0.0.1:{redis_port}/0"
         s3_port = int(env["AWS_ENDPOINT_URL"].removeprefix("http://127.0.0.1:"))
+        # stdout is only the KEY=value lines (it is redirected into services.env); what
+        # is being started, where and how long it took goes to stderr, a line each.
+        assert all("=" in line for line in up.stdout.splitlines())
+        for name, address in (
+            ("kafka", env["CONVTRACK_LOG_KAFKA_BOOTSTRAP"]),
+            ("redis", f"127.0.0.1:{redis_port}"),
+            ("s3", env["AWS_ENDPOINT_URL"]),
+        ):
+            assert re.search(
+                rf"^convtrack: starting {name} on {re.escape(address)}… ready \(\d+(\.\d)? m?s\)$",
+                up.stderr,
+                re.MULTILINE,
+            ), up.stderr
 
         # The CLI has exited; the services still run, each in a session of its own.
         pids = _pids(root)
@@ -244,6 +258,8 @@ def test_cli_up_prints_the_environment_and_down_stops_everything(
         again = _cli("up", "--dir", str(root))
         assert again.returncode == 0, again.stderr
         assert again.stdout == up.stdout
+        for name, (pid, _) in pids.items():
+            assert f"convtrack: {name} is already running (pid {pid})" in again.stderr
         assert _pids(root) == pids
 
         down = _cli("down", "--dir", str(root))

@@ -2,6 +2,7 @@
 
     ConvtrackError
     ├── ConfigError            a setting is unknown, malformed or inconsistent
+    ├── MissingDependency      an optional dependency (a package extra) is not installed
     ├── LogError               the event log failed
     │   └── LogUnavailable     the log cannot take events durably right now (answer 503)
     └── StoreError             a store (rejects, hot, cold) failed
@@ -25,6 +26,19 @@ class ConvtrackError(Exception):
 
 class ConfigError(ConvtrackError):
     """A configuration file or environment variable is invalid."""
+
+
+class MissingDependency(ConvtrackError):
+    """What was asked for needs an optional dependency that is not installed.
+
+    ``extra`` is the package extra that brings it (``pip install 'convtrack[extra]'``);
+    the message says so in one line (see ``convtrack.optional``).
+    """
+
+    def __init__(self, message: str, *, package: str, extra: str) -> None:
+        super().__init__(message)
+        self.package = package
+        self.extra = extra
 
 
 class LogError(ConvtrackError):

@@ -334,7 +334,10 @@ def services_up(root: str, skip_missing: bool) -> None:
 
     from convtrack.devservices.manager import services_up as run
 
-    result = run(Path(root), skip_missing=skip_missing)
+    def progress(text: str, *, end: str = "\n") -> None:
+        click.echo(text + end, nl=False, err=True)  # stdout carries only the KEY=value lines
+
+    result = run(Path(root), skip_missing=skip_missing, progress=progress)
     for name, why in result.skipped.items():
         click.echo(f"convtrack: skipped {name}: {why}", err=True)
     for line in result.lines():

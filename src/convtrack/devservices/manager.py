@@ -21,14 +21,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from convtrack.devservices.kafka import KafkaBroker
+from convtrack.devservices.kafka import LIB_ENV_VAR, KafkaBroker, KafkaUnavailableError, kafka_lib
 from convtrack.devservices.redis import RedisServer
 from convtrack.devservices.seaweed import DevServiceError, SeaweedS3, find_weed
+from convtrack.errors import MissingDependency
+from convtrack.optional import missing as missing_dependency
 
 SERVICES: Final = ("kafka", "redis", "s3")
 STATE_FILE: Final = "services.json"
 BUCKET: Final = "convtrack"
 COLD_URI: Final = f"s3://{BUCKET}/lake"
+
+
+class Progress(Protocol):
+    """Where ``up`` says what it is doing (the CLI: stderr; stdout is the KEY=value lines)."""
+
+    def __call__(self, text: str, *, end: str = "\n") -> None: ...
+
+
+def _quiet(text: str, *, end: str = "\n") -> None:
+    """The default Progress: say nothing."""
 
 
 class _Service(Protocol):
@@ -123,14 +135,85 @@ def _create_bucket(s3: SeaweedS3) -> None:
         raise DevServiceError(f"could not create the bucket {BUCKET!r}: {exc}") from exc
 
 
-def services_up(root: Path, *, skip_missing: bool = False) -> UpResult:
+def _one_missing_extra(missing: dict[str, DevServiceError]) -> MissingDependency | None:
+    """One error (one line) for the services that lack a package of an extra, if any do."""
+    lacking = {name: exc for name, exc in missing.items() if isinstance(exc, MissingDependency)}
+    if len(lacking) <= 1:
+        return next(iter(lacking.values()), None)
+    extras = sorted({exc.extra for exc in lacking.values()})
+    return missing_dependency(
+        " and ".join(exc.package for exc in lacking.values()),
+        ",".join(extras),
+        f"`convtrack dev services up` ({', '.join(lacking)})",
+    )
+
+
+def _kafka_check(kafka: KafkaBroker, progress: Progress) -> None:
+    if not os.environ.get(LIB_ENV_VAR):
+        try:
+            kafka_lib(kafka.version, fetch=False)
+        except KafkaUnavailableError:
+            progress(
+                f"convtrack: fetching Kafka {kafka.version}'s jars with Maven "
+                "(once, into ~/.cache/convtrack; may take a minute)"
+            )
+    kafka.check()
+
+
+def _duration(secs: float) -> str:
+    return f"{secs:.1f} s" if secs >= 0.1 else f"{secs * 1000:.0f} ms"
+
+
+def _address(name: str, kafka: KafkaBroker, redis: RedisServer, s3: SeaweedS3) -> str:
+    if name == "kafka":
+        return kafka.bootstrap
+    if name == "redis":
+        return f"127.0.0.1:{redis.port}"
+    return s3.endpoint_url
+
+
+def _start(
+    name: str,
+    kafka: KafkaBroker,
+    redis: RedisServer,
+    s3: SeaweedS3,
+    started: list[tuple[str, _Service]],
+) -> dict[str, Any]:
+    """Start one service (noted in ``started`` as soon as it runs); its state entry."""
+    if name == "kafka":
+        kafka.start()
+        started.append((name, kafka))
+        return {
+            "pid": kafka.pid,
+            "env": {
+                "CONVTRACK_LOG_KIND": "kafka",
+                "CONVTRACK_LOG_KAFKA_BOOTSTRAP": kafka.bootstrap,
+            },
+        }
+    if name == "redis":
+        redis.start()
+        started.append((name, redis))
+        return {
+            "pid": redis.pid,
+            "env": {"CONVTRACK_HOT_KIND": "redis", "CONVTRACK_HOT_REDIS_URL": redis.url},
+        }
+    s3.start()
+    started.append((name, s3))
+    _create_bucket(s3)
+    pid = s3._proc.pid if s3._proc is not None else None
+    return {"pid": pid, "env": _s3_env(s3)}
+
+
+def services_up(root: Path, *, skip_missing: bool = False, progress: Progress = _quiet) -> UpResult:
     """Start whichever of Kafka, Redis and S3 do not run yet under ``root``.
 
     Every missing prerequisite (Java, Maven or the jars for Kafka, a Redis
     binary, SeaweedFS's ``weed``) is checked before anything starts: without
     ``skip_missing`` one missing prerequisite fails the whole call and starts
     nothing; with it, that service is left out. If a start fails, the
-    services this call started are stopped again.
+    services this call started are stopped again. A prerequisite that is a
+    package of an extra (the dev servers' wheels) fails in one line naming it.
+    ``progress`` hears one line per step (and how long each start took).
     """
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -139,20 +222,25 @@ def services_up(root: Path, *, skip_missing: bool = False) -> UpResult:
     redis = RedisServer(root / "redis", die_with_parent=False)
     s3 = SeaweedS3(root / "s3", die_with_parent=False)
     checks: dict[str, Callable[[], object]] = {
-        "kafka": kafka.check,
+        "kafka": lambda: _kafka_check(kafka, progress),
         "redis": redis.check,
         "s3": find_weed,
     }
     result = UpResult(running=[n for n in SERVICES if n in state])
-    missing: dict[str, str] = {}
+    failed_checks: dict[str, DevServiceError] = {}
     for name in SERVICES:
         if name in state:
+            progress(f"convtrack: {name} is already running (pid {state[name]['pid']})")
             continue
         try:
             checks[name]()
         except DevServiceError as exc:
-            missing[name] = str(exc)
+            failed_checks[name] = exc
+    missing = {name: str(exc) for name, exc in failed_checks.items()}
     if missing and not skip_missing:
+        one_line = _one_missing_extra(failed_checks)
+        if one_line is not None:
+            raise one_line
         details = "\n".join(f"  {name}: {why}" for name, why in missing.items())
         raise DevServiceError(
             f"cannot start {', '.join(missing)} (nothing was started; pass --skip-missing "
@@ -166,29 +254,14 @@ def services_up(root: Path, *, skip_missing: bool = False) -> UpResult:
             if name in state or name in missing:
                 continue
             entry: dict[str, Any]
-            if name == "kafka":
-                kafka.start()
-                started.append((name, kafka))
-                entry = {
-                    "pid": kafka.pid,
-                    "env": {
-                        "CONVTRACK_LOG_KIND": "kafka",
-                        "CONVTRACK_LOG_KAFKA_BOOTSTRAP": kafka.bootstrap,
-                    },
-                }
-            elif name == "redis":
-                redis.start()
-                started.append((name, redis))
-                entry = {
-                    "pid": redis.pid,
-                    "env": {"CONVTRACK_HOT_KIND": "redis", "CONVTRACK_HOT_REDIS_URL": redis.url},
-                }
-            else:
-                s3.start()
-                started.append((name, s3))
-                _create_bucket(s3)
-                pid = s3._proc.pid if s3._proc is not None else None
-                entry = {"pid": pid, "env": _s3_env(s3)}
+            progress(f"convtrack: starting {name} on {_address(name, kafka, redis, s3)}… ", end="")
+            step_started = time.monotonic()
+            try:
+                entry = _start(name, kafka, redis, s3, started)
+            except BaseException:
+                progress("failed")
+                raise
+            progress(f"ready ({_duration(time.monotonic() - step_started)})")
             entry["start_time"] = _start_time(entry["pid"])
             entry["dir"] = str(root / name)
             state[name] = entry

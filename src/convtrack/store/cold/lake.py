@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from convtrack.errors import StoreError
+from convtrack.optional import S3_CLIENT
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -32,6 +33,10 @@ Paths = list[str]
 CONDITIONAL_CONFLICT_RETRIES = 5
 PROBE_DIR = "_probe"  # outside every table and the manifest: no reader lists it
 PROBE_BYTES = b"\0" * 4096  # one file system block: a full disk refuses it
+
+
+def is_s3_uri(uri: str) -> bool:
+    return uri.startswith(("s3://", "s3a://", "s3n://"))
 
 
 class Lake:
@@ -184,13 +189,8 @@ class Lake:
     def _s3(self) -> Any:
         """The boto3 client for conditional creates, made on first use."""
         if self._s3_client is None:
-            try:
-                import boto3
-            except ImportError as exc:
-                raise StoreError(
-                    "an s3:// lake needs boto3 for its conditional writes:"
-                    " pip install 'convtrack[s3]'"
-                ) from exc
+            # boto3 sends the conditional PUT (If-None-Match) that pyarrow cannot.
+            boto3 = S3_CLIENT.require()
             options = {k: v for k, v in self._s3_client_options.items() if v is not None}
             self._s3_client = boto3.client("s3", **options)
         return self._s3_client

@@ -14,6 +14,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from convtrack.errors import ConfigError, StoreError, StoreUnavailable
+from convtrack.optional import REDIS_CLIENT
 
 if TYPE_CHECKING:
     import redis
@@ -23,13 +24,8 @@ SOCKET_TIMEOUT_SECS = 30
 
 
 def redis_module() -> Any:
-    try:
-        import redis
-    except ImportError as exc:  # an optional backend
-        raise ConfigError(
-            "hot.kind = redis needs the redis client: pip install 'convtrack[redis]'"
-        ) from exc
-    return redis
+    """redis-py, or MissingDependency naming the ``redis`` extra (an optional backend)."""
+    return REDIS_CLIENT.require()
 
 
 class RedisClient:
