@@ -191,8 +191,8 @@ class ProcessorRunner:
 
     def positions(self) -> dict[int, int]:
         """Per partition, the next entry to process: those before it are counted and
-        published (read from other threads: the dict is replaced, never changed)."""
-        return dict(self._positions)
+        published (safe from other threads: a fresh dict from one snapshot of the cursors)."""
+        return self._positions()
 
     def lag(self) -> LogLag:
         """How far the committed position is behind the log's end, right now."""
