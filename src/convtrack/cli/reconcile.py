@@ -19,9 +19,7 @@ Exit 2 is for a side that cannot be read (and for bad usage).
 
 from __future__ import annotations
 
-import re
 from contextlib import ExitStack
-from datetime import date
 from typing import Final, Literal
 
 import duckdb
@@ -83,16 +81,6 @@ class Result(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def text(self) -> str:
         return render_text(self)
-
-
-def parse_date(text: str) -> date | None:
-    """A ``YYYY-MM-DD`` date, or None."""
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) is None:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        return None
 
 
 def _money(value: dict[str, int] | None) -> str:
