@@ -7,8 +7,9 @@ is the answer it shows). Each command is classified by its program and subcomman
 
 - RUN: run in bash, in the directory the server's data dir ``./convtrack-data`` is in, with
   the environment the earlier commands exported (as one user's shell would carry it), the
-  README's ``http://127.0.0.1:8080`` pointed at the test server. It must exit 0, curl must
-  get no HTTP error, and a shown answer must be the one answered.
+  README's ``http://127.0.0.1:8080`` pointed at the test server. It must exit 0 (or a code
+  OTHER_EXITS allows, showing why), curl must get no HTTP error, and a shown answer must
+  be the one answered.
 - NOT_RUN: deliberately not run, each for the reason given (a test elsewhere may cover it).
 - NOT_YET: should run, but cannot on this branch yet; each says what it waits for.
 
@@ -64,6 +65,7 @@ RUN: dict[str, str] = {
     "convtrack attribution": "reads the lake of ./convtrack-data",
     "convtrack reconcile": "reads the hot store, logs and lake of ./convtrack-data",
     "convtrack dlq list": "reads the dead letters of ./convtrack-data",
+    "convtrack destinations check": "checks the README's destinations with the exported secrets",
     "convtrack config show": "prints the settings",
 }
 READS = ("curl", "convtrack query", "convtrack attribution", "convtrack reconcile")
@@ -93,11 +95,15 @@ NOT_RUN: dict[str, str] = {
     ),
 }
 
-NOT_YET: dict[str, str] = {
+NOT_YET: dict[str, str] = {}
+
+# A RUN command may also exit with these codes, when its output says why and the
+# README says it may (`# ... unreachable: 3`). Keyed as RUN: (exit code, must show, never).
+OTHER_EXITS: dict[str, tuple[int, str, str]] = {
     "convtrack destinations check": (
-        "issue 14 item 9: the README gives META_TOKEN and CRM_WEBHOOK_SECRET to `serve` "
-        "only (and `whsec_…` is no valid secret), and without internet the platforms' "
-        "hosts do not resolve, which fails the check (exit 1)"
+        3,  # no internet here: the platforms' hosts do not resolve
+        "unreachable from here (the settings may be right)",
+        "FAIL",  # but every setting it could check is right
     ),
 }
 
@@ -276,6 +282,14 @@ def http_status(stdout: str) -> tuple[str, int | None]:
     return stdout[: found.start()], int(found.group(1))
 
 
+def allowed_exit(key: str, done: subprocess.CompletedProcess[str]) -> bool:
+    if key not in OTHER_EXITS:
+        return False
+    code, shows, never = OTHER_EXITS[key]
+    output = done.stdout + done.stderr
+    return done.returncode == code and shows in output and never not in output
+
+
 def rerunnable(command: Command, key: str) -> bool:
     """A read that may be run again until its answer shows (a curl that sends nothing)."""
     return key in READS and not (key == "curl" and set(command.words) & set(SENDS))
@@ -291,7 +305,7 @@ def run_command(shell: Shell, server: ServerProcess, command: Command, key: str)
         where = f"README.md:{command.line}: {command.text}\nexit {done.returncode}"
         where += f", HTTP {status}\n" if status is not None else "\n"
         where += f"stdout:\n{output}\nstderr:\n{done.stderr}"
-        assert done.returncode == 0, where
+        assert done.returncode == 0 or allowed_exit(key, done), where
         assert status is None or status < 400, where
         if command.answer is None:
             return

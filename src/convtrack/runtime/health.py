@@ -3,7 +3,8 @@
 Backend checks (is the hot store reachable? where is the processor?) may block
 on a network call when a backend is down, so a ``HealthMonitor`` runs them on
 its own thread once a second and readiness reads the last answers: a probe
-never stalls the event loop that serves ingest.
+never stalls the event loop that serves ingest, and a backend that is down never
+delays the start (the first round runs on that thread too).
 """
 
 from __future__ import annotations
@@ -34,9 +35,12 @@ class HealthMonitor:
     def __init__(self, checks: Mapping[str, Check], interval_secs: float = CHECK_INTERVAL_SECS):
         self._checks = dict(checks)
         self._interval = interval_secs
+        # Unknown is not ready: /readyz answers 503 until the first round has run.
         self._reports: dict[str, Report] = {
-            name: {"healthy": True, "detail": "not checked yet"} for name in self._checks
+            name: {"healthy": False, "detail": "not checked yet"} for name in self._checks
         }
+        self._checked: set[str] = set()
+        self._first_round = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="health", daemon=True)
 
@@ -44,9 +48,13 @@ class HealthMonitor:
     def names(self) -> list[str]:
         return list(self._checks)
 
+    @property
+    def checked(self) -> bool:
+        """Whether every check has answered once (no report says "not checked yet")."""
+        return self._first_round.is_set() or not self._checks
+
     def start(self) -> None:
         if self._checks:
-            self.check_now()
             self._thread.start()
 
     def check_now(self) -> None:
@@ -55,12 +63,15 @@ class HealthMonitor:
                 report = check()
             except Exception as exc:  # a check must report, never raise
                 report = failed(exc)
-            was_healthy = self._reports[name].get("healthy") is not False
+            first = name not in self._checked
+            was_healthy = first or self._reports[name].get("healthy") is not False
             if report.get("healthy") is False and was_healthy:
                 log.warning("backend_unhealthy", extra={"check": name, "detail": report["detail"]})
             elif report.get("healthy") is not False and not was_healthy:
                 log.info("backend_recovered", extra={"check": name})
             self._reports[name] = report
+            self._checked.add(name)
+        self._first_round.set()
 
     def report(self, name: str) -> Report:
         return dict(self._reports[name])
@@ -69,6 +80,7 @@ class HealthMonitor:
         return lambda: self.report(name)
 
     def _run(self) -> None:
+        self.check_now()
         while not self._stop.wait(self._interval):
             self.check_now()
 

@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from types import FrameType
 from typing import Any
 
@@ -126,6 +127,7 @@ def _build(settings: Settings, roles: tuple[str, ...]) -> Node:
 
 
 READY_POLL_SECS = 0.2
+FIRST_CHECK_WAIT_SECS = 1.0  # how long the banner waits for the backends' first answers
 
 
 async def _announce(server: uvicorn.Server, node: Node, settings: Settings) -> None:
@@ -137,6 +139,11 @@ async def _announce(server: uvicorn.Server, node: Node, settings: Settings) -> N
         return
     host, port = _bound_address(server, settings)
     base = f"http://{host}:{port}"
+    # Backends that answer at once make no "waiting for … (not checked yet)" line; one
+    # that hangs is named as waited for after a second.
+    deadline = time.monotonic() + FIRST_CHECK_WAIT_SECS
+    while not node.monitor.checked and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
     waits = node.waiting_for()
     print(_banner(node, base, waits), flush=True)
     if waits:
