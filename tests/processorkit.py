@@ -24,8 +24,8 @@ from convtrack.failpoints import InjectedFault
 from convtrack.log.base import EventLog, LogRecord, next_positions
 from convtrack.model.event import Envelope, encode_envelope
 from convtrack.model.processed import ProcessedEvent, decode_processed
-from convtrack.process.base import Batch, Item
-from convtrack.process.runner import GROUP, ProcessorRunner, resume_positions
+from convtrack.process.base import GROUP, Batch, Item
+from convtrack.process.runner import ProcessorRunner, resume_positions
 from convtrack.runtime.embedded import Pipeline, build_chain
 
 HOT_KINDS = ("sqlite", "redis")

@@ -26,8 +26,8 @@ from convtrack.clock import SystemClock
 from convtrack.config import load_settings
 from convtrack.devservices.kafka import KafkaBroker
 from convtrack.log.base import LogEntry
+from convtrack.log.published import FirstCopies
 from convtrack.model.processed import decode_processed
-from convtrack.process.published import FirstCopies
 from convtrack.runtime.backends import open_log
 from tests.conftest import WRITE_KEY, ServerFactory, ServerProcess, auth
 from tests.redis_fixtures import start_redis

@@ -12,9 +12,9 @@ import pytest
 from convtrack.clock import ManualClock
 from convtrack.errors import LogUnavailable
 from convtrack.log.base import LogRecord, next_positions
+from convtrack.log.published import FirstCopies
 from convtrack.model.processed import ProcessedEvent, decode_processed
 from convtrack.process.base import Batch, Item, Step
-from convtrack.process.published import FirstCopies
 from convtrack.process.runner import ProcessorRunner
 from convtrack.runtime.embedded import Pipeline, build_chain
 from tests.conftest import WRITE_KEY

@@ -3,7 +3,7 @@
 The second processor has its own hot-store connection and its own processed-log
 writer on the same files, as a second process would. Counting must stay exact;
 the processed log may hold a zombie's late copy, and readers applying the
-first-copy rule (process/published.py) must see each new event once, in order;
+first-copy rule (log/published.py) must see each new event once, in order;
 the lake too.
 """
 
@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 
 from convtrack.clock import ManualClock
+from convtrack.log.published import FirstCopies
 from convtrack.log.sqlite import SqliteLog
 from convtrack.model.processed import ProcessedEvent, decode_processed
 from convtrack.observe.metrics import Metrics
 from convtrack.process.base import Batch, Item
-from convtrack.process.published import FirstCopies
 from convtrack.process.runner import ProcessorRunner
 from convtrack.runtime.embedded import Pipeline, build_chain
 from convtrack.store.cold.query import connect

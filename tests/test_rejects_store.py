@@ -19,7 +19,7 @@ from convtrack.store.cold.lake import Lake
 from convtrack.store.cold.query import connect
 from convtrack.store.cold.tables import RejectsSource
 from convtrack.store.cold.writer import TableWriter
-from convtrack.store.rejects.base import Reject, RejectStore, StoredReject
+from convtrack.store.rejects.base import IngestReject, RejectStore, StoredReject
 from convtrack.store.rejects.sqlite import SqliteRejectStore
 from tests.redis_fixtures import start_redis
 
@@ -29,15 +29,15 @@ MARK = "…[truncated]"
 Opener = Callable[..., RejectStore]
 
 
-def reject(n: int, codes: list[str] | None = None, body: str | None = None) -> Reject:
-    return Reject(
+def reject(n: int, codes: list[str] | None = None, body: str | None = None) -> IngestReject:
+    return IngestReject(
         received_at_us=T0 + n * 1_000_000, route="/v1/events", status=400,
         codes=codes or ["currency_not_uppercase"], body=body or f'{{"event_id":"e{n}"}}',
         source="web", key_role="write", key_id="k1", event_id=f"e{n}", index=n % 3,
     )  # fmt: skip
 
 
-def add(store: RejectStore, rejects: list[Reject]) -> None:
+def add(store: RejectStore, rejects: list[IngestReject]) -> None:
     asyncio.run(store.add(rejects))
 
 

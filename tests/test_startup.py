@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from convtrack import __version__
 from convtrack.cli.main import cli
 from convtrack.config import load_settings
-from convtrack.runtime.keys import provision_keys
+from convtrack.runtime.api_keys import provision_keys
 from convtrack.runtime.listen import port_holder
 from tests.conftest import ServerFactory, ServerProcess, free_port
 

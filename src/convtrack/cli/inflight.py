@@ -27,11 +27,11 @@ from collections.abc import Iterator, Mapping
 import msgspec
 
 from convtrack.log.base import EventLog, LogEntry
+from convtrack.log.published import NOTHING_READ, FirstCopies
 from convtrack.model.event import decode_envelope
 from convtrack.model.processed import decode_processed
+from convtrack.process.base import GROUP as PROCESSOR_GROUP
 from convtrack.process.enrich import utc_date
-from convtrack.process.published import NOTHING_READ, FirstCopies
-from convtrack.process.runner import GROUP as PROCESSOR_GROUP
 from convtrack.process.runner import published_through
 from convtrack.store.cold.lake import Lake
 from convtrack.store.cold.manifest import read_state

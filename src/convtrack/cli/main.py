@@ -235,7 +235,7 @@ def keys_show(config: str | None, data_dir: str | None, fmt: str) -> None:
     """
     import shlex
 
-    from convtrack.runtime.keys import stored_keys
+    from convtrack.runtime.api_keys import stored_keys
 
     found = stored_keys(_settings(config, data_dir=data_dir))
     if fmt == "json":

@@ -35,7 +35,7 @@ from convtrack.model.segment import (
 )
 from convtrack.model.validate import FieldError, IngestFacts, Rules, validate_event
 from convtrack.observe.metrics import Metrics
-from convtrack.store.rejects.base import Reject, RejectStore
+from convtrack.store.rejects.base import IngestReject, RejectStore
 
 log = logging.getLogger("convtrack.collect")
 
@@ -232,16 +232,16 @@ class Collector:
         key: ApiKey,
         event_id: str | None = None,
         index: int | None = None,
-    ) -> Reject:
+    ) -> IngestReject:
         for code in code_list:
             self._metrics.events_rejected.labels(code).inc()
-        return Reject(
+        return IngestReject(
             received_at_us=received_at_us, route=route, status=status, codes=code_list,
             body=body, source=key.source, key_role=key.role, key_id=key.key_id,
             event_id=event_id, index=index,
         )  # fmt: skip
 
-    async def _keep(self, rejects: list[Reject]) -> None:
+    async def _keep(self, rejects: list[IngestReject]) -> None:
         try:
             await self._rejects.add(rejects)
         except Exception:
@@ -384,7 +384,7 @@ class Collector:
     ) -> list[dict[str, Any]]:
         """Keep a batch's rejected events; their entries for the answer, in event order."""
         rejected: list[dict[str, Any]] = []
-        to_keep: list[Reject] = []
+        to_keep: list[IngestReject] = []
         for index, status, errors in failed:
             item = items[index]
             event_id = _sent_event_id(item) if isinstance(item, dict) else None

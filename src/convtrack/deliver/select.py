@@ -6,8 +6,8 @@ from convtrack.config_destinations import DestinationSettings
 from convtrack.deliver.base import Destination, Forwarded
 from convtrack.deliver.payload import forward_payload
 from convtrack.log.base import LogEntry
+from convtrack.log.published import NOTHING_READ, FirstCopies
 from convtrack.model.processed import ProcessedEvent
-from convtrack.process.published import NOTHING_READ, FirstCopies
 
 CONSENT = "consent"
 FILTERED = "filtered"
@@ -46,7 +46,7 @@ class Selector:
         self._last_offsets: dict[int, int] = {}
 
     def _late_copy(self, entry: LogEntry, processed: ProcessedEvent) -> bool:
-        """The processed log's read rule (``process/published.py``): a second copy of a
+        """The processed log's read rule (``log/published.py``): a second copy of a
         source event that two processors both published is not sent again.
 
         The rule only compares a record with those read before it without a gap, so a

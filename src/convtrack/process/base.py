@@ -30,6 +30,8 @@ from convtrack.model.tokens import TokenClaims
 from convtrack.store.hot.base import NO_CAMPAIGN, SessionState, UserTouch
 
 STAGES = ("check", "sessions", "enrich", "route", "publish", "hot_apply")
+# The processor's consumer group: its positions are the ones the hot store keeps.
+GROUP = "processor"
 
 
 class Checked(msgspec.Struct, frozen=True):

@@ -18,7 +18,7 @@ the log rewinds it), the runner first moves it to the partition's resume
 point (``resume_positions``), computed then and there, so it publishes exactly
 what the processed log is missing from that partition. Two processors that
 briefly own one partition may both publish a stretch of it; readers keep the
-first copy (process/published.py, ADR 0004).
+first copy (log/published.py, ADR 0004).
 """
 
 from __future__ import annotations
@@ -35,14 +35,13 @@ from convtrack.log.base import EventLog, LogConsumer, LogEntry, LogLag, next_pos
 from convtrack.model.processed import decode_processed
 from convtrack.observe.logs import RepeatLimiter
 from convtrack.observe.metrics import Metrics
-from convtrack.process.base import Batch, Step
+from convtrack.process.base import GROUP, Batch, Step
 from convtrack.process.poison import LOG_REPEAT_SECS, PoisonGuard
 from convtrack.store.hot.base import HotStore
 from convtrack.store.quarantine.base import QuarantineStore
 
 log = logging.getLogger("convtrack.process")
 
-GROUP = "processor"
 EXPIRY_INTERVAL_SECS = 10.0
 # Entries are forgotten only once the newest receive time processed is this far past
 # their end, so events arriving slightly out of order still meet their first copy.

@@ -17,6 +17,7 @@ from convtrack.observe.metrics import Metrics
 from convtrack.process.base import (
     CONVERSION,
     EXCLUDED_BOT,
+    GROUP,
     NOT_A_CONVERSION,
     Batch,
     Checked,
@@ -147,7 +148,6 @@ class DedupeCommitStep(Step):
     partition say how far its source partition was published.
     """
 
-    GROUP = "processor"
     stage = "hot_apply"
 
     def __init__(
@@ -181,7 +181,7 @@ class DedupeCommitStep(Step):
             effects = [effect(item, d) for item, d in zip(live, decisions, strict=True)]
             _inject(stage, live)
             result = self._hot.apply(
-                self.GROUP, effects, batch.positions, now, batch.sessions, batch.touches
+                GROUP, effects, batch.positions, now, batch.sessions, batch.touches
             )
         except Exception:
             batch.failed_stage = stage

@@ -15,7 +15,7 @@ from convtrack.collect.app import App
 from convtrack.config import Settings
 from convtrack.deliver.deadletters import DeadLetterStore
 from convtrack.log.base import EventLog
-from convtrack.runtime.keys import ProvisionedKeys
+from convtrack.runtime.api_keys import ProvisionedKeys
 from convtrack.runtime.node import Node
 from convtrack.runtime.roles import ROLES, build_chain, maintain_lake
 from convtrack.store.cold.lake import Lake

@@ -18,12 +18,12 @@ from convtrack.config import Settings
 from convtrack.log.base import LogLag, LogStatus
 from convtrack.model.currency import iso4217_codes
 from convtrack.observe.metrics import Metrics
-from convtrack.process.runner import GROUP as PROCESSOR_GROUP
+from convtrack.process.base import GROUP as PROCESSOR_GROUP
+from convtrack.runtime.api_keys import ProvisionedKeys, store_generated
 from convtrack.runtime.backends import Backends
 from convtrack.runtime.flush import LakeFlush
 from convtrack.runtime.guarded import ReadGuardedHotStore
 from convtrack.runtime.health import HealthMonitor, ProbeApp, Report, failed, waiting_for
-from convtrack.runtime.keys import ProvisionedKeys, store_generated
 from convtrack.runtime.locks import RoleLock, acquire_role_locks
 from convtrack.runtime.roles import (
     ROLES,

@@ -38,9 +38,9 @@ from convtrack.errors import ConfigError, ConvtrackError
 from convtrack.log.base import EventLog, LogConsumer, LogLag
 from convtrack.model.validate import Rules
 from convtrack.observe.metrics import Metrics
-from convtrack.process.runner import GROUP as PROCESSOR_GROUP
+from convtrack.process.base import GROUP as PROCESSOR_GROUP
+from convtrack.runtime.api_keys import ProvisionedKeys, provision_keys
 from convtrack.runtime.backends import Backends
-from convtrack.runtime.keys import ProvisionedKeys, provision_keys
 from convtrack.runtime.token_secrets import provision_token_secrets
 from convtrack.store.cold.lake import Lake
 from convtrack.store.hot.base import HotStore
@@ -165,7 +165,7 @@ def build_processor(
 
 
 def check_partitions_match(events: EventLog, processed: EventLog) -> None:
-    """Source partition p publishes to processed partition p (process/published.py):
+    """Source partition p publishes to processed partition p (log/published.py):
     the processed log must have exactly the event log's partitions."""
     source, published = events.partition_count(), processed.partition_count()
     if source != published:

@@ -29,8 +29,8 @@ from convtrack import __version__
 from convtrack.collect.protocol import ConnectionLimits, guarded_protocol
 from convtrack.config import Settings
 from convtrack.observe.logs import configure_logging
+from convtrack.runtime.api_keys import ENV_BY_ROLE, ProvisionedKeys
 from convtrack.runtime.embedded import Pipeline
-from convtrack.runtime.keys import ENV_BY_ROLE, ProvisionedKeys
 from convtrack.runtime.listen import BACKLOG, listen
 from convtrack.runtime.node import Node
 from convtrack.runtime.roles import ROLES

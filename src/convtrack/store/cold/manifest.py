@@ -46,7 +46,7 @@ class ManifestEntry(msgspec.Struct, frozen=True, kw_only=True):
     removes: list[str] = msgspec.field(default_factory=list)
     created_at_us: int
     # The highest processed event's source offset read through ``last`` (see
-    # process/published.py): where the next flush's first-copy filter starts.
+    # log/published.py): where the next flush's first-copy filter starts.
     source_through: int | None = None
     writer: str = ""  # which writer committed it (for operators)
 

@@ -59,7 +59,7 @@ class TableSource(ABC):
         """The position of the event a row copies, when the source may hold copies.
 
         Rows of the processed log name their source event; the writer keeps
-        only the first copy of each (process/published.py). None: every row
+        only the first copy of each (log/published.py). None: every row
         is distinct.
         """
         return None

@@ -20,7 +20,7 @@ commits the source positions.
   and continues after the winner's range.
 
 For the events table, only the first copy of each source event is written
-(process/published.py); the filter's state at the end of each flush is kept
+(log/published.py); the filter's state at the end of each flush is kept
 in its manifest, so a writer that takes the partition over continues it.
 
 A row that cannot be laid out (its directory or the schema raises) is
@@ -46,8 +46,8 @@ import pyarrow.parquet as pq
 from convtrack import failpoints
 from convtrack.clock import Clock, SystemClock
 from convtrack.errors import ConvtrackError
+from convtrack.log.published import NOTHING_READ, FirstCopies
 from convtrack.observe.metrics import Metrics
-from convtrack.process.published import NOTHING_READ, FirstCopies
 from convtrack.store.cold.lake import Lake
 from convtrack.store.cold.manifest import (
     DataFile,

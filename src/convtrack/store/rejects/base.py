@@ -8,7 +8,9 @@ from abc import ABC, abstractmethod
 import msgspec
 
 
-class Reject(msgspec.Struct, frozen=True, kw_only=True):
+class IngestReject(msgspec.Struct, frozen=True, kw_only=True):
+    """An event (or body) ingest refused, as it is kept: the store numbers it."""
+
     received_at_us: int
     route: str
     status: int
@@ -44,7 +46,7 @@ class RejectPage(msgspec.Struct, frozen=True):
 
 class RejectStore(ABC):
     @abstractmethod
-    async def add(self, rejects: list[Reject]) -> None:
+    async def add(self, rejects: list[IngestReject]) -> None:
         """Keep ``rejects``; past the cap the oldest are dropped (and counted)."""
 
     @abstractmethod

@@ -19,7 +19,7 @@ import msgspec
 from convtrack.model.timeparse import format_us
 from convtrack.store.hot.keys import RedisKeys
 from convtrack.store.hot.redis_client import RedisClient
-from convtrack.store.rejects.base import Reject, RejectPage, RejectStore, StoredReject
+from convtrack.store.rejects.base import IngestReject, RejectPage, RejectStore, StoredReject
 from convtrack.store.rejects.batcher import WriteBatcher
 from convtrack.store.rejects.sqlite import truncated
 
@@ -30,7 +30,7 @@ MAX_PENDING = 50_000
 MAX_SINCE = 10_000  # rows per since() call; the copier asks again for more
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Reject)
+_decoder = msgspec.msgpack.Decoder(IngestReject)
 
 
 class RedisRejectStore(RejectStore):
@@ -51,16 +51,16 @@ class RedisRejectStore(RejectStore):
         self._add = self._redis.script(__package__, "redis_add.lua")
         self._page = self._redis.script(__package__, "redis_page.lua")
         self._since = self._redis.script(__package__, "redis_since.lua")
-        self._writer: WriteBatcher[Reject] = WriteBatcher(
+        self._writer: WriteBatcher[IngestReject] = WriteBatcher(
             "rejects", self._write, max_pending=MAX_PENDING, max_batch=MAX_BATCH
         )
 
-    def _write(self, rejects: list[Reject]) -> None:
+    def _write(self, rejects: list[IngestReject]) -> None:
         # One request may bring more than a batch (the batcher never splits a caller's).
         for start in range(0, len(rejects), MAX_BATCH):
             self._write_batch(rejects[start : start + MAX_BATCH])
 
-    def _write_batch(self, rejects: list[Reject]) -> None:
+    def _write_batch(self, rejects: list[IngestReject]) -> None:
         k = self._keys
         args: list[Any] = [k.seq, k.ids, k.rows, k.codes, k.dropped, k.code_base, self._max_rows]
         for r in rejects:
@@ -71,11 +71,11 @@ class RedisRejectStore(RejectStore):
         if int(gone) > 0 and self._on_drop is not None:
             self._on_drop(int(gone))
 
-    async def add(self, rejects: list[Reject]) -> None:
+    async def add(self, rejects: list[IngestReject]) -> None:
         if rejects:
             await self._writer.submit(rejects)
 
-    def add_blocking(self, rejects: list[Reject]) -> None:
+    def add_blocking(self, rejects: list[IngestReject]) -> None:
         """The same for a caller on a plain thread (tests, tools)."""
         if rejects:
             self._writer.submit_blocking(rejects)

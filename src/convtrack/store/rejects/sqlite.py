@@ -11,7 +11,7 @@ from typing import Any
 from convtrack.errors import StoreError
 from convtrack.model.timeparse import format_us
 from convtrack.sqlitekit import GroupCommitter, connect
-from convtrack.store.rejects.base import Reject, RejectPage, RejectStore, StoredReject
+from convtrack.store.rejects.base import IngestReject, RejectPage, RejectStore, StoredReject
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rejects (
@@ -57,11 +57,11 @@ class SqliteRejectStore(RejectStore):
         self._conn = conn
         self._reader = connect(path, "normal")
         self._read_lock = threading.Lock()  # the API and the lake's copier both read
-        self._writer: GroupCommitter[list[Reject], None] = GroupCommitter(
+        self._writer: GroupCommitter[list[IngestReject], None] = GroupCommitter(
             "rejects", conn, self._write, max_pending=50_000, max_batch=5_000
         )
 
-    def _write(self, conn: sqlite3.Connection, batches: Sequence[list[Reject]]) -> list[None]:
+    def _write(self, conn: sqlite3.Connection, batches: Sequence[list[IngestReject]]) -> list[None]:
         for batch in batches:
             for r in batch:
                 body = truncated(r.body, self._max_body_chars)
@@ -86,7 +86,7 @@ class SqliteRejectStore(RejectStore):
                     self._on_drop(gone)
         return [None] * len(batches)
 
-    async def add(self, rejects: list[Reject]) -> None:
+    async def add(self, rejects: list[IngestReject]) -> None:
         if rejects:
             await self._writer.submit(rejects, len(rejects))
 
