@@ -16,7 +16,6 @@ from typing import Any
 
 from convtrack.clock import ManualClock
 from convtrack.config import DeadLettersSettings, load_settings
-from convtrack.config_destinations import SlackSettings, WebhookSettings
 from convtrack.deliver.alerts import Alerts, Outbox
 from convtrack.deliver.answers import excerpt, json_object, retry_after_secs
 from convtrack.deliver.base import (
@@ -29,6 +28,8 @@ from convtrack.deliver.base import (
     Retry,
     RetryPartial,
 )
+from convtrack.deliver.destinations.slack.settings import SlackSettings
+from convtrack.deliver.destinations.webhook.settings import WebhookSettings
 from convtrack.deliver.outbound import EndpointGuard
 from convtrack.deliver.runner import DeliveryRunner
 from convtrack.runtime.embedded import Pipeline

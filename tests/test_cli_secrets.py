@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from convtrack.cli.main import cli
 from convtrack.clock import ManualClock
 from convtrack.config import load_settings
-from convtrack.deliver.webhook.config import decode_secret
+from convtrack.deliver.destinations.webhook.config import decode_secret
 from convtrack.runtime.embedded import Pipeline
 from tests.inprocess import ENV
 from tests.test_webhook import Receiver, deliver_all, send

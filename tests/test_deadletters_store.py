@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from convtrack.deliver.base import Forwarded
-from convtrack.deliver.deadletters import DeadLetterStore, Failure, store_path
-from convtrack.deliver.deadletters_sqlite import SqliteDeadLetterStore
 from convtrack.errors import StoreError
+from convtrack.store.deadletters.base import DeadLetterStore, Failure, store_path
+from convtrack.store.deadletters.sqlite import SqliteDeadLetterStore
 from tests.redis_fixtures import start_redis
 
 T0 = 1_796_000_000_000_000
@@ -36,7 +36,7 @@ def prefix_for(path: Path) -> str:
 
 
 def redis_store(url: str, prefix: str) -> DeadLetterStore:
-    from convtrack.deliver.deadletters_redis import RedisDeadLetterStore
+    from convtrack.store.deadletters.redis import RedisDeadLetterStore
 
     return RedisDeadLetterStore(url, prefix=prefix)
 

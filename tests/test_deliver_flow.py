@@ -15,10 +15,10 @@ from convtrack.clock import ManualClock
 from convtrack.config import DeadLettersSettings, load_settings
 from convtrack.deliver.alerts import Alerts
 from convtrack.deliver.base import Forwarded, Outcome
-from convtrack.deliver.deadletters import REPLAY_LEASE_SECS
 from convtrack.deliver.inflight import unknown_fate_reason
 from convtrack.errors import ConfigError
 from convtrack.runtime.embedded import Pipeline
+from convtrack.store.deadletters.base import REPLAY_LEASE_SECS
 from tests.conftest import ADMIN_KEY
 from tests.deliverkit import (
     AlertSink,

@@ -8,9 +8,9 @@ import random
 from convtrack.clock import ManualClock
 from convtrack.deliver.alerts import Alerts
 from convtrack.deliver.base import Forwarded
-from convtrack.deliver.deadletters import Failure
 from convtrack.deliver.outbound import EndpointGuard
 from convtrack.runtime.embedded import Pipeline
+from convtrack.store.deadletters.base import Failure
 from tests.deliverkit import (
     START_US,
     TinyDestination,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from convtrack.clock import ManualClock
-from convtrack.config_destinations import Ga4Settings
+from convtrack.deliver.destinations.ga4.settings import Ga4Settings
 from convtrack.deliver.inflight import unknown_fate_reason
 from convtrack.deliver.runner import DeliveryRunner
 from convtrack.runtime.embedded import Pipeline

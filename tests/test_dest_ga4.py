@@ -16,11 +16,11 @@ import pytest
 
 from convtrack.clock import ManualClock
 from convtrack.config import load_settings
-from convtrack.config_destinations import Ga4Settings
-from convtrack.deliver import ga4
 from convtrack.deliver.base import Delivered, Forwarded, Reject, Retry
-from convtrack.deliver.ga4.request import debug_request
-from convtrack.deliver.ga4.response import read_response, validation_messages
+from convtrack.deliver.destinations import ga4
+from convtrack.deliver.destinations.ga4.request import debug_request
+from convtrack.deliver.destinations.ga4.response import read_response, validation_messages
+from convtrack.deliver.destinations.ga4.settings import Ga4Settings
 from convtrack.deliver.payload import forward_payload
 from convtrack.errors import ConfigError
 from convtrack.model.event import Envelope

@@ -16,10 +16,10 @@ import pytest
 
 from convtrack.clock import ManualClock
 from convtrack.config import load_settings
-from convtrack.config_destinations import GoogleAdsSettings
-from convtrack.deliver import google_ads
 from convtrack.deliver.base import Delivered, Forwarded, Reject, Retry, RetryPartial
-from convtrack.deliver.google_ads.response import read_click_upload, read_data_manager
+from convtrack.deliver.destinations import google_ads
+from convtrack.deliver.destinations.google_ads.response import read_click_upload, read_data_manager
+from convtrack.deliver.destinations.google_ads.settings import GoogleAdsSettings
 from convtrack.deliver.payload import forward_payload
 from convtrack.errors import ConfigError
 from convtrack.model.event import Envelope

@@ -17,9 +17,9 @@ import pytest
 from convtrack.clock import ManualClock
 from convtrack.config import load_settings
 from convtrack.deliver.base import Delivered, Forwarded, Reject, Retry, RetryPartial
-from convtrack.deliver.linkedin import LinkedInDestination
+from convtrack.deliver.destinations import create_destination
+from convtrack.deliver.destinations.linkedin import LinkedInDestination
 from convtrack.deliver.payload import forward_payload
-from convtrack.deliver.registry import create_destination
 from convtrack.errors import ConfigError
 from convtrack.model.event import Envelope
 from convtrack.model.pii import hash_user

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 
 from convtrack.clock import ManualClock
 from convtrack.config import load_settings
-from convtrack.config_destinations import MetaCapiSettings
 from convtrack.deliver.base import Delivered, Forwarded, Reject, Retry
-from convtrack.deliver.meta_capi import MetaCapiDestination, create
+from convtrack.deliver.destinations.meta_capi import MetaCapiDestination, create
+from convtrack.deliver.destinations.meta_capi.settings import MetaCapiSettings
 from convtrack.deliver.payload import forward_payload
 from convtrack.errors import ConfigError
 from convtrack.model.event import Envelope

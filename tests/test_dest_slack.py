@@ -18,9 +18,9 @@ import pytest
 from convtrack.clock import ManualClock
 from convtrack.config import load_settings
 from convtrack.deliver.base import Delivered, Forwarded, Reject, Retry
+from convtrack.deliver.destinations import create_destination
+from convtrack.deliver.destinations.slack import SlackDestination
 from convtrack.deliver.payload import forward_payload
-from convtrack.deliver.registry import create_destination
-from convtrack.deliver.slack import SlackDestination
 from convtrack.errors import ConfigError
 from convtrack.model.event import Envelope
 from convtrack.model.pii import hash_user

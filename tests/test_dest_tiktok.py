@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 
 from convtrack.clock import ManualClock
 from convtrack.config import load_settings
-from convtrack.config_destinations import TikTokSettings
 from convtrack.deliver.base import Delivered, Forwarded, Reject, Retry
+from convtrack.deliver.destinations.tiktok import TikTokDestination, create
+from convtrack.deliver.destinations.tiktok.settings import TikTokSettings
 from convtrack.deliver.payload import forward_payload
-from convtrack.deliver.tiktok import TikTokDestination, create
 from convtrack.errors import ConfigError
 from convtrack.model.event import Envelope
 from convtrack.model.pii import hash_user

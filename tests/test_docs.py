@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 from convtrack.cli.main import cli
 from convtrack.config import SECTIONS, KeySettings, env_name
-from convtrack.config_destinations import DESTINATION_KINDS, DestinationBase
+from convtrack.deliver.destinations import DESTINATION_KINDS
+from convtrack.deliver.destinations.base import DestinationBase
 
 ROOT = Path(__file__).resolve().parents[1]
 

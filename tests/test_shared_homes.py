@@ -20,13 +20,13 @@ import pytest
 from convtrack.clock import ManualClock
 from convtrack.config import load_settings
 from convtrack.deliver.base import Forwarded, Outcome
-from convtrack.deliver.deadletters import DeadLetterStore
 from convtrack.deliver.inflight import InFlight, unknown_fate_reason
 from convtrack.deliver.runner import DeliveryRunner
 from convtrack.devservices.kafka import KafkaBroker
 from convtrack.log.base import LogEntry
 from convtrack.runtime.embedded import Pipeline
 from convtrack.runtime.locks import exclusive_roles
+from convtrack.store.deadletters.base import DeadLetterStore
 from tests.conftest import ADMIN_KEY, WRITE_KEY, ServerFactory, ServerProcess, auth
 from tests.deliverkit import (
     START_US,
@@ -161,7 +161,7 @@ class _Machines:
         self.stores: list[DeadLetterStore] = []
 
     def store(self) -> DeadLetterStore:
-        from convtrack.deliver.deadletters_redis import RedisDeadLetterStore
+        from convtrack.store.deadletters.redis import RedisDeadLetterStore
 
         self.stores.append(RedisDeadLetterStore(self.url, prefix=self.prefix))
         return self.stores[-1]

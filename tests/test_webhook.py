@@ -19,16 +19,16 @@ from convtrack.cli.main import cli
 from convtrack.clock import ManualClock
 from convtrack.config import load_settings
 from convtrack.deliver.base import Delivered, Forwarded, Reject, Retry
-from convtrack.deliver.deadletters import Failure, store_path
-from convtrack.deliver.deadletters_sqlite import SqliteDeadLetterStore as DeadLetterStore
+from convtrack.deliver.destinations.webhook.config import decode_secret
+from convtrack.deliver.destinations.webhook.request import build_request, sign
+from convtrack.deliver.destinations.webhook.response import read_response
 from convtrack.deliver.runner import DeliveryRunner, wanted
-from convtrack.deliver.webhook.config import decode_secret
-from convtrack.deliver.webhook.request import build_request, sign
-from convtrack.deliver.webhook.response import read_response
 from convtrack.errors import ConfigError
 from convtrack.model.event import Envelope
 from convtrack.model.processed import ProcessedEvent
 from convtrack.runtime.embedded import Pipeline
+from convtrack.store.deadletters.base import Failure, store_path
+from convtrack.store.deadletters.sqlite import SqliteDeadLetterStore as DeadLetterStore
 from tests.conftest import ADMIN_KEY, SERVER_KEY, WRITE_KEY
 from tests.inprocess import ENV, call, process_all
 

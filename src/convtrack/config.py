@@ -18,7 +18,6 @@ from typing import Annotated, Any, Literal, get_origin, get_type_hints
 
 import msgspec
 
-from convtrack.config_destinations import DestinationSettings
 from convtrack.config_errors import (
     Sources,
     check_sections,
@@ -29,6 +28,7 @@ from convtrack.config_errors import (
     unsectioned_env_hints,
     with_env_name,
 )
+from convtrack.deliver.destinations import DestinationSettings
 from convtrack.errors import ConfigError
 from convtrack.model.currency import iso4217_codes
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 
 import msgspec
 
-from convtrack.config_destinations import DESTINATION_KINDS
+from convtrack.deliver.destinations import DESTINATION_KINDS
 from convtrack.errors import ConfigError
 
 Sections = Mapping[str, type[msgspec.Struct]]

@@ -29,7 +29,9 @@ from urllib.parse import urlsplit
 import click
 
 from convtrack.config import Settings, load_settings
-from convtrack.config_destinations import DestinationSettings, Ga4Settings, SlackSettings
+from convtrack.deliver.destinations import DestinationSettings
+from convtrack.deliver.destinations.ga4.settings import Ga4Settings
+from convtrack.deliver.destinations.slack.settings import SlackSettings
 from convtrack.errors import ConfigError
 
 if TYPE_CHECKING:  # imported when a check runs: the CLI starts without them
@@ -187,9 +189,9 @@ def _check_ga4(
 ) -> None:  # fmt: skip
     import httpx
 
-    from convtrack.deliver.ga4 import Ga4Destination
-    from convtrack.deliver.ga4.request import debug_request
-    from convtrack.deliver.ga4.response import validation_messages
+    from convtrack.deliver.destinations.ga4 import Ga4Destination
+    from convtrack.deliver.destinations.ga4.request import debug_request
+    from convtrack.deliver.destinations.ga4.response import validation_messages
 
     assert isinstance(destination, Ga4Destination)
     names = settings.event_names or list(settings.event_map) or ["Purchase"]
@@ -238,7 +240,7 @@ def check_one(
     resolve: Resolve = socket.getaddrinfo,
     connect: Connect = socket.create_connection,
 ) -> Report:
-    from convtrack.deliver.registry import create_destination
+    from convtrack.deliver.destinations import create_destination
 
     report = Report(settings.name, _kind(settings))
     try:

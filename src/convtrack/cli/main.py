@@ -22,7 +22,7 @@ from convtrack.errors import ConvtrackError
 from convtrack.store.cold.attribution import MODELS
 
 if TYPE_CHECKING:
-    from convtrack.deliver.deadletters import DeadLetterStore
+    from convtrack.store.deadletters.base import DeadLetterStore
 
 
 def _settings(config: str | None, **flags: Any) -> Settings:

@@ -25,7 +25,7 @@ def secrets_new(kind: str) -> None:
     (every collector of one deployment needs the same one).
     """
     if kind == "webhook":
-        from convtrack.deliver.webhook.config import new_secret
+        from convtrack.deliver.destinations.webhook.config import new_secret
 
         click.echo(new_secret())
     else:

@@ -22,8 +22,8 @@ from convtrack.collect.http import (
     read_json,
 )
 from convtrack.collect.query import IntParam, integer, text
-from convtrack.deliver.deadletters import DeadLetterStore
 from convtrack.model import codes
+from convtrack.store.deadletters.base import DeadLetterStore
 
 MAX_BODY_BYTES = 4096
 LIMIT = IntParam("limit", 1, 1000)

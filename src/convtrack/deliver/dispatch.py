@@ -41,7 +41,6 @@ import httpx
 
 from convtrack import failpoints
 from convtrack.clock import Clock
-from convtrack.config_destinations import DestinationSettings
 from convtrack.deliver.alerts import CIRCUIT_OPEN, PAUSED, AlertChannel, Alerts, Outbox
 from convtrack.deliver.answers import excerpt
 from convtrack.deliver.base import (
@@ -54,11 +53,12 @@ from convtrack.deliver.base import (
     Retry,
     RetryPartial,
 )
-from convtrack.deliver.deadletters import Failure
+from convtrack.deliver.destinations import DestinationSettings
 from convtrack.deliver.inflight import unanswered_reason
 from convtrack.deliver.outbound import EndpointGuard, Sender, host_of
 from convtrack.deliver.policy import Backoff, Breaker, next_delay
 from convtrack.observe.metrics import DeliveryMetrics
+from convtrack.store.deadletters.base import Failure
 
 log = logging.getLogger("convtrack.deliver")
 

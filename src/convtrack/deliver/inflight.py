@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 
 from convtrack.deliver.base import Forwarded
-from convtrack.deliver.deadletters import DeadLetterStore, Failure
 from convtrack.log.base import LogEntry
+from convtrack.store.deadletters.base import DeadLetterStore, Failure
 
 
 def unknown_fate_reason(destination: str) -> str:

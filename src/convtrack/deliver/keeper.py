@@ -9,9 +9,9 @@ from convtrack.clock import Clock
 from convtrack.config import DeadLettersSettings
 from convtrack.deliver.alerts import DEAD_LETTERS, Alerts
 from convtrack.deliver.base import Forwarded
-from convtrack.deliver.deadletters import DeadLetter, DeadLetterStore, Failure
 from convtrack.deliver.dispatch import Dispatcher, Job, Stopped
 from convtrack.observe.metrics import DeliveryMetrics
+from convtrack.store.deadletters.base import DeadLetter, DeadLetterStore, Failure
 
 log = logging.getLogger("convtrack.deliver")
 

@@ -37,10 +37,9 @@ from concurrent import futures
 
 from convtrack.clock import Clock
 from convtrack.config import DeadLettersSettings
-from convtrack.config_destinations import DestinationSettings
 from convtrack.deliver.alerts import Alerts, Outbox
 from convtrack.deliver.base import Destination, Forwarded
-from convtrack.deliver.deadletters import DeadLetterStore, Failure
+from convtrack.deliver.destinations import DestinationSettings
 from convtrack.deliver.dispatch import Dispatcher, Job, Stopped
 from convtrack.deliver.inflight import InFlight
 from convtrack.deliver.keeper import DeadLetterKeeper
@@ -52,6 +51,7 @@ from convtrack.log.base import LogConsumer, LogEntry, next_positions
 from convtrack.model.processed import decode_processed
 from convtrack.observe.logs import RepeatLimiter
 from convtrack.observe.metrics import Metrics
+from convtrack.store.deadletters.base import DeadLetterStore, Failure
 from convtrack.store.quarantine.base import QuarantineStore
 
 __all__ = ["DeliveryRunner", "wanted"]

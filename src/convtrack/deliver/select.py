@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from convtrack.config_destinations import DestinationSettings
 from convtrack.deliver.base import Destination, Forwarded
+from convtrack.deliver.destinations import DestinationSettings
 from convtrack.deliver.payload import forward_payload
 from convtrack.log.base import LogEntry
 from convtrack.log.published import NOTHING_READ, FirstCopies

@@ -22,14 +22,14 @@ from typing import Protocol, runtime_checkable
 
 from convtrack.clock import Clock
 from convtrack.config import Settings
-from convtrack.deliver.deadletters import DeadLetterStore, store_path
-from convtrack.deliver.deadletters_sqlite import SqliteDeadLetterStore
 from convtrack.errors import ConfigError
 from convtrack.log.base import EventLog
 from convtrack.log.sqlite import SqliteLog
 from convtrack.observe.metrics import Metrics
 from convtrack.optional import KAFKA_CLIENT, REDIS_CLIENT, S3_CLIENT
 from convtrack.store.cold.lake import Lake, is_s3_uri
+from convtrack.store.deadletters.base import DeadLetterStore, store_path
+from convtrack.store.deadletters.sqlite import SqliteDeadLetterStore
 from convtrack.store.hot.base import HotStore
 from convtrack.store.hot.sqlite import SqliteHotStore
 from convtrack.store.quarantine import base as quarantine_base
@@ -157,7 +157,7 @@ def open_dead_letter_store(settings: Settings) -> DeadLetterStore:
     """Dead letters and in-flight markers (also for ``convtrack dlq``)."""
     check_backend_settings(settings)
     if settings.hot.kind == "redis":
-        from convtrack.deliver.deadletters_redis import RedisDeadLetterStore  # [redis] extra
+        from convtrack.store.deadletters.redis import RedisDeadLetterStore  # [redis] extra
 
         return RedisDeadLetterStore(settings.hot.redis_url, prefix=settings.hot.redis_prefix)
     return SqliteDeadLetterStore(store_path(settings.data_dir))

@@ -6,16 +6,16 @@ from collections.abc import Callable, Mapping
 
 from convtrack.clock import Clock
 from convtrack.config import Settings
-from convtrack.config_destinations import DestinationSettings, SlackSettings
 from convtrack.deliver.alerts import AlertChannel, Alerts
 from convtrack.deliver.base import Destination
-from convtrack.deliver.deadletters import DeadLetterStore
+from convtrack.deliver.destinations import DestinationSettings, create_destination
+from convtrack.deliver.destinations.slack.settings import SlackSettings
 from convtrack.deliver.outbound import EndpointGuard
-from convtrack.deliver.registry import create_destination
 from convtrack.deliver.runner import DeliveryRunner
 from convtrack.errors import ConfigError
 from convtrack.log.base import EventLog
 from convtrack.observe.metrics import Metrics
+from convtrack.store.deadletters.base import DeadLetterStore
 from convtrack.store.quarantine.base import QuarantineStore
 
 

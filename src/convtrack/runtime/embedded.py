@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 from convtrack.clock import Clock
 from convtrack.collect.app import App
 from convtrack.config import Settings
-from convtrack.deliver.deadletters import DeadLetterStore
 from convtrack.log.base import EventLog
 from convtrack.runtime.api_keys import ProvisionedKeys
 from convtrack.runtime.node import Node
 from convtrack.runtime.roles import ROLES, build_chain, maintain_lake
 from convtrack.store.cold.lake import Lake
+from convtrack.store.deadletters.base import DeadLetterStore
 from convtrack.store.hot.base import HotStore
 from convtrack.store.rejects.base import RejectStore
 

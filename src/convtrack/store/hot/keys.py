@@ -28,7 +28,7 @@ several deployments (or tests) can share one Redis database. The layout:
 - ``wm`` string: the highest expiry watermark given to ``expire`` (µs).
 
 The rejects and the dead letters live here too when ``hot.kind = "redis"``
-(shared by every process; see store/rejects/redis.py, deliver/deadletters_redis.py).
+(shared by every process; see store/rejects/redis.py, store/deadletters/redis.py).
 None has a TTL: each is bounded by its cap, or removed when settled.
 
 - ``r:seq`` string: the last reject id given (INCR, in the script that writes).
@@ -128,7 +128,7 @@ class RedisKeys:
     def touch(self, key: str) -> str:
         return f"{self._p}u:{key}"
 
-    # -- rejects (store/rejects/redis.py) and dead letters (deliver/deadletters_redis.py)
+    # -- rejects (store/rejects/redis.py) and dead letters (store/deadletters/redis.py)
 
     def rejects(self) -> RejectKeys:
         return RejectKeys(self._p + "r:")
