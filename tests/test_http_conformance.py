@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from convtrack.api.app import INGEST_ROUTES
 from convtrack.clock import ManualClock
-from convtrack.collect.app import INGEST_ROUTES
 from convtrack.collect.http import content_coding
 from convtrack.model.currency import iso4217_codes
 from convtrack.runtime.embedded import Pipeline

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from convtrack.collect.tokens import valid_order_id
+from convtrack.api.tokens import valid_order_id
 from convtrack.model import codes
 from convtrack.model.event import Envelope
 from convtrack.model.identifiers import identifier_text

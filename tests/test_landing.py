@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 import convtrack
+from convtrack.api.landing import prefers_html
 from convtrack.clock import ManualClock
-from convtrack.collect.landing import prefers_html
 from convtrack.runtime.embedded import Pipeline
 from tests.conftest import ADMIN_KEY, SERVER_KEY, WRITE_KEY, ServerProcess
 from tests.inprocess import make_pipeline

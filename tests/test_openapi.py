@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import convtrack
-from convtrack.collect.app import INGEST_ROUTES, App
+from convtrack.api.app import INGEST_ROUTES, App
 from convtrack.collect.ingest import SEGMENT_ROUTE_TYPES
 from convtrack.config import LimitsSettings, load_settings
 from convtrack.model import codes
@@ -27,7 +27,7 @@ HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "tra
 
 
 def load_spec() -> dict[str, Any]:
-    text = resources.files("convtrack.collect").joinpath("openapi.json").read_text("utf-8")
+    text = resources.files("convtrack.api").joinpath("openapi.json").read_text("utf-8")
     spec: dict[str, Any] = json.loads(text)
     return spec
 

@@ -1,1 +1,2 @@
-"""The collector: the HTTP API that takes events and makes them durable before answering."""
+"""The collector: ingest, which takes events and makes them durable before answering,
+and the HTTP plumbing it runs on (requests, keys, CORS, connection guards)."""

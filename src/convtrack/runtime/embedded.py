@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from convtrack.api.app import App
 from convtrack.clock import Clock
-from convtrack.collect.app import App
 from convtrack.config import Settings
 from convtrack.log.base import EventLog
 from convtrack.runtime.api_keys import ProvisionedKeys

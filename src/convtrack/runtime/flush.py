@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from convtrack.collect.flush import FlushRefused
+from convtrack.api.flush import FlushRefused
 from convtrack.log.base import EventLog
 from convtrack.model import codes
 from convtrack.store.cold.lake import Lake

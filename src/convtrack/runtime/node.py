@@ -12,8 +12,8 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from convtrack.api.app import App
 from convtrack.clock import Clock, SystemClock
-from convtrack.collect.app import App
 from convtrack.config import Settings
 from convtrack.log.base import LogLag, LogStatus
 from convtrack.model.currency import iso4217_codes

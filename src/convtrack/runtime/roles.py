@@ -21,18 +21,18 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
+from convtrack.api.app import App
+from convtrack.api.attribution import AttributionApi
+from convtrack.api.deadletters import DeadLettersApi
+from convtrack.api.quarantine import QuarantineApi
+from convtrack.api.reports import ReportsApi
+from convtrack.api.stats import StatsApi
+from convtrack.api.tokens import ConversionTokens
 from convtrack.clock import Clock
-from convtrack.collect.app import App
-from convtrack.collect.attribution import AttributionApi
 from convtrack.collect.auth import Keyring
 from convtrack.collect.clientip import ClientIpResolver
-from convtrack.collect.deadletters import DeadLettersApi
 from convtrack.collect.ingest import Collector, IngestLimits
-from convtrack.collect.quarantine import QuarantineApi
 from convtrack.collect.ratelimit import TokenBuckets
-from convtrack.collect.reports import ReportsApi
-from convtrack.collect.stats import StatsApi
-from convtrack.collect.tokens import ConversionTokens
 from convtrack.config import Settings
 from convtrack.errors import ConfigError, ConvtrackError
 from convtrack.log.base import EventLog, LogConsumer, LogLag

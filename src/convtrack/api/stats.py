@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from convtrack.api.query import IntParam, integer, text
 from convtrack.clock import Clock
 from convtrack.collect.auth import ApiKey
 from convtrack.collect.http import Request, Response, error, json_response
-from convtrack.collect.query import IntParam, integer, text
 from convtrack.log.base import LogLag
 from convtrack.model import codes
 from convtrack.store.hot.base import DIMENSIONS, HotStore

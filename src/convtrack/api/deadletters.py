@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from convtrack.api.query import IntParam, integer, text
 from convtrack.collect.auth import ApiKey
 from convtrack.collect.http import (
     Request,
@@ -21,7 +22,6 @@ from convtrack.collect.http import (
     json_response,
     read_json,
 )
-from convtrack.collect.query import IntParam, integer, text
 from convtrack.model import codes
 from convtrack.store.deadletters.base import DeadLetterStore
 

@@ -16,10 +16,10 @@ from typing import Final
 
 import duckdb
 
+from convtrack.api.query import QueryInvalid, text
 from convtrack.clock import Clock
 from convtrack.collect.auth import ApiKey
 from convtrack.collect.http import Request, Response, error, json_response
-from convtrack.collect.query import QueryInvalid, text
 from convtrack.errors import ConvtrackError
 from convtrack.model import codes
 from convtrack.store.cold import reports

@@ -213,7 +213,7 @@ class Landing:
     """The two pages; the reference is rendered once, from the document the server serves."""
 
     def __init__(self) -> None:
-        text = resources.files("convtrack.collect").joinpath("openapi.json").read_text("utf-8")
+        text = resources.files("convtrack.api").joinpath("openapi.json").read_text("utf-8")
         spec = json.loads(text)
         self._reference = (reference_html(spec), reference_text(spec))
 

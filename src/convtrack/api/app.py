@@ -1,32 +1,27 @@
-"""The ASGI application: routing, keys, CORS and the operational endpoints."""
+"""The ASGI application: routing, keys, CORS and the operational endpoints; ingest
+(``collect/``) and each read resource (``api/``) serve their own routes."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any
 
-from convtrack.collect import browser_sdk, cors, landing
-from convtrack.collect.attribution import AttributionApi
+from convtrack.api import landing
+from convtrack.api.attribution import AttributionApi
+from convtrack.api.deadletters import DeadLettersApi
+from convtrack.api.flush import FlushApi
+from convtrack.api.quarantine import QuarantineApi
+from convtrack.api.query import QueryInvalid
+from convtrack.api.rejects import RejectsApi
+from convtrack.api.reports import ReportsApi
+from convtrack.api.stats import StatsApi
+from convtrack.api.tokens import ConversionTokens
+from convtrack.collect import browser_sdk, cors
 from convtrack.collect.auth import ApiKey, Keyring, read_credential, why_no_key
-from convtrack.collect.deadletters import DeadLettersApi
-from convtrack.collect.flush import FlushApi
 from convtrack.collect.http import Receive, Request, Response, Scope, Send, error, json_response
 from convtrack.collect.ingest import Collector
-from convtrack.collect.quarantine import QuarantineApi
-from convtrack.collect.query import (
-    INT64_MAX,
-    IntParam,
-    QueryInvalid,
-    integer,
-    optional_integer,
-    text,
-)
-from convtrack.collect.reports import ReportsApi
-from convtrack.collect.stats import StatsApi
-from convtrack.collect.tokens import ConversionTokens
 from convtrack.errors import LogError, LogUnavailable, StoreError
 from convtrack.log.base import EventLog
 from convtrack.model import codes
@@ -42,8 +37,6 @@ SEGMENT_SINGLE_ROUTES = ("/v1/t", "/v1/identify", "/v1/i", "/v1/page", "/v1/p", 
 INGEST_ROUTES = frozenset(
     {"/v1/track", "/track/conversion", "/v1/batch", "/v1/b", *SEGMENT_SINGLE_ROUTES}
 )
-REJECTS_LIMIT = IntParam("limit", 1, 1000)
-REJECTS_CURSOR = IntParam("cursor", 1, INT64_MAX)
 
 
 class App:
@@ -82,7 +75,7 @@ class App:
             ("POST", "/v1/batch"): ("write", collector.batch),
             ("POST", "/v1/b"): ("write", collector.batch),
             **{("POST", path): ("write", collector.track) for path in SEGMENT_SINGLE_ROUTES},
-            ("GET", "/v1/rejects"): ("admin", self.list_rejects),
+            ("GET", "/v1/rejects"): ("admin", RejectsApi(rejects).list),
             ("POST", "/v1/conversion-tokens"): ("server", tokens.issue),
             ("GET", "/v1/stats/conversions"): ("server", stats.conversions),
             ("GET", "/v1/stats/live"): ("server", stats.live),
@@ -248,13 +241,5 @@ class App:
         )
 
     async def openapi(self, request: Request) -> Response:
-        spec = resources.files("convtrack.collect").joinpath("openapi.json").read_bytes()
+        spec = resources.files("convtrack.api").joinpath("openapi.json").read_bytes()
         return Response(200, spec)
-
-    async def list_rejects(self, request: Request, key: ApiKey, route: str) -> Response:
-        code = text(request, "code") or None
-        limit = integer(request, REJECTS_LIMIT, 100)
-        cursor = optional_integer(request, REJECTS_CURSOR)
-        # Off the event loop: with Redis a slow answer must not stall ingestion.
-        page = await asyncio.to_thread(self.rejects.page, code=code, limit=limit, before_id=cursor)
-        return json_response(200, page)

@@ -14,10 +14,10 @@ from typing import Final
 
 import duckdb
 
+from convtrack.api.query import IntParam, integer, text
+from convtrack.api.reports import date_range
 from convtrack.collect.auth import ApiKey
 from convtrack.collect.http import Request, Response, error, json_response
-from convtrack.collect.query import IntParam, integer, text
-from convtrack.collect.reports import date_range
 from convtrack.errors import ConvtrackError
 from convtrack.model import codes
 from convtrack.store.cold.attribution import (

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from convtrack.api.query import IntParam, QueryInvalid, integer, text
 from convtrack.collect.auth import ApiKey
 from convtrack.collect.http import Request, Response, error, json_response, read_json
-from convtrack.collect.query import IntParam, QueryInvalid, integer, text
 from convtrack.model import codes
 from convtrack.store.quarantine.base import MAX_CURSOR, QUARANTINE_STAGES, QuarantineStore
 
