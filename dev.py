@@ -7,6 +7,8 @@
                                                      dev (the local servers), test
     python3 dev.py test [pytest options]             install test tools, lint, type-check, test
     python3 dev.py build-sdk                         build the browser SDK (needs Node.js and npm)
+    python3 dev.py docs                              rewrite the generated tables of docs/ (settings
+                                                     in configuration.md, metrics in metrics.md)
     python3 dev.py help                              this text (also -h, --help)
 
 Everything is installed into ./.venv from the package registry. Each step says
@@ -420,7 +422,7 @@ def main(argv: Sequence[str]) -> int:
         print(__doc__)
         return 0
     try:
-        if command not in {"serve", "install", "test", "build-sdk"}:
+        if command not in {"serve", "install", "test", "build-sdk", "docs"}:
             raise UsageError(f"unknown command {command!r}\n{__doc__}")
         if sys.version_info < (3, 11):
             sys.exit("convtrack needs Python 3.11 or newer")
@@ -434,6 +436,11 @@ def main(argv: Sequence[str]) -> int:
             ensure_env(("test",))
             build_sdk(required=False)
             return run_stages(rest)
+        elif command == "docs":
+            ensure_env(())
+            return subprocess.run(
+                [str(PY), "-m", "convtrack.docs_reference", *rest, str(ROOT)], check=False
+            ).returncode
         else:
             build_sdk(required=True)
     except UsageError as exc:

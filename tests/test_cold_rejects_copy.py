@@ -26,7 +26,7 @@ def lake_reject_ids(lake: Lake) -> list[int]:
 def test_rejects_buffered_before_the_cap_removed_later_ones_reach_the_lake(
     tmp_path: Path,
 ) -> None:
-    store = SqliteRejectStore(tmp_path / "rejects.db", max_rows=5, max_body_chars=1000)
+    store = SqliteRejectStore(tmp_path / "rejects.db", max_rows=5, max_body_bytes=1000)
     lake = Lake.open(str(tmp_path / "lake"))
     writer = TableWriter(
         lake=lake,

@@ -50,7 +50,7 @@ def test_help_prints_the_usage_and_exits_0(flag: str) -> None:
     result = run_devpy(flag)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == dev.__doc__.strip()
-    for command in ("serve", "install", "test", "build-sdk"):
+    for command in ("serve", "install", "test", "build-sdk", "docs"):
         assert f"python3 dev.py {command}" in result.stdout
 
 

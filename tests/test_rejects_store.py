@@ -50,18 +50,18 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens stores that share one home: the same SQLite file, or the same Redis prefix."""
     opened: list[RejectStore] = []
 
-    def open_store(max_rows: int = 1000, max_body_chars: int = 10_000,
+    def open_store(max_rows: int = 1000, max_body_bytes: int = 10_000,
                    on_drop: Callable[[int], None] | None = None) -> RejectStore:  # fmt: skip
         store: RejectStore
         if request.param == "sqlite":
             store = SqliteRejectStore(tmp_path / "rejects.db", max_rows=max_rows,
-                                      max_body_chars=max_body_chars, on_drop=on_drop)  # fmt: skip
+                                      max_body_bytes=max_body_bytes, on_drop=on_drop)  # fmt: skip
         else:
             from convtrack.store.rejects.redis import RedisRejectStore
 
             url = request.getfixturevalue("redis_url")
             store = RedisRejectStore(url, prefix=prefix_for(tmp_path), max_rows=max_rows,
-                                     max_body_chars=max_body_chars, on_drop=on_drop)  # fmt: skip
+                                     max_body_bytes=max_body_bytes, on_drop=on_drop)  # fmt: skip
         opened.append(store)
         return store
 
@@ -117,7 +117,7 @@ def test_the_code_filter_uses_only_rows_with_that_code_and_pages_by_it(opener: O
 
 
 def test_a_long_body_is_cut_and_marked(opener: Opener) -> None:
-    store = opener(max_body_chars=10)
+    store = opener(max_body_bytes=10)
     add(store, [reject(1, body="x" * 11), reject(2, body="y" * 10)])
     bodies = {r.event_id: r.body for r in store.since(0, 10)}
     assert bodies == {"e1": "x" * 10 + MARK, "e2": "y" * 10}
@@ -188,7 +188,7 @@ def redis_store(url: str, prefix: str, **kw: int) -> RejectStore:
     from convtrack.store.rejects.redis import RedisRejectStore
 
     return RedisRejectStore(url, prefix=prefix, max_rows=kw.get("max_rows", 1000),
-                            max_body_chars=kw.get("max_body_chars", 1000))  # fmt: skip
+                            max_body_bytes=kw.get("max_body_bytes", 1000))  # fmt: skip
 
 
 def test_the_cap_holds_across_collectors_and_every_drop_is_counted(

@@ -68,6 +68,7 @@ class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 
 class LimitsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     user_events_per_sec: NonNegative = 10.0
+    # Events one user may send at once (the bucket's size); 0: user_events_per_sec rounded up.
     user_burst: Annotated[int, msgspec.Meta(ge=0)] = 0
     key_events_per_sec: NonNegative = 0.0
     max_event_age_secs: Positive = 604_800
@@ -141,6 +142,7 @@ class HotSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     redis_prefix: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9:._-]+$")] = "ct"
     live_window_minutes: Annotated[int, msgspec.Meta(ge=1, le=1440)] = 60
     latency_window_minutes: Annotated[int, msgspec.Meta(ge=1, le=1440)] = 5
+    # Minutes of per-minute buckets kept (the name is public: it counts minutes).
     minute_retention: Annotated[int, msgspec.Meta(ge=60, le=10_080)] = 1440
 
 

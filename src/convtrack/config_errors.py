@@ -53,13 +53,18 @@ def did_you_mean(
     return "; did you mean " + " or ".join(show(n) for n in found) + "?"
 
 
+def _number(value: float) -> str:
+    """``1000000``, ``0.5``: a bound as written, never in exponent form (``1e+06``)."""
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
 def _bounds(meta: list[msgspec.Meta]) -> str:
-    low = next((f"from {m.ge:g}" for m in meta if m.ge is not None), None)
-    low = low or next((f"over {m.gt:g}" for m in meta if m.gt is not None), None)
+    low = next((f"from {_number(m.ge)}" for m in meta if m.ge is not None), None)
+    low = low or next((f"over {_number(m.gt)}" for m in meta if m.gt is not None), None)
     high = next((m.le for m in meta if m.le is not None), None)
     if low is not None and low.startswith("from") and high is not None:
-        return f" {low} to {high:g}"
-    parts = [part for part in (low, None if high is None else f"at most {high:g}") if part]
+        return f" {low} to {_number(high)}"
+    parts = [part for part in (low, None if high is None else f"at most {_number(high)}") if part]
     return (" " + ", ".join(parts)) if parts else ""
 
 

@@ -25,6 +25,18 @@ class BatchHistogram(Collector):
         self._series: dict[str, tuple[list[int], list[float]]] = {}
         self._lock = threading.Lock()
 
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def documentation(self) -> str:
+        return self._documentation
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return (self._label,)
+
     def observe_many(self, label_value: str, values: Iterable[float]) -> None:
         bounds = self._bounds
         local = [0] * (len(bounds) + 1)

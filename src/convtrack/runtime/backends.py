@@ -142,13 +142,13 @@ def open_reject_store(settings: Settings, on_drop: Callable[[int], None] | None)
             settings.hot.redis_url,
             prefix=settings.hot.redis_prefix,
             max_rows=limits.max_rows,
-            max_body_chars=limits.max_body_bytes,
+            max_body_bytes=limits.max_body_bytes,
             on_drop=on_drop,
         )
     return SqliteRejectStore(
         rejects_path(settings.data_dir),
         max_rows=limits.max_rows,
-        max_body_chars=limits.max_body_bytes,
+        max_body_bytes=limits.max_body_bytes,
         on_drop=on_drop,
     )
 

@@ -40,13 +40,13 @@ class RedisRejectStore(RejectStore):
         *,
         prefix: str,
         max_rows: int,
-        max_body_chars: int,
+        max_body_bytes: int,
         on_drop: Callable[[int], None] | None = None,
     ) -> None:
         self._redis = RedisClient(url, "rejects store")
         self._keys = RedisKeys(prefix).rejects()
         self._max_rows = max_rows
-        self._max_body_chars = max_body_chars
+        self._max_body_bytes = max_body_bytes
         self._on_drop = on_drop
         self._add = self._redis.script(__package__, "redis_add.lua")
         self._page = self._redis.script(__package__, "redis_page.lua")
@@ -64,7 +64,7 @@ class RedisRejectStore(RejectStore):
         k = self._keys
         args: list[Any] = [k.seq, k.ids, k.rows, k.codes, k.dropped, k.code_base, self._max_rows]
         for r in rejects:
-            kept = msgspec.structs.replace(r, body=truncated(r.body, self._max_body_chars))
+            kept = msgspec.structs.replace(r, body=truncated(r.body, self._max_body_bytes))
             args += [_encoder.encode(kept), ",".join(dict.fromkeys(r.codes))]
         with self._redis.translate("add"):
             _first, gone = self._add(keys=[], args=args)

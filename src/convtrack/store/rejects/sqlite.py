@@ -42,11 +42,11 @@ class SqliteRejectStore(RejectStore):
         path: Path,
         *,
         max_rows: int,
-        max_body_chars: int,
+        max_body_bytes: int,
         on_drop: Callable[[int], None] | None = None,
     ) -> None:
         self._max_rows = max_rows
-        self._max_body_chars = max_body_chars
+        self._max_body_bytes = max_body_bytes
         self._on_drop = on_drop
         self._dropped = 0
         try:
@@ -64,7 +64,7 @@ class SqliteRejectStore(RejectStore):
     def _write(self, conn: sqlite3.Connection, batches: Sequence[list[IngestReject]]) -> list[None]:
         for batch in batches:
             for r in batch:
-                body = truncated(r.body, self._max_body_chars)
+                body = truncated(r.body, self._max_body_bytes)
                 cur = conn.execute(
                     "INSERT INTO rejects (received_at_us, route, status, codes, body, source,"
                     " key_role, key_id, event_id, idx) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -134,9 +134,12 @@ class SqliteRejectStore(RejectStore):
         self._conn.close()
 
 
-def truncated(body: str, max_chars: int) -> str:
-    """The body as kept: at most ``max_chars``, marked when cut."""
-    return body if len(body) <= max_chars else body[:max_chars] + "…[truncated]"
+def truncated(body: str, max_bytes: int) -> str:
+    """The body as kept: at most ``max_bytes`` (``rejects.max_body_bytes``), marked when cut.
+
+    Counted in characters of the decoded text: the same as bytes for an ASCII body; one
+    with other characters may keep up to 4 bytes of UTF-8 a character."""
+    return body if len(body) <= max_bytes else body[:max_bytes] + "…[truncated]"
 
 
 def _stored(row: tuple[Any, ...]) -> StoredReject:
