@@ -123,6 +123,15 @@ def test_a_long_body_is_cut_and_marked(opener: Opener) -> None:
     assert bodies == {"e1": "x" * 10 + MARK, "e2": "y" * 10}
 
 
+def test_the_body_limit_counts_bytes_and_never_splits_a_character(opener: Opener) -> None:
+    store = opener(max_body_bytes=10)
+    # 3 + 8 bytes: the 4-byte character would straddle the limit and is left out whole.
+    add(store, [reject(1, body="abc" + "😀😀"), reject(2, body="é" * 5)])
+    bodies = {r.event_id: r.body for r in store.since(0, 10)}
+    assert bodies == {"e1": "abc😀" + MARK, "e2": "é" * 5}  # é is 2 bytes: 10 fit
+    assert len(bodies["e1"].removesuffix(MARK).encode()) <= 10
+
+
 def test_the_cap_drops_the_oldest_and_counts_them(opener: Opener) -> None:
     drops: list[int] = []
     store = opener(max_rows=5, on_drop=drops.append)

@@ -135,11 +135,14 @@ class SqliteRejectStore(RejectStore):
 
 
 def truncated(body: str, max_bytes: int) -> str:
-    """The body as kept: at most ``max_bytes`` (``rejects.max_body_bytes``), marked when cut.
-
-    Counted in characters of the decoded text: the same as bytes for an ASCII body; one
-    with other characters may keep up to 4 bytes of UTF-8 a character."""
-    return body if len(body) <= max_bytes else body[:max_bytes] + "…[truncated]"
+    """The body as kept: at most ``max_bytes`` (``rejects.max_body_bytes``) of UTF-8,
+    marked when cut; a character the cut would split is left out whole."""
+    if len(body) * 4 <= max_bytes:  # no UTF-8 character is longer than 4 bytes
+        return body
+    encoded = body.encode("utf-8", "surrogatepass")
+    if len(encoded) <= max_bytes:
+        return body
+    return encoded[:max_bytes].decode("utf-8", "ignore") + "…[truncated]"
 
 
 def _stored(row: tuple[Any, ...]) -> StoredReject:
