@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from convtrack.clock import Clock, SystemClock
-from convtrack.errors import LogError
+from convtrack.errors import LogError, LogUnavailable
 from convtrack.log.base import EventLog, LogConsumer, LogEntry, LogLag, LogRecord, LogStatus
 from convtrack.sqlitekit import GroupCommitter, connect
 
@@ -69,8 +69,9 @@ class SqliteLog(EventLog):
         self._new_data = threading.Condition()
         self._on_commit = on_commit
         self._writer: GroupCommitter[Sequence[LogRecord], list[int]] = GroupCommitter(
-            "log", conn, self._write, max_pending_events, max_commit_events, self._committed
-        )
+            "log", conn, self._write, max_pending_events, max_commit_events, self._committed,
+            unavailable=LogUnavailable,
+        )  # fmt: skip
         self._conn = conn
         self._reader = connect(path, synchronous)
         self._reader_lock = threading.Lock()
