@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from convtrack.deliver.base import Forwarded
-from convtrack.errors import StoreError
+from convtrack.errors import StoreError, StoreUnavailable
 from convtrack.store.deadletters.base import DeadLetterStore, Failure, store_path
 from convtrack.store.deadletters.sqlite import SqliteDeadLetterStore
 from tests.redis_fixtures import start_redis
+from tests.sqlite_faults import locked, make_unreadable, short_busy_timeout
 
 T0 = 1_796_000_000_000_000
 FAILURE = Failure(last_status=400, last_answer="HTTP 400: bad", attempts=3,
@@ -257,5 +258,36 @@ def test_the_dlq_commands_reach_the_shared_store(redis_url: str, tmp_path: Path)
         failed = runner.invoke(cli, ["dlq", "list", *args], env=down)
         # a StoreError, which `main` prints as a one-line error (exit 1)
         assert failed.exit_code != 0 and isinstance(failed.exception, StoreError)
+    finally:
+        store.close()
+
+
+def test_sqlite_failures_are_store_errors(tmp_path: Path) -> None:
+    """A locked file refuses writes for now (StoreUnavailable); an unreadable one fails
+    every call with a StoreError: never sqlite3's own errors."""
+    path = store_path(tmp_path)
+    store = SqliteDeadLetterStore(path)
+    short_busy_timeout(store._conn)
+    try:
+        store.add("hook", [event(1)], FAILURE)
+        with locked(path):
+            with pytest.raises(StoreUnavailable, match="dead letters"):
+                store.add("hook", [event(2)], FAILURE)
+            assert store.total("hook") == 1  # readers go on beside a writer (WAL)
+        make_unreadable(path)
+        calls: list[Callable[[], object]] = [
+            lambda: store.add("hook", [event(3)], FAILURE),
+            store.total,
+            store.items,
+            lambda: store.mark_replay("hook"),
+            lambda: store.replay_batch("hook", 10, T0),
+            lambda: store.remove([1]),
+            lambda: store.mark_in_flight("hook", [event(3)]),
+            lambda: store.in_flight("hook"),
+            lambda: store.clear_in_flight("hook", {0: 5}),
+        ]
+        for call in calls:
+            with pytest.raises(StoreError, match="dead letters"):
+                call()
     finally:
         store.close()

@@ -14,6 +14,7 @@ from convtrack.deliver.alerts import PAUSED, Alerts
 from convtrack.deliver.base import OutboundRequest
 from convtrack.deliver.outbound import MAX_ANSWER_BYTES, EndpointGuard, Sender, forbidden_address
 from convtrack.deliver.policy import Backoff, Breaker, next_delay
+from convtrack.errors import TransportError, TransportTimeout
 from tests.standins.base import Answer, Request, Slow, StandIn
 
 
@@ -117,8 +118,10 @@ def test_the_sender_times_out() -> None:
         platform.plan = [Slow(1.5)]
         sender = Sender(timeout_secs=0.3)
         try:
-            with pytest.raises(httpx.TimeoutException):
+            with pytest.raises(TransportTimeout) as caught:
                 sender.send(OutboundRequest("POST", f"{platform.base_url}/big", {}, b"{}"))
+            assert isinstance(caught.value.__cause__, httpx.TimeoutException)
+            assert caught.value.maybe_sent  # the whole request had left
         finally:
             sender.close()
 
@@ -164,9 +167,58 @@ def test_a_slow_body_cannot_outlast_the_whole_timeout() -> None:
     sender = Sender(timeout_secs=0.5)
     started = time.monotonic()
     try:
-        with pytest.raises(httpx.TimeoutException):
+        with pytest.raises(TransportTimeout) as caught:
             sender.send(OutboundRequest("POST", f"http://127.0.0.1:{port}/", {}, b"{}"))
+        assert isinstance(caught.value.__cause__, httpx.TimeoutException)
     finally:
         sender.close()
         server.close()
     assert time.monotonic() - started < 2.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_refused_connection_is_our_transport_error_without_the_url_path() -> None:
+    """httpx stays inside the sender: its error leaves as ours, raised from it, and the
+    message names the host but not the path (it may hold a secret)."""
+    url = f"http://127.0.0.1:{free_port()}/hooks/SECRET-TOKEN"
+    sender = Sender(timeout_secs=2.0)
+    try:
+        with pytest.raises(TransportError) as caught:
+            sender.send(OutboundRequest("POST", url, {}, b"{}"))
+    finally:
+        sender.close()
+    error = caught.value
+    assert not isinstance(error, TransportTimeout)
+    assert isinstance(error.__cause__, httpx.ConnectError)
+    assert not error.maybe_sent  # nothing left: sending it again is safe
+    assert "ConnectError" in str(error) and "127.0.0.1" in str(error)
+    assert "SECRET-TOKEN" not in str(error)
+
+
+def test_a_connection_closed_before_the_answer_may_have_been_taken() -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+
+    def hang_up() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)  # the whole request arrived
+        conn.close()
+
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    sender = Sender(timeout_secs=5.0)
+    try:
+        with pytest.raises(TransportError) as caught:
+            sender.send(OutboundRequest("POST", f"http://127.0.0.1:{port}/", {}, b"{}"))
+    finally:
+        sender.close()
+        server.close()
+    assert isinstance(caught.value.__cause__, httpx.RemoteProtocolError)
+    assert caught.value.maybe_sent

@@ -11,6 +11,7 @@ from convtrack.errors import StoreError
 from convtrack.store.hot.base import HotStore
 from convtrack.store.hot.sqlite import SqliteHotStore
 from tests.contract.hot_contract import MINUTE, T0, HotContract, effect
+from tests.sqlite_faults import make_unreadable
 
 
 class TestSqliteHotContract(HotContract):
@@ -46,5 +47,25 @@ def test_a_failed_apply_changes_nothing(tmp_path: Path) -> None:
         again = hot.apply("g", batch, {0: 3}, T0 + MINUTE)
         assert (again.counted, again.value_overflows) == ([True, False], 1)  # 100 + 2**63 - 1
         assert hot.apply("g", batch, {0: 3}, T0 + MINUTE).recorded == {0: b"B"}
+    finally:
+        hot.close()
+
+
+def test_an_unreadable_hot_store_fails_its_reads_with_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "hot.db"
+    hot = SqliteHotStore(path)
+    try:
+        hot.apply("g", [effect("a", offset=0)], {0: 1}, T0)
+        make_unreadable(path)
+        reads = [
+            lambda: hot.positions("g"),
+            lambda: hot.sessions(["s1"]),
+            lambda: hot.user_touches(["u1"]),
+            lambda: hot.conversions("spring", "2026-11-29"),
+            hot.remembered,
+        ]
+        for read in reads:
+            with pytest.raises(StoreError, match="hot store read failed"):
+                read()
     finally:
         hot.close()

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from convtrack.errors import LogUnavailable
+from convtrack.errors import LogError, LogUnavailable, is_transient
 from convtrack.log.base import EventLog, LogRecord
-from convtrack.log.sqlite import SqliteLog
+from convtrack.log.sqlite import SqliteConsumer, SqliteLog
 from tests.contract.log_contract import LogContract, append
+from tests.sqlite_faults import locked, make_unreadable, short_busy_timeout
 
 
 class TestSqliteLogContract(LogContract):
@@ -64,3 +65,59 @@ def test_failed_commit_makes_log_unavailable_then_recovers(tmp_path: Path) -> No
     assert append(log, [LogRecord("k", b"second")]) == [1]
     assert log.status().writable
     log.close()
+
+
+def test_a_locked_log_refuses_an_offset_commit_with_a_log_error_then_takes_it(
+    tmp_path: Path,
+) -> None:
+    """The consumer's own errors are the log's (LogError, transient), never sqlite3's."""
+    path = tmp_path / "events.db"
+    log = SqliteLog(path)
+    append(log, [LogRecord("k", b"x")])
+    consumer = SqliteConsumer(log, "g")
+    short_busy_timeout(consumer._conn)
+    try:
+        assert [e.offset for e in consumer.poll(10, 0.0)] == [0]
+        with locked(path):
+            with pytest.raises(LogError, match="committing the offsets of g") as caught:
+                consumer.commit({0: 1})
+            assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+            assert is_transient(caught.value)
+        consumer.commit({0: 1})
+        assert consumer.committed() == {0: 1}
+    finally:
+        consumer.close()
+        log.close()
+
+
+def test_an_unreadable_log_fails_poll_and_commit_with_a_log_error(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    log = SqliteLog(path)
+    append(log, [LogRecord("k", b"x")])
+    consumer = SqliteConsumer(log, "g")
+    log.close()
+    make_unreadable(path)
+    try:
+        with pytest.raises(LogError, match="reading the event log for g") as polled:
+            consumer.poll(10, 0.0)
+        assert isinstance(polled.value.__cause__, sqlite3.DatabaseError)
+        with pytest.raises(LogError, match="committing the offsets of g"):
+            consumer.commit({0: 1})
+        with pytest.raises(LogError, match="reading the offsets of g"):
+            consumer.committed()
+    finally:
+        consumer.close()
+
+
+def test_an_unreadable_log_fails_its_reads_with_a_log_error(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    log = SqliteLog(path)
+    append(log, [LogRecord("k", b"x")])
+    make_unreadable(path)
+    try:
+        with pytest.raises(LogError):
+            log.last_entries()
+        with pytest.raises(LogError):
+            log.lag({0: 0})
+    finally:
+        log.close()

@@ -5,7 +5,9 @@ a backend that is away never quarantines anything, and readiness that names a st
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +22,7 @@ from convtrack.runtime.embedded import Pipeline, build_chain
 from convtrack.runtime.health import ProbeApp
 from tests.conftest import WRITE_KEY
 from tests.inprocess import call, conversions, make_pipeline, process_all
+from tests.processorkit import fresh_runner
 
 
 @pytest.fixture
@@ -179,3 +182,27 @@ def asyncio_status(app: ProbeApp) -> int:
             return (await client.get("/readyz")).status_code
 
     return asyncio.run(go())
+
+
+def test_a_log_that_cannot_be_read_is_read_again_and_the_processor_goes_on(
+    pipeline: Pipeline, clock: ManualClock
+) -> None:
+    """The SQLite log's poll fails with a LogError (its table is away): the processor
+    says so and polls again, as for any failure that is not a stop; it does not end."""
+    send(pipeline, clock, "a")
+    runner = fresh_runner(pipeline, clock)
+    table = sqlite3.connect(pipeline.log.path, isolation_level=None)
+    table.execute("ALTER TABLE log RENAME TO log_away")
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30.0
+        while "LogError" not in (runner.last_error or "") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "LogError: reading the event log" in (runner.last_error or "")
+        table.execute("ALTER TABLE log_away RENAME TO log")
+        while conversions(pipeline, today(clock))["conversions"] < 1:
+            assert time.monotonic() < deadline, runner.last_error
+            time.sleep(0.05)
+    finally:
+        runner.stop(drain_secs=1.0)
+        table.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from convtrack.clock import ManualClock
-from convtrack.errors import StoreError
+from convtrack.errors import StoreError, StoreUnavailable
 from convtrack.observe.metrics import Metrics
 from convtrack.store.cold.lake import Lake
 from convtrack.store.cold.query import connect
@@ -22,6 +22,7 @@ from convtrack.store.cold.writer import TableWriter
 from convtrack.store.rejects.base import IngestReject, RejectStore, StoredReject
 from convtrack.store.rejects.sqlite import SqliteRejectStore
 from tests.redis_fixtures import start_redis
+from tests.sqlite_faults import locked, make_unreadable, short_busy_timeout
 
 T0 = 1_796_000_000_000_000
 MARK = "…[truncated]"
@@ -291,5 +292,35 @@ def test_one_request_with_more_rejects_than_a_script_takes(redis_url: str, tmp_p
         assert store.page(code="b", limit=1, before_id=None).total == count
         ids = [r.id for r in store.since(0, count)]
         assert ids == list(range(ids[0], ids[0] + count))
+    finally:
+        store.close()
+
+
+def test_a_locked_sqlite_store_refuses_rejects_as_a_store_then_takes_them(tmp_path: Path) -> None:
+    """The rejects store's errors are a store's (not the log's LogUnavailable)."""
+    path = tmp_path / "rejects.db"
+    store = SqliteRejectStore(path, max_rows=100, max_body_bytes=1000)
+    short_busy_timeout(store._conn)
+    try:
+        with locked(path), pytest.raises(StoreUnavailable, match="rejects store"):
+            add(store, [reject(1)])
+        add(store, [reject(2)])
+        assert event_ids(store.page(code=None, limit=10, before_id=None).items) == ["e2"]
+    finally:
+        store.close()
+
+
+def test_an_unreadable_sqlite_store_fails_with_store_errors(tmp_path: Path) -> None:
+    path = tmp_path / "rejects.db"
+    store = SqliteRejectStore(path, max_rows=100, max_body_bytes=1000)
+    try:
+        add(store, [reject(1)])
+        make_unreadable(path)
+        with pytest.raises(StoreError, match="rejects store"):
+            store.page(code=None, limit=10, before_id=None)
+        with pytest.raises(StoreError, match="rejects store"):
+            store.since(0, 10)
+        with pytest.raises(StoreUnavailable):
+            add(store, [reject(2)])
     finally:
         store.close()

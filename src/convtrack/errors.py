@@ -5,11 +5,14 @@
     ├── MissingDependency      an optional dependency (a package extra) is not installed
     ├── LogError               the event log failed
     │   └── LogUnavailable     the log cannot take events durably right now (answer 503)
-    └── StoreError             a store (rejects, hot, cold) failed
-        └── StoreUnavailable   its backend (Redis) is unreachable now; retry later
+    ├── StoreError             a store (rejects, hot, cold) failed
+    │   └── StoreUnavailable   its backend (Redis, a busy SQLite file) cannot be used now
+    └── DeliveryError          sending to a destination failed
+        └── TransportError     no whole answer came: refused, reset, cut off; retry later
+            └── TransportTimeout   the timeout ran out first
 
-Adapters translate library exceptions (sqlite3, OSError, ...) into these with
-``raise ... from exc`` so callers never depend on a backend's error types.
+Adapters translate library exceptions (sqlite3, redis, httpx, OSError, ...) into
+these with ``raise ... from exc`` so callers never depend on a backend's error types.
 ``is_transient`` tells a failure of a backend's availability (retry the same
 work later) from one of the work itself (the same input fails again): the
 stages quarantine an event only for the second kind.
@@ -60,6 +63,27 @@ class StoreError(ConvtrackError):
 
 class StoreUnavailable(StoreError):
     """A store's backend cannot be reached right now; the same call may succeed later."""
+
+
+class DeliveryError(ConvtrackError):
+    """Sending events to a destination failed."""
+
+
+class TransportError(DeliveryError):
+    """A request to a destination got no whole answer (refused, reset, cut off, timed out).
+
+    ``maybe_sent``: the whole request had left before it failed (waiting for or reading
+    the answer), so the platform may have acted on it. The message names the host,
+    never the URL's path or query: they may hold a secret.
+    """
+
+    def __init__(self, message: str, *, maybe_sent: bool) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
+
+
+class TransportTimeout(TransportError):
+    """The request's timeout ran out (connecting, sending, or reading the answer)."""
 
 
 # SQLite primary result codes that say the database cannot be used right now, not that

@@ -1,9 +1,12 @@
-"""Shared SQLite machinery: connections with our pragmas, and group commit.
+"""Shared SQLite machinery: connections with our pragmas, group commit, error translation.
 
 Group commit: one writer thread owns the write connection. Callers hand it
 work items; the thread takes every item waiting, runs them in one
 transaction with one commit (one fsync in ``synchronous=FULL``), then wakes
 each caller with its result. Under load many requests share a commit.
+
+Every adapter on SQLite hands its callers our errors (``convtrack.errors``), not
+``sqlite3.Error``: ``translated`` wraps a block, ``store_error`` names a store's.
 """
 
 from __future__ import annotations
@@ -15,14 +18,34 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from convtrack.errors import LogUnavailable
+from convtrack.errors import ConvtrackError, StoreError, StoreUnavailable, is_transient
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+# How an adapter says "cannot take the write now": (reason, retry after seconds) -> its error.
+Unavailable = Callable[[str, int], ConvtrackError]
+# How an adapter names a failed statement: (message, the sqlite3 error) -> its error.
+Translate = Callable[[str, sqlite3.Error], ConvtrackError]
+
+
+def store_error(message: str, exc: sqlite3.Error) -> StoreError:
+    """A store's SQLite failure as ours: ``StoreUnavailable`` when the database cannot be
+    used now (busy, locked, read-only, I/O, full), else ``StoreError``."""
+    return StoreUnavailable(message) if is_transient(exc) else StoreError(message)
+
+
+@contextlib.contextmanager
+def translated(what: str, error: Translate = store_error) -> Iterator[None]:
+    """Run the block; a ``sqlite3.Error`` leaves it as ``error(f"{what}: {exc}", exc)``,
+    raised from it."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise error(f"{what}: {exc}", exc) from exc
 
 
 def connect(path: Path, synchronous: str = "full", readonly: bool = False) -> sqlite3.Connection:
@@ -66,7 +89,9 @@ class GroupCommitter(Generic[Item, Result]):
     """Runs ``write_batch(conn, items) -> results`` for many callers in one transaction.
 
     ``write_batch`` runs inside BEGIN IMMEDIATE ... COMMIT on the writer
-    thread; its results are handed back only after COMMIT returned.
+    thread; its results are handed back only after COMMIT returned. A full queue,
+    a closing committer and a failed write raise ``unavailable(reason, retry_after)``:
+    the adapter's own error (the log's ``LogUnavailable``, a store's ``StoreUnavailable``).
     """
 
     def __init__(
@@ -77,8 +102,11 @@ class GroupCommitter(Generic[Item, Result]):
         max_pending: int,
         max_batch: int,
         on_commit: Callable[[int, float], None] | None = None,
+        *,
+        unavailable: Unavailable,
     ) -> None:
         self._conn = conn
+        self._unavailable = unavailable
         self._write_batch = write_batch
         self._max_pending = max_pending
         self._max_batch = max_batch
@@ -110,9 +138,9 @@ class GroupCommitter(Generic[Item, Result]):
     def _enqueue(self, pending: _Pending[Item, Result]) -> None:
         with self._cond:
             if self._closing:
-                raise LogUnavailable("shutting down", retry_after_secs=2)
+                raise self._unavailable("shutting down", 2)
             if self._pending_size + pending.size > self._max_pending:
-                raise LogUnavailable("too many pending writes", retry_after_secs=1)
+                raise self._unavailable("too many pending writes", 1)
             self._pending_size += pending.size
             self._queue.append(pending)
             self._cond.notify()
@@ -150,7 +178,8 @@ class GroupCommitter(Generic[Item, Result]):
                 self.last_error = None
             except sqlite3.Error as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                outcome = LogUnavailable(f"write failed: {exc}", retry_after_secs=1)
+                outcome = self._unavailable(f"write failed: {exc}", 1)
+                outcome.__cause__ = exc  # as ``raise ... from exc`` would: it is raised later
             except Exception as exc:  # a bug must not kill the writer thread
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 outcome = exc

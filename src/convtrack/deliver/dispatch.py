@@ -37,8 +37,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import httpx
-
 from convtrack import failpoints
 from convtrack.clock import Clock
 from convtrack.deliver.alerts import CIRCUIT_OPEN, PAUSED, AlertChannel, Alerts, Outbox
@@ -55,20 +53,13 @@ from convtrack.deliver.base import (
 )
 from convtrack.deliver.destinations import DestinationSettings
 from convtrack.deliver.inflight import unanswered_reason
-from convtrack.deliver.outbound import EndpointGuard, Sender, host_of
+from convtrack.deliver.outbound import REASON_CHARS, EndpointGuard, Sender, host_of
 from convtrack.deliver.policy import Backoff, Breaker, next_delay
+from convtrack.errors import TransportError, TransportTimeout
 from convtrack.observe.metrics import DeliveryMetrics
 from convtrack.store.deadletters.base import Failure
 
 log = logging.getLogger("convtrack.deliver")
-
-REASON_CHARS = 500
-
-# Errors raised once the whole request had left, while waiting for or reading the
-# answer: the platform may have taken it. A write error or timeout means the request
-# never fully left (a platform acts on no half request), so it is retried like a
-# refused connection.
-_MAYBE_SENT = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 
 
 class Stopped(Exception):
@@ -399,12 +390,14 @@ class Dispatcher:
         started = time.perf_counter()
         try:
             status, headers, body = self._sender.send(request)
-        except httpx.HTTPError as exc:
-            if isinstance(exc, httpx.TimeoutException):
+        except TransportError as exc:
+            if isinstance(exc, TransportTimeout):
                 what = f"timed out after {self._settings.timeout_secs:g} s ({host_of(request.url)})"
             else:
-                what = _describe(exc, request.url)
-            if isinstance(exc, _MAYBE_SENT) and not self._destination.dedupes_on_event_id:
+                what = str(exc)  # names the host, not the URL (see outbound.transport_error)
+            # The platform may have taken it: only a destination that drops a copy it
+            # already has (by event id) may be sent it again.
+            if exc.maybe_sent and not self._destination.dedupes_on_event_id:
                 return None, Reject(reason=unanswered_reason(self.name, what)), "error"
             return None, Retry(after_secs=None, reason=what), "error"
         finally:
@@ -484,9 +477,3 @@ def _label(outcome: Outcome) -> str:
             return "setup"
         case Reject():
             return "rejected"
-
-
-def _describe(exc: httpx.HTTPError, url: str) -> str:
-    """The error without the URL's path or query: they may hold a secret (Slack, GA4)."""
-    text = f"{type(exc).__name__}: {exc}".replace(url, host_of(url))
-    return f"{text} ({host_of(url)})"[:REASON_CHARS]

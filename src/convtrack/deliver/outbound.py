@@ -5,6 +5,9 @@ cloud-metadata address, unless the destination sets ``allow_private_network``:
 a configured URL must not be able to reach the instance's credentials service.
 Loopback stays allowed (local stand-ins and sidecar proxies). The check runs at
 start and before each send, because a name can resolve elsewhere later.
+
+httpx stays in here: a request that gets no whole answer raises our
+``TransportError`` (``TransportTimeout`` for a timeout), raised from httpx's error.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from convtrack.deliver.base import OutboundRequest
+from convtrack.errors import TransportError, TransportTimeout
 
 MAX_ANSWER_BYTES = 64 * 1024
 CONNECT_TIMEOUT_SECS = 5.0
@@ -31,6 +35,13 @@ _METADATA_ADDRESSES = frozenset(
     for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "168.63.129.16")
 )
 _METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata"})
+REASON_CHARS = 500
+
+# Errors raised once the whole request had left, while waiting for or reading the
+# answer: the platform may have taken it. A write error or timeout means the request
+# never fully left (a platform acts on no half request), so it is retried like a
+# refused connection.
+_MAYBE_SENT = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 
 Answer = tuple[int, dict[str, str], bytes]
 Resolver = Callable[[str], list[str]]
@@ -103,6 +114,15 @@ def host_of(url: str) -> str:
     return urlsplit(url).hostname or "?"
 
 
+def transport_error(exc: httpx.HTTPError, url: str) -> TransportError:
+    """httpx's error as ours; its text without the URL's path or query (they may hold a
+    secret: Slack, GA4), naming the host instead."""
+    text = f"{type(exc).__name__}: {exc}".replace(url, host_of(url))
+    message = f"{text} ({host_of(url)})"[:REASON_CHARS]
+    kind = TransportTimeout if isinstance(exc, httpx.TimeoutException) else TransportError
+    return kind(message, maybe_sent=isinstance(exc, _MAYBE_SENT))
+
+
 class Sender:
     """Sends one request: never follows redirects, reads at most ``MAX_ANSWER_BYTES``."""
 
@@ -127,8 +147,15 @@ class Sender:
         )
 
     def send(self, request: OutboundRequest) -> Answer:
-        """Status, headers (lower-case names) and the start of the body; raises httpx errors
-        (``httpx.TimeoutException`` also when a slow body outlasts the whole timeout)."""
+        """Status, headers (lower-case names) and the start of the body; raises
+        ``TransportError`` when no whole answer came (``TransportTimeout`` also when a
+        slow body outlasts the whole timeout)."""
+        try:
+            return self._send(request)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, request.url) from exc
+
+    def _send(self, request: OutboundRequest) -> Answer:
         deadline = time.monotonic() + self._timeout_secs
         with self._client.stream(
             request.method, request.url, headers=request.headers, content=request.body

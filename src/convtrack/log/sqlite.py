@@ -6,6 +6,10 @@ later, and several processes may append to one file (SQLite's write lock
 orders them). Readers in other processes see new entries by polling. ``synchronous=full`` (the
 default) fsyncs each group commit: power-loss safe. ``normal`` survives a
 process crash but may lose the last commits on power loss.
+
+SQLite's errors leave as ours: an append that cannot be made durable raises
+``LogUnavailable``; a failed read or offset commit raises ``LogError`` (as the
+Kafka log does), raised from the ``sqlite3.Error``.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from convtrack.clock import Clock, SystemClock
-from convtrack.errors import LogError
+from convtrack.errors import LogError, LogUnavailable
 from convtrack.log.base import EventLog, LogConsumer, LogEntry, LogLag, LogRecord, LogStatus
-from convtrack.sqlitekit import GroupCommitter, connect
+from convtrack.sqlitekit import GroupCommitter, connect, translated
 
 PARTITION = 0
 _SCHEMA = """
@@ -37,6 +41,10 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
     PRIMARY KEY (grp, partition)
 );
 """
+
+
+def _log_error(message: str, exc: sqlite3.Error) -> LogError:
+    return LogError(message)
 
 
 class SqliteLog(EventLog):
@@ -61,6 +69,7 @@ class SqliteLog(EventLog):
             conn = connect(path, synchronous)
             conn.executescript(_SCHEMA)
             row = conn.execute("SELECT COALESCE(MAX(offset) + 1, 0) FROM log").fetchone()
+            reader = connect(path, synchronous)
         except sqlite3.Error as exc:
             raise LogError(f"cannot open the event log at {path}: {exc}") from exc
         self._next_offset: int = row[0]
@@ -69,10 +78,11 @@ class SqliteLog(EventLog):
         self._new_data = threading.Condition()
         self._on_commit = on_commit
         self._writer: GroupCommitter[Sequence[LogRecord], list[int]] = GroupCommitter(
-            "log", conn, self._write, max_pending_events, max_commit_events, self._committed
-        )
+            "log", conn, self._write, max_pending_events, max_commit_events, self._committed,
+            unavailable=LogUnavailable,
+        )  # fmt: skip
         self._conn = conn
-        self._reader = connect(path, synchronous)
+        self._reader = reader
         self._reader_lock = threading.Lock()
 
     def _write(
@@ -108,7 +118,7 @@ class SqliteLog(EventLog):
         return self._writer.submit_blocking(records, len(records))
 
     def last_entries(self) -> dict[int, LogEntry]:
-        with self._reader_lock:
+        with self._reader_lock, translated("reading the event log failed", _log_error):
             row = self._reader.execute(
                 "SELECT offset, key, payload, logged_at_us FROM log ORDER BY offset DESC LIMIT 1"
             ).fetchone()
@@ -129,7 +139,7 @@ class SqliteLog(EventLog):
 
     def end_offset(self) -> int:
         """The next offset, as the file has it (appends of other processes included)."""
-        with self._reader_lock:
+        with self._reader_lock, translated("reading the event log failed", _log_error):
             row = self._reader.execute("SELECT COALESCE(MAX(offset) + 1, 0) FROM log").fetchone()
         self._next_offset = max(self._next_offset, int(row[0]))
         return self._next_offset
@@ -143,7 +153,7 @@ class SqliteLog(EventLog):
         events = max(0, self.end_offset() - position)
         if events == 0:
             return LogLag(0, 0.0)
-        with self._reader_lock:
+        with self._reader_lock, translated("reading the event log failed", _log_error):
             row = self._reader.execute(
                 "SELECT logged_at_us FROM log WHERE offset >= ? ORDER BY offset LIMIT 1",
                 (position,),
@@ -177,18 +187,20 @@ class SqliteConsumer(LogConsumer):
     def __init__(self, log: SqliteLog, group: str) -> None:
         self._log = log
         self._group = group
-        self._conn = connect(log.path, log.synchronous)
+        with translated(f"cannot open the event log at {log.path}", _log_error):
+            self._conn = connect(log.path, log.synchronous)
         committed = self.committed()
         self._position = committed.get(PARTITION, 0)
 
     def poll(self, max_records: int, timeout_secs: float) -> list[LogEntry]:
         deadline = time.monotonic() + timeout_secs
         while True:
-            rows = self._conn.execute(
-                "SELECT offset, key, payload, logged_at_us FROM log"
-                " WHERE offset >= ? ORDER BY offset LIMIT ?",
-                (self._position, max_records),
-            ).fetchall()
+            with translated(f"reading the event log for {self._group} failed", _log_error):
+                rows = self._conn.execute(
+                    "SELECT offset, key, payload, logged_at_us FROM log"
+                    " WHERE offset >= ? ORDER BY offset LIMIT ?",
+                    (self._position, max_records),
+                ).fetchall()
             if rows:
                 self._position = rows[-1][0] + 1
                 return [LogEntry(PARTITION, r[0], r[1], r[2], r[3]) for r in rows]
@@ -199,7 +211,8 @@ class SqliteConsumer(LogConsumer):
             self._log.wait_for_data(min(remaining, self._log.other_writers_poll_secs))
 
     def commit(self, positions: Mapping[int, int], *, wait: bool = True) -> None:
-        with self._conn:
+        what = f"committing the offsets of {self._group} failed"
+        with translated(what, _log_error), self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
             for partition, next_offset in positions.items():
                 self._conn.execute(
@@ -210,9 +223,11 @@ class SqliteConsumer(LogConsumer):
                 )
 
     def committed(self) -> dict[int, int]:
-        rows = self._conn.execute(
-            "SELECT partition, next_offset FROM consumer_offsets WHERE grp = ?", (self._group,)
-        ).fetchall()
+        with translated(f"reading the offsets of {self._group} failed", _log_error):
+            rows = self._conn.execute(
+                "SELECT partition, next_offset FROM consumer_offsets WHERE grp = ?",
+                (self._group,),
+            ).fetchall()
         return {int(p): int(o) for p, o in rows}
 
     def seek(self, positions: Mapping[int, int]) -> None:

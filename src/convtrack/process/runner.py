@@ -36,7 +36,7 @@ from convtrack.model.processed import decode_processed
 from convtrack.observe.logs import RepeatLimiter
 from convtrack.observe.metrics import Metrics
 from convtrack.process.base import GROUP, Batch, Step
-from convtrack.process.poison import LOG_REPEAT_SECS, PoisonGuard
+from convtrack.process.poison import LOG_REPEAT_SECS, PoisonGuard, Stopping
 from convtrack.store.hot.base import HotStore
 from convtrack.store.quarantine.base import QuarantineStore
 
@@ -327,11 +327,13 @@ class ProcessorRunner:
         while True:
             try:
                 handled = self.run_once()
-            except ConvtrackError:
+            except Stopping:
                 return  # stopping with a batch that cannot commit: it replays on restart
             except Exception as exc:
+                # The log cannot be read now (LogError from its poll), or a bug: again soon.
                 self._resume_error = f"{type(exc).__name__}: {exc}"
-                self._metrics.errors.labels("process", "unexpected").inc()
+                kind = type(exc).__name__ if isinstance(exc, ConvtrackError) else "unexpected"
+                self._metrics.errors.labels("process", kind).inc()
                 if self._repeats.admit(f"unexpected:{self._resume_error}") is not None:
                     log.exception("processor_error")
                 if self._stop.wait(1.0):

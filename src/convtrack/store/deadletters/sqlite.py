@@ -3,6 +3,8 @@
 One file (``DATA_DIR/deliver/deadletters.db``) shared by the runners, the
 admin API and the ``convtrack dlq`` commands (other processes: WAL lets them
 read and write beside the server). Semantics: store/deadletters/base.py.
+SQLite's errors leave as a store's: ``StoreUnavailable`` (busy, locked, full...)
+or ``StoreError``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from convtrack.deliver.base import Forwarded
 from convtrack.errors import StoreError
-from convtrack.sqlitekit import connect
+from convtrack.sqlitekit import connect, translated
 from convtrack.store.deadletters.base import (
     DEAD_LETTERED,
     REPLAY_LEASE_SECS,
@@ -113,6 +115,12 @@ class SqliteDeadLetterStore(DeadLetterStore):
             raise StoreError(f"cannot open the dead letters at {path}: {exc}") from exc
         self._lock = threading.Lock()
 
+    @contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """The connection to itself, its ``sqlite3.Error`` translated."""
+        with self._lock, translated("dead letters (SQLite) failed"):
+            yield
+
     def add_rows(
         self,
         destination: str,
@@ -121,7 +129,7 @@ class SqliteDeadLetterStore(DeadLetterStore):
         cap: int | None = None,
         in_flight: bool = False,
     ) -> int:
-        with self._lock, self._transaction():
+        with self._guarded(), self._transaction():
             self._conn.executemany(_INSERT, [_values(destination, e, f) for e, f in rows])
             if in_flight:
                 self._set_in_flight(destination, [e for e, _ in rows], DEAD_LETTERED)
@@ -155,12 +163,12 @@ class SqliteDeadLetterStore(DeadLetterStore):
 
     def _write_many(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
         """One statement over many rows, in one transaction."""
-        with self._lock, self._transaction():
+        with self._guarded(), self._transaction():
             self._conn.executemany(sql, rows)
 
     def total(self, destination: str | None = None) -> int:
         where, args = _where(destination)
-        with self._lock:
+        with self._guarded():
             (count,) = self._conn.execute(
                 f"SELECT count(*) FROM dead_letters {where}", args
             ).fetchone()
@@ -168,7 +176,7 @@ class SqliteDeadLetterStore(DeadLetterStore):
 
     def items(self, destination: str | None = None, limit: int = 100) -> list[DeadLetter]:
         where, args = _where(destination)
-        with self._lock:
+        with self._guarded():
             rows = self._conn.execute(
                 f"SELECT {_COLUMNS} FROM dead_letters {where} ORDER BY id LIMIT ?", (*args, limit)
             ).fetchall()
@@ -176,7 +184,7 @@ class SqliteDeadLetterStore(DeadLetterStore):
 
     def mark_replay(self, destination: str | None = None) -> int:
         where, args = _where(destination)
-        with self._lock:
+        with self._guarded():
             cursor = self._conn.execute(f"UPDATE dead_letters SET replay = 1 {where}", args)
         return cursor.rowcount
 
@@ -184,7 +192,7 @@ class SqliteDeadLetterStore(DeadLetterStore):
         self, destination: str, limit: int, now_us: int, lease_secs: float = REPLAY_LEASE_SECS
     ) -> list[DeadLetter]:
         conn = self._conn
-        with self._lock, self._transaction():
+        with self._guarded(), self._transaction():
             lapsed = "SELECT id FROM replay_claims WHERE destination = ? AND until_us <= ?"
             conn.execute(
                 f"UPDATE dead_letters SET replay = 1 WHERE id IN ({lapsed})", (destination, now_us)
@@ -209,7 +217,7 @@ class SqliteDeadLetterStore(DeadLetterStore):
 
     def _settle(self, sql: str, rows: Sequence[tuple[Any, ...]], ids: Sequence[int]) -> None:
         """One statement over many rows, and their claims ended, in one transaction."""
-        with self._lock, self._transaction():
+        with self._guarded(), self._transaction():
             self._conn.executemany(sql, rows)
             self._conn.executemany("DELETE FROM replay_claims WHERE id = ?", [(i,) for i in ids])
 
@@ -250,7 +258,7 @@ class SqliteDeadLetterStore(DeadLetterStore):
         )  # fmt: skip
 
     def in_flight(self, destination: str) -> list[tuple[Forwarded, bool]]:
-        with self._lock:
+        with self._guarded():
             rows = self._conn.execute(
                 "SELECT event_id, source_partition, source_offset, payload, resolved "
                 "FROM in_flight WHERE destination = ? ORDER BY source_partition, source_offset",
@@ -263,7 +271,7 @@ class SqliteDeadLetterStore(DeadLetterStore):
         ]  # fmt: skip
 
     def settle_in_flight(self, destination: str, events: Sequence[Forwarded]) -> None:
-        with self._lock, self._transaction():
+        with self._guarded(), self._transaction():
             self._set_in_flight(destination, events, SETTLED)
 
     def _set_in_flight(self, destination: str, events: Sequence[Forwarded], state: int) -> None:
@@ -282,7 +290,7 @@ class SqliteDeadLetterStore(DeadLetterStore):
 
     def purge(self, destination: str | None = None) -> int:
         where, args = _where(destination)
-        with self._lock, self._transaction():
+        with self._guarded(), self._transaction():
             cursor = self._conn.execute(f"DELETE FROM dead_letters {where}", args)
             self._conn.execute(f"DELETE FROM replay_claims {where}", args)
         return cursor.rowcount

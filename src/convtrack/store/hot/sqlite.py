@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from convtrack.errors import StoreError
-from convtrack.sqlitekit import connect
+from convtrack.sqlitekit import connect, translated
 from convtrack.store.hot import sqlite_excluded
 from convtrack.store.hot.base import (
     ApplyResult,
@@ -242,7 +242,7 @@ class SqliteHotStore(HotStore):
         found: dict[str, SessionState] = {}
         for chunk in chunks(list(set(keys))):
             marks = ",".join("?" * len(chunk))
-            for row in self._conn.execute(
+            for row in self._writer_read(
                 f"SELECT key, opened_at_us, last_seen_us, expires_at_us, first_touch, last_touch"
                 f" FROM sessions WHERE key IN ({marks})",
                 chunk,
@@ -258,7 +258,7 @@ class SqliteHotStore(HotStore):
         found: dict[str, UserTouch] = {}
         for chunk in chunks(list(set(keys))):
             marks = ",".join("?" * len(chunk))
-            for row in self._conn.execute(
+            for row in self._writer_read(
                 f"SELECT key, touch, at_us, expires_at_us FROM user_touches WHERE key IN ({marks})",
                 chunk,
             ):
@@ -312,8 +312,13 @@ class SqliteHotStore(HotStore):
     # -- reads (any thread) -------------------------------------------------------------
 
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        with self._read_lock:
+        with self._read_lock, translated("hot store read failed"):
             return self._reader.execute(sql, args).fetchall()
+
+    def _writer_read(self, sql: str, args: Sequence[object]) -> list[tuple[Any, ...]]:
+        """A read on the writer's connection (the processor's thread: it sees its own writes)."""
+        with translated("hot store read failed"):
+            return self._conn.execute(sql, args).fetchall()
 
     def positions(self, group: str) -> dict[int, int]:
         rows = self._read("SELECT partition, next_offset FROM positions WHERE grp = ?", (group,))

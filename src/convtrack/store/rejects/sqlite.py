@@ -1,4 +1,8 @@
-"""Rejects in their own SQLite database, group-committed, capped by row count."""
+"""Rejects in their own SQLite database, group-committed, capped by row count.
+
+Its failures are a store's (``convtrack.errors``): a write that cannot be made now
+raises ``StoreUnavailable``, a failed read ``StoreError`` (or ``StoreUnavailable``).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from convtrack.errors import StoreError
+from convtrack.errors import StoreError, StoreUnavailable
 from convtrack.model.timeparse import format_us
-from convtrack.sqlitekit import GroupCommitter, connect
+from convtrack.sqlitekit import GroupCommitter, connect, translated
 from convtrack.store.rejects.base import IngestReject, RejectPage, RejectStore, StoredReject
 
 _SCHEMA = """
@@ -52,14 +56,16 @@ class SqliteRejectStore(RejectStore):
         try:
             conn = connect(path, "normal")
             conn.executescript(_SCHEMA)
+            reader = connect(path, "normal")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the rejects store at {path}: {exc}") from exc
         self._conn = conn
-        self._reader = connect(path, "normal")
+        self._reader = reader
         self._read_lock = threading.Lock()  # the API and the lake's copier both read
         self._writer: GroupCommitter[list[IngestReject], None] = GroupCommitter(
-            "rejects", conn, self._write, max_pending=50_000, max_batch=5_000
-        )
+            "rejects", conn, self._write, max_pending=50_000, max_batch=5_000,
+            unavailable=_unavailable,
+        )  # fmt: skip
 
     def _write(self, conn: sqlite3.Connection, batches: Sequence[list[IngestReject]]) -> list[None]:
         for batch in batches:
@@ -91,7 +97,7 @@ class SqliteRejectStore(RejectStore):
             await self._writer.submit(rejects, len(rejects))
 
     def page(self, *, code: str | None, limit: int, before_id: int | None) -> RejectPage:
-        with self._read_lock:
+        with self._read_lock, translated("reading the rejects store failed"):
             return self._page(code, limit, before_id)
 
     def _page(self, code: str | None, limit: int, before_id: int | None) -> RejectPage:
@@ -117,7 +123,7 @@ class SqliteRejectStore(RejectStore):
         return RejectPage(total=total, items=items, next_cursor=next_cursor)
 
     def since(self, after_id: int, limit: int) -> list[StoredReject]:
-        with self._read_lock:
+        with self._read_lock, translated("reading the rejects store failed"):
             rows = self._reader.execute(
                 f"SELECT {_COLUMNS} FROM rejects WHERE id > ? ORDER BY id LIMIT ?",
                 (after_id, limit),
@@ -132,6 +138,10 @@ class SqliteRejectStore(RejectStore):
         self._writer.close()
         self._reader.close()
         self._conn.close()
+
+
+def _unavailable(reason: str, retry_after_secs: int) -> StoreUnavailable:
+    return StoreUnavailable(f"the rejects store cannot write now: {reason}")
 
 
 def truncated(body: str, max_bytes: int) -> str:
