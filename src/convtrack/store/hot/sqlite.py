@@ -30,26 +30,15 @@ from convtrack.store.hot.base import (
     UserTouch,
 )
 from convtrack.store.hot.livestats import (
-    ANOMALY_US,
-    latency_bucket,
     minute_rows,
     percentile_ms,
 )
+from convtrack.store.hot.sqlite_apply import apply_batch
 from convtrack.store.hot.sqlite_rows import (
-    COUNTER_KEYS,
-    DIM_KEYS,
-    MINUTE_KEYS,
-    MINUTE_SUMS,
     SCHEMA,
-    Remembered,
-    add_cells,
     chunks,
-    earlier_copies,
     held,
-    recorded_blobs,
-    remembered_rows,
     summed,
-    write_blobs,
 )
 
 
@@ -83,142 +72,12 @@ class SqliteHotStore(HotStore):
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
                 replays = sqlite_excluded.replayed(self._conn, group, effects)
-                result = self._apply(group, effects, positions, now_us)
+                result = apply_batch(self._conn, group, effects, positions, now_us, self._window_us)
                 self._write_sessions(sessions, touches)
                 sqlite_excluded.add_excluded(self._conn, effects, result.counted, replays)
                 return result
         except sqlite3.Error as exc:
             raise StoreError(f"hot store apply failed: {exc}") from exc
-
-    def _apply(
-        self, group: str, effects: Sequence[Effect], positions: Mapping[int, int], now_us: int
-    ) -> ApplyResult:
-        conn = self._conn
-        applied = dict(
-            conn.execute("SELECT partition, next_offset FROM positions WHERE grp = ?", (group,))
-        )
-        keys = [f"{e.source}\x00{e.event_id}" for e in effects]
-        known = remembered_rows(conn, "dedup", "k", list(set(keys)))
-        token_ids = list({e.token_id for e in effects if e.token_id is not None})
-        known_tokens = remembered_rows(conn, "tokens", "token_id", token_ids) if token_ids else {}
-
-        replayed = [
-            k for k, e in zip(keys, effects, strict=True) if e.offset < applied.get(e.partition, 0)
-        ]
-        earlier = earlier_copies(conn, replayed) if replayed else set()
-
-        counted: list[bool] = []
-        new_keys: dict[str, Remembered] = {}
-        # Positions of counted copies whose dedup row a later counted copy took over
-        # (the window had ended): a replay still owns them.
-        displaced: dict[tuple[int, int], tuple[str, int]] = {}
-        new_tokens: dict[str, Remembered] = {}
-        counters: defaultdict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
-        dims: defaultdict[tuple[str, str, str, str, str], list[int]] = defaultdict(lambda: [0, 0])
-        minutes: defaultdict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-        latency: defaultdict[tuple[int, int], int] = defaultdict(int)
-        duplicates = anomalies = 0
-        minute = now_us // 60_000_000
-        no_entry: Remembered = (0, -1, -1)
-        firsts: dict[int, int] = {}
-        for e in effects:
-            firsts[e.partition] = min(e.offset, firsts.get(e.partition, e.offset))
-        blobs = recorded_blobs(conn, group, firsts, applied) if replayed else {}
-        handed_back: dict[int, bytes] = {}
-        new_blobs: defaultdict[int, dict[int, bytes]] = defaultdict(dict)
-        for index, (key, effect) in enumerate(zip(keys, effects, strict=True)):
-            here = (effect.partition, effect.offset)
-            if effect.offset < applied.get(effect.partition, 0):
-                # Applied before (a replay): the verdict it got, and no second count.
-                own = known.get(key, no_entry)[1:] == here or here in earlier
-                counted.append(own)
-                if own and here in blobs:
-                    handed_back[index] = blobs[here]
-                continue
-            at = effect.received_at_us
-            is_dup = new_keys.get(key, known.get(key, no_entry))[0] > at
-            if not is_dup and effect.token_id is not None:
-                token = new_tokens.get(effect.token_id, known_tokens.get(effect.token_id, no_entry))
-                is_dup = token[0] > at
-            campaign = effect.campaign_id
-            currency = effect.currency or ""
-            bucket = minutes[(minute, campaign, currency)]
-            bucket[0] += 1
-            if is_dup:
-                duplicates += 1
-                bucket[2] += 1
-                counted.append(False)
-                continue
-            counted.append(True)
-            previous = new_keys.get(key, known.get(key, no_entry))
-            if previous[1] >= 0:
-                displaced[(previous[1], previous[2])] = (key, at + self._window_us)
-            new_keys[key] = (at + self._window_us, *here)
-            if effect.recorded:
-                new_blobs[effect.partition][effect.offset] = effect.recorded
-            if effect.token_id is not None:
-                expires = effect.token_expires_at_us or at + self._window_us
-                new_tokens[effect.token_id] = (expires, *here)
-            if effect.is_conversion:
-                value = effect.value or 0
-                row = counters[(campaign, effect.event_date, currency)]
-                row[0] += 1
-                row[1] += value
-                for dimension, dim_value in effect.dimensions.items():
-                    cell = dims[(dimension, effect.event_date, dim_value, campaign, currency)]
-                    cell[0] += 1
-                    cell[1] += value
-                bucket[1] += 1
-                bucket[3] += value
-            lag_us = max(0, now_us - at)
-            latency[(minute, latency_bucket(lag_us))] += 1
-            if lag_us > ANOMALY_US:
-                anomalies += 1
-
-        upsert = (
-            " ON CONFLICT DO UPDATE SET expires_at_us = excluded.expires_at_us,"
-            " part = excluded.part, off = excluded.off"
-        )
-        conn.executemany(
-            "INSERT INTO dedup VALUES (?, ?, ?, ?)" + upsert, [(k, *v) for k, v in new_keys.items()]
-        )
-        write_blobs(conn, group, firsts, new_blobs)
-        conn.executemany(
-            "INSERT OR REPLACE INTO earlier_copies VALUES (?, ?, ?, ?)",
-            [(*where, k, expires) for where, (k, expires) in displaced.items()],
-        )
-        if new_tokens:
-            conn.executemany(
-                "INSERT INTO tokens VALUES (?, ?, ?, ?)" + upsert,
-                [(k, *v) for k, v in new_tokens.items()],
-            )
-        overflows = add_cells(conn, "counters", COUNTER_KEYS, ("conversions", "value"), counters)
-        add_cells(conn, "dim_counters", DIM_KEYS, ("conversions", "value"), dims)
-        add_cells(conn, "minutes", MINUTE_KEYS, MINUTE_SUMS, minutes)
-        conn.executemany(
-            "INSERT INTO latency VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
-            [(*k, n) for k, n in latency.items()],
-        )
-        conn.executemany(
-            "INSERT INTO totals VALUES (?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
-            [
-                ("duplicates", duplicates),
-                ("latency_anomalies", anomalies),
-                ("value_overflows", overflows),
-            ],
-        )
-        conn.executemany(
-            "INSERT INTO positions VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET"
-            " next_offset = MAX(next_offset, excluded.next_offset)",
-            [(group, p, o) for p, o in positions.items()],
-        )
-        return ApplyResult(
-            counted=counted,
-            duplicates=duplicates,
-            latency_anomalies=anomalies,
-            value_overflows=overflows,
-            recorded=handed_back,
-        )
 
     def _write_sessions(
         self, sessions: Sequence[SessionState], touches: Sequence[UserTouch]
