@@ -28,6 +28,8 @@ from convtrack.deliver.base import (
     Reject,
     Retry,
     RetryPartial,
+    SetupFault,
+    Throttled,
 )
 from convtrack.deliver.outbound import EndpointGuard
 from convtrack.deliver.runner import DeliveryRunner
@@ -126,10 +128,12 @@ class TinyDestination(Destination):
             return Delivered()
         reason = f"HTTP {status}: {excerpt(body)}"
         if status == 429:
-            return Retry(after_secs=after, reason=reason, throttled=True)
+            return Throttled(after_secs=after, reason=reason)
         if status >= 500:
             return Retry(after_secs=after, reason=reason)
-        return Reject(reason=reason, setup=status in (401, 403))
+        if status in (401, 403):
+            return SetupFault(reason=reason)
+        return Reject(reason=reason)
 
 
 class AlertSink(TinyDestination):

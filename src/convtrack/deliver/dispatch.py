@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, assert_never
 
 import httpx
 
@@ -53,6 +53,8 @@ from convtrack.deliver.base import (
     Reject,
     Retry,
     RetryPartial,
+    SetupFault,
+    Throttled,
 )
 from convtrack.deliver.deadletters import Failure
 from convtrack.deliver.inflight import unanswered_reason
@@ -250,41 +252,73 @@ class Dispatcher:
     def _apply(self, job: Job, status: int | None, outcome: Outcome, settle: Settle) -> bool:
         """Act on one answer; False when the job is held by a setup pause."""
         now, now_us = self._clock.monotonic(), self._clock.now_us()
-        if isinstance(outcome, Reject) and outcome.setup:
-            job.held_at = now
-            self._pause(outcome.reason)
-            return False
-        self._resume()
-        if isinstance(outcome, Delivered):
-            self._delivered(job.events, settle)
-            job.events = []
-            self._record(0.0)
-            return True
+        match outcome:
+            case SetupFault(reason=reason):
+                job.held_at = now
+                self._pause(reason)
+                return False
+            case Delivered():
+                self._resume()
+                self._delivered(job.events, settle)
+                job.events = []
+                self._record(0.0)
+                return True
+            case Reject(reason=reason):
+                self._resume()
+                self._failed(job, status, reason)
+                self._dead(settle, [(e, job.failure(now_us)) for e in job.events])
+                job.events = []
+                self._record(1.0)
+                return True
+            case RetryPartial():
+                self._resume()
+                self._failed(job, status, outcome.reason)
+                self._split(job, outcome, settle, now_us)
+                return self._schedule(job, settle, now, now_us, outcome.after_secs, throttled=False)
+            case Retry(after_secs=after, reason=reason):
+                self._resume()
+                self._failed(job, status, reason)
+                self._record(1.0)
+                return self._schedule(job, settle, now, now_us, after, throttled=False)
+            case Throttled(after_secs=after, reason=reason):
+                self._resume()
+                self._failed(job, status, reason)
+                self._record(1.0)
+                return self._schedule(job, settle, now, now_us, after, throttled=True)
+            case _:
+                assert_never(outcome)
+
+    def _failed(self, job: Job, status: int | None, reason: str) -> None:
+        """Count an answered attempt that did not deliver every event."""
         job.attempts += 1
-        job.last_status, job.last_answer = status, outcome.reason[:REASON_CHARS]
-        failing = f"{self.name}: {job.last_answer}"
-        self.last_error = failing
-        sent = len(job.events)
-        after, throttled = None, False
-        if isinstance(outcome, Reject):
-            self._dead(settle, [(e, job.failure(now_us)) for e in job.events])
-            job.events = []
-            self._record(1.0)
-            return True
-        if isinstance(outcome, RetryPartial):
-            retry_ids, rejected = set(outcome.event_ids), outcome.rejected
-            refused = [e for e in job.events if e.event_id in rejected]
-            retry = [e for e in job.events if e.event_id in retry_ids - rejected.keys()]
-            accepted = [e for e in job.events if e.event_id not in retry_ids | rejected.keys()]
-            self._delivered(accepted, settle)
-            self.last_error = failing  # some rows failed: not cleared by the others
-            self._dead(settle, [(e, job.failure(now_us, f"{rejected[e.event_id]}"[:REASON_CHARS]))
-                                for e in refused])  # fmt: skip
-            job.events, after = retry, outcome.after_secs
-            self._record((len(retry) + len(refused)) / sent)
-        else:
-            after, throttled = outcome.after_secs, outcome.throttled
-            self._record(1.0)
+        job.last_status, job.last_answer = status, reason[:REASON_CHARS]
+        self.last_error = f"{self.name}: {job.last_answer}"
+
+    def _split(self, job: Job, outcome: RetryPartial, settle: Settle, now_us: int) -> None:
+        """Some rows failed: deliver the accepted, dead-letter the refused, keep the rest."""
+        failing, sent = self.last_error, len(job.events)
+        retry_ids, rejected = set(outcome.event_ids), outcome.rejected
+        refused = [e for e in job.events if e.event_id in rejected]
+        retry = [e for e in job.events if e.event_id in retry_ids - rejected.keys()]
+        accepted = [e for e in job.events if e.event_id not in retry_ids | rejected.keys()]
+        self._delivered(accepted, settle)
+        self.last_error = failing  # some rows failed: not cleared by the others
+        self._dead(settle, [(e, job.failure(now_us, f"{rejected[e.event_id]}"[:REASON_CHARS]))
+                            for e in refused])  # fmt: skip
+        job.events = retry
+        self._record((len(retry) + len(refused)) / sent)
+
+    def _schedule(
+        self,
+        job: Job,
+        settle: Settle,
+        now: float,
+        now_us: int,
+        after: float | None,
+        *,
+        throttled: bool,
+    ) -> bool:
+        """Set when the events still due go again, or dead-letter them past the bounds."""
         if not job.events:
             return True
         delay = next_delay(
@@ -382,10 +416,15 @@ class Dispatcher:
                 _, outcome = self._attempt([event], self._build([event]))
             except Exception as exc:
                 outcome = Reject(reason=_unbuildable(exc))
-            if isinstance(outcome, Reject) and not outcome.setup:
-                rejected[event.event_id] = outcome.reason
-            elif not isinstance(outcome, Delivered):
-                retry.append(event.event_id)
+            match outcome:
+                case Delivered():
+                    pass
+                case Reject():
+                    rejected[event.event_id] = outcome.reason
+                case Retry() | Throttled() | RetryPartial() | SetupFault():
+                    retry.append(event.event_id)
+                case _:
+                    assert_never(outcome)
         if not retry and not rejected:
             return Delivered()
         return RetryPartial(event_ids=retry, reason=reason, rejected=rejected)
@@ -395,7 +434,7 @@ class Dispatcher:
     ) -> tuple[int | None, Outcome, str]:
         refusal = self._guard.refusal(request.url)
         if refusal is not None:
-            return None, Reject(reason=refusal, setup=True), "refused"
+            return None, SetupFault(reason=refusal), "refused"
         started = time.perf_counter()
         try:
             status, headers, body = self._sender.send(request)
@@ -415,7 +454,7 @@ class Dispatcher:
             target = host_of(headers.get("location", "")) if headers.get("location") else "?"
             reason = (f"HTTP {status}: redirect (to host {target}) not followed; "
                       "set the endpoint to the final URL")  # fmt: skip
-            return status, Reject(reason=reason, setup=True), "setup"
+            return status, SetupFault(reason=reason), "setup"
         if events is None:
             return status, Delivered() if 200 <= status < 300 else Reject(f"HTTP {status}"), "alert"
         try:
@@ -471,19 +510,22 @@ def _unbuildable(exc: BaseException) -> str:
 
 
 def _label(outcome: Outcome) -> str:
+    """The ``outcome`` label of ``convtrack_deliver_attempts_total`` for a read answer."""
     match outcome:
         case Delivered():
             return "delivered"
         case RetryPartial():
             return "partial"
-        case Retry(throttled=True):
+        case Throttled():
             return "throttled"
         case Retry():
             return "retry"
-        case Reject(setup=True):
+        case SetupFault():
             return "setup"
         case Reject():
             return "rejected"
+        case _:
+            assert_never(outcome)
 
 
 def _describe(exc: httpx.HTTPError, url: str) -> str:
