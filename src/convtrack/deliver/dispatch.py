@@ -10,12 +10,12 @@ Several jobs may run at once on one dispatcher (``max_in_flight``), each on its
 own thread: the answers are applied one at a time under a lock, so the breaker,
 the pause and the settling see them in some order, never interleaved.
 
-Where the platform cannot deduplicate (``dedupes_on_event_id`` false), a
-request that was sent but not answered (a read timeout, a connection dropped
-after the request went out) may have been taken: it is dead-lettered for an
-operator to check instead of being sent again. A connection that could not be
-made (refused, connect timeout) or a request that could not be written sent
-nothing whole and is retried as usual.
+Requests are built, sent and their answers read into outcomes by the
+destination's ``Exchange`` (``deliver.exchange``: the endpoint check, pacing,
+and the outcome of a request with no answer to read; where the platform cannot
+deduplicate, one that may have been taken is dead-lettered for an operator to
+check instead of being sent again). Alerts to Slack take their own path
+through it (``deliver.alerts.AlertPoster``).
 
 A destination's ``build`` or ``read`` that raises (a bug that trips on one
 event's payload) must not stall the destination: the events whose request
@@ -32,23 +32,17 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, assert_never
 
-import httpx
-
-from convtrack import failpoints
 from convtrack.clock import Clock
 from convtrack.config_destinations import DestinationSettings
-from convtrack.deliver.alerts import CIRCUIT_OPEN, PAUSED, AlertChannel, Alerts, Outbox
-from convtrack.deliver.answers import excerpt
+from convtrack.deliver.alerts import CIRCUIT_OPEN, PAUSED, Alerts
 from convtrack.deliver.base import (
     Delivered,
     Destination,
     Forwarded,
-    OutboundRequest,
     Outcome,
     Reject,
     Retry,
@@ -57,24 +51,11 @@ from convtrack.deliver.base import (
     Throttled,
 )
 from convtrack.deliver.deadletters import Failure
-from convtrack.deliver.inflight import unanswered_reason
-from convtrack.deliver.outbound import EndpointGuard, Sender, host_of
+from convtrack.deliver.exchange import REASON_CHARS, Exchange, Stopped, unbuildable
 from convtrack.deliver.policy import Backoff, Breaker, next_delay
 from convtrack.observe.metrics import DeliveryMetrics
 
 log = logging.getLogger("convtrack.deliver")
-
-REASON_CHARS = 500
-
-# Errors raised once the whole request had left, while waiting for or reading the
-# answer: the platform may have taken it. A write error or timeout means the request
-# never fully left (a platform acts on no half request), so it is retried like a
-# refused connection.
-_MAYBE_SENT = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
-
-
-class Stopped(Exception):
-    """The runner was stopped while the dispatcher waited."""
 
 
 class Settle(Protocol):
@@ -116,25 +97,19 @@ class Dispatcher:
         *,
         destination: Destination,
         settings: DestinationSettings,
-        sender: Sender,
-        guard: EndpointGuard,
+        exchange: Exchange,
         clock: Clock,
         metrics: DeliveryMetrics,
         alerts: Alerts,
-        sleep: Callable[[float], None],
-        stop: threading.Event,
         rng: random.Random,
     ) -> None:
         self.name = settings.name
         self._destination = destination
         self._settings = settings
-        self._sender = sender
-        self._guard = guard
+        self._exchange = exchange
         self._clock = clock
         self._metrics = metrics
         self._alerts = alerts
-        self._sleep = sleep
-        self._stop = stop
         self._rng = rng
         self._transient = Backoff(settings.retry_base_secs, settings.retry_cap_secs)
         self._throttle = Backoff(settings.throttle_base_secs, settings.throttle_cap_secs)
@@ -146,7 +121,6 @@ class Dispatcher:
         self._paused_until: float | None = None
         self.pause_reason: str | None = None
         self.last_error: str | None = None
-        self._last_request_at: float | None = None
         self._answers = threading.RLock()  # one answer applied at a time
 
     # -- state ------------------------------------------------------------------
@@ -170,7 +144,7 @@ class Dispatcher:
         """Drive ``job`` to its end (True) or until it is held by a pause or an open
         circuit (False: call again later). Raises ``Stopped``."""
         while job.events:
-            if self._stop.is_set():
+            if self._exchange.stopped:
                 raise Stopped
             if self.blocked_secs() > 0:
                 return False
@@ -179,21 +153,21 @@ class Dispatcher:
                 job.paused_secs += now - job.held_at
                 job.held_at = None
             if job.not_before > now:
-                self._wait(job.not_before - now)
+                self._exchange.wait(job.not_before - now)
             with self._answers:
                 self._drop_ineligible(job, settle)
             if not job.events:
                 break
-            self._pace()
+            self._exchange.pace()
             try:
-                request = self._build(job.events)
+                request = self._exchange.build(job.events)
             except Exception as exc:
                 with self._answers:
                     self._drop_unbuildable(job, settle, exc)
                 continue
             if job.started is None:
                 job.started, job.first_at_us = self._clock.monotonic(), self._clock.now_us()
-            status, outcome = self._attempt(job.events, request)
+            status, outcome = self._exchange.attempt(job.events, request)
             with self._answers:
                 applied = self._apply(job, status, outcome, settle)
             if not applied:
@@ -223,13 +197,6 @@ class Dispatcher:
                 failure = job.failure(now_us, answer[:REASON_CHARS])
                 self._dead(settle, [(e, failure) for e in events])
 
-    def _build(self, events: Sequence[Forwarded]) -> OutboundRequest:
-        armed = failpoints.poisoned("deliver")
-        if armed:
-            for event in events:
-                failpoints.check("deliver", event.event_id, armed)
-        return self._destination.build(events, self._clock.now_us())
-
     def _drop_unbuildable(self, job: Job, settle: Settle, exc: Exception) -> None:
         """Dead-letter the events whose request cannot be built (each tried alone); all of
         them when none fails alone (they fail only together: sent alone, none would)."""
@@ -237,16 +204,16 @@ class Dispatcher:
         failing: list[tuple[Forwarded, Failure]] = []
         for event in job.events:
             try:
-                self._build([event])
+                self._exchange.build([event])
             except Exception as alone:
-                failing.append((event, job.failure(now_us, _unbuildable(alone))))
+                failing.append((event, job.failure(now_us, unbuildable(alone))))
         if not failing:
-            failing = [(e, job.failure(now_us, _unbuildable(exc))) for e in job.events]
+            failing = [(e, job.failure(now_us, unbuildable(exc))) for e in job.events]
         gone = {id(event) for event, _ in failing}
         job.events = [e for e in job.events if id(e) not in gone]
-        self.last_error = f"{self.name}: {_unbuildable(exc)}"
+        self.last_error = f"{self.name}: {unbuildable(exc)}"
         log.error("request_not_built", extra={"destination": self.name, "events": len(failing),
-                                              "error": _unbuildable(exc)})  # fmt: skip
+                                              "error": unbuildable(exc)})  # fmt: skip
         self._dead(settle, failing)
 
     def _apply(self, job: Job, status: int | None, outcome: Outcome, settle: Settle) -> bool:
@@ -390,145 +357,3 @@ class Dispatcher:
             self._paused_until = None
             self.pause_reason = None
             self._alerts.clear(PAUSED, self.name)
-
-    # -- one request --------------------------------------------------------------
-
-    def _attempt(
-        self, events: Sequence[Forwarded], request: OutboundRequest
-    ) -> tuple[int | None, Outcome]:
-        try:
-            status, outcome, label = self._send(request, events)
-        except _Unreadable as unreadable:
-            self._metrics.attempts.labels(self.name, "unreadable").inc()
-            return unreadable.status, self._read_alone(events, unreadable)
-        self._metrics.attempts.labels(self.name, label).inc()
-        return status, outcome
-
-    def _read_alone(self, events: Sequence[Forwarded], unreadable: _Unreadable) -> Outcome:
-        """The answer to a batch could not be read: settle each event on its own."""
-        reason = f"the answer could not be read: {unreadable.error}"[:REASON_CHARS]
-        if len(events) == 1 or not self._destination.dedupes_on_event_id:
-            return Reject(reason=reason)
-        retry: list[str] = []
-        rejected: dict[str, str] = {}
-        for event in events:
-            try:
-                _, outcome = self._attempt([event], self._build([event]))
-            except Exception as exc:
-                outcome = Reject(reason=_unbuildable(exc))
-            match outcome:
-                case Delivered():
-                    pass
-                case Reject():
-                    rejected[event.event_id] = outcome.reason
-                case Retry() | Throttled() | RetryPartial() | SetupFault():
-                    retry.append(event.event_id)
-                case _:
-                    assert_never(outcome)
-        if not retry and not rejected:
-            return Delivered()
-        return RetryPartial(event_ids=retry, reason=reason, rejected=rejected)
-
-    def _send(
-        self, request: OutboundRequest, events: Sequence[Forwarded] | None
-    ) -> tuple[int | None, Outcome, str]:
-        refusal = self._guard.refusal(request.url)
-        if refusal is not None:
-            return None, SetupFault(reason=refusal), "refused"
-        started = time.perf_counter()
-        try:
-            status, headers, body = self._sender.send(request)
-        except httpx.HTTPError as exc:
-            if isinstance(exc, httpx.TimeoutException):
-                what = f"timed out after {self._settings.timeout_secs:g} s ({host_of(request.url)})"
-            else:
-                what = _describe(exc, request.url)
-            if isinstance(exc, _MAYBE_SENT) and not self._destination.dedupes_on_event_id:
-                return None, Reject(reason=unanswered_reason(self.name, what)), "error"
-            return None, Retry(after_secs=None, reason=what), "error"
-        finally:
-            self._last_request_at = self._clock.monotonic()
-            elapsed = time.perf_counter() - started
-            self._metrics.request_seconds.labels(self.name).observe(elapsed)
-        if 300 <= status < 400:
-            target = host_of(headers.get("location", "")) if headers.get("location") else "?"
-            reason = (f"HTTP {status}: redirect (to host {target}) not followed; "
-                      "set the endpoint to the final URL")  # fmt: skip
-            return status, SetupFault(reason=reason), "setup"
-        if events is None:
-            return status, Delivered() if 200 <= status < 300 else Reject(f"HTTP {status}"), "alert"
-        try:
-            outcome = self._destination.read(events, status, headers, body)
-        except Exception as exc:
-            raise _Unreadable(status, exc) from exc
-        if not isinstance(outcome, Delivered) and not outcome.reason:
-            outcome = Reject(reason=f"HTTP {status}: {excerpt(body)}")
-        return status, outcome, _label(outcome)
-
-    def _pace(self) -> None:
-        interval = self._destination.min_interval_secs
-        if interval > 0 and self._last_request_at is not None:
-            wait = self._last_request_at + interval - self._clock.monotonic()
-            if wait > 0:
-                self._wait(wait)
-
-    def _wait(self, secs: float) -> None:
-        self._sleep(secs)
-        if self._stop.is_set():
-            raise Stopped
-
-    # -- alerts to Slack ----------------------------------------------------------
-
-    def send_alerts(self, outbox: Outbox) -> int:
-        """Post queued alert messages (best effort: one attempt each); returns how many."""
-        channel = self._destination
-        if not isinstance(channel, AlertChannel) or self.blocked_secs() > 0:
-            return 0
-        sent = 0
-        while (text := outbox.take()) is not None:
-            self._pace()
-            request = channel.alert_request(text, self._clock.now_us())
-            status, outcome, _ = self._send(request, None)
-            sent += 1
-            if not isinstance(outcome, Delivered):
-                log.warning("alert_not_sent", extra={"destination": self.name, "status": status,
-                                                     "answer": outcome.reason})  # fmt: skip
-        return sent
-
-
-class _Unreadable(Exception):
-    """The destination's ``read`` raised on an answer."""
-
-    def __init__(self, status: int, error: Exception) -> None:
-        super().__init__(str(error))
-        self.status = status
-        self.error = f"{type(error).__name__}: {error}"
-
-
-def _unbuildable(exc: BaseException) -> str:
-    return f"the request could not be built: {type(exc).__name__}: {exc}"[:REASON_CHARS]
-
-
-def _label(outcome: Outcome) -> str:
-    """The ``outcome`` label of ``convtrack_deliver_attempts_total`` for a read answer."""
-    match outcome:
-        case Delivered():
-            return "delivered"
-        case RetryPartial():
-            return "partial"
-        case Throttled():
-            return "throttled"
-        case Retry():
-            return "retry"
-        case SetupFault():
-            return "setup"
-        case Reject():
-            return "rejected"
-        case _:
-            assert_never(outcome)
-
-
-def _describe(exc: httpx.HTTPError, url: str) -> str:
-    """The error without the URL's path or query: they may hold a secret (Slack, GA4)."""
-    text = f"{type(exc).__name__}: {exc}".replace(url, host_of(url))
-    return f"{text} ({host_of(url)})"[:REASON_CHARS]

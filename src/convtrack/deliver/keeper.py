@@ -10,7 +10,8 @@ from convtrack.config import DeadLettersSettings
 from convtrack.deliver.alerts import DEAD_LETTERS, Alerts
 from convtrack.deliver.base import Forwarded
 from convtrack.deliver.deadletters import DeadLetter, DeadLetterStore, Failure
-from convtrack.deliver.dispatch import Dispatcher, Job, Stopped
+from convtrack.deliver.dispatch import Dispatcher, Job
+from convtrack.deliver.exchange import Stopped
 from convtrack.observe.metrics import DeliveryMetrics
 
 log = logging.getLogger("convtrack.deliver")
