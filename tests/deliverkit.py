@@ -27,6 +27,8 @@ from convtrack.deliver.base import (
     Reject,
     Retry,
     RetryPartial,
+    SetupFault,
+    Throttled,
 )
 from convtrack.deliver.destinations.slack.settings import SlackSettings
 from convtrack.deliver.destinations.webhook.settings import WebhookSettings
@@ -127,10 +129,12 @@ class TinyDestination(Destination):
             return Delivered()
         reason = f"HTTP {status}: {excerpt(body)}"
         if status == 429:
-            return Retry(after_secs=after, reason=reason, throttled=True)
+            return Throttled(after_secs=after, reason=reason)
         if status >= 500:
             return Retry(after_secs=after, reason=reason)
-        return Reject(reason=reason, setup=status in (401, 403))
+        if status in (401, 403):
+            return SetupFault(reason=reason)
+        return Reject(reason=reason)
 
 
 class AlertSink(TinyDestination):

@@ -16,7 +16,15 @@ import pytest
 
 from convtrack.clock import ManualClock
 from convtrack.config import load_settings
-from convtrack.deliver.base import Delivered, Forwarded, Reject, Retry, RetryPartial
+from convtrack.deliver.base import (
+    Delivered,
+    Forwarded,
+    Reject,
+    Retry,
+    RetryPartial,
+    SetupFault,
+    Throttled,
+)
 from convtrack.deliver.destinations import google_ads
 from convtrack.deliver.destinations.google_ads.response import read_click_upload, read_data_manager
 from convtrack.deliver.destinations.google_ads.settings import GoogleAdsSettings
@@ -292,7 +300,7 @@ def test_click_upload_row_answers() -> None:
     assert transient.after_secs is None and transient.rejected == {}
     setup = partial(("conversionUploadError", "CUSTOMER_NOT_ACCEPTED_CUSTOMER_DATA_TERMS", 0))
     outcome = read_click_upload(events, 200, {}, setup)
-    assert isinstance(outcome, Reject) and outcome.setup
+    assert isinstance(outcome, SetupFault)
     unplaced = partial(("conversionUploadError", "UNPARSEABLE_GCLID", None))
     outcome = read_click_upload(events, 200, {}, unplaced)
     assert isinstance(outcome, RetryPartial) and len(outcome.rejected) == 5
@@ -315,23 +323,23 @@ def test_click_upload_request_answers() -> None:
                          (403, "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE"),
                          (400, "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE")):  # fmt: skip
         outcome = read_click_upload(events, status, {}, request_error(status, code))
-        assert isinstance(outcome, Reject) and outcome.setup, (status, code)
+        assert isinstance(outcome, SetupFault), (status, code)
         assert code in outcome.reason
     daily = read_click_upload(events, 429, {}, request_error(429, "RESOURCE_EXHAUSTED"))
-    assert daily == Retry(after_secs=3600.0, reason=daily.reason, throttled=True)  # type: ignore[union-attr]
+    assert daily == Throttled(after_secs=3600.0, reason=daily.reason)  # type: ignore[union-attr]
     short = request_error(429, "RESOURCE_TEMPORARILY_EXHAUSTED",
                           details={"quotaErrorDetails": {"retryDelay": "30s"}})  # fmt: skip
     outcome = read_click_upload(events, 429, {}, short)
-    assert isinstance(outcome, Retry) and outcome.throttled and outcome.after_secs == 30.0
+    assert isinstance(outcome, Throttled) and outcome.after_secs == 30.0
     outcome = read_click_upload(events, 429, {"retry-after": "7"}, b"")
-    assert isinstance(outcome, Retry) and outcome.throttled and outcome.after_secs == 7.0
+    assert isinstance(outcome, Throttled) and outcome.after_secs == 7.0
     for status in (500, 503, 504):
         outcome = read_click_upload(events, status, {}, b"<html>oops</html>")
-        assert isinstance(outcome, Retry) and not outcome.throttled
+        assert isinstance(outcome, Retry)
     outcome = read_click_upload(
         events, 400, {}, request_error(400, "PARTIAL_FAILURE_MODE_REQUIRED")
     )
-    assert isinstance(outcome, Reject) and not outcome.setup
+    assert isinstance(outcome, Reject)
     assert "PARTIAL_FAILURE_MODE_REQUIRED" in outcome.reason
 
 
@@ -349,13 +357,13 @@ def test_data_manager_answers() -> None:
     assert outcome.event_ids == ["o0", "o2"] and list(outcome.rejected) == ["o1"]
     assert "INVALID_FORMAT" in outcome.rejected["o1"]
     whole = read_data_manager(events, 400, {}, dm_error(400, "INVALID_ARGUMENT", "bad").body)
-    assert isinstance(whole, Reject) and not whole.setup
+    assert isinstance(whole, Reject)
     for status, reason in ((403, "PERMISSION_DENIED"), (400, "TERMS_AND_CONDITIONS_NOT_SIGNED"),
                            (401, "UNAUTHENTICATED")):  # fmt: skip
         outcome = read_data_manager(events, status, {}, dm_error(status, reason, "no").body)
-        assert isinstance(outcome, Reject) and outcome.setup, reason
+        assert isinstance(outcome, SetupFault), reason
     outcome = read_data_manager(events, 429, {}, dm_error(429, "RESOURCE_EXHAUSTED", "q").body)
-    assert isinstance(outcome, Retry) and outcome.throttled
+    assert isinstance(outcome, Throttled)
     outcome = read_data_manager(events, 503, {"retry-after": "3"}, b"")
     assert outcome == Retry(after_secs=3.0, reason=outcome.reason)  # type: ignore[union-attr]
 
@@ -399,7 +407,7 @@ def test_the_stand_in_refuses_malformed_uploads(standin: GoogleAdsStandIn) -> No
     refused = send({**good, "partialFailure": False})
     assert refused.status_code == 400 and "PARTIAL_FAILURE_MODE_REQUIRED" in refused.text
     outcome = destination.read([], refused.status_code, dict(refused.headers), refused.content)
-    assert isinstance(outcome, Reject) and not outcome.setup
+    assert isinstance(outcome, Reject)
     too_many = send({**good, "conversions": good["conversions"] * 2001})
     assert "TOO_MANY_CONVERSIONS_IN_REQUEST" in too_many.text
     row = good["conversions"][0]

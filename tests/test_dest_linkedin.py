@@ -16,7 +16,15 @@ import pytest
 
 from convtrack.clock import ManualClock
 from convtrack.config import load_settings
-from convtrack.deliver.base import Delivered, Forwarded, Reject, Retry, RetryPartial
+from convtrack.deliver.base import (
+    Delivered,
+    Forwarded,
+    Reject,
+    Retry,
+    RetryPartial,
+    SetupFault,
+    Throttled,
+)
 from convtrack.deliver.destinations import create_destination
 from convtrack.deliver.destinations.linkedin import LinkedInDestination
 from convtrack.deliver.payload import forward_payload
@@ -193,12 +201,12 @@ def test_answers_become_outcomes() -> None:
     assert isinstance(read(events, 200, {}, b"<html>"), Retry)
     for status in (401, 403, 426):
         body = json.dumps({"status": status, "code": "X", "message": "token"}).encode()
-        assert read(events, status, {}, body) == Reject(f"HTTP {status}: X: token", setup=True)
+        assert read(events, status, {}, body) == SetupFault(f"HTTP {status}: X: token")
     throttled = read(events, 429, {}, b"")
-    assert throttled == Retry(after_secs=None, reason="HTTP 429: ", throttled=True)
+    assert throttled == Throttled(after_secs=None, reason="HTTP 429: ")
     assert read(events, 429, {"retry-after": "9"}, b"").after_secs == 9.0  # type: ignore[union-attr]
     down = read(events, 503, {}, b"busy")
-    assert isinstance(down, Retry) and not down.throttled
+    assert isinstance(down, Retry)
     body = json.dumps({"status": 422, "message": "ERROR :: /user/userIds :: missing"}).encode()
     assert read(events, 422, {}, body) == Reject("HTTP 422: ERROR :: /user/userIds :: missing")
     assert read(events, 400, {}, b"bad") == Reject("HTTP 400: bad")

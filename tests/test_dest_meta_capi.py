@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from convtrack.clock import ManualClock
 from convtrack.config import load_settings
-from convtrack.deliver.base import Delivered, Forwarded, Reject, Retry
+from convtrack.deliver.base import Delivered, Forwarded, Reject, Retry, SetupFault, Throttled
 from convtrack.deliver.destinations.meta_capi import MetaCapiDestination, create
 from convtrack.deliver.destinations.meta_capi.settings import MetaCapiSettings
 from convtrack.deliver.payload import forward_payload
@@ -197,33 +197,33 @@ def test_success_needs_every_event_received() -> None:
     ok = b'{"events_received": 2, "messages": [], "fbtrace_id": "x"}'
     assert read(200, ok) == Delivered()
     fewer = read(200, b'{"events_received": 1, "messages": [], "fbtrace_id": "x"}')
-    assert isinstance(fewer, Retry) and not fewer.throttled  # Meta dedupes the resent ones
+    assert isinstance(fewer, Retry)  # Meta dedupes the resent ones
     assert isinstance(read(200, b"<html>proxy</html>"), Retry)
 
 
 @pytest.mark.parametrize("code", [1, 2])
 def test_transient_codes_are_retried(code: int) -> None:
     outcome = read(500, graph_error("Service temporarily unavailable", code))
-    assert isinstance(outcome, Retry) and not outcome.throttled
+    assert isinstance(outcome, Retry)
 
 
 @pytest.mark.parametrize("code", [4, 17, 32, 341, 613, 368])
 def test_throttling_codes_back_off(code: int) -> None:
     outcome = read(400, graph_error("User request limit reached", code, subcode=2446079),
                    headers={"retry-after": "30"})  # fmt: skip
-    assert isinstance(outcome, Retry) and outcome.throttled and outcome.after_secs == 30.0
+    assert isinstance(outcome, Throttled) and outcome.after_secs == 30.0
 
 
 @pytest.mark.parametrize("code", [190, 102, 104, 10, 200, 250, 299])
 def test_token_and_permission_codes_are_setup_errors(code: int) -> None:
     outcome = read(400, graph_error("Error validating access token", code, subcode=463))
-    assert isinstance(outcome, Reject) and outcome.setup
+    assert isinstance(outcome, SetupFault)
 
 
 def test_invalid_parameters_are_refused_for_good_with_the_answer() -> None:
     body = graph_error("Invalid parameter", 100, subcode=2804003, user_msg="too old")
     outcome = read(400, body)
-    assert isinstance(outcome, Reject) and not outcome.setup
+    assert isinstance(outcome, Reject)
     assert "Invalid parameter" in outcome.reason and "AbCdEfStandIn" in outcome.reason
     assert outcome.reason.startswith("HTTP 400")
     flagged = read(400, graph_error("Something odd", 9999, is_transient=True))
@@ -232,17 +232,17 @@ def test_invalid_parameters_are_refused_for_good_with_the_answer() -> None:
 
 def test_answers_without_an_envelope_go_by_status() -> None:
     throttled = read(429, b"", headers={"retry-after": "7"})
-    assert isinstance(throttled, Retry) and throttled.throttled and throttled.after_secs == 7.0
+    assert isinstance(throttled, Throttled) and throttled.after_secs == 7.0
     busy = read(503, b"<html>bad gateway</html>")
-    assert isinstance(busy, Retry) and not busy.throttled
-    assert read(401, b"denied") == Reject(reason="HTTP 401: denied", setup=True)
+    assert isinstance(busy, Retry)
+    assert read(401, b"denied") == SetupFault(reason="HTTP 401: denied")
     assert read(404, b"nope") == Reject(reason="HTTP 404: nope")
 
 
 def test_the_token_never_reaches_an_outcome() -> None:
     echoed = graph_error(f"Malformed access token {TOKEN}", 190)
     outcome = read(400, echoed)
-    assert isinstance(outcome, Reject) and TOKEN not in outcome.reason
+    assert isinstance(outcome, SetupFault) and TOKEN not in outcome.reason
     assert "[redacted]" in outcome.reason
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from convtrack.clock import ManualClock
 from convtrack.config import load_settings
-from convtrack.deliver.base import Delivered, Forwarded, Reject, Retry
+from convtrack.deliver.base import Delivered, Forwarded, Reject, Retry, SetupFault, Throttled
 from convtrack.deliver.destinations import create_destination
 from convtrack.deliver.destinations.slack import SlackDestination
 from convtrack.deliver.payload import forward_payload
@@ -229,9 +229,9 @@ def test_answers_become_outcomes() -> None:
     events = [forwarded("o1")]
     assert read(events, 200, {}, b"ok") == Delivered()
     throttled = read(events, 429, {"retry-after": "30"}, b"rate_limited")
-    assert throttled == Retry(after_secs=30.0, reason="HTTP 429: rate_limited", throttled=True)
+    assert throttled == Throttled(after_secs=30.0, reason="HTTP 429: rate_limited")
     rollup = read(events, 500, {}, b"rollup_error")
-    assert isinstance(rollup, Retry) and not rollup.throttled
+    assert isinstance(rollup, Retry)
     assert isinstance(read(events, 503, {}, b""), Retry)
     for status, answer in ((403, "invalid_token"), (403, "action_prohibited"),
                            (404, "channel_not_found"), (404, "no_service"),
@@ -240,7 +240,7 @@ def test_answers_become_outcomes() -> None:
                            (403, "posting_to_general_channel_denied"),
                            (200, "invalid_token")):  # fmt: skip
         outcome = read(events, status, {}, answer.encode())
-        assert outcome == Reject(f"HTTP {status}: {answer}", setup=True), answer
+        assert outcome == SetupFault(f"HTTP {status}: {answer}"), answer
     for answer in ("invalid_payload", "no_text"):
         assert read(events, 400, {}, answer.encode()) == Reject(f"HTTP 400: {answer}")
     assert read(events, 400, {}, b"invalid_blocks") == Reject("HTTP 400: invalid_blocks")

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from convtrack.clock import ManualClock
 from convtrack.config import load_settings
-from convtrack.deliver.base import Delivered, Forwarded, Reject, Retry
+from convtrack.deliver.base import Delivered, Forwarded, Reject, Retry, SetupFault, Throttled
 from convtrack.deliver.destinations.tiktok import TikTokDestination, create
 from convtrack.deliver.destinations.tiktok.settings import TikTokSettings
 from convtrack.deliver.payload import forward_payload
@@ -189,40 +189,40 @@ def test_code_zero_is_success_and_nothing_else_is() -> None:
 
 def test_rate_limit_code_throttles() -> None:
     outcome = read(200, envelope(40100, "Too many requests"), {"retry-after": "9"})
-    assert isinstance(outcome, Retry) and outcome.throttled and outcome.after_secs == 9.0
+    assert isinstance(outcome, Throttled) and outcome.after_secs == 9.0
 
 
 @pytest.mark.parametrize("code", [50000, 50002, 51000])
 def test_system_error_codes_are_retried(code: int) -> None:
     outcome = read(200, envelope(code, "System error"))
-    assert isinstance(outcome, Retry) and not outcome.throttled
+    assert isinstance(outcome, Retry)
 
 
 @pytest.mark.parametrize("code", [40001, 40104, 40105])
 def test_token_and_permission_codes_are_setup_errors(code: int) -> None:
     outcome = read(200, envelope(code, "Access token is incorrect or has been revoked."))
-    assert isinstance(outcome, Reject) and outcome.setup
+    assert isinstance(outcome, SetupFault)
 
 
 @pytest.mark.parametrize("code", [40002, 40006, 41000])
 def test_other_codes_are_refused_for_good_with_the_answer(code: int) -> None:
     outcome = read(200, envelope(code, "Invalid value for event_time"))
-    assert isinstance(outcome, Reject) and not outcome.setup
+    assert isinstance(outcome, Reject)
     assert str(code) in outcome.reason and "Invalid value for event_time" in outcome.reason
 
 
 def test_answers_without_a_code_go_by_status() -> None:
     throttled = read(429, b"", {"retry-after": "3"})
-    assert isinstance(throttled, Retry) and throttled.throttled and throttled.after_secs == 3.0
+    assert isinstance(throttled, Throttled) and throttled.after_secs == 3.0
     busy = read(502, b"<html>bad gateway</html>")
-    assert isinstance(busy, Retry) and not busy.throttled
-    assert read(401, b"denied") == Reject(reason="HTTP 401: denied", setup=True)
+    assert isinstance(busy, Retry)
+    assert read(401, b"denied") == SetupFault(reason="HTTP 401: denied")
     assert read(404, b"404 page not found") == Reject(reason="HTTP 404: 404 page not found")
 
 
 def test_the_token_never_reaches_an_outcome() -> None:
     outcome = read(200, envelope(40105, f"Access token {TOKEN} is incorrect"))
-    assert isinstance(outcome, Reject) and TOKEN not in outcome.reason
+    assert isinstance(outcome, SetupFault) and TOKEN not in outcome.reason
     assert "[redacted]" in outcome.reason
 
 

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from convtrack.cli.main import cli
 from convtrack.clock import ManualClock
 from convtrack.config import load_settings
-from convtrack.deliver.base import Delivered, Forwarded, Reject, Retry
+from convtrack.deliver.base import Delivered, Forwarded, Reject, Retry, SetupFault, Throttled
 from convtrack.deliver.destinations.webhook.config import decode_secret
 from convtrack.deliver.destinations.webhook.request import build_request, sign
 from convtrack.deliver.destinations.webhook.response import read_response
@@ -178,11 +178,11 @@ def test_the_id_is_stable_across_attempts_and_the_timestamp_is_not() -> None:
 def test_answers_become_outcomes() -> None:
     assert read_response(204, {}, b"") == Delivered()
     throttled = read_response(429, {"retry-after": "7"}, b"")
-    assert isinstance(throttled, Retry) and throttled.throttled and throttled.after_secs == 7.0
+    assert isinstance(throttled, Throttled) and throttled.after_secs == 7.0
     assert read_response(429, {}, b"").after_secs is None  # type: ignore[union-attr]
     busy = read_response(503, {}, b"busy")
-    assert isinstance(busy, Retry) and not busy.throttled
-    assert read_response(401, {}, b"no") == Reject(reason="HTTP 401: no", setup=True)
+    assert isinstance(busy, Retry)
+    assert read_response(401, {}, b"no") == SetupFault(reason="HTTP 401: no")
     gone = read_response(410, {}, b"gone")
     assert gone == Reject(reason="HTTP 410: gone")
     long = read_response(400, {}, b"x" * 5000)

@@ -2,8 +2,9 @@
 
 An alert is a structured log warning, a gauge set to 1 while it holds, and a
 message to every Slack destination with ``alerts = true``. Messages are best
-effort: each Slack runner takes them from its outbox between batches, paced
-like its other requests, one attempt each, never dead-lettered.
+effort: each Slack runner's ``AlertPoster`` takes them from its outbox between
+batches, paced like its other requests (the destination's ``Exchange``), one
+attempt each, never dead-lettered.
 
 The Slack destination offers ``alert_request(text, now_us)``; it is reached
 through the ``AlertChannel`` protocol so this module does not import it.
@@ -17,9 +18,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
+from convtrack.clock import Clock
 from convtrack.deliver.base import OutboundRequest
+from convtrack.deliver.exchange import Exchange, Unanswered
 
 log = logging.getLogger("convtrack.deliver.alerts")
+_delivery_log = logging.getLogger("convtrack.deliver")  # where alert_not_sent has been logged
 
 OUTBOX_LIMIT = 100  # a flapping destination must not queue messages without end
 
@@ -100,3 +104,46 @@ class Alerts:
             for name, box in outboxes:
                 if name != destination or kind == DEAD_LETTERS:
                     box.put(f":white_check_mark: convtrack {destination}: resolved ({kind})")
+
+
+class AlertPoster:
+    """Posts the messages queued in one Slack destination's outbox, through its exchange.
+
+    ``blocked`` is that destination's own state (a setup pause or an open circuit:
+    seconds until it may send); while it is blocked the messages wait.
+    """
+
+    def __init__(
+        self,
+        *,
+        channel: AlertChannel,
+        outbox: Outbox,
+        exchange: Exchange,
+        clock: Clock,
+        blocked: Callable[[], float],
+    ) -> None:
+        self._channel = channel
+        self._outbox = outbox
+        self._exchange = exchange
+        self._clock = clock
+        self._blocked = blocked
+
+    def send(self) -> int:
+        """Post the queued messages (best effort: one attempt each); returns how many."""
+        if self._blocked() > 0:
+            return 0
+        sent = 0
+        while (text := self._outbox.take()) is not None:
+            self._exchange.pace()
+            answer = self._exchange.send(self._channel.alert_request(text, self._clock.now_us()))
+            sent += 1
+            status: int | None = answer.status
+            if isinstance(answer, Unanswered):
+                problem: str | None = answer.outcome.reason
+            else:
+                problem = None if 200 <= answer.status < 300 else f"HTTP {answer.status}"
+            if problem is not None:
+                _delivery_log.warning("alert_not_sent", extra={
+                    "destination": self._exchange.name, "status": status, "answer": problem,
+                })  # fmt: skip
+        return sent

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from convtrack.deliver.base import Outcome, Reject, Retry
+from convtrack.deliver.base import Outcome, Retry, SetupFault, Throttled
 
 EXCERPT_CHARS = 500
 
@@ -51,9 +51,9 @@ def by_status(status: int, after_secs: float | None, reason: str) -> Outcome | N
     error code did not decide: 429 throttled, 5xx and 408 transient, 401/403 a setup
     error; None for the rest (each platform says what a 2xx or another 4xx means)."""
     if status == 429:
-        return Retry(after_secs=after_secs, reason=reason, throttled=True)
+        return Throttled(after_secs=after_secs, reason=reason)
     if status >= 500 or status == 408:
         return Retry(after_secs=after_secs, reason=reason)
     if status in (401, 403):
-        return Reject(reason=reason, setup=True)
+        return SetupFault(reason=reason)
     return None

@@ -27,14 +27,22 @@ class Delivered(msgspec.Struct, frozen=True, tag=True):
 class Retry(msgspec.Struct, frozen=True, tag=True):
     """The whole request failed for a passing reason; send it again later.
 
-    ``throttled``: the platform asked us to slow down (429, quota codes); the
-    runner backs off on the throttling policy instead of the transient one.
     ``after_secs``: the platform's own wait (Retry-After), which wins.
     """
 
     after_secs: float | None
     reason: str
-    throttled: bool = False
+
+
+class Throttled(msgspec.Struct, frozen=True, tag=True):
+    """The platform asked us to slow down (429, quota codes): send the whole request
+    again later, backing off on the throttling policy instead of the transient one.
+
+    ``after_secs``: the platform's own wait (Retry-After), which wins.
+    """
+
+    after_secs: float | None
+    reason: str
 
 
 class RetryPartial(msgspec.Struct, frozen=True, tag=True):
@@ -49,18 +57,20 @@ class RetryPartial(msgspec.Struct, frozen=True, tag=True):
 
 
 class Reject(msgspec.Struct, frozen=True, tag=True):
-    """The request failed for good.
-
-    ``setup``: the fault is ours, not the events' (401/403: a token expired, a
-    permission is missing). The runner then keeps the events, pauses the
-    destination and raises an alert instead of dead-lettering them.
-    """
+    """The request failed for good: its events are dead-lettered."""
 
     reason: str
-    setup: bool = False
 
 
-Outcome = Delivered | Retry | RetryPartial | Reject
+class SetupFault(msgspec.Struct, frozen=True, tag=True):
+    """The fault is ours, not the events' (401/403: a token expired, a permission is
+    missing). The runner keeps the events, pauses the destination and raises an alert
+    instead of dead-lettering them; the attempt is not counted."""
+
+    reason: str
+
+
+Outcome = Delivered | Retry | Throttled | RetryPartial | Reject | SetupFault
 
 
 class Forwarded(msgspec.Struct, frozen=True):

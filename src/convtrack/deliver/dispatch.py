@@ -10,12 +10,12 @@ Several jobs may run at once on one dispatcher (``max_in_flight``), each on its
 own thread: the answers are applied one at a time under a lock, so the breaker,
 the pause and the settling see them in some order, never interleaved.
 
-Where the platform cannot deduplicate (``dedupes_on_event_id`` false), a
-request that was sent but not answered (a read timeout, a connection dropped
-after the request went out) may have been taken: it is dead-lettered for an
-operator to check instead of being sent again. A connection that could not be
-made (refused, connect timeout) or a request that could not be written sent
-nothing whole and is retried as usual.
+Requests are built, sent and their answers read into outcomes by the
+destination's ``Exchange`` (``deliver.exchange``: the endpoint check, pacing,
+and the outcome of a request with no answer to read; where the platform cannot
+deduplicate, one that may have been taken is dead-lettered for an operator to
+check instead of being sent again). Alerts to Slack take their own path
+through it (``deliver.alerts.AlertPoster``).
 
 A destination's ``build`` or ``read`` that raises (a bug that trips on one
 event's payload) must not stall the destination: the events whose request
@@ -32,38 +32,31 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, assert_never
 
-from convtrack import failpoints
 from convtrack.clock import Clock
-from convtrack.deliver.alerts import CIRCUIT_OPEN, PAUSED, AlertChannel, Alerts, Outbox
-from convtrack.deliver.answers import excerpt
+from convtrack.deliver.alerts import CIRCUIT_OPEN, PAUSED, Alerts
 from convtrack.deliver.base import (
     Delivered,
     Destination,
     Forwarded,
-    OutboundRequest,
     Outcome,
     Reject,
     Retry,
     RetryPartial,
+    SetupFault,
+    Throttled,
 )
 from convtrack.deliver.destinations import DestinationSettings
-from convtrack.deliver.inflight import unanswered_reason
-from convtrack.deliver.outbound import REASON_CHARS, EndpointGuard, Sender, host_of
+from convtrack.deliver.exchange import Exchange, Stopped, unbuildable
+from convtrack.deliver.outbound import REASON_CHARS
 from convtrack.deliver.policy import Backoff, Breaker, next_delay
-from convtrack.errors import TransportError, TransportTimeout
 from convtrack.observe.metrics import DeliveryMetrics
 from convtrack.store.deadletters.base import Failure
 
 log = logging.getLogger("convtrack.deliver")
-
-
-class Stopped(Exception):
-    """The runner was stopped while the dispatcher waited."""
 
 
 class Settle(Protocol):
@@ -105,25 +98,19 @@ class Dispatcher:
         *,
         destination: Destination,
         settings: DestinationSettings,
-        sender: Sender,
-        guard: EndpointGuard,
+        exchange: Exchange,
         clock: Clock,
         metrics: DeliveryMetrics,
         alerts: Alerts,
-        sleep: Callable[[float], None],
-        stop: threading.Event,
         rng: random.Random,
     ) -> None:
         self.name = settings.name
         self._destination = destination
         self._settings = settings
-        self._sender = sender
-        self._guard = guard
+        self._exchange = exchange
         self._clock = clock
         self._metrics = metrics
         self._alerts = alerts
-        self._sleep = sleep
-        self._stop = stop
         self._rng = rng
         self._transient = Backoff(settings.retry_base_secs, settings.retry_cap_secs)
         self._throttle = Backoff(settings.throttle_base_secs, settings.throttle_cap_secs)
@@ -135,7 +122,6 @@ class Dispatcher:
         self._paused_until: float | None = None
         self.pause_reason: str | None = None
         self.last_error: str | None = None
-        self._last_request_at: float | None = None
         self._answers = threading.RLock()  # one answer applied at a time
 
     # -- state ------------------------------------------------------------------
@@ -159,7 +145,7 @@ class Dispatcher:
         """Drive ``job`` to its end (True) or until it is held by a pause or an open
         circuit (False: call again later). Raises ``Stopped``."""
         while job.events:
-            if self._stop.is_set():
+            if self._exchange.stopped:
                 raise Stopped
             if self.blocked_secs() > 0:
                 return False
@@ -168,21 +154,21 @@ class Dispatcher:
                 job.paused_secs += now - job.held_at
                 job.held_at = None
             if job.not_before > now:
-                self._wait(job.not_before - now)
+                self._exchange.wait(job.not_before - now)
             with self._answers:
                 self._drop_ineligible(job, settle)
             if not job.events:
                 break
-            self._pace()
+            self._exchange.pace()
             try:
-                request = self._build(job.events)
+                request = self._exchange.build(job.events)
             except Exception as exc:
                 with self._answers:
                     self._drop_unbuildable(job, settle, exc)
                 continue
             if job.started is None:
                 job.started, job.first_at_us = self._clock.monotonic(), self._clock.now_us()
-            status, outcome = self._attempt(job.events, request)
+            status, outcome = self._exchange.attempt(job.events, request)
             with self._answers:
                 applied = self._apply(job, status, outcome, settle)
             if not applied:
@@ -212,13 +198,6 @@ class Dispatcher:
                 failure = job.failure(now_us, answer[:REASON_CHARS])
                 self._dead(settle, [(e, failure) for e in events])
 
-    def _build(self, events: Sequence[Forwarded]) -> OutboundRequest:
-        armed = failpoints.poisoned("deliver")
-        if armed:
-            for event in events:
-                failpoints.check("deliver", event.event_id, armed)
-        return self._destination.build(events, self._clock.now_us())
-
     def _drop_unbuildable(self, job: Job, settle: Settle, exc: Exception) -> None:
         """Dead-letter the events whose request cannot be built (each tried alone); all of
         them when none fails alone (they fail only together: sent alone, none would)."""
@@ -226,56 +205,88 @@ class Dispatcher:
         failing: list[tuple[Forwarded, Failure]] = []
         for event in job.events:
             try:
-                self._build([event])
+                self._exchange.build([event])
             except Exception as alone:
-                failing.append((event, job.failure(now_us, _unbuildable(alone))))
+                failing.append((event, job.failure(now_us, unbuildable(alone))))
         if not failing:
-            failing = [(e, job.failure(now_us, _unbuildable(exc))) for e in job.events]
+            failing = [(e, job.failure(now_us, unbuildable(exc))) for e in job.events]
         gone = {id(event) for event, _ in failing}
         job.events = [e for e in job.events if id(e) not in gone]
-        self.last_error = f"{self.name}: {_unbuildable(exc)}"
+        self.last_error = f"{self.name}: {unbuildable(exc)}"
         log.error("request_not_built", extra={"destination": self.name, "events": len(failing),
-                                              "error": _unbuildable(exc)})  # fmt: skip
+                                              "error": unbuildable(exc)})  # fmt: skip
         self._dead(settle, failing)
 
     def _apply(self, job: Job, status: int | None, outcome: Outcome, settle: Settle) -> bool:
         """Act on one answer; False when the job is held by a setup pause."""
         now, now_us = self._clock.monotonic(), self._clock.now_us()
-        if isinstance(outcome, Reject) and outcome.setup:
-            job.held_at = now
-            self._pause(outcome.reason)
-            return False
-        self._resume()
-        if isinstance(outcome, Delivered):
-            self._delivered(job.events, settle)
-            job.events = []
-            self._record(0.0)
-            return True
+        match outcome:
+            case SetupFault(reason=reason):
+                job.held_at = now
+                self._pause(reason)
+                return False
+            case Delivered():
+                self._resume()
+                self._delivered(job.events, settle)
+                job.events = []
+                self._record(0.0)
+                return True
+            case Reject(reason=reason):
+                self._resume()
+                self._failed(job, status, reason)
+                self._dead(settle, [(e, job.failure(now_us)) for e in job.events])
+                job.events = []
+                self._record(1.0)
+                return True
+            case RetryPartial():
+                self._resume()
+                self._failed(job, status, outcome.reason)
+                self._split(job, outcome, settle, now_us)
+                return self._schedule(job, settle, now, now_us, outcome.after_secs, throttled=False)
+            case Retry(after_secs=after, reason=reason):
+                self._resume()
+                self._failed(job, status, reason)
+                self._record(1.0)
+                return self._schedule(job, settle, now, now_us, after, throttled=False)
+            case Throttled(after_secs=after, reason=reason):
+                self._resume()
+                self._failed(job, status, reason)
+                self._record(1.0)
+                return self._schedule(job, settle, now, now_us, after, throttled=True)
+            case _:
+                assert_never(outcome)
+
+    def _failed(self, job: Job, status: int | None, reason: str) -> None:
+        """Count an answered attempt that did not deliver every event."""
         job.attempts += 1
-        job.last_status, job.last_answer = status, outcome.reason[:REASON_CHARS]
-        failing = f"{self.name}: {job.last_answer}"
-        self.last_error = failing
-        sent = len(job.events)
-        after, throttled = None, False
-        if isinstance(outcome, Reject):
-            self._dead(settle, [(e, job.failure(now_us)) for e in job.events])
-            job.events = []
-            self._record(1.0)
-            return True
-        if isinstance(outcome, RetryPartial):
-            retry_ids, rejected = set(outcome.event_ids), outcome.rejected
-            refused = [e for e in job.events if e.event_id in rejected]
-            retry = [e for e in job.events if e.event_id in retry_ids - rejected.keys()]
-            accepted = [e for e in job.events if e.event_id not in retry_ids | rejected.keys()]
-            self._delivered(accepted, settle)
-            self.last_error = failing  # some rows failed: not cleared by the others
-            self._dead(settle, [(e, job.failure(now_us, f"{rejected[e.event_id]}"[:REASON_CHARS]))
-                                for e in refused])  # fmt: skip
-            job.events, after = retry, outcome.after_secs
-            self._record((len(retry) + len(refused)) / sent)
-        else:
-            after, throttled = outcome.after_secs, outcome.throttled
-            self._record(1.0)
+        job.last_status, job.last_answer = status, reason[:REASON_CHARS]
+        self.last_error = f"{self.name}: {job.last_answer}"
+
+    def _split(self, job: Job, outcome: RetryPartial, settle: Settle, now_us: int) -> None:
+        """Some rows failed: deliver the accepted, dead-letter the refused, keep the rest."""
+        failing, sent = self.last_error, len(job.events)
+        retry_ids, rejected = set(outcome.event_ids), outcome.rejected
+        refused = [e for e in job.events if e.event_id in rejected]
+        retry = [e for e in job.events if e.event_id in retry_ids - rejected.keys()]
+        accepted = [e for e in job.events if e.event_id not in retry_ids | rejected.keys()]
+        self._delivered(accepted, settle)
+        self.last_error = failing  # some rows failed: not cleared by the others
+        self._dead(settle, [(e, job.failure(now_us, f"{rejected[e.event_id]}"[:REASON_CHARS]))
+                            for e in refused])  # fmt: skip
+        job.events = retry
+        self._record((len(retry) + len(refused)) / sent)
+
+    def _schedule(
+        self,
+        job: Job,
+        settle: Settle,
+        now: float,
+        now_us: int,
+        after: float | None,
+        *,
+        throttled: bool,
+    ) -> bool:
+        """Set when the events still due go again, or dead-letter them past the bounds."""
         if not job.events:
             return True
         delay = next_delay(
@@ -347,133 +358,3 @@ class Dispatcher:
             self._paused_until = None
             self.pause_reason = None
             self._alerts.clear(PAUSED, self.name)
-
-    # -- one request --------------------------------------------------------------
-
-    def _attempt(
-        self, events: Sequence[Forwarded], request: OutboundRequest
-    ) -> tuple[int | None, Outcome]:
-        try:
-            status, outcome, label = self._send(request, events)
-        except _Unreadable as unreadable:
-            self._metrics.attempts.labels(self.name, "unreadable").inc()
-            return unreadable.status, self._read_alone(events, unreadable)
-        self._metrics.attempts.labels(self.name, label).inc()
-        return status, outcome
-
-    def _read_alone(self, events: Sequence[Forwarded], unreadable: _Unreadable) -> Outcome:
-        """The answer to a batch could not be read: settle each event on its own."""
-        reason = f"the answer could not be read: {unreadable.error}"[:REASON_CHARS]
-        if len(events) == 1 or not self._destination.dedupes_on_event_id:
-            return Reject(reason=reason)
-        retry: list[str] = []
-        rejected: dict[str, str] = {}
-        for event in events:
-            try:
-                _, outcome = self._attempt([event], self._build([event]))
-            except Exception as exc:
-                outcome = Reject(reason=_unbuildable(exc))
-            if isinstance(outcome, Reject) and not outcome.setup:
-                rejected[event.event_id] = outcome.reason
-            elif not isinstance(outcome, Delivered):
-                retry.append(event.event_id)
-        if not retry and not rejected:
-            return Delivered()
-        return RetryPartial(event_ids=retry, reason=reason, rejected=rejected)
-
-    def _send(
-        self, request: OutboundRequest, events: Sequence[Forwarded] | None
-    ) -> tuple[int | None, Outcome, str]:
-        refusal = self._guard.refusal(request.url)
-        if refusal is not None:
-            return None, Reject(reason=refusal, setup=True), "refused"
-        started = time.perf_counter()
-        try:
-            status, headers, body = self._sender.send(request)
-        except TransportError as exc:
-            if isinstance(exc, TransportTimeout):
-                what = f"timed out after {self._settings.timeout_secs:g} s ({host_of(request.url)})"
-            else:
-                what = str(exc)  # names the host, not the URL (see outbound.transport_error)
-            # The platform may have taken it: only a destination that drops a copy it
-            # already has (by event id) may be sent it again.
-            if exc.maybe_sent and not self._destination.dedupes_on_event_id:
-                return None, Reject(reason=unanswered_reason(self.name, what)), "error"
-            return None, Retry(after_secs=None, reason=what), "error"
-        finally:
-            self._last_request_at = self._clock.monotonic()
-            elapsed = time.perf_counter() - started
-            self._metrics.request_seconds.labels(self.name).observe(elapsed)
-        if 300 <= status < 400:
-            target = host_of(headers.get("location", "")) if headers.get("location") else "?"
-            reason = (f"HTTP {status}: redirect (to host {target}) not followed; "
-                      "set the endpoint to the final URL")  # fmt: skip
-            return status, Reject(reason=reason, setup=True), "setup"
-        if events is None:
-            return status, Delivered() if 200 <= status < 300 else Reject(f"HTTP {status}"), "alert"
-        try:
-            outcome = self._destination.read(events, status, headers, body)
-        except Exception as exc:
-            raise _Unreadable(status, exc) from exc
-        if not isinstance(outcome, Delivered) and not outcome.reason:
-            outcome = Reject(reason=f"HTTP {status}: {excerpt(body)}")
-        return status, outcome, _label(outcome)
-
-    def _pace(self) -> None:
-        interval = self._destination.min_interval_secs
-        if interval > 0 and self._last_request_at is not None:
-            wait = self._last_request_at + interval - self._clock.monotonic()
-            if wait > 0:
-                self._wait(wait)
-
-    def _wait(self, secs: float) -> None:
-        self._sleep(secs)
-        if self._stop.is_set():
-            raise Stopped
-
-    # -- alerts to Slack ----------------------------------------------------------
-
-    def send_alerts(self, outbox: Outbox) -> int:
-        """Post queued alert messages (best effort: one attempt each); returns how many."""
-        channel = self._destination
-        if not isinstance(channel, AlertChannel) or self.blocked_secs() > 0:
-            return 0
-        sent = 0
-        while (text := outbox.take()) is not None:
-            self._pace()
-            request = channel.alert_request(text, self._clock.now_us())
-            status, outcome, _ = self._send(request, None)
-            sent += 1
-            if not isinstance(outcome, Delivered):
-                log.warning("alert_not_sent", extra={"destination": self.name, "status": status,
-                                                     "answer": outcome.reason})  # fmt: skip
-        return sent
-
-
-class _Unreadable(Exception):
-    """The destination's ``read`` raised on an answer."""
-
-    def __init__(self, status: int, error: Exception) -> None:
-        super().__init__(str(error))
-        self.status = status
-        self.error = f"{type(error).__name__}: {error}"
-
-
-def _unbuildable(exc: BaseException) -> str:
-    return f"the request could not be built: {type(exc).__name__}: {exc}"[:REASON_CHARS]
-
-
-def _label(outcome: Outcome) -> str:
-    match outcome:
-        case Delivered():
-            return "delivered"
-        case RetryPartial():
-            return "partial"
-        case Retry(throttled=True):
-            return "throttled"
-        case Retry():
-            return "retry"
-        case Reject(setup=True):
-            return "setup"
-        case Reject():
-            return "rejected"

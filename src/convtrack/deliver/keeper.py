@@ -9,7 +9,8 @@ from convtrack.clock import Clock
 from convtrack.config import DeadLettersSettings
 from convtrack.deliver.alerts import DEAD_LETTERS, Alerts
 from convtrack.deliver.base import Forwarded
-from convtrack.deliver.dispatch import Dispatcher, Job, Stopped
+from convtrack.deliver.dispatch import Dispatcher, Job
+from convtrack.deliver.exchange import Stopped
 from convtrack.observe.metrics import DeliveryMetrics
 from convtrack.store.deadletters.base import DeadLetter, DeadLetterStore, Failure
 

@@ -21,7 +21,8 @@ from collections.abc import Callable
 
 from convtrack.clock import Clock
 from convtrack.deliver.base import Forwarded
-from convtrack.deliver.dispatch import Dispatcher, Job, Settle, Stopped
+from convtrack.deliver.dispatch import Dispatcher, Job, Settle
+from convtrack.deliver.exchange import Stopped
 from convtrack.errors import is_transient
 from convtrack.log.base import LogEntry
 from convtrack.model.processed import decode_processed

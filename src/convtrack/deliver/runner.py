@@ -37,10 +37,11 @@ from concurrent import futures
 
 from convtrack.clock import Clock
 from convtrack.config import DeadLettersSettings
-from convtrack.deliver.alerts import Alerts, Outbox
+from convtrack.deliver.alerts import AlertChannel, AlertPoster, Alerts, Outbox
 from convtrack.deliver.base import Destination, Forwarded
 from convtrack.deliver.destinations import DestinationSettings
-from convtrack.deliver.dispatch import Dispatcher, Job, Stopped
+from convtrack.deliver.dispatch import Dispatcher, Job
+from convtrack.deliver.exchange import Exchange, Stopped
 from convtrack.deliver.inflight import InFlight
 from convtrack.deliver.keeper import DeadLetterKeeper
 from convtrack.deliver.outbound import EndpointGuard, Sender
@@ -95,7 +96,6 @@ class DeliveryRunner:
         self._clock = clock
         self._metrics = metrics
         alerts = alerts or Alerts(metrics.deliver.set_alert)
-        self._outbox = outbox
         # Pacing (Slack's 1 message/s) means one request at a time, whatever the setting.
         paced = destination.min_interval_secs > 0
         self.max_in_flight = 1 if paced else settings.max_in_flight
@@ -103,18 +103,30 @@ class DeliveryRunner:
             timeout_secs=settings.timeout_secs, connections=self.max_in_flight
         )
         self._stop = threading.Event()
-        self._dispatcher = Dispatcher(
+        exchange = Exchange(
             destination=destination,
             settings=settings,
             sender=self._sender,
             guard=guard or EndpointGuard(allow_private_network=settings.allow_private_network),
             clock=clock,
             metrics=metrics.deliver,
-            alerts=alerts,
             sleep=sleep or self._wait,
             stop=self._stop,
+        )
+        self._dispatcher = Dispatcher(
+            destination=destination,
+            settings=settings,
+            exchange=exchange,
+            clock=clock,
+            metrics=metrics.deliver,
+            alerts=alerts,
             rng=rng or random.Random(),
         )
+        self._alert_poster: AlertPoster | None = None  # Slack with alerts = true
+        if outbox is not None and isinstance(destination, AlertChannel):
+            blocked = self._dispatcher.blocked_secs
+            self._alert_poster = AlertPoster(channel=destination, outbox=outbox, exchange=exchange,
+                                             clock=clock, blocked=blocked)  # fmt: skip
         self._selector = Selector(destination, settings, default_granted=default_granted)
         self._inflight = InFlight(
             deadletters, self.name, enabled=not destination.dedupes_on_event_id
@@ -177,8 +189,8 @@ class DeliveryRunner:
             self._update_lag()
             return 0 if any(slot.held for slot in self._slots) else resumed
         if not self._slots:  # alerts and replays go between our own requests
-            if self._outbox is not None:
-                self._dispatcher.send_alerts(self._outbox)
+            if self._alert_poster is not None:
+                self._alert_poster.send()
             replayed = self._keeper.replay(
                 self._dispatcher, self.batch_limit, self._count_delivered
             )

@@ -22,6 +22,8 @@ from convtrack.deliver.base import (
     Reject,
     Retry,
     RetryPartial,
+    SetupFault,
+    Throttled,
 )
 
 TOO_RECENT_RETRY_SECS = 6 * 3600.0  # "retry after 6 hours have passed"
@@ -143,7 +145,7 @@ def _rows_outcome(
 ) -> Outcome:
     setup = [error for error in errors if error.is_setup]
     if setup:
-        return Reject(reason=f"{setup[0]}{request_id}", setup=True)
+        return SetupFault(reason=f"{setup[0]}{request_id}")
     by_row: dict[int, list[GoogleError]] = {}
     for error in errors:
         rows = range(len(events)) if error.index is None else [error.index]
@@ -202,14 +204,14 @@ def _request_failed(status: int, headers: dict[str, str], body: bytes) -> Outcom
         or any(e.is_setup for e in errors)
         or SETUP.intersection([grpc_status, *reasons])
     ):
-        return Reject(reason=reason, setup=True)
+        return SetupFault(reason=reason)
     if status == 429 or grpc_status == "RESOURCE_EXHAUSTED":
         after = retry_after_secs(headers.get("retry-after"))
         if after is None:
             after = _retry_delay(status_body)
         if after is None and "RESOURCE_EXHAUSTED" in codes:  # the daily operations quota
             after = DAILY_QUOTA_RETRY_SECS
-        return Retry(after_secs=after, reason=reason, throttled=True)
+        return Throttled(after_secs=after, reason=reason)
     if status >= 500 or status == 408:
         return Retry(after_secs=retry_after_secs(headers.get("retry-after")), reason=reason)
     return Reject(reason=reason)
@@ -224,7 +226,7 @@ def read_data_manager(
     if 200 <= status < 300:
         return Delivered()  # {"requestId": …}: accepted; processing is asynchronous
     outcome = _request_failed(status, headers, body)
-    if not isinstance(outcome, Reject) or outcome.setup or status != 400:
+    if not isinstance(outcome, Reject) or status != 400:
         return outcome
     # Fast fail: one bad event fails the request. When the violations name their
     # events, only those are rejected and the others are sent again without them.

@@ -14,7 +14,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from convtrack.deliver.answers import excerpt, json_object, retry_after_secs
-from convtrack.deliver.base import Delivered, Forwarded, Outcome, Reject, Retry, RetryPartial
+from convtrack.deliver.base import (
+    Delivered,
+    Forwarded,
+    Outcome,
+    Reject,
+    Retry,
+    RetryPartial,
+    SetupFault,
+    Throttled,
+)
 
 _SETUP = frozenset({401, 403, 426})
 _MESSAGE_CHARS = 300
@@ -81,9 +90,9 @@ def read_response(
     reason = f"HTTP {status}: {error_message(answer, body)}"
     after = retry_after_secs(headers.get("retry-after"))
     if status == 429:
-        return Retry(after_secs=after, reason=reason, throttled=True)
+        return Throttled(after_secs=after, reason=reason)
     if status >= 500 or status == 408:
         return Retry(after_secs=after, reason=reason)
     if status in _SETUP:
-        return Reject(reason=reason, setup=True)
+        return SetupFault(reason=reason)
     return Reject(reason=reason)

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from convtrack.deliver.answers import by_status, excerpt, json_object, redact, retry_after_secs
-from convtrack.deliver.base import Delivered, Outcome, Reject, Retry
+from convtrack.deliver.base import Delivered, Outcome, Reject, Retry, SetupFault, Throttled
 
 TRANSIENT_CODES = frozenset({1, 2})
 THROTTLE_CODES = frozenset({4, 17, 32, 341, 613, 368})
@@ -58,11 +58,11 @@ def read_response(
     code = _code(error) if error else None
     if code is not None and error is not None:
         if code in THROTTLE_CODES:
-            return Retry(after_secs=after, reason=reason, throttled=True)
+            return Throttled(after_secs=after, reason=reason)
         if code in TRANSIENT_CODES or error.get("is_transient") is True:
             return Retry(after_secs=after, reason=reason)
         if code in SETUP_CODES:
-            return Reject(reason=reason, setup=True)
+            return SetupFault(reason=reason)
         if status < 500:
             return Reject(reason=reason)
     return by_status(status, after, reason) or Reject(reason=reason)

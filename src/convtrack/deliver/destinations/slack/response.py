@@ -11,7 +11,7 @@ is Slack's own 500: retried.
 from __future__ import annotations
 
 from convtrack.deliver.answers import excerpt, retry_after_secs
-from convtrack.deliver.base import Delivered, Outcome, Reject, Retry
+from convtrack.deliver.base import Delivered, Outcome, Reject, Retry, SetupFault, Throttled
 
 SETUP_ERRORS = frozenset({
     "invalid_token", "action_prohibited", "channel_not_found", "channel_is_archived",
@@ -27,16 +27,16 @@ def read_response(status: int, headers: dict[str, str], body: bytes) -> Outcome:
     answer = body.decode("utf-8", errors="replace").strip()
     reason = f"HTTP {status}: {excerpt(body)}"
     if answer in SETUP_ERRORS:
-        return Reject(reason=reason, setup=True)
+        return SetupFault(reason=reason)
     if answer in PAYLOAD_ERRORS:
         return Reject(reason=reason)
     if 200 <= status < 300:
         return Delivered()
     after = retry_after_secs(headers.get("retry-after"))
     if status == 429:
-        return Retry(after_secs=after, reason=reason, throttled=True)
+        return Throttled(after_secs=after, reason=reason)
     if status >= 500 or status == 408:
         return Retry(after_secs=after, reason=reason)
     if status in _SETUP_STATUSES:
-        return Reject(reason=reason, setup=True)
+        return SetupFault(reason=reason)
     return Reject(reason=reason)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from convtrack.deliver.answers import by_status, excerpt, json_object, redact, retry_after_secs
-from convtrack.deliver.base import Delivered, Outcome, Reject, Retry
+from convtrack.deliver.base import Delivered, Outcome, Reject, Retry, SetupFault, Throttled
 
 THROTTLE_CODES = frozenset({40100})
 SETUP_CODES = frozenset({40001, 40104, 40105})
@@ -39,11 +39,11 @@ def read_response(
         if code == 0 and 200 <= status < 300:
             return Delivered()
         if code in THROTTLE_CODES:
-            return Retry(after_secs=after, reason=reason, throttled=True)
+            return Throttled(after_secs=after, reason=reason)
         if code in TRANSIENT_CODES:
             return Retry(after_secs=after, reason=reason)
         if code in SETUP_CODES:
-            return Reject(reason=reason, setup=True)
+            return SetupFault(reason=reason)
         if code != 0 and status < 500 and status != 429:
             return Reject(reason=reason)
     by_http = by_status(status, after, reason)

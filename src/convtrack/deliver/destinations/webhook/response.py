@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from convtrack.deliver.answers import excerpt, retry_after_secs
-from convtrack.deliver.base import Delivered, Outcome, Reject, Retry
+from convtrack.deliver.base import Delivered, Outcome, Reject, Retry, SetupFault, Throttled
 
 # Standard Webhooks: 429, 502 and 504 mean "slow down".
 _THROTTLE = frozenset({429, 502, 504})
@@ -14,9 +14,9 @@ def read_response(status: int, headers: dict[str, str], body: bytes) -> Outcome:
         return Delivered()
     after = retry_after_secs(headers.get("retry-after"))
     if status in _THROTTLE:
-        return Retry(after_secs=after, reason=f"HTTP {status}: {excerpt(body)}", throttled=True)
+        return Throttled(after_secs=after, reason=f"HTTP {status}: {excerpt(body)}")
     if status >= 500 or status == 408:
         return Retry(after_secs=after, reason=f"HTTP {status}: {excerpt(body)}")
     if status in (401, 403):
-        return Reject(reason=f"HTTP {status}: {excerpt(body)}", setup=True)
+        return SetupFault(reason=f"HTTP {status}: {excerpt(body)}")
     return Reject(reason=f"HTTP {status}: {excerpt(body)}")
