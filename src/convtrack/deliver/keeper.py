@@ -143,3 +143,25 @@ class _ReplaySettle:
     def dead(self, rows: Sequence[tuple[Forwarded, Failure]]) -> None:
         for event, failure in rows:
             self._store.failed_again([self._by_event[id(event)].id], failure)
+
+
+class LogBatchSettle:
+    """How the batches a runner read from the log settle: dead letters are kept (their
+    in-flight markers flagged in the same transaction); the commit comes after, in log
+    order. Called from the request threads."""
+
+    def __init__(
+        self, keeper: DeadLetterKeeper, *, in_flight: bool, delivered: Callable[[int], None]
+    ) -> None:
+        self._keeper = keeper
+        self._in_flight = in_flight
+        self._delivered = delivered
+
+    def delivered(self, events: Sequence[Forwarded]) -> None:
+        self._delivered(len(events))
+
+    def skipped(self, events: Sequence[Forwarded], reason: str) -> None:
+        pass  # counted by the dispatcher; committed with the batch
+
+    def dead(self, rows: Sequence[tuple[Forwarded, Failure]]) -> None:
+        self._keeper.keep(rows, in_flight=self._in_flight)

@@ -31,7 +31,6 @@ import logging
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent import futures
 
@@ -40,19 +39,19 @@ from convtrack.config import DeadLettersSettings
 from convtrack.deliver.alerts import AlertChannel, AlertPoster, Alerts, Outbox
 from convtrack.deliver.base import Destination, Forwarded
 from convtrack.deliver.destinations import DestinationSettings
-from convtrack.deliver.dispatch import Dispatcher, Job
+from convtrack.deliver.dispatch import Dispatcher
 from convtrack.deliver.exchange import Exchange, Stopped
 from convtrack.deliver.inflight import InFlight
-from convtrack.deliver.keeper import DeadLetterKeeper
+from convtrack.deliver.keeper import DeadLetterKeeper, LogBatchSettle
 from convtrack.deliver.outbound import EndpointGuard, Sender
 from convtrack.deliver.quarantined import DeliverQuarantine
 from convtrack.deliver.select import Selector, wanted
-from convtrack.deliver.window import Slot, Workers, completed
+from convtrack.deliver.window import CommitWindow, Slot, Workers, completed
 from convtrack.log.base import LogConsumer, LogEntry, next_positions
 from convtrack.model.processed import decode_processed
 from convtrack.observe.logs import RepeatLimiter
 from convtrack.observe.metrics import Metrics
-from convtrack.store.deadletters.base import DeadLetterStore, Failure
+from convtrack.store.deadletters.base import DeadLetterStore
 from convtrack.store.quarantine.base import QuarantineStore
 
 __all__ = ["DeliveryRunner", "wanted"]
@@ -139,17 +138,17 @@ class DeliveryRunner:
         own = settings.batch_max_events or destination.max_batch_events
         self.batch_limit = max(1, min(own, destination.max_batch_events))
         # Batches done may wait for a slower one before them: allow a few per request out.
-        self._window = 1 if self.max_in_flight == 1 else WINDOW_PER_REQUEST * self.max_in_flight
+        self._window = CommitWindow(
+            batch_limit=self.batch_limit,
+            max_batches=1 if self.max_in_flight == 1 else WINDOW_PER_REQUEST * self.max_in_flight,
+            max_wait_secs=settings.batch_max_wait_secs,
+        )
         self._workers = (
             Workers(f"deliver-{self.name}", self.max_in_flight) if self.max_in_flight > 1 else None
         )
-        self._settle = _LogSettle(self)
-        self._entries: list[LogEntry] = []  # read since the last cut
-        self._batch: list[Forwarded] = []  # the ones to send among them
-        # per batched event: the entries up to it, and when it was logged (monotonic)
-        self._marks: list[tuple[int, float]] = []
-        self._slots: deque[Slot] = deque()  # cut, not committed yet, in log order
-        self._started = False
+        self._settle = LogBatchSettle(
+            self._keeper, in_flight=self._inflight.enabled, delivered=self._count_delivered
+        )
         self._lag_events = 0
         self._lag_seconds = 0.0
         self._thread = threading.Thread(target=self._run, name=f"deliver-{self.name}", daemon=True)
@@ -176,19 +175,17 @@ class DeliveryRunner:
 
         Returns how many events were handled (0: nothing to do now, or blocked).
         """
-        if not self._started:
-            self._start_up()
         self._keeper.check()
         self._collect()
         if self._dispatcher.blocked_secs() > 0:
             self._update_lag()
             return 0
-        if any(slot.held for slot in self._slots):
+        if self._window.any_held():
             resumed = self._resume_held()
             self._collect()
             self._update_lag()
-            return 0 if any(slot.held for slot in self._slots) else resumed
-        if not self._slots:  # alerts and replays go between our own requests
+            return 0 if self._window.any_held() else resumed
+        if not self._window.cut_any:  # alerts and replays go between our own requests
             if self._alert_poster is not None:
                 self._alert_poster.send()
             replayed = self._keeper.replay(
@@ -197,7 +194,7 @@ class DeliveryRunner:
             replayed += self._quarantine.replay(self._reselect, self._dispatcher, self._settle)
             if replayed:
                 return replayed
-        room = (self._window - len(self._slots)) * self.batch_limit - len(self._batch)
+        room = self._window.room()
         freed = 0
         if room > 0:
             entries = self._consumer.poll(room, timeout_secs)
@@ -208,9 +205,9 @@ class DeliveryRunner:
         self._update_lag()
         self._send_due(force=False)
         self._collect()
-        if not self._batch and not self._slots and self._entries:
-            self._commit(self._entries)  # nothing to send among them: move on
-            self._entries = []
+        passed = self._window.take_passed()
+        if passed:
+            self._commit(passed)  # nothing to send among them: move on
         return len(entries) + freed
 
     def _select(self, entries: Sequence[LogEntry]) -> None:
@@ -226,7 +223,7 @@ class DeliveryRunner:
                 raise
         for index, entry in enumerate(entries):
             if self._inflight.already_dead_lettered(entry):
-                self._entries.append(entry)
+                self._window.passed(entry)
                 continue
             try:
                 chosen = self._selector.select(entry, decode_processed(entry.payload), now_us)
@@ -240,13 +237,13 @@ class DeliveryRunner:
                 except Exception:
                     self._consumer.seek(_first_positions(entries[index:]))
                     raise
-                self._entries.append(entry)
+                self._window.passed(entry)
                 continue
-            self._entries.append(entry)
             if isinstance(chosen, Forwarded):
-                self._batch.append(chosen)
-                self._marks.append((len(self._entries), self._logged_at(entry, now_us)))
-            elif chosen is not None:
+                self._window.add(entry, chosen, self._logged_at(entry, now_us))
+                continue
+            self._window.passed(entry)
+            if chosen is not None:
                 skipped.labels(self.name, chosen).inc()
 
     def _reselect(self, entry: LogEntry) -> Forwarded | str | None:
@@ -266,19 +263,18 @@ class DeliveryRunner:
         """Send everything buffered now and wait until it is settled and committed. False
         when some is held (a setup pause, an open circuit, or a stop): what is held and
         what follows it is not committed then."""
-        while self._batch or self._slots:
+        window = self._window
+        while not window.empty:
             blocked = self._dispatcher.blocked_secs() > 0
             if not blocked:
                 self._resume_held()
                 self._send_due(force=True)
             self._collect(wait=True)
-            if (blocked and (self._batch or self._slots)) or (
-                any(slot.held for slot in self._slots) and self._held_for_now()
-            ):
+            if (blocked and not window.empty) or (window.any_held() and self._held_for_now()):
                 return False
-        if self._entries:
-            self._commit(self._entries)
-            self._entries = []
+        passed = window.take_passed()
+        if passed:
+            self._commit(passed)
         self._update_lag()
         return True
 
@@ -297,37 +293,18 @@ class DeliveryRunner:
             return 1
         return self.max_in_flight
 
-    def _running(self) -> int:
-        return sum(1 for slot in self._slots if slot.running)
-
     def _send_due(self, *, force: bool) -> None:
         """Cut the due batches (full, waited long enough, or ``force``) and send them, as
         many as the window and the capacity allow."""
-        cut: list[Slot] = []
-        running = self._running()
-        while self._batch and len(self._slots) + len(cut) < self._window:
-            if running + len(cut) >= self._capacity():
-                break
-            full = len(self._batch) >= self.batch_limit
-            waited = self._clock.monotonic() - self._marks[0][1]
-            if not (force or full or waited >= self._settings.batch_max_wait_secs):
-                break
-            cut.append(self._cut())
-        if not cut:
+        window = self._window
+        free = self._capacity() - window.running()
+        count = window.due(self._clock.monotonic(), force=force, free=free)
+        if count == 0:
             return
-        self._inflight.mark([event for slot in cut for event in slot.job.events])
-        for slot in cut:
-            self._slots.append(slot)
-            self._submit(slot)
-
-    def _cut(self) -> Slot:
-        count = min(self.batch_limit, len(self._batch))
-        events = self._batch[:count]
-        upto = self._marks[count - 1][0]
-        entries = self._entries[:upto]
-        del self._batch[:count], self._entries[:upto]
-        self._marks = [(n - upto, at) for n, at in self._marks[count:]]
-        return Slot(entries=entries, events=events, job=Job(events=list(events)))
+        # Marked before the cut: a mark that fails leaves them batched, to go next time.
+        self._inflight.mark(window.next_events(count))
+        for _ in range(count):
+            self._submit(window.cut())
 
     def _submit(self, slot: Slot) -> None:
         job, dispatcher, settle = slot.job, self._dispatcher, self._settle
@@ -338,13 +315,13 @@ class DeliveryRunner:
             except Stopped:
                 return False  # not committed: sent again after a restart
 
-        slot.future = completed(run) if self._workers is None else self._workers.submit(run)
+        slot.start(completed(run) if self._workers is None else self._workers.submit(run))
 
     def _resume_held(self) -> int:
         """Send held batches again, oldest first, within the capacity; returns their events."""
         resumed = 0
-        for slot in self._slots:
-            if self._running() >= self._capacity():
+        for slot in self._window:
+            if self._window.running() >= self._capacity():
                 break
             if slot.held:
                 resumed += len(slot.job.events)
@@ -354,7 +331,7 @@ class DeliveryRunner:
     def _await_one(self, timeout_secs: float) -> int:
         """Wait until a request ends (at most ``timeout_secs``, or for good when 0 by
         hand); returns how many ended."""
-        running = [slot.future for slot in self._slots if slot.future is not None]
+        running = self._window.futures()
         if not running:
             return 0
         futures.wait(running, timeout=timeout_secs or None, return_when=futures.FIRST_COMPLETED)
@@ -364,16 +341,7 @@ class DeliveryRunner:
         """Note the batches whose requests ended (``wait``: all of them), then commit the
         settled ones at the front. An error of a job is raised after the commit; its batch
         is held and tried again."""
-        error: BaseException | None = None
-        for slot in self._slots:
-            future = slot.future
-            if future is None or not (wait or future.done()):
-                continue
-            slot.future = None
-            try:
-                slot.done = future.result()
-            except Exception as exc:
-                error = error or exc
+        error = self._window.note_ended(wait=wait)
         self._commit_front()
         if error is not None:
             raise error
@@ -382,19 +350,13 @@ class DeliveryRunner:
         """Commit the settled batches at the front. Those settled behind a batch still out
         are flagged beside their in-flight markers: after a crash they are passed over,
         not dead-lettered as cut off (platforms that cannot deduplicate)."""
-        settled: list[LogEntry] = []
-        while self._slots and self._slots[0].done:
-            settled += self._slots.popleft().entries
-        if not self._slots and not self._batch:
-            settled += self._entries  # skipped ones read after the last batch
-            self._entries = []
+        settled = self._window.settle_front()
         if settled:
             self._commit(settled)
-        behind = [slot for slot in self._slots if slot.done and not slot.flagged]
+        behind = self._window.done_behind()
         if behind:
             self._inflight.settled([event for slot in behind for event in slot.events])
-            for slot in behind:
-                slot.flagged = True
+            self._window.flag(behind)
 
     def _commit(self, entries: Sequence[LogEntry]) -> None:
         positions = next_positions(entries)
@@ -405,10 +367,6 @@ class DeliveryRunner:
     def _count_delivered(self, count: int) -> None:
         with self._count_lock:
             self.delivered += count
-
-    def _start_up(self) -> None:
-        """Once, before the first read (in-flight markers: per partition, in ``_select``)."""
-        self._started = True
 
     def _recover(self, partitions: set[int]) -> None:
         """Settle what a crash left in flight on partitions read from a new place."""
@@ -425,12 +383,9 @@ class DeliveryRunner:
 
     # -- the thread and health ------------------------------------------------------
 
-    def _uncommitted(self) -> list[LogEntry]:
-        return [entry for slot in self._slots for entry in slot.entries] + self._entries
-
     def _update_lag(self) -> None:
         lag = self._consumer.lag()
-        uncommitted = self._uncommitted()
+        uncommitted = self._window.uncommitted()
         self._lag_events = lag.events + len(uncommitted)
         self._lag_seconds = lag.seconds
         if uncommitted:
@@ -450,7 +405,6 @@ class DeliveryRunner:
         detail = dispatcher.pause_reason if paused else None
         if detail is None and circuit != "closed":
             detail = f"circuit {circuit}"
-        slots = list(self._slots)
         if self._lag_events == 0:
             self._progress_at = self._clock.monotonic()  # idle is not stalled
         idle_secs = self._clock.monotonic() - self._progress_at
@@ -474,9 +428,8 @@ class DeliveryRunner:
             "last_error": dispatcher.last_error,
             "lag_events": self._lag_events,
             "lag_seconds": round(self._lag_seconds, 3),
-            "buffered_events": len(self._batch)
-            + sum(len(slot.job.events) for slot in slots if not slot.done),
-            "requests_in_flight": sum(1 for slot in slots if slot.running),
+            "buffered_events": self._window.buffered_events(),
+            "requests_in_flight": self._window.running(),
             "dead_letters": self._keeper.total,
         }
 
@@ -503,9 +456,10 @@ class DeliveryRunner:
     def _poll_timeout(self) -> float:
         """Wait for new events at most until the buffered batch is due (its latency), and
         not long while requests are out (their batches commit when this thread looks)."""
-        if not self._batch:
-            return POLL_TIMEOUT_SECS if not self._slots else SETTLE_POLL_SECS
-        due = self._marks[0][1] + self._settings.batch_max_wait_secs - self._clock.monotonic()
+        first = self._window.first_logged_at()
+        if first is None:
+            return POLL_TIMEOUT_SECS if not self._window.cut_any else SETTLE_POLL_SECS
+        due = first + self._settings.batch_max_wait_secs - self._clock.monotonic()
         return max(0.0, min(POLL_TIMEOUT_SECS, due))
 
     def _wait(self, secs: float) -> None:
@@ -529,7 +483,7 @@ class DeliveryRunner:
         if self._thread.is_alive():
             log.warning("delivery_abandoned_at_stop", extra={"destination": self.name})
             return  # its consumer and client go with the process
-        running = [slot.future for slot in self._slots if slot.future is not None]
+        running = self._window.futures()
         if running:
             futures.wait(running, timeout=max(0.0, deadline - time.monotonic()))
         try:
@@ -545,12 +499,7 @@ class DeliveryRunner:
 
     def _commit_settled(self) -> None:
         """At a stop: commit the settled batches at the front (none is sent again)."""
-        if not self._started:
-            return
-        for slot in self._slots:
-            future = slot.future
-            if future is not None and future.done() and future.exception() is None:
-                slot.future, slot.done = None, future.result()
+        self._window.note_ended()  # a job's error: its batch is not committed, that is all
         self._commit_front()
 
 
@@ -559,21 +508,3 @@ def _first_positions(entries: Sequence[LogEntry]) -> dict[int, int]:
     for entry in entries:
         positions[entry.partition] = min(positions.get(entry.partition, entry.offset), entry.offset)
     return positions
-
-
-class _LogSettle:
-    """Batches read from the log: dead letters are kept (their in-flight markers flagged
-    in the same transaction); the commit comes after, in log order. Called from the
-    request threads."""
-
-    def __init__(self, runner: DeliveryRunner) -> None:
-        self._runner = runner
-
-    def delivered(self, events: Sequence[Forwarded]) -> None:
-        self._runner._count_delivered(len(events))
-
-    def skipped(self, events: Sequence[Forwarded], reason: str) -> None:
-        pass  # counted by the dispatcher; committed with the batch
-
-    def dead(self, rows: Sequence[tuple[Forwarded, Failure]]) -> None:
-        self._runner._keeper.keep(rows, in_flight=self._runner._inflight.enabled)
