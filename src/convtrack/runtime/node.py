@@ -9,7 +9,7 @@ cold store flushes, the deliveries stop, and the backends close.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from convtrack.clock import Clock, SystemClock
@@ -30,6 +30,7 @@ from convtrack.runtime.roles import (
     CollectRole,
     Deferred,
     DeliveryGroup,
+    Roles,
     build_cold_store,
     build_delivery_runners,
     build_processor,
@@ -48,7 +49,7 @@ class Node:
     def __init__(
         self,
         settings: Settings,
-        roles: Sequence[str] = ROLES,
+        roles: Iterable[str] = ROLES,
         clock: Clock | None = None,
         environ: Mapping[str, str] | None = None,
         delivery_sleep: Callable[[float], None] | None = None,
@@ -56,16 +57,17 @@ class Node:
         *,
         store_keys: bool = True,
     ) -> None:
-        """``store_keys=False``: new keys stay in memory until ``store_generated_keys``."""
+        """``roles``: names or ``Role``s, in any order (an unknown name is a ``ConfigError``);
+        ``store_keys=False``: new keys stay in memory until ``store_generated_keys``."""
         self._store_keys = store_keys
         self.clock: Clock = clock or SystemClock()
         self.settings = settings
-        self.roles = tuple(role for role in ROLES if role in roles)
+        self.roles = Roles(roles)
         self.metrics = Metrics()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._locks: list[RoleLock] = acquire_role_locks(settings, self.roles) if exclusive else []
         self.backends = Backends(
-            settings, self.clock, self.metrics, environ, split=self.roles != ROLES
+            settings, self.clock, self.metrics, environ, split=not self.roles.full
         )
         try:
             self._assemble(environ, delivery_sleep)
@@ -78,19 +80,19 @@ class Node:
         self, environ: Mapping[str, str] | None, delivery_sleep: Callable[[float], None] | None
     ) -> None:
         settings, backends, metrics, clock = self.settings, self.backends, self.metrics, self.clock
-        if "collect" in self.roles:
+        if self.roles.collects:
             iso4217_codes()  # load the currency table now, not on the first request
             # Open the log now: a bad setting fails the start; a Kafka cluster not up yet
             # leaves it unwritable (ingest answers 503) until it answers.
             backends.events.status()
         self._process: Deferred[ProcessorRunner] | None = (
             Deferred("processor", lambda: build_processor(settings, backends, metrics, clock))
-            if "process" in self.roles
+            if self.roles.processes
             else None
         )
         self._store: Deferred[ColdStoreRunner] | None = (
             Deferred("cold", lambda: build_cold_store(settings, backends, metrics, clock))
-            if "store" in self.roles
+            if self.roles.stores
             else None
         )
         env = os.environ if environ is None else environ
@@ -101,7 +103,7 @@ class Node:
                     build_delivery_runners(settings, backends, metrics, clock, env, delivery_sleep)
                 ),
             )
-            if "deliver" in self.roles
+            if self.roles.delivers
             else None
         )
         self.monitor = HealthMonitor(self._backend_checks())
@@ -116,7 +118,7 @@ class Node:
             components[f"deliver-{destination.name}"] = self._delivery_health(destination.name)
         self.collect: CollectRole | None = None
         self.app: App | ProbeApp
-        if "collect" in self.roles:
+        if self.roles.collects:
             lag = self._local_lag if self._process is not None else self._remote_lag
             hot = ReadGuardedHotStore(backends.hot, self._hot_down)
             self.collect = CollectRole(
@@ -150,14 +152,14 @@ class Node:
     def _backend_checks(self) -> dict[str, Callable[[], Report]]:
         """Checks that may block on a backend: they run on the monitor's thread."""
         checks: dict[str, Callable[[], Report]] = {}
-        backends = self.backends
-        if "collect" in self.roles or "process" in self.roles:
+        backends, roles = self.backends, self.roles
+        if roles.collects or roles.processes:
             checks["hot"] = self._check_hot
-        if "collect" in self.roles and "process" not in self.roles:
+        if roles.collects and not roles.processes:
             checks["processor"] = self._check_remote_processor
-        if "process" in self.roles or "store" in self.roles or "deliver" in self.roles:
+        if roles.processes or roles.stores or roles.delivers:
             checks["processed_log"] = lambda: _log_report(backends.processed.status())
-        if "collect" not in self.roles and "process" in self.roles:
+        if roles.processes and not roles.collects:  # else the collect role reports the log
             checks["log"] = lambda: _log_report(backends.events.status())
         return checks
 

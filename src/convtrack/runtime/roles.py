@@ -12,13 +12,17 @@ Each role's modules are imported when its runner is built: a process runs only
 what its roles need, and does not pay at every start (on a busy machine,
 seconds) for importing the rest (pyarrow for the lake, httpx and the
 destinations, ua-parser and the enrichers).
+
+``Role`` names one role and ``Roles`` a process's set of them, parsed once from
+the command line (``parse_roles``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from enum import StrEnum
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from convtrack.clock import Clock
@@ -53,20 +57,69 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("convtrack.roles")
 
-ROLES = ("collect", "process", "store", "deliver")
+
+class Role(StrEnum):
+    """One role, named as on the command line (``--roles collect,process``)."""
+
+    COLLECT = "collect"
+    PROCESS = "process"
+    STORE = "store"
+    DELIVER = "deliver"
 
 
-def parse_roles(text: str | None) -> tuple[str, ...]:
+class Roles(tuple[Role, ...]):
+    """The roles of one process: each at most once, in pipeline order.
+
+    Built from role names (``Roles(["deliver", "collect"])``) or from the command
+    line's text (``parse_roles``); an unknown name is a ``ConfigError``. A tuple, so
+    it compares equal to the names it holds; ``str`` gives the command line's syntax.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, names: Iterable[str] = tuple(Role)) -> Roles:
+        wanted = list(names)
+        unknown = sorted({str(name) for name in wanted if name not in _ROLE_NAMES})
+        if unknown:
+            raise ConfigError(
+                f"unknown role(s): {', '.join(unknown)}; the roles are {', '.join(Role)}"
+            )
+        return super().__new__(cls, (role for role in Role if role in wanted))
+
+    def __str__(self) -> str:
+        return ",".join(self)
+
+    @property
+    def full(self) -> bool:
+        """Every role: the whole pipeline in this process (the embedded one)."""
+        return len(self) == len(Role)
+
+    @property
+    def collects(self) -> bool:
+        return Role.COLLECT in self
+
+    @property
+    def processes(self) -> bool:
+        return Role.PROCESS in self
+
+    @property
+    def stores(self) -> bool:
+        return Role.STORE in self
+
+    @property
+    def delivers(self) -> bool:
+        return Role.DELIVER in self
+
+
+_ROLE_NAMES = frozenset(role.value for role in Role)
+ROLES = Roles()
+
+
+def parse_roles(text: str | None) -> Roles:
     """``"collect,process"`` -> the roles in pipeline order; ``None`` or empty: all of them."""
     if text is None or not text.strip():
         return ROLES
-    names = [name.strip().lower() for name in text.split(",") if name.strip()]
-    unknown = sorted({name for name in names if name not in ROLES})
-    if unknown:
-        raise ConfigError(
-            f"unknown role(s): {', '.join(unknown)}; the roles are {', '.join(ROLES)}"
-        )
-    return tuple(role for role in ROLES if role in names)
+    return Roles(name.strip().lower() for name in text.split(",") if name.strip())
 
 
 class CollectRole:
