@@ -16,7 +16,6 @@ from convtrack.clock import Clock, SystemClock
 from convtrack.collect.app import App
 from convtrack.config import Settings
 from convtrack.log.base import LogLag, LogStatus
-from convtrack.model.currency import iso4217_codes
 from convtrack.observe.metrics import Metrics
 from convtrack.process.runner import GROUP as PROCESSOR_GROUP
 from convtrack.runtime.backends import Backends
@@ -28,14 +27,11 @@ from convtrack.runtime.locks import RoleLock, acquire_role_locks
 from convtrack.runtime.roles import (
     ROLES,
     CollectRole,
-    Deferred,
-    DeliveryGroup,
     Roles,
-    build_cold_store,
-    build_delivery_runners,
-    build_processor,
     committed_processor_lag,
+    prepare_collect,
 )
+from convtrack.runtime.stages import DeliverRole, ProcessRole, Stage, StoreRole
 
 if TYPE_CHECKING:  # built (and imported) only by the processes that run those roles
     from convtrack.deliver.runner import DeliveryRunner
@@ -80,46 +76,31 @@ class Node:
         self, environ: Mapping[str, str] | None, delivery_sleep: Callable[[float], None] | None
     ) -> None:
         settings, backends, metrics, clock = self.settings, self.backends, self.metrics, self.clock
-        if self.roles.collects:
-            iso4217_codes()  # load the currency table now, not on the first request
-            # Open the log now: a bad setting fails the start; a Kafka cluster not up yet
-            # leaves it unwritable (ingest answers 503) until it answers.
-            backends.events.status()
-        self._process: Deferred[ProcessorRunner] | None = (
-            Deferred("processor", lambda: build_processor(settings, backends, metrics, clock))
-            if self.roles.processes
-            else None
-        )
-        self._store: Deferred[ColdStoreRunner] | None = (
-            Deferred("cold", lambda: build_cold_store(settings, backends, metrics, clock))
-            if self.roles.stores
-            else None
-        )
+        roles = self.roles
+        if roles.collects:
+            prepare_collect(backends)
         env = os.environ if environ is None else environ
-        self._deliver: Deferred[DeliveryGroup] | None = (
-            Deferred(
-                "deliver",
-                lambda: DeliveryGroup(
-                    build_delivery_runners(settings, backends, metrics, clock, env, delivery_sleep)
-                ),
-            )
-            if self.roles.delivers
+        self._process = ProcessRole(settings, backends, metrics, clock) if roles.processes else None
+        self._store = StoreRole(settings, backends, metrics, clock) if roles.stores else None
+        self._deliver = (
+            DeliverRole(settings, backends, metrics, clock, env, delivery_sleep)
+            if roles.delivers
             else None
+        )
+        # In pipeline order: started in it, and stopped in it (``close``).
+        self._stages: tuple[Stage, ...] = tuple(
+            stage for stage in (self._process, self._store, self._deliver) if stage is not None
         )
         self.monitor = HealthMonitor(self._backend_checks())
         components: dict[str, Callable[[], Report]] = {
             name: self.monitor.reporter(name) for name in self.monitor.names
         }
-        if self._process is not None:
-            components["processor"] = self._process.health
-        if self._store is not None:
-            components["cold"] = self._store.health
-        for destination in settings.destinations if self._deliver is not None else []:
-            components[f"deliver-{destination.name}"] = self._delivery_health(destination.name)
+        for stage in self._stages:
+            components.update(stage.components())
         self.collect: CollectRole | None = None
         self.app: App | ProbeApp
-        if self.roles.collects:
-            lag = self._local_lag if self._process is not None else self._remote_lag
+        if roles.collects:
+            lag = self._local_lag if roles.processes else self._remote_lag
             hot = ReadGuardedHotStore(backends.hot, self._hot_down)
             self.collect = CollectRole(
                 settings, backends, metrics, clock, environ, lag, hot, self._store_keys
@@ -129,7 +110,7 @@ class Node:
             if self._store is not None:
                 self.app.lake_flush.flush_now = self._lake_flush()
         else:
-            self.app = ProbeApp(self.roles, metrics, components)
+            self.app = ProbeApp(roles, metrics, components)
 
     def _lake_flush(self) -> LakeFlush:
         store = self._store
@@ -188,18 +169,7 @@ class Node:
 
     @property
     def deliveries(self) -> list[DeliveryRunner]:
-        group = self._deliver.runner if self._deliver is not None else None
-        return group.runners if group is not None else []
-
-    def _delivery_health(self, name: str) -> Callable[[], Report]:
-        def report() -> Report:
-            for runner in self.deliveries:
-                if runner.name == name:
-                    return runner.health()
-            assert self._deliver is not None
-            return self._deliver.health()  # not built yet: waiting for the processed log
-
-        return report
+        return self._deliver.runners if self._deliver is not None else []
 
     def _local_lag(self) -> LogLag:
         processor = self.processor
@@ -249,25 +219,14 @@ class Node:
     def start(self) -> None:
         """Start the background stages of this process's roles."""
         self.monitor.start()
-        if self._process is not None:
-            self._process.start()
-        if self._store is not None:
-            self._store.start()
-        if self._deliver is not None:
-            self._deliver.start()
+        for stage in self._stages:
+            stage.start()
 
     def close(self) -> None:
         """Finish pending appends, let the processor catch up, then close the stores."""
         self.backends.stop_event_writes()
-        processor = self._process.stop_waiting() if self._process is not None else None
-        if processor is not None:
-            processor.stop(drain_secs=3.0)
-        cold = self._store.stop_waiting() if self._store is not None else None
-        if cold is not None:
-            cold.stop(flush=True)
-        group = self._deliver.stop_waiting() if self._deliver is not None else None
-        for runner in group.runners if group is not None else []:
-            runner.stop()
+        for stage in self._stages:  # the processor drains, the cold store flushes...
+            stage.stop()
         self.monitor.stop()
         self.backends.close()
         self._release_locks()
