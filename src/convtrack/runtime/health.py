@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from convtrack.collect.http import Receive, Request, Response, Scope, Send, json_response
@@ -126,11 +126,11 @@ class ProbeApp:
 
     def __init__(
         self,
-        roles: tuple[str, ...],
+        roles: Iterable[str],
         metrics: Metrics,
         components: Mapping[str, Callable[[], Report]],
     ) -> None:
-        self.roles = roles
+        self.roles = tuple(str(role) for role in roles)  # as named on the command line
         self.metrics = metrics
         self.components = dict(components)
         self.draining = False

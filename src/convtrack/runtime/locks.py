@@ -18,23 +18,25 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 from convtrack.config import Settings
 from convtrack.errors import ConfigError
+from convtrack.runtime.roles import Role, Roles
 
 
-def exclusive_roles(settings: Settings, roles: Sequence[str]) -> list[str]:
+def exclusive_roles(settings: Settings, roles: Iterable[str]) -> list[Role]:
     """The roles among ``roles`` that at most one process may run on this data dir."""
     sqlite_log = settings.log.kind == "sqlite"
     needs = {
-        "process": sqlite_log or settings.hot.kind == "sqlite",
+        Role.COLLECT: False,
+        Role.PROCESS: sqlite_log or settings.hot.kind == "sqlite",
         # and on Kafka, the rejects of this data dir's SQLite file: one copier
-        "store": sqlite_log or settings.hot.kind == "sqlite",
-        "deliver": sqlite_log,
+        Role.STORE: sqlite_log or settings.hot.kind == "sqlite",
+        Role.DELIVER: sqlite_log,
     }
-    return [role for role in roles if needs.get(role, False)]
+    return [role for role in Roles(roles) if needs[role]]
 
 
 class RoleLock:
@@ -45,7 +47,7 @@ class RoleLock:
         self._fd: int | None = fd
 
     @classmethod
-    def acquire(cls, data_dir: Path, role: str) -> RoleLock:
+    def acquire(cls, data_dir: Path, role: Role) -> RoleLock:
         path = data_dir / "locks" / f"{role}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -71,7 +73,7 @@ class RoleLock:
             self._fd = None
 
 
-def acquire_role_locks(settings: Settings, roles: Sequence[str]) -> list[RoleLock]:
+def acquire_role_locks(settings: Settings, roles: Iterable[str]) -> list[RoleLock]:
     locks: list[RoleLock] = []
     try:
         for role in exclusive_roles(settings, roles):

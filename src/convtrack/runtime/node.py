@@ -9,14 +9,13 @@ cold store flushes, the deliveries stop, and the backends close.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from convtrack.api.app import App
 from convtrack.clock import Clock, SystemClock
 from convtrack.config import Settings
 from convtrack.log.base import LogLag, LogStatus
-from convtrack.model.currency import iso4217_codes
 from convtrack.observe.metrics import Metrics
 from convtrack.process.base import GROUP as PROCESSOR_GROUP
 from convtrack.runtime.api_keys import ProvisionedKeys, store_generated
@@ -28,13 +27,11 @@ from convtrack.runtime.locks import RoleLock, acquire_role_locks
 from convtrack.runtime.roles import (
     ROLES,
     CollectRole,
-    Deferred,
-    DeliveryGroup,
-    build_cold_store,
-    build_delivery_runners,
-    build_processor,
+    Roles,
     committed_processor_lag,
+    prepare_collect,
 )
+from convtrack.runtime.stages import DeliverRole, ProcessRole, Stage, StoreRole
 
 if TYPE_CHECKING:  # built (and imported) only by the processes that run those roles
     from convtrack.deliver.runner import DeliveryRunner
@@ -48,7 +45,7 @@ class Node:
     def __init__(
         self,
         settings: Settings,
-        roles: Sequence[str] = ROLES,
+        roles: Iterable[str] = ROLES,
         clock: Clock | None = None,
         environ: Mapping[str, str] | None = None,
         delivery_sleep: Callable[[float], None] | None = None,
@@ -56,16 +53,17 @@ class Node:
         *,
         store_keys: bool = True,
     ) -> None:
-        """``store_keys=False``: new keys stay in memory until ``store_generated_keys``."""
+        """``roles``: names or ``Role``s, in any order (an unknown name is a ``ConfigError``);
+        ``store_keys=False``: new keys stay in memory until ``store_generated_keys``."""
         self._store_keys = store_keys
         self.clock: Clock = clock or SystemClock()
         self.settings = settings
-        self.roles = tuple(role for role in ROLES if role in roles)
+        self.roles = Roles(roles)
         self.metrics = Metrics()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._locks: list[RoleLock] = acquire_role_locks(settings, self.roles) if exclusive else []
         self.backends = Backends(
-            settings, self.clock, self.metrics, environ, split=self.roles != ROLES
+            settings, self.clock, self.metrics, environ, split=not self.roles.full
         )
         try:
             self._assemble(environ, delivery_sleep)
@@ -78,46 +76,31 @@ class Node:
         self, environ: Mapping[str, str] | None, delivery_sleep: Callable[[float], None] | None
     ) -> None:
         settings, backends, metrics, clock = self.settings, self.backends, self.metrics, self.clock
-        if "collect" in self.roles:
-            iso4217_codes()  # load the currency table now, not on the first request
-            # Open the log now: a bad setting fails the start; a Kafka cluster not up yet
-            # leaves it unwritable (ingest answers 503) until it answers.
-            backends.events.status()
-        self._process: Deferred[ProcessorRunner] | None = (
-            Deferred("processor", lambda: build_processor(settings, backends, metrics, clock))
-            if "process" in self.roles
-            else None
-        )
-        self._store: Deferred[ColdStoreRunner] | None = (
-            Deferred("cold", lambda: build_cold_store(settings, backends, metrics, clock))
-            if "store" in self.roles
-            else None
-        )
+        roles = self.roles
+        if roles.collects:
+            prepare_collect(backends)
         env = os.environ if environ is None else environ
-        self._deliver: Deferred[DeliveryGroup] | None = (
-            Deferred(
-                "deliver",
-                lambda: DeliveryGroup(
-                    build_delivery_runners(settings, backends, metrics, clock, env, delivery_sleep)
-                ),
-            )
-            if "deliver" in self.roles
+        self._process = ProcessRole(settings, backends, metrics, clock) if roles.processes else None
+        self._store = StoreRole(settings, backends, metrics, clock) if roles.stores else None
+        self._deliver = (
+            DeliverRole(settings, backends, metrics, clock, env, delivery_sleep)
+            if roles.delivers
             else None
+        )
+        # In pipeline order: started in it, and stopped in it (``close``).
+        self._stages: tuple[Stage, ...] = tuple(
+            stage for stage in (self._process, self._store, self._deliver) if stage is not None
         )
         self.monitor = HealthMonitor(self._backend_checks())
         components: dict[str, Callable[[], Report]] = {
             name: self.monitor.reporter(name) for name in self.monitor.names
         }
-        if self._process is not None:
-            components["processor"] = self._process.health
-        if self._store is not None:
-            components["cold"] = self._store.health
-        for destination in settings.destinations if self._deliver is not None else []:
-            components[f"deliver-{destination.name}"] = self._delivery_health(destination.name)
+        for stage in self._stages:
+            components.update(stage.components())
         self.collect: CollectRole | None = None
         self.app: App | ProbeApp
-        if "collect" in self.roles:
-            lag = self._local_lag if self._process is not None else self._remote_lag
+        if roles.collects:
+            lag = self._local_lag if roles.processes else self._remote_lag
             hot = ReadGuardedHotStore(backends.hot, self._hot_down)
             self.collect = CollectRole(
                 settings, backends, metrics, clock, environ, lag, hot, self._store_keys
@@ -127,7 +110,7 @@ class Node:
             if self._store is not None:
                 self.app.lake_flush.flush_now = self._lake_flush()
         else:
-            self.app = ProbeApp(self.roles, metrics, components)
+            self.app = ProbeApp(roles, metrics, components)
 
     def _lake_flush(self) -> LakeFlush:
         store = self._store
@@ -150,14 +133,14 @@ class Node:
     def _backend_checks(self) -> dict[str, Callable[[], Report]]:
         """Checks that may block on a backend: they run on the monitor's thread."""
         checks: dict[str, Callable[[], Report]] = {}
-        backends = self.backends
-        if "collect" in self.roles or "process" in self.roles:
+        backends, roles = self.backends, self.roles
+        if roles.collects or roles.processes:
             checks["hot"] = self._check_hot
-        if "collect" in self.roles and "process" not in self.roles:
+        if roles.collects and not roles.processes:
             checks["processor"] = self._check_remote_processor
-        if "process" in self.roles or "store" in self.roles or "deliver" in self.roles:
+        if roles.processes or roles.stores or roles.delivers:
             checks["processed_log"] = lambda: _log_report(backends.processed.status())
-        if "collect" not in self.roles and "process" in self.roles:
+        if roles.processes and not roles.collects:  # else the collect role reports the log
             checks["log"] = lambda: _log_report(backends.events.status())
         return checks
 
@@ -186,18 +169,7 @@ class Node:
 
     @property
     def deliveries(self) -> list[DeliveryRunner]:
-        group = self._deliver.runner if self._deliver is not None else None
-        return group.runners if group is not None else []
-
-    def _delivery_health(self, name: str) -> Callable[[], Report]:
-        def report() -> Report:
-            for runner in self.deliveries:
-                if runner.name == name:
-                    return runner.health()
-            assert self._deliver is not None
-            return self._deliver.health()  # not built yet: waiting for the processed log
-
-        return report
+        return self._deliver.runners if self._deliver is not None else []
 
     def _local_lag(self) -> LogLag:
         processor = self.processor
@@ -247,25 +219,14 @@ class Node:
     def start(self) -> None:
         """Start the background stages of this process's roles."""
         self.monitor.start()
-        if self._process is not None:
-            self._process.start()
-        if self._store is not None:
-            self._store.start()
-        if self._deliver is not None:
-            self._deliver.start()
+        for stage in self._stages:
+            stage.start()
 
     def close(self) -> None:
         """Finish pending appends, let the processor catch up, then close the stores."""
         self.backends.stop_event_writes()
-        processor = self._process.stop_waiting() if self._process is not None else None
-        if processor is not None:
-            processor.stop(drain_secs=3.0)
-        cold = self._store.stop_waiting() if self._store is not None else None
-        if cold is not None:
-            cold.stop(flush=True)
-        group = self._deliver.stop_waiting() if self._deliver is not None else None
-        for runner in group.runners if group is not None else []:
-            runner.stop()
+        for stage in self._stages:  # the processor drains, the cold store flushes...
+            stage.stop()
         self.monitor.stop()
         self.backends.close()
         self._release_locks()

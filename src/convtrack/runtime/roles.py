@@ -12,14 +12,17 @@ Each role's modules are imported when its runner is built: a process runs only
 what its roles need, and does not pay at every start (on a busy machine,
 seconds) for importing the rest (pyarrow for the lake, httpx and the
 destinations, ua-parser and the enrichers).
+
+``Role`` names one role and ``Roles`` a process's set of them, parsed once from
+the command line (``parse_roles``). The background roles (process, store,
+deliver) are each one object in ``runtime/stages.py``.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from convtrack.api.app import App
 from convtrack.api.attribution import AttributionApi
@@ -34,8 +37,9 @@ from convtrack.collect.clientip import ClientIpResolver
 from convtrack.collect.ingest import Collector, IngestLimits
 from convtrack.collect.ratelimit import TokenBuckets
 from convtrack.config import Settings
-from convtrack.errors import ConfigError, ConvtrackError
+from convtrack.errors import ConfigError
 from convtrack.log.base import EventLog, LogConsumer, LogLag
+from convtrack.model.currency import iso4217_codes
 from convtrack.model.validate import Rules
 from convtrack.observe.metrics import Metrics
 from convtrack.process.base import GROUP as PROCESSOR_GROUP
@@ -51,22 +55,77 @@ if TYPE_CHECKING:
     from convtrack.process.runner import ProcessorRunner
     from convtrack.store.cold.writer import ColdStoreRunner
 
-log = logging.getLogger("convtrack.roles")
 
-ROLES = ("collect", "process", "store", "deliver")
+class Role(StrEnum):
+    """One role, named as on the command line (``--roles collect,process``)."""
+
+    COLLECT = "collect"
+    PROCESS = "process"
+    STORE = "store"
+    DELIVER = "deliver"
 
 
-def parse_roles(text: str | None) -> tuple[str, ...]:
+class Roles(tuple[Role, ...]):
+    """The roles of one process: each at most once, in pipeline order.
+
+    Built from role names (``Roles(["deliver", "collect"])``) or from the command
+    line's text (``parse_roles``); an unknown name is a ``ConfigError``. A tuple, so
+    it compares equal to the names it holds; ``str`` gives the command line's syntax.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, names: Iterable[str] = tuple(Role)) -> Roles:
+        wanted = list(names)
+        unknown = sorted({str(name) for name in wanted if name not in _ROLE_NAMES})
+        if unknown:
+            raise ConfigError(
+                f"unknown role(s): {', '.join(unknown)}; the roles are {', '.join(Role)}"
+            )
+        return super().__new__(cls, (role for role in Role if role in wanted))
+
+    def __str__(self) -> str:
+        return ",".join(self)
+
+    @property
+    def full(self) -> bool:
+        """Every role: the whole pipeline in this process (the embedded one)."""
+        return len(self) == len(Role)
+
+    @property
+    def collects(self) -> bool:
+        return Role.COLLECT in self
+
+    @property
+    def processes(self) -> bool:
+        return Role.PROCESS in self
+
+    @property
+    def stores(self) -> bool:
+        return Role.STORE in self
+
+    @property
+    def delivers(self) -> bool:
+        return Role.DELIVER in self
+
+
+_ROLE_NAMES = frozenset(role.value for role in Role)
+ROLES = Roles()
+
+
+def parse_roles(text: str | None) -> Roles:
     """``"collect,process"`` -> the roles in pipeline order; ``None`` or empty: all of them."""
     if text is None or not text.strip():
         return ROLES
-    names = [name.strip().lower() for name in text.split(",") if name.strip()]
-    unknown = sorted({name for name in names if name not in ROLES})
-    if unknown:
-        raise ConfigError(
-            f"unknown role(s): {', '.join(unknown)}; the roles are {', '.join(ROLES)}"
-        )
-    return tuple(role for role in ROLES if role in names)
+    return Roles(name.strip().lower() for name in text.split(",") if name.strip())
+
+
+def prepare_collect(backends: Backends) -> None:
+    """What the collect role does first, before any other role is built."""
+    iso4217_codes()  # load the currency table now, not on the first request
+    # Open the log now: a bad setting fails the start; a Kafka cluster not up yet
+    # leaves it unwritable (ingest answers 503) until it answers.
+    backends.events.status()
 
 
 class CollectRole:
@@ -268,99 +327,3 @@ def build_delivery_runners(
         sleep=sleep,
         quarantine=backends.quarantine,
     )
-
-
-class DeliveryGroup:
-    """The deliver role's runners, built together: they share the alerts and the dead letters."""
-
-    def __init__(self, runners: list[DeliveryRunner]) -> None:
-        self.runners = runners
-
-    def start(self) -> None:
-        for runner in self.runners:
-            runner.start()
-
-    def health(self) -> dict[str, object]:
-        healthy = all(bool(runner.health().get("healthy")) for runner in self.runners)
-        return {"healthy": healthy, "detail": "ok"}
-
-
-class Runner(Protocol):
-    def start(self) -> None: ...
-
-    def health(self) -> dict[str, object]: ...
-
-
-R = TypeVar("R", bound=Runner)
-
-
-class Deferred(Generic[R]):
-    """A role's runner, built now or, while a backend it needs at start is down, later.
-
-    The processor reads its positions from the hot store and the cold store its
-    manifest from the lake before they run. A process whose backend is down
-    still starts (its probes answer, naming the backend) and builds the runner
-    as soon as the backend answers, retrying with backoff.
-    """
-
-    def __init__(self, name: str, build: Callable[[], R]) -> None:
-        self.name = name
-        self._build = build
-        self.runner: R | None = None
-        self.detail = "ok"
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        try:
-            self.runner = build()
-        except ConfigError:
-            raise
-        except ConvtrackError as exc:
-            self._waiting(exc)
-
-    def _waiting(self, exc: ConvtrackError) -> None:
-        self.detail = f"not started, waiting for a backend: {exc}"
-        log.warning("role_waiting_for_backend", extra={"runner": self.name, "error": str(exc)})
-
-    def start(self) -> None:
-        if self.runner is not None:
-            self.runner.start()
-            return
-        self._thread = threading.Thread(target=self._build_later, name=f"{self.name}-start")
-        self._thread.daemon = True
-        self._thread.start()
-
-    def _build_later(self) -> None:
-        delay = 0.5
-        while not self._stop.wait(delay):
-            try:
-                runner = self._build()
-            except ConfigError as exc:  # found only once the backend answered (e.g. topics)
-                self.detail = f"not started: {exc}"
-                log.error("role_cannot_start", extra={"runner": self.name, "error": str(exc)})
-                delay = 30.0
-                continue
-            except ConvtrackError as exc:
-                self._waiting(exc)
-                delay = min(delay * 2, 5.0)
-                continue
-            with self._lock:
-                if self._stop.is_set():
-                    return  # stopping: never start a runner nobody will stop
-                self.runner, self.detail = runner, "ok"
-                runner.start()
-            log.info("role_started", extra={"runner": self.name})
-            return
-
-    def health(self) -> dict[str, object]:
-        if self.runner is not None:
-            return self.runner.health()
-        return {"healthy": False, "detail": self.detail}
-
-    def stop_waiting(self) -> R | None:
-        """Stop trying to build; the runner, if there is one, is the caller's to stop."""
-        with self._lock:
-            self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10.0)
-        return self.runner

@@ -33,7 +33,7 @@ from convtrack.runtime.api_keys import ENV_BY_ROLE, ProvisionedKeys
 from convtrack.runtime.embedded import Pipeline
 from convtrack.runtime.listen import BACKLOG, listen
 from convtrack.runtime.node import Node
-from convtrack.runtime.roles import ROLES
+from convtrack.runtime.roles import ROLES, Roles
 
 log = logging.getLogger("convtrack.serve")
 
@@ -77,17 +77,17 @@ def _banner(node: Node, base: str, waits: list[str]) -> str:
     """What this process is and where; ``waits``: what keeps /readyz from 200 yet."""
     settings = node.settings
     state = f"listening on {base}; waiting for {', '.join(waits)}" if waits else f"ready on {base}"
-    if node.roles == ROLES:
+    if node.roles.full:
         lines = [f"convtrack {__version__} {state} (data dir: {settings.data_dir})"]
     else:
         where = f"data dir: {settings.data_dir}; log: {settings.log.kind},"
         where += f" hot store: {settings.hot.kind}"
-        lines = [f"convtrack {__version__} roles {','.join(node.roles)} {state} ({where})"]
+        lines = [f"convtrack {__version__} roles {node.roles} {state} ({where})"]
     if node.collect is None:
         lines.append(f"Probes only: {base}/healthz  {base}/readyz  {base}/metrics")
         return "\n".join(lines)
     lines.append(f"Send events:  POST {base}/v1/track   (Authorization: Bearer <write key>)")
-    if node.roles == ROLES:
+    if node.roles.full:
         lines.append(
             f"Batches:      POST {base}/v1/batch   Health: {base}/healthz   Metrics: {base}/metrics"
         )
@@ -96,7 +96,7 @@ def _banner(node: Node, base: str, waits: list[str]) -> str:
 
 
 def _ready_line(node: Node, base: str) -> str:
-    roles = "" if node.roles == ROLES else f" roles {','.join(node.roles)}"
+    roles = "" if node.roles.full else f" roles {node.roles}"
     return f"convtrack {__version__}{roles} ready on {base}"
 
 
@@ -120,8 +120,8 @@ def _keys_show(settings: Settings) -> str:
     return f"convtrack keys show{where}"
 
 
-def _build(settings: Settings, roles: tuple[str, ...]) -> Node:
-    if roles == ROLES:
+def _build(settings: Settings, roles: Roles) -> Node:
+    if roles.full:
         return Pipeline(settings, exclusive=True, store_keys=False)
     return Node(settings, roles, exclusive=True, store_keys=False)
 
@@ -157,7 +157,7 @@ async def _announce(server: uvicorn.Server, node: Node, settings: Settings) -> N
         log.info("ready", extra={"host": host, "port": port})
 
 
-async def _serve(settings: Settings, roles: tuple[str, ...]) -> None:
+async def _serve(settings: Settings, roles: Roles) -> None:
     # Bound first: an address that is taken fails the start before any key or role exists.
     sockets = listen(settings)
     try:
@@ -212,7 +212,7 @@ async def _serve(settings: Settings, roles: tuple[str, ...]) -> None:
         log.info("stopped")
 
 
-def serve(settings: Settings, roles: tuple[str, ...] = ROLES) -> int:
+def serve(settings: Settings, roles: Roles = ROLES) -> int:
     configure_logging(settings.server.log_level)
     # uvicorn re-raises the signal it caught once it has shut down; a no-op handler
     # here makes that re-raise harmless so we exit 0 after draining.
