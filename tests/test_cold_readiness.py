@@ -23,8 +23,9 @@ from convtrack.observe.metrics import Metrics
 from convtrack.runtime.health import readiness
 from convtrack.store.cold.lake import Lake
 from convtrack.store.cold.manifest import read_state
+from convtrack.store.cold.runner import ColdStoreRunner
 from convtrack.store.cold.tables import EventsSource
-from convtrack.store.cold.writer import ColdStoreRunner, TableWriter
+from convtrack.store.cold.writer import TableWriter
 from tests.s3_fixtures import require_weed
 from tests.test_cold_store import T0, processed
 

@@ -32,9 +32,10 @@ from convtrack.config import load_settings
 from convtrack.log.base import LogLag
 from convtrack.runtime.embedded import Pipeline
 from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.runner import ColdStoreRunner
 from convtrack.store.cold.summary import LakeSummary
 from convtrack.store.cold.tables import EventsSource
-from convtrack.store.cold.writer import ColdStoreRunner, TableWriter
+from convtrack.store.cold.writer import TableWriter
 from tests.conftest import ADMIN_KEY, SERVER_KEY, WRITE_KEY, ServerFactory, ServerProcess, auth
 from tests.inprocess import call, make_pipeline, process_all
 from tests.test_cold_readiness import Cold, restore, swap_for_file

@@ -24,7 +24,7 @@ from convtrack.store.rejects.base import RejectStore
 
 if TYPE_CHECKING:
     from convtrack.process.runner import ProcessorRunner
-    from convtrack.store.cold.writer import ColdStoreRunner
+    from convtrack.store.cold.runner import ColdStoreRunner
 
 __all__ = ["Pipeline", "build_chain", "maintain_lake"]
 

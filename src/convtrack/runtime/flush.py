@@ -17,8 +17,8 @@ from convtrack.log.base import EventLog
 from convtrack.model import codes
 from convtrack.store.cold.lake import Lake
 from convtrack.store.cold.manifest import read_state
+from convtrack.store.cold.runner import ColdStoreRunner
 from convtrack.store.cold.summary import LakeSummary
-from convtrack.store.cold.writer import ColdStoreRunner
 
 PROCESSOR_WAIT_SECS = 5.0
 FLUSH_WAIT_SECS = 20.0

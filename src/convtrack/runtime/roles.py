@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from convtrack.deliver.runner import DeliveryRunner
     from convtrack.process.base import Step
     from convtrack.process.runner import ProcessorRunner
-    from convtrack.store.cold.writer import ColdStoreRunner
+    from convtrack.store.cold.runner import ColdStoreRunner
 
 log = logging.getLogger("convtrack.roles")
 
@@ -207,8 +207,9 @@ def build_chain(
 def build_cold_store(
     settings: Settings, backends: Backends, metrics: Metrics, clock: Clock
 ) -> ColdStoreRunner:
+    from convtrack.store.cold.runner import ColdStoreRunner
     from convtrack.store.cold.tables import EventsSource, RejectsSource
-    from convtrack.store.cold.writer import ColdStoreRunner, TableWriter
+    from convtrack.store.cold.writer import TableWriter
 
     lake = backends.lake
     return ColdStoreRunner(
