@@ -15,21 +15,21 @@ import pytest
 
 from convtrack.devservices.seaweed import SeaweedS3
 from convtrack.errors import StoreError
-from convtrack.store.cold.lake import Lake
+from convtrack.runtime.backends import open_cold_store
 from tests.conftest import WRITE_KEY, ServerFactory, auth, logged_event_ids
 from tests.s3_fixtures import S3Target, require_weed
 
 
 def test_bucket_is_created_when_missing_and_allowed(s3_service: SeaweedS3) -> None:
     bucket = f"new-{uuid.uuid4().hex[:12]}"
-    lake = Lake.open(f"s3://{bucket}/lake", environ=s3_service.env())
+    lake = open_cold_store(f"s3://{bucket}/lake", environ=s3_service.env())
     lake.ensure_ready()
     lake.put("probe.txt", b"x")
     assert lake.list("") == ["probe.txt"]
 
 
 def test_missing_bucket_is_a_clear_error_when_creation_is_off(s3_service: SeaweedS3) -> None:
-    lake = Lake.open(
+    lake = open_cold_store(
         f"s3://absent-{uuid.uuid4().hex[:12]}/x", environ=s3_service.env(), create_bucket=False
     )
     with pytest.raises(StoreError, match="does not exist"):
@@ -39,7 +39,7 @@ def test_missing_bucket_is_a_clear_error_when_creation_is_off(s3_service: Seawee
 def test_unreachable_endpoint_is_a_store_error(s3_bucket: S3Target) -> None:
     env = {**s3_bucket.env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
     with pytest.raises(StoreError):
-        Lake.open(s3_bucket.uri, environ=env).ensure_ready()
+        open_cold_store(s3_bucket.uri, environ=env).ensure_ready()
 
 
 @pytest.fixture

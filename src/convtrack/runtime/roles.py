@@ -42,7 +42,7 @@ from convtrack.process.base import GROUP as PROCESSOR_GROUP
 from convtrack.runtime.api_keys import ProvisionedKeys, provision_keys
 from convtrack.runtime.backends import Backends
 from convtrack.runtime.token_secrets import provision_token_secrets
-from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.base import ColdStore
 from convtrack.store.hot.base import HotStore
 
 if TYPE_CHECKING:
@@ -236,7 +236,7 @@ def build_cold_store(
 
 
 def maintain_lake(
-    lake: Lake, settings: Settings, clock: Clock, metrics: Metrics | None = None
+    lake: ColdStore, settings: Settings, clock: Clock, metrics: Metrics | None = None
 ) -> None:
     """Compact closed days, apply retention, delete files removed long enough ago."""
     from convtrack.store.cold.maintain import compact, expire, purge_removed, utc_date

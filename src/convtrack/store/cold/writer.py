@@ -48,7 +48,7 @@ from convtrack.clock import Clock
 from convtrack.errors import ConvtrackError
 from convtrack.log.published import NOTHING_READ, FirstCopies
 from convtrack.observe.metrics import Metrics
-from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.base import ColdStore
 from convtrack.store.cold.manifest import (
     DataFile,
     ManifestEntry,
@@ -87,7 +87,7 @@ class TableWriter:
     def __init__(
         self,
         *,
-        lake: Lake,
+        lake: ColdStore,
         source: TableSource,
         clock: Clock,
         metrics: Metrics,
