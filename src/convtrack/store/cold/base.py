@@ -41,8 +41,13 @@ class ColdStore(ABC):
 
     @abstractmethod
     def put(self, relative: str, data: bytes) -> None:
-        """Store ``data`` at ``relative``, replacing any object of that name, so that
-        readers see all of the old one or all of the new one, never part of either."""
+        """Store ``data`` at ``relative``, replacing any object of that name.
+
+        Readers never see part of it: until it is complete the name is absent
+        (or still holds the old object). The writers replace a file only by
+        a replayed flush, with the same rows; on S3 a read racing a replace by
+        different bytes may fail, as pyarrow reads by the size it first saw.
+        """
 
     @abstractmethod
     def put_if_absent(self, relative: str, data: bytes) -> bool:
