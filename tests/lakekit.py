@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 
 from convtrack import failpoints
 from convtrack.clock import ManualClock
+from convtrack.runtime.backends import open_cold_store
 from convtrack.runtime.embedded import Pipeline
-from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.base import ColdStore
 from convtrack.store.cold.maintain import (
     COMMIT_ATTEMPTS,
     Compactor,
@@ -94,10 +95,12 @@ class LakeSide:
         self.compacted = 0  # merges committed
         self.superseded = 0  # merges given up: their inputs were no longer visible
 
-    def open_lake(self) -> Lake:
+    def open_lake(self) -> ColdStore:
         """The lake as another process opens it: a view of its own."""
         settings = self.pipeline.settings
-        lake = Lake.open(settings.lake_uri, endpoint_url=settings.cold.s3_endpoint_url or None)
+        lake = open_cold_store(
+            settings.lake_uri, endpoint_url=settings.cold.s3_endpoint_url or None
+        )
         lake.ensure_ready()
         return lake
 

@@ -21,7 +21,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from convtrack.observe.metrics import Metrics
-from convtrack.store.cold.lake import Lake
+from convtrack.runtime.backends import open_cold_store
+from convtrack.store.cold.base import ColdStore
 from convtrack.store.cold.maintain import (
     Compactor,
     Merge,
@@ -35,12 +36,13 @@ from convtrack.store.cold.manifest import ManifestEntry, commit_change, read_sta
 from convtrack.store.cold.writer import parquet_bytes
 from tests.s3_fixtures import S3Target
 from tests.test_cold_store import T0, Harness, processed
+from tests.wrapped_lake import WrappedLake
 
 DAY = "2026-11-29"
 CLOSED = "2026-11-30"
 
 
-class HookedLake(Lake):
+class HookedLake(WrappedLake):
     """A real lake that runs ``before_read`` (once) just before its next read of a data file:
     the moment another process acts while this one compacts."""
 
@@ -58,7 +60,7 @@ class HookedLake(Lake):
 class Race(Harness):
     """A processed log, its cold writer, and views of the lake as other processes open it."""
 
-    def __init__(self, root: Path, open_lake: Callable[[], Lake]) -> None:
+    def __init__(self, root: Path, open_lake: Callable[[], ColdStore]) -> None:
         super().__init__(root, open_lake())
         self.open_lake = open_lake
         self.offset = 0
@@ -73,9 +75,7 @@ class Race(Harness):
     def hooked_lake(self) -> HookedLake:
         plain = self.open_lake()
         plain.ensure_ready()
-        hooked = HookedLake(plain._fs, plain.root, uri=plain.uri, local=plain.local)
-        hooked.__dict__.update({k: v for k, v in plain.__dict__.items() if k.startswith("_")})
-        return hooked
+        return HookedLake(plain)
 
     def compactor(self, metrics: Metrics | None = None) -> Compactor:
         return Compactor(self.open_lake(), "events", now_us=T0, metrics=metrics)
@@ -91,10 +91,10 @@ class Race(Harness):
 def race(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Race]:
     if request.param == "local":
         uri = str(tmp_path / "lake")
-        opened = Race(tmp_path, lambda: Lake.open(uri))
+        opened = Race(tmp_path, lambda: open_cold_store(uri))
     else:
         target: S3Target = request.getfixturevalue("s3_bucket")
-        opened = Race(tmp_path, lambda: Lake.open(target.uri, environ=target.env))
+        opened = Race(tmp_path, lambda: open_cold_store(target.uri, environ=target.env))
     yield opened
     opened.log.close()
 
@@ -281,7 +281,7 @@ class Actor:
         self.staged = None  # lost: the next stage tries again from a fresh view
 
 
-def visible_ids(lake: Lake) -> list[str]:
+def visible_ids(lake: ColdStore) -> list[str]:
     ids: list[str] = []
     for path in read_state(lake, "events").files:
         table = pq.read_table(io.BytesIO(lake.read(path)), columns=["event_id"])
@@ -296,7 +296,7 @@ def test_any_interleaving_of_flushes_compactions_and_retention_keeps_rows_exact(
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        race = Race(root, lambda: Lake.open(str(root / "lake")))
+        race = Race(root, lambda: open_cold_store(str(root / "lake")))
         try:
             actors = [Actor(race.compactor()) for _ in range(2)]
             flushed: dict[str, str] = {}

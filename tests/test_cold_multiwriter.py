@@ -22,12 +22,14 @@ from convtrack.log.sqlite import SqliteLog
 from convtrack.model.event import Envelope
 from convtrack.model.processed import ProcessedEvent, encode_processed
 from convtrack.observe.metrics import Metrics
-from convtrack.store.cold.lake import Lake
+from convtrack.runtime.backends import open_cold_store
+from convtrack.store.cold.base import ColdStore
 from convtrack.store.cold.manifest import ManifestEntry, chain_head, commit_flush, read_state
 from convtrack.store.cold.query import connect
 from convtrack.store.cold.tables import EventsSource
 from convtrack.store.cold.writer import TableWriter
 from tests.s3_fixtures import S3Target
+from tests.wrapped_lake import WrappedLake
 
 T0 = 1_796_000_000_000_000
 
@@ -60,7 +62,7 @@ def processed(source_offset: int, campaign: str = "spring") -> ProcessedEvent:
 class Lakes:
     """A processed log and a way to open the lake again (as another process would)."""
 
-    def __init__(self, root: Path, open_lake: Callable[[], Lake]) -> None:
+    def __init__(self, root: Path, open_lake: Callable[[], ColdStore]) -> None:
         self.log = SqliteLog(root / "processed.db")
         self.open_lake = open_lake
         self.clock = ManualClock(start_us=T0)
@@ -96,10 +98,10 @@ class Lakes:
 def lakes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lakes]:
     if request.param == "local":
         uri = str(tmp_path / "lake")
-        opened = Lakes(tmp_path, lambda: Lake.open(uri))
+        opened = Lakes(tmp_path, lambda: open_cold_store(uri))
     else:
         target: S3Target = request.getfixturevalue("s3_bucket")
-        opened = Lakes(tmp_path, lambda: Lake.open(target.uri, environ=target.env))
+        opened = Lakes(tmp_path, lambda: open_cold_store(target.uri, environ=target.env))
     yield opened
     opened.log.close()
 
@@ -206,7 +208,7 @@ def test_a_zombie_copy_after_a_restart_is_still_dropped(lakes: Lakes) -> None:
     assert lakes.event_ids() == [f"e{i}" for i in range(12)]
 
 
-class LostAnswerLake(Lake):
+class LostAnswerLake(WrappedLake):
     """A real lake whose first conditional create succeeds but answers with an error."""
 
     answers_lost = 0
@@ -226,8 +228,7 @@ def test_a_retry_after_a_lost_answer_keeps_its_own_commit(
     monkeypatch.setattr(LostAnswerLake, "answers_lost", 0)
     lakes.publish(list(range(5)))
     plain = lakes.open_lake()
-    flaky = LostAnswerLake(plain._fs, plain.root, uri=plain.uri, local=plain.local)
-    flaky.__dict__.update({k: v for k, v in plain.__dict__.items() if k.startswith("_")})
+    flaky = LostAnswerLake(plain)
     writer = TableWriter(
         lake=flaky,
         source=EventsSource(lakes.log.consumer("cold")),

@@ -20,11 +20,13 @@ from convtrack.log.base import LogRecord
 from convtrack.log.sqlite import SqliteLog
 from convtrack.model.processed import encode_processed
 from convtrack.observe.metrics import Metrics
+from convtrack.runtime.backends import open_cold_store
 from convtrack.runtime.health import readiness
-from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.base import ColdStore
 from convtrack.store.cold.manifest import read_state
+from convtrack.store.cold.runner import ColdStoreRunner
 from convtrack.store.cold.tables import EventsSource
-from convtrack.store.cold.writer import ColdStoreRunner, TableWriter
+from convtrack.store.cold.writer import TableWriter
 from tests.s3_fixtures import require_weed
 from tests.test_cold_store import T0, processed
 
@@ -32,7 +34,7 @@ from tests.test_cold_store import T0, processed
 class Cold:
     """A processed log, a runner of one events writer on ``lake``, and a manual clock."""
 
-    def __init__(self, root: Path, lake: Lake) -> None:
+    def __init__(self, root: Path, lake: ColdStore) -> None:
         self.clock = ManualClock(start_us=T0)
         self.log = SqliteLog(root / "processed.db")
         self.lake = lake
@@ -84,7 +86,7 @@ class Cold:
 
 @pytest.fixture
 def local(tmp_path: Path) -> Iterator[Cold]:
-    cold = Cold(tmp_path, Lake.open(str(tmp_path / "lake")))
+    cold = Cold(tmp_path, open_cold_store(str(tmp_path / "lake")))
     yield cold
     cold.log.close()
 
@@ -138,7 +140,7 @@ def own_s3(tmp_path: Path) -> Iterator[SeaweedS3]:
 
 
 def test_ready_again_within_two_checks_after_s3_returns(tmp_path: Path, own_s3: SeaweedS3) -> None:
-    lake = Lake.open("s3://readiness/lake", environ=own_s3.env())
+    lake = open_cold_store("s3://readiness/lake", environ=own_s3.env())
     cold = Cold(tmp_path, lake)
     try:
         cold.send()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from convtrack.clock import ManualClock
 from convtrack.observe.metrics import Metrics
-from convtrack.store.cold.lake import Lake
+from convtrack.runtime.backends import open_cold_store
+from convtrack.store.cold.base import ColdStore
 from convtrack.store.cold.query import connect
 from convtrack.store.cold.tables import RejectsSource
 from convtrack.store.cold.writer import TableWriter
@@ -15,7 +16,7 @@ from convtrack.store.rejects.sqlite import SqliteRejectStore
 from tests.test_rejects_store import T0, add, reject
 
 
-def lake_reject_ids(lake: Lake) -> list[int]:
+def lake_reject_ids(lake: ColdStore) -> list[int]:
     con = connect(lake)
     try:
         return [r[0] for r in con.execute("select reject_id from rejects order by 1").fetchall()]
@@ -27,7 +28,7 @@ def test_rejects_buffered_before_the_cap_removed_later_ones_reach_the_lake(
     tmp_path: Path,
 ) -> None:
     store = SqliteRejectStore(tmp_path / "rejects.db", max_rows=5, max_body_bytes=1000)
-    lake = Lake.open(str(tmp_path / "lake"))
+    lake = open_cold_store(str(tmp_path / "lake"))
     writer = TableWriter(
         lake=lake,
         source=RejectsSource(store),

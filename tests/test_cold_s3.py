@@ -1,4 +1,5 @@
-"""The lake on a real S3 server (SeaweedFS): buckets, an outage under load, queries."""
+"""The lake on a real S3 server (SeaweedFS): the cold-store contract, buckets, an outage
+under load, queries."""
 
 from __future__ import annotations
 
@@ -15,21 +16,53 @@ import pytest
 
 from convtrack.devservices.seaweed import SeaweedS3
 from convtrack.errors import StoreError
-from convtrack.store.cold.lake import Lake
+from convtrack.runtime.backends import open_cold_store
+from convtrack.store.cold.base import ColdStore
+from convtrack.store.cold.s3 import S3ColdStore
 from tests.conftest import WRITE_KEY, ServerFactory, auth, logged_event_ids
+from tests.contract.cold_contract import ColdContract
 from tests.s3_fixtures import S3Target, require_weed
+
+
+class TestS3ColdContract(ColdContract):
+    @pytest.fixture(autouse=True)
+    def _bucket(self, s3_bucket: S3Target) -> None:
+        self.target = s3_bucket
+
+    def open_store(self, path: Path) -> ColdStore:
+        return open_cold_store(self.target.uri, environ=self.target.env)
+
+    def open_uri(self, uri: str) -> ColdStore:
+        return open_cold_store(uri, environ=self.target.env)
+
+
+@pytest.mark.parametrize("scheme", ["s3", "s3a", "s3n"])
+def test_an_s3_uri_gives_an_s3_lake(s3_bucket: S3Target, scheme: str) -> None:
+    uri = f"{scheme}://{s3_bucket.bucket}/{s3_bucket.prefix}/"
+    lake = open_cold_store(uri, environ=s3_bucket.env)
+    assert isinstance(lake, S3ColdStore)
+    assert lake.uri == s3_bucket.uri
+    lake.ensure_ready()
+    lake.put("t/a", b"x")
+    listed = s3_bucket.filesystem().get_file_info(f"{s3_bucket.bucket}/{s3_bucket.prefix}/t/a")
+    assert listed.size == 1
+
+
+def test_an_s3_uri_without_a_bucket_is_a_store_error() -> None:
+    with pytest.raises(StoreError, match="names no bucket"):
+        open_cold_store("s3:///lake", environ={})
 
 
 def test_bucket_is_created_when_missing_and_allowed(s3_service: SeaweedS3) -> None:
     bucket = f"new-{uuid.uuid4().hex[:12]}"
-    lake = Lake.open(f"s3://{bucket}/lake", environ=s3_service.env())
+    lake = open_cold_store(f"s3://{bucket}/lake", environ=s3_service.env())
     lake.ensure_ready()
     lake.put("probe.txt", b"x")
     assert lake.list("") == ["probe.txt"]
 
 
 def test_missing_bucket_is_a_clear_error_when_creation_is_off(s3_service: SeaweedS3) -> None:
-    lake = Lake.open(
+    lake = open_cold_store(
         f"s3://absent-{uuid.uuid4().hex[:12]}/x", environ=s3_service.env(), create_bucket=False
     )
     with pytest.raises(StoreError, match="does not exist"):
@@ -39,7 +72,7 @@ def test_missing_bucket_is_a_clear_error_when_creation_is_off(s3_service: Seawee
 def test_unreachable_endpoint_is_a_store_error(s3_bucket: S3Target) -> None:
     env = {**s3_bucket.env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
     with pytest.raises(StoreError):
-        Lake.open(s3_bucket.uri, environ=env).ensure_ready()
+        open_cold_store(s3_bucket.uri, environ=env).ensure_ready()
 
 
 @pytest.fixture

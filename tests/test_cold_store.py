@@ -15,7 +15,8 @@ from convtrack.log.sqlite import SqliteLog
 from convtrack.model.event import Envelope
 from convtrack.model.processed import ProcessedEvent, encode_processed
 from convtrack.observe.metrics import Metrics
-from convtrack.store.cold.lake import Lake
+from convtrack.runtime.backends import open_cold_store
+from convtrack.store.cold.base import ColdStore
 from convtrack.store.cold.maintain import compact, expire, purge_removed
 from convtrack.store.cold.manifest import read_state
 from convtrack.store.cold.query import connect
@@ -57,7 +58,7 @@ def processed(i: int, **kw: Any) -> ProcessedEvent:
 
 
 class Harness:
-    def __init__(self, root: Path, lake: Lake) -> None:
+    def __init__(self, root: Path, lake: ColdStore) -> None:
         self.root = root
         self.clock = ManualClock(start_us=T0)
         self.log = SqliteLog(root / "processed.db")
@@ -95,10 +96,10 @@ class Harness:
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     """The same cold-store tests on a local directory and on a real S3 server."""
     if request.param == "local":
-        lake = Lake.open(str(tmp_path / "lake"))
+        lake = open_cold_store(str(tmp_path / "lake"))
     else:
         target: S3Target = request.getfixturevalue("s3_bucket")
-        lake = Lake.open(target.uri, environ=target.env)
+        lake = open_cold_store(target.uri, environ=target.env)
     h = Harness(tmp_path, lake)
     yield h
     h.log.close()

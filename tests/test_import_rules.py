@@ -21,8 +21,9 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "convtrack"
-# A module that talks to a backend's own client or files: SQLite, Redis, Kafka.
-CONCRETE = re.compile(r"^convtrack\.(log|store)\.(\w+\.)*(sqlite|redis|kafka)(_\w+)?$")
+# A module that talks to a backend's own client or files: SQLite, Redis, Kafka, S3, a
+# local directory (the lake's two stores).
+CONCRETE = re.compile(r"^convtrack\.(log|store)\.(\w+\.)*(sqlite|redis|kafka|s3|local)(_\w+)?$")
 BACKEND_HOMES = ("convtrack.log.", "convtrack.store.")
 FORBIDDEN: tuple[tuple[str, str], ...] = (
     ("convtrack.collect", "convtrack.deliver"),
@@ -75,6 +76,7 @@ def test_the_rules_see_the_imports() -> None:
     """A reader that saw nothing would pass every rule: it must see the wiring's."""
     seen = {(a, b) for a, b, _ in edges()}
     assert ("convtrack.runtime.backends", "convtrack.log.sqlite") in seen
+    assert any(b == "convtrack.store.cold.s3" for _, b in seen)
     assert any(CONCRETE.match(b) for _, b in seen)
 
 

@@ -30,11 +30,12 @@ from convtrack.cli.server import admin_key, server_url
 from convtrack.clock import ManualClock, SystemClock
 from convtrack.config import load_settings
 from convtrack.log.base import LogLag
+from convtrack.runtime.backends import open_cold_store
 from convtrack.runtime.embedded import Pipeline
-from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.runner import ColdStoreRunner
 from convtrack.store.cold.summary import LakeSummary
 from convtrack.store.cold.tables import EventsSource
-from convtrack.store.cold.writer import ColdStoreRunner, TableWriter
+from convtrack.store.cold.writer import TableWriter
 from tests.conftest import ADMIN_KEY, SERVER_KEY, WRITE_KEY, ServerFactory, ServerProcess, auth
 from tests.inprocess import call, make_pipeline, process_all
 from tests.test_cold_readiness import Cold, restore, swap_for_file
@@ -281,7 +282,7 @@ def test_the_admin_key_and_the_url(tmp_path: Path) -> None:
 
 
 def test_a_requested_flush_writes_now_and_a_failing_lake_answers_why(tmp_path: Path) -> None:
-    cold = Cold(tmp_path, Lake.open(str(tmp_path / "lake")))
+    cold = Cold(tmp_path, open_cold_store(str(tmp_path / "lake")))
     writer = TableWriter(
         lake=cold.lake, source=EventsSource(cold.log.consumer("flush")), clock=cold.clock,
         metrics=cold.metrics, flush_interval_secs=3600, flush_max_rows=1000,

@@ -165,7 +165,7 @@ GUARDED_IMPORTERS = {
     "log/kafka.py",
     "log/kafka_consumer.py",
     "log/kafka_admin.py",
-    "store/cold/lake.py",
+    "store/cold/s3.py",
 }
 
 

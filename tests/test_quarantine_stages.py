@@ -13,8 +13,9 @@ from convtrack.deliver.base import Forwarded, Outcome
 from convtrack.log.base import LogRecord
 from convtrack.runtime.embedded import Pipeline
 from convtrack.store.cold.query import connect
+from convtrack.store.cold.runner import ColdStoreRunner
 from convtrack.store.cold.tables import Position, RejectsSource
-from convtrack.store.cold.writer import ColdStoreRunner, TableWriter
+from convtrack.store.cold.writer import TableWriter
 from tests.deliverkit import TinyDestination, TinyPlatform, drain, ingest, runner, settings
 from tests.standins.base import Answer
 

@@ -15,7 +15,7 @@ import pytest
 from convtrack.clock import ManualClock
 from convtrack.errors import StoreError, StoreUnavailable
 from convtrack.observe.metrics import Metrics
-from convtrack.store.cold.lake import Lake
+from convtrack.runtime.backends import open_cold_store
 from convtrack.store.cold.query import connect
 from convtrack.store.cold.tables import RejectsSource
 from convtrack.store.cold.writer import TableWriter
@@ -228,7 +228,7 @@ def test_two_store_writers_copy_a_shared_store_to_one_lake_exactly_once(
     clock = ManualClock(start_us=T0)
     writers = [
         TableWriter(
-            lake=Lake.open(str(tmp_path / "lake")),
+            lake=open_cold_store(str(tmp_path / "lake")),
             source=RejectsSource(copier),
             clock=clock,
             metrics=Metrics(),
@@ -249,7 +249,7 @@ def test_two_store_writers_copy_a_shared_store_to_one_lake_exactly_once(
             while writer.poll_once(timeout_secs=0.0):
                 pass
             writer.flush()
-        con = connect(Lake.open(str(tmp_path / "lake")))
+        con = connect(open_cold_store(str(tmp_path / "lake")))
         try:
             copied = con.execute("select reject_id, event_id from rejects").fetchall()
         finally:

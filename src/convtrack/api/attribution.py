@@ -28,7 +28,7 @@ from convtrack.store.cold.attribution import (
     attribute,
     count_conversions,
 )
-from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.base import ColdStore
 from convtrack.store.cold.query import connect
 
 log = logging.getLogger("convtrack.http")
@@ -38,7 +38,7 @@ LOOKBACK_DAYS = IntParam("lookback_days", 1, MAX_LOOKBACK_DAYS)
 
 
 class AttributionApi:
-    def __init__(self, *, lake: Lake) -> None:
+    def __init__(self, *, lake: ColdStore) -> None:
         self._lake = lake
 
     async def attribution(self, request: Request, key: ApiKey, route: str) -> Response:

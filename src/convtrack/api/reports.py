@@ -23,7 +23,7 @@ from convtrack.collect.http import Request, Response, error, json_response
 from convtrack.errors import ConvtrackError
 from convtrack.model import codes
 from convtrack.store.cold import reports
-from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.base import ColdStore
 from convtrack.store.cold.query import connect
 from convtrack.store.cold.reports import GROUP_BY, GroupBy, ReportRow
 from convtrack.store.hot.base import HotStore
@@ -60,7 +60,7 @@ def date_range(request: Request) -> tuple[date, date]:
 
 
 class ReportsApi:
-    def __init__(self, *, lake: Lake, hot: HotStore, clock: Clock) -> None:
+    def __init__(self, *, lake: ColdStore, hot: HotStore, clock: Clock) -> None:
         self._lake = lake
         self._hot = hot
         self._clock = clock

@@ -11,8 +11,8 @@ from convtrack.cli.output import render
 from convtrack.config import Settings
 from convtrack.errors import StoreError
 from convtrack.model.currency import format_money
+from convtrack.runtime.backends import open_lake
 from convtrack.store.cold.attribution import MODELS, AttributionRow, attribute
-from convtrack.store.cold.lake import Lake
 from convtrack.store.cold.query import connect
 
 COLUMNS = ["campaign_id", "conversions", "value"]
@@ -22,9 +22,7 @@ def rows(
     settings: Settings, model: str, start: date, end: date, lookback_days: int
 ) -> list[AttributionRow]:
     chosen = next(m for m in MODELS if m == model)
-    lake = Lake.open(
-        settings.lake_uri, endpoint_url=settings.cold.s3_endpoint_url or None, create_bucket=False
-    )
+    lake = open_lake(settings, create_bucket=False)
     try:
         con = connect(lake)
         try:

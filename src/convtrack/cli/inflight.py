@@ -33,7 +33,7 @@ from convtrack.model.processed import decode_processed
 from convtrack.process.base import GROUP as PROCESSOR_GROUP
 from convtrack.process.enrich import utc_date
 from convtrack.process.runner import published_through
-from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.base import ColdStore
 from convtrack.store.cold.manifest import read_state
 from convtrack.store.cold.reports import ReportRow
 from convtrack.store.hot.base import HotStore
@@ -79,7 +79,7 @@ def _ends(log: EventLog) -> dict[int, int]:
     return {p: entry.offset + 1 for p, entry in log.last_entries().items()}
 
 
-def positions(events: EventLog, processed: EventLog, hot: HotStore, lake: Lake) -> Positions:
+def positions(events: EventLog, processed: EventLog, hot: HotStore, lake: ColdStore) -> Positions:
     """Every stage's position now, downstream first (each stage only ever moves on)."""
     state = read_state(lake, "events")
     processed_end = _ends(processed)

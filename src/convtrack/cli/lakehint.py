@@ -16,7 +16,7 @@ from convtrack.clock import Clock, SystemClock
 from convtrack.config import Settings
 from convtrack.log.base import LogLag
 from convtrack.runtime.backends import open_log
-from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.base import ColdStore
 from convtrack.store.cold.manifest import read_state
 from convtrack.store.cold.summary import LakeSummary
 
@@ -82,14 +82,7 @@ def waiting_for_flush(settings: Settings, flushed_through: dict[int, int]) -> Lo
         processed.close()
 
 
-def open_lake(settings: Settings) -> Lake:
-    """The lake of the settings, to read (an S3 bucket is not created)."""
-    return Lake.open(
-        settings.lake_uri, endpoint_url=settings.cold.s3_endpoint_url or None, create_bucket=False
-    )
-
-
-def lake_hint(settings: Settings, lake: Lake, clock: Clock | None = None) -> list[str]:
+def lake_hint(settings: Settings, lake: ColdStore, clock: Clock | None = None) -> list[str]:
     """Lines saying what the lake holds and what is on its way to it."""
     clock = clock or SystemClock()
     state = read_state(lake, "events")

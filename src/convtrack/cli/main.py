@@ -94,12 +94,11 @@ def query(config: str | None, data_dir: str | None, fmt: str, verbose: bool, sql
     import duckdb
 
     from convtrack.cli.lakehint import lake_hint
-    from convtrack.store.cold.lake import Lake
+    from convtrack.runtime.backends import open_lake
     from convtrack.store.cold.query import connect
 
     settings = _settings(config, data_dir=data_dir)
-    lake = Lake.open(settings.lake_uri, endpoint_url=settings.cold.s3_endpoint_url or None,
-                     create_bucket=False)  # fmt: skip
+    lake = open_lake(settings, create_bucket=False)
     con = connect(lake)
     try:
         result = con.execute(sql)
@@ -149,9 +148,10 @@ def reconcile(day: str, config: str | None, data_dir: str | None, fmt: str) -> N
     result = run(settings, day_option(day, "--date").isoformat())
     click.echo(msgspec.json.encode(result).decode() if fmt == "json" else result.text)
     if result.status == "empty" and fmt != "json":  # JSON: the summary says it
-        from convtrack.cli.lakehint import lake_hint, open_lake
+        from convtrack.cli.lakehint import lake_hint
+        from convtrack.runtime.backends import open_lake
 
-        _hint(lake_hint(settings, open_lake(settings)))
+        _hint(lake_hint(settings, open_lake(settings, create_bucket=False)))
     sys.exit(result.exit_code)
 
 
@@ -188,7 +188,8 @@ def attribution(
     """
     from convtrack.cli.attribution import report, rows
     from convtrack.cli.dates import day_option
-    from convtrack.cli.lakehint import lake_hint, open_lake
+    from convtrack.cli.lakehint import lake_hint
+    from convtrack.runtime.backends import open_lake
 
     start, end = day_option(first, "--from"), day_option(last, "--to")
     if start > end:
@@ -197,7 +198,7 @@ def attribution(
     found = rows(settings, model, start, end, lookback_days)
     click.echo(report(found, fmt))
     if verbose or not found:
-        lines = lake_hint(settings, open_lake(settings))
+        lines = lake_hint(settings, open_lake(settings, create_bucket=False))
         if not found:
             lines.insert(0, f"no conversion dated {start} to {end} in the lake")
         _hint(lines)

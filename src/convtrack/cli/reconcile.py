@@ -33,9 +33,9 @@ from convtrack.config import Settings
 from convtrack.errors import StoreError
 from convtrack.log.base import EventLog
 from convtrack.model.currency import format_money
-from convtrack.runtime.backends import open_hot_store, open_log
+from convtrack.runtime.backends import open_hot_store, open_lake, open_log
 from convtrack.store.cold import reports
-from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.base import ColdStore
 from convtrack.store.cold.query import connect
 from convtrack.store.cold.reports import ReportRow
 from convtrack.store.hot.base import HotStore
@@ -148,7 +148,7 @@ def hot_totals(hot: HotStore, day: str) -> list[ReportRow]:
     ]
 
 
-def lake_totals(lake: Lake, day: str) -> list[ReportRow]:
+def lake_totals(lake: ColdStore, day: str) -> list[ReportRow]:
     try:
         con = connect(lake)
         try:
@@ -286,10 +286,7 @@ def reconcile(settings: Settings, day: str) -> Result:
     with ExitStack() as stack:
         hot = open_hot_store(settings)  # SQLite under the data dir, or Redis (hot.kind)
         stack.callback(hot.close)
-        lake = Lake.open(
-            settings.lake_uri, endpoint_url=settings.cold.s3_endpoint_url or None,
-            create_bucket=False,
-        )  # fmt: skip
+        lake = open_lake(settings, create_bucket=False)
         events, processed = _open_logs(settings, stack)
         at: Positions = positions(events, processed, hot, lake)
         settled = False

@@ -2,7 +2,8 @@
 
 ``log.kind`` picks the event log and the processed log (SQLite files under the
 data dir, or Kafka topics); ``hot.kind`` the hot store (SQLite or Redis);
-``cold.uri`` the lake (a path or ``s3://``). Rejects, dead letters, the
+``cold.uri`` the lake (``s3://bucket/prefix``: ``S3ColdStore``; a path:
+``LocalColdStore``; ``open_cold_store``). Rejects, dead letters, the
 quarantine and the deliver role's in-flight markers live with the hot store: SQLite files under
 the data dir when ``hot.kind = "sqlite"``, Redis (under ``hot.redis_prefix``,
 the same URL) when ``hot.kind = "redis"``, shared by every process and machine.
@@ -27,7 +28,9 @@ from convtrack.log.base import EventLog
 from convtrack.log.sqlite import SqliteLog
 from convtrack.observe.metrics import Metrics
 from convtrack.optional import KAFKA_CLIENT, REDIS_CLIENT, S3_CLIENT
-from convtrack.store.cold.lake import Lake, is_s3_uri
+from convtrack.store.cold.base import ColdStore
+from convtrack.store.cold.local import LocalColdStore
+from convtrack.store.cold.s3 import S3ColdStore, is_s3_uri
 from convtrack.store.deadletters.base import DeadLetterStore, store_path
 from convtrack.store.deadletters.sqlite import SqliteDeadLetterStore
 from convtrack.store.hot.base import HotStore
@@ -120,11 +123,33 @@ def open_hot_store(settings: Settings) -> HotStore:
     )
 
 
-def open_lake(settings: Settings, environ: Mapping[str, str] | None) -> Lake:
-    return Lake.open(
+def open_cold_store(
+    uri: str,
+    *,
+    endpoint_url: str | None = None,
+    create_bucket: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> ColdStore:
+    """The lake at ``uri``: an S3 bucket for ``s3://bucket/prefix`` (also ``s3a://``,
+    ``s3n://``), else a local directory (made if missing)."""
+    if is_s3_uri(uri):
+        return S3ColdStore.open(
+            uri, endpoint_url=endpoint_url, create_bucket=create_bucket, environ=environ
+        )
+    return LocalColdStore(uri)
+
+
+def open_lake(
+    settings: Settings,
+    environ: Mapping[str, str] | None = None,
+    *,
+    create_bucket: bool | None = None,
+) -> ColdStore:
+    """The lake of the settings; ``create_bucket=False`` to read one (never made then)."""
+    return open_cold_store(
         settings.lake_uri,
         endpoint_url=settings.cold.s3_endpoint_url or None,
-        create_bucket=settings.cold.create_bucket,
+        create_bucket=settings.cold.create_bucket if create_bucket is None else create_bucket,
         environ=environ,
     )
 
@@ -195,7 +220,7 @@ class Backends:
         self._events: EventLog | None = None
         self._processed: EventLog | None = None
         self._hot: HotStore | None = None
-        self._lake: Lake | None = None
+        self._lake: ColdStore | None = None
         self._rejects: RejectStore | None = None
         self._deadletters: DeadLetterStore | None = None
         self._quarantine: QuarantineStore | None = None
@@ -230,7 +255,7 @@ class Backends:
             return self._hot
 
     @property
-    def lake(self) -> Lake:
+    def lake(self) -> ColdStore:
         with self._opening:
             if self._lake is None:
                 self._lake = open_lake(self.settings, self._environ)

@@ -17,14 +17,14 @@ from convtrack.log.base import EventLog
 from convtrack.runtime.api_keys import ProvisionedKeys
 from convtrack.runtime.node import Node
 from convtrack.runtime.roles import ROLES, build_chain, maintain_lake
-from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.base import ColdStore
 from convtrack.store.deadletters.base import DeadLetterStore
 from convtrack.store.hot.base import HotStore
 from convtrack.store.rejects.base import RejectStore
 
 if TYPE_CHECKING:
     from convtrack.process.runner import ProcessorRunner
-    from convtrack.store.cold.writer import ColdStoreRunner
+    from convtrack.store.cold.runner import ColdStoreRunner
 
 __all__ = ["Pipeline", "build_chain", "maintain_lake"]
 
@@ -86,7 +86,7 @@ class Pipeline(Node):
         return self.backends.hot
 
     @property
-    def lake(self) -> Lake:
+    def lake(self) -> ColdStore:
         return self.backends.lake
 
     @property

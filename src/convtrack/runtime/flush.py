@@ -15,10 +15,10 @@ from typing import Any
 from convtrack.api.flush import FlushRefused
 from convtrack.log.base import EventLog
 from convtrack.model import codes
-from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.base import ColdStore
 from convtrack.store.cold.manifest import read_state
+from convtrack.store.cold.runner import ColdStoreRunner
 from convtrack.store.cold.summary import LakeSummary
-from convtrack.store.cold.writer import ColdStoreRunner
 
 PROCESSOR_WAIT_SECS = 5.0
 FLUSH_WAIT_SECS = 20.0
@@ -33,7 +33,7 @@ class LakeFlush:
         processed_positions: Callable[[], Mapping[int, int]],
         cold: Callable[[], ColdStoreRunner | None],
         cold_detail: Callable[[], str],
-        lake: Lake,
+        lake: ColdStore,
     ) -> None:
         """``processed_positions``: per event-log partition, the next entry the processor
         will take (this process's runner, or the positions it keeps in the hot store)."""

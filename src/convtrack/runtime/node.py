@@ -36,7 +36,7 @@ from convtrack.runtime.stages import DeliverRole, ProcessRole, Stage, StoreRole
 if TYPE_CHECKING:  # built (and imported) only by the processes that run those roles
     from convtrack.deliver.runner import DeliveryRunner
     from convtrack.process.runner import ProcessorRunner
-    from convtrack.store.cold.writer import ColdStoreRunner
+    from convtrack.store.cold.runner import ColdStoreRunner
 
 
 class Node:

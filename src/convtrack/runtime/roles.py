@@ -46,14 +46,14 @@ from convtrack.process.base import GROUP as PROCESSOR_GROUP
 from convtrack.runtime.api_keys import ProvisionedKeys, provision_keys
 from convtrack.runtime.backends import Backends
 from convtrack.runtime.token_secrets import provision_token_secrets
-from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.base import ColdStore
 from convtrack.store.hot.base import HotStore
 
 if TYPE_CHECKING:
     from convtrack.deliver.runner import DeliveryRunner
     from convtrack.process.base import Step
     from convtrack.process.runner import ProcessorRunner
-    from convtrack.store.cold.writer import ColdStoreRunner
+    from convtrack.store.cold.runner import ColdStoreRunner
 
 
 class Role(StrEnum):
@@ -266,8 +266,9 @@ def build_chain(
 def build_cold_store(
     settings: Settings, backends: Backends, metrics: Metrics, clock: Clock
 ) -> ColdStoreRunner:
+    from convtrack.store.cold.runner import ColdStoreRunner
     from convtrack.store.cold.tables import EventsSource, RejectsSource
-    from convtrack.store.cold.writer import ColdStoreRunner, TableWriter
+    from convtrack.store.cold.writer import TableWriter
 
     lake = backends.lake
     return ColdStoreRunner(
@@ -294,7 +295,7 @@ def build_cold_store(
 
 
 def maintain_lake(
-    lake: Lake, settings: Settings, clock: Clock, metrics: Metrics | None = None
+    lake: ColdStore, settings: Settings, clock: Clock, metrics: Metrics | None = None
 ) -> None:
     """Compact closed days, apply retention, delete files removed long enough ago."""
     from convtrack.store.cold.maintain import compact, expire, purge_removed, utc_date

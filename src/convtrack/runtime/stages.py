@@ -30,7 +30,7 @@ from convtrack.runtime.roles import (
 if TYPE_CHECKING:  # built (and imported) only by the processes that run those roles
     from convtrack.deliver.runner import DeliveryRunner
     from convtrack.process.runner import ProcessorRunner
-    from convtrack.store.cold.writer import ColdStoreRunner
+    from convtrack.store.cold.runner import ColdStoreRunner
 
 log = logging.getLogger("convtrack.roles")
 

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from convtrack.errors import StoreError
 from convtrack.observe.metrics import Metrics
-from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.base import ColdStore
 from convtrack.store.cold.manifest import (
     DataFile,
     ManifestEntry,
@@ -92,7 +92,7 @@ class Compactor:
     """
 
     def __init__(
-        self, lake: Lake, table: str, *, now_us: int, metrics: Metrics | None = None
+        self, lake: ColdStore, table: str, *, now_us: int, metrics: Metrics | None = None
     ) -> None:
         self.lake = lake
         self.table = table
@@ -204,7 +204,7 @@ class Compactor:
 
 
 def compact(
-    lake: Lake,
+    lake: ColdStore,
     table: str,
     *,
     closed_before: str,
@@ -231,7 +231,7 @@ def retention_entry(
     )
 
 
-def expire(lake: Lake, table: str, *, keep_from: str, now_us: int) -> int:
+def expire(lake: ColdStore, table: str, *, keep_from: str, now_us: int) -> int:
     """Remove (through a manifest) every file whose date is before ``keep_from``.
 
     Against the newest view: a change committed meanwhile (a compaction that
@@ -249,7 +249,7 @@ def expire(lake: Lake, table: str, *, keep_from: str, now_us: int) -> int:
     return 0
 
 
-def purge_removed(lake: Lake, table: str, *, now_us: int, grace_secs: float) -> int:
+def purge_removed(lake: ColdStore, table: str, *, now_us: int, grace_secs: float) -> int:
     """Delete files removed more than ``grace_secs`` ago, and merged files never committed.
 
     A merged file staged for change ``n`` that no manifest names, once change

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import msgspec
 
-from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.base import ColdStore
 
 
 class DataFile(msgspec.Struct, frozen=True):
@@ -72,7 +72,7 @@ def flush_entry_name(table: str, partition: int, first: int) -> str:
     return f"{manifest_dir(table)}/flush-part-{partition}-{first:012d}.json"
 
 
-def commit_flush(lake: Lake, entry: ManifestEntry) -> ManifestEntry:
+def commit_flush(lake: ColdStore, entry: ManifestEntry) -> ManifestEntry:
     """Commit a flush unless its chain position is taken; returns the entry that holds it.
 
     The result is ``entry`` itself when this call committed it, or the entry
@@ -102,7 +102,7 @@ def change_seq_of(name: str) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
-def commit_change(lake: Lake, entry: ManifestEntry, seq: int) -> bool:
+def commit_change(lake: ColdStore, entry: ManifestEntry, seq: int) -> bool:
     """Commit ``entry`` as change number ``seq``; False when another change holds it.
 
     The caller read the table with ``change_seq == seq - 1`` and checked
@@ -123,7 +123,7 @@ def not_visible(state: TableState, paths: list[str]) -> list[str]:
     return [path for path in paths if path not in state.files]
 
 
-def chain_head(lake: Lake, table: str, partition: int) -> ManifestEntry | None:
+def chain_head(lake: ColdStore, table: str, partition: int) -> ManifestEntry | None:
     """The newest flush of one source partition: one listing and one read.
 
     Flush names carry the zero-padded first position, so the greatest name of
@@ -135,7 +135,7 @@ def chain_head(lake: Lake, table: str, partition: int) -> ManifestEntry | None:
     return _decoder.decode(lake.read(max(names))) if names else None
 
 
-def read_state(lake: Lake, table: str) -> TableState:
+def read_state(lake: ColdStore, table: str) -> TableState:
     adds: dict[str, DataFile] = {}
     removed: dict[str, int] = {}
     flushed: dict[int, int] = {}

@@ -29,7 +29,7 @@ from convtrack import failpoints
 from convtrack.clock import Clock
 from convtrack.errors import ConvtrackError, is_transient
 from convtrack.observe.metrics import Metrics
-from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.base import ColdStore
 from convtrack.store.cold.manifest import DataFile, ManifestEntry, manifest_dir
 from convtrack.store.cold.tables import Position, TableSource, Unreadable
 from convtrack.store.quarantine.base import Quarantined, QuarantineRow, QuarantineStore, short_error
@@ -155,7 +155,7 @@ class LakePoison:
 
     # -- replay -------------------------------------------------------------------------
 
-    def replay(self, lake: Lake, writer_id: str) -> int:
+    def replay(self, lake: ColdStore, writer_id: str) -> int:
         """Write this table's queued quarantine rows as files of their own; returns how many."""
         if self._quarantine is None:
             return 0
@@ -177,7 +177,9 @@ class LakePoison:
         self._metrics.quarantine_replayed.labels(STAGE).inc(len(done))
         return len(done)
 
-    def _replay_one(self, lake: Lake, quarantined: QuarantineRow, writer_id: str, now: int) -> None:
+    def _replay_one(
+        self, lake: ColdStore, quarantined: QuarantineRow, writer_id: str, now: int
+    ) -> None:
         name = f"{manifest_dir(self._source.name)}/replay-{quarantined.id:012d}.json"
         if name in set(lake.list(manifest_dir(self._source.name))):
             return  # written by an earlier attempt whose removal was lost

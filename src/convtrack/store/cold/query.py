@@ -1,24 +1,24 @@
 """SQL over the lake with DuckDB: views ``events`` and ``rejects`` over the visible files.
 
 Only files a manifest names are read, so a query never sees a half-made
-flush or a compaction's inputs and output together. Local lakes are read by
-DuckDB directly; S3 lakes through pyarrow's S3 file system (no DuckDB
-extension to download).
+flush or a compaction's inputs and output together. How DuckDB reaches the
+files is the lake's to say (``ColdStore.create_view``).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import duckdb
 
-from convtrack.store.cold.lake import Lake
+from convtrack.store.cold.base import ColdStore
 from convtrack.store.cold.manifest import read_state
 
 TABLES = ("events", "rejects")
 
 
-def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
+def connect(lake: ColdStore) -> duckdb.DuckDBPyConnection:
     lake.ensure_ready()
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
@@ -27,23 +27,8 @@ def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
         if not files:
             con.register(f"_{table}_empty", _schema(table).empty_table())
             con.execute(f"CREATE VIEW {table} AS SELECT * FROM _{table}_empty")
-        elif lake.local:
-            paths = ", ".join("'" + lake.path(f).replace("'", "''") + "'" for f in files)
-            con.execute(
-                f"CREATE VIEW {table} AS SELECT * FROM read_parquet([{paths}],"
-                " hive_partitioning = false)"
-            )
         else:
-            import pyarrow.dataset as pads
-
-            dataset = pads.dataset(
-                [lake.path(f) for f in files],
-                schema=_schema(table),
-                format="parquet",
-                filesystem=lake.fs,
-            )
-            con.register(f"_{table}_dataset", dataset)
-            con.execute(f"CREATE VIEW {table} AS SELECT * FROM _{table}_dataset")
+            lake.create_view(con, table, files, partial(_schema, table))
     return con
 
 

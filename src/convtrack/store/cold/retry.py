@@ -4,7 +4,7 @@ A failing flush is retried with backoff (0.5 s doubling to 30 s), so a lake
 that stays down is not hammered with whole flushes. Backoff alone makes
 readiness lag recovery, though: a disk freed just after a 30 s wait began
 would show ``cold`` unhealthy for up to 30 s more. So while the lake fails,
-a cheap probe (write and delete a small object, ``Lake.probe``) runs every
+a cheap probe (write and delete a small object, ``ColdStore.probe``) runs every
 ``probe_interval_secs``; when it succeeds the full retry runs at once, and
 readiness follows its outcome within a probe interval of the recovery.
 
