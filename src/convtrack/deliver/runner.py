@@ -2,10 +2,9 @@
 
 One runner per configured destination, on its own thread, reading the
 processed log as consumer group ``deliver-<name>``, so a slow platform never
-delays another. Each entry is selected (``deliver.select``: filters, consent,
-the platform's own skip rules); skipped events are counted and committed with
-the rest. Batches close at the smaller of ``batch_max_events`` and the
-platform's limit, or after ``batch_max_wait_secs``; the dispatcher
+delays another. Entries are selected into the runner's ``CommitWindow``
+(``deliver.reading``); batches close at the smaller of ``batch_max_events`` and
+the platform's limit, or after ``batch_max_wait_secs``; the dispatcher
 (``deliver.dispatch``) then drives each to delivery or dead letters. Offsets
 are committed only after that, so a crash sends again what was not committed:
 platforms that deduplicate on our ids drop the copy, and for those that cannot,
@@ -16,13 +15,9 @@ Up to ``max_in_flight`` requests may be out at once (``deliver.window``): GA4
 takes one event per request, so one at a time would cap it at a few events a
 second. Batches are still committed in log order, each once it and every batch
 before it is settled; pacing (Slack) keeps one request at a time, and while
-paused or while the circuit is not closed only one trial request goes out.
-
-An entry that cannot be selected (its record or payload raises) is quarantined
-and passed over (``deliver.quarantined``); a request that cannot be built or an
-answer that cannot be read dead-letters the events at fault (``deliver.dispatch``).
-A destination with events waiting that commits nothing for ``stall_secs`` is
-unhealthy (stalled); repeated errors are logged once per kind per minute.
+paused or while the circuit is not closed only one trial request goes out. A
+destination with events waiting that commits nothing for ``stall_secs`` is
+unhealthy (``deliver.progress``); repeated errors are logged once a minute.
 """
 
 from __future__ import annotations
@@ -37,18 +32,19 @@ from concurrent import futures
 from convtrack.clock import Clock
 from convtrack.config import DeadLettersSettings
 from convtrack.deliver.alerts import AlertChannel, AlertPoster, Alerts, Outbox
-from convtrack.deliver.base import Destination, Forwarded
+from convtrack.deliver.base import Destination
 from convtrack.deliver.destinations import DestinationSettings
 from convtrack.deliver.dispatch import Dispatcher
 from convtrack.deliver.exchange import Exchange, Stopped
 from convtrack.deliver.inflight import InFlight
 from convtrack.deliver.keeper import DeadLetterKeeper, LogBatchSettle
 from convtrack.deliver.outbound import EndpointGuard, Sender
+from convtrack.deliver.progress import Progress
 from convtrack.deliver.quarantined import DeliverQuarantine
+from convtrack.deliver.reading import LogReader
 from convtrack.deliver.select import Selector, wanted
 from convtrack.deliver.window import CommitWindow, Slot, Workers, completed
 from convtrack.log.base import LogConsumer, LogEntry, next_positions
-from convtrack.model.processed import decode_processed
 from convtrack.observe.logs import RepeatLimiter
 from convtrack.observe.metrics import Metrics
 from convtrack.store.deadletters.base import DeadLetterStore
@@ -126,7 +122,6 @@ class DeliveryRunner:
             blocked = self._dispatcher.blocked_secs
             self._alert_poster = AlertPoster(channel=destination, outbox=outbox, exchange=exchange,
                                              clock=clock, blocked=blocked)  # fmt: skip
-        self._selector = Selector(destination, settings, default_granted=default_granted)
         self._inflight = InFlight(
             deadletters, self.name, enabled=not destination.dedupes_on_event_id
         )
@@ -149,15 +144,18 @@ class DeliveryRunner:
         self._settle = LogBatchSettle(
             self._keeper, in_flight=self._inflight.enabled, delivered=self._count_delivered
         )
-        self._lag_events = 0
-        self._lag_seconds = 0.0
         self._thread = threading.Thread(target=self._run, name=f"deliver-{self.name}", daemon=True)
         self._count_lock = threading.Lock()
         self.delivered = 0
         self._quarantine = DeliverQuarantine(self.name, quarantine, clock, metrics)
-        self._stall_secs = stall_secs
-        self._progress_at = clock.monotonic()  # the last commit, or the last time idle
+        self._progress = Progress(self.name, consumer, clock, metrics, stall_secs=stall_secs)
         self._repeats = RepeatLimiter(LOG_REPEAT_SECS, clock.monotonic)
+        self._reader = LogReader(
+            name=self.name, consumer=consumer, window=self._window, inflight=self._inflight,
+            selector=Selector(destination, settings, default_granted=default_granted),
+            quarantine=self._quarantine, keeper=self._keeper, clock=clock,
+            skipped=metrics.deliver.skipped, max_wait_secs=settings.batch_max_wait_secs,
+        )  # fmt: skip
 
     @property
     def last_error(self) -> str | None:
@@ -178,12 +176,12 @@ class DeliveryRunner:
         self._keeper.check()
         self._collect()
         if self._dispatcher.blocked_secs() > 0:
-            self._update_lag()
+            self._progress.update_lag(self._window)
             return 0
         if self._window.any_held():
             resumed = self._resume_held()
             self._collect()
-            self._update_lag()
+            self._progress.update_lag(self._window)
             return 0 if self._window.any_held() else resumed
         if not self._window.cut_any:  # alerts and replays go between our own requests
             if self._alert_poster is not None:
@@ -191,73 +189,26 @@ class DeliveryRunner:
             replayed = self._keeper.replay(
                 self._dispatcher, self.batch_limit, self._count_delivered
             )
-            replayed += self._quarantine.replay(self._reselect, self._dispatcher, self._settle)
+            replayed += self._quarantine.replay(
+                self._reader.reselect, self._dispatcher, self._settle
+            )
             if replayed:
                 return replayed
         room = self._window.room()
         freed = 0
         if room > 0:
             entries = self._consumer.poll(room, timeout_secs)
-            self._select(entries)
+            self._reader.read(entries)
         else:  # the window is full: wait for a request to end
             entries = []
             freed = self._await_one(timeout_secs)
-        self._update_lag()
+        self._progress.update_lag(self._window)
         self._send_due(force=False)
         self._collect()
         passed = self._window.take_passed()
         if passed:
             self._commit(passed)  # nothing to send among them: move on
         return len(entries) + freed
-
-    def _select(self, entries: Sequence[LogEntry]) -> None:
-        now_us = self._clock.now_us()
-        skipped = self._metrics.deliver.skipped
-        jumped = self._inflight.jumped(entries, self._consumer.assignment_epochs())
-        if jumped:
-            try:
-                self._recover(jumped)
-            except Exception:
-                # Read them again (a jump again: recovered again) rather than send them.
-                self._consumer.seek(_first_positions(entries))
-                raise
-        for index, entry in enumerate(entries):
-            if self._inflight.already_dead_lettered(entry):
-                self._window.passed(entry)
-                continue
-            try:
-                chosen = self._selector.select(entry, decode_processed(entry.payload), now_us)
-            except Exception as exc:
-                if not self._quarantine.may_keep(exc):
-                    # Read it again later rather than commit past it unsent.
-                    self._consumer.seek(_first_positions(entries[index:]))
-                    raise
-                try:
-                    self._quarantine.put_aside(entry, exc)  # kept before it is committed
-                except Exception:
-                    self._consumer.seek(_first_positions(entries[index:]))
-                    raise
-                self._window.passed(entry)
-                continue
-            if isinstance(chosen, Forwarded):
-                self._window.add(entry, chosen, self._logged_at(entry, now_us))
-                continue
-            self._window.passed(entry)
-            if chosen is not None:
-                skipped.labels(self.name, chosen).inc()
-
-    def _reselect(self, entry: LogEntry) -> Forwarded | str | None:
-        """A quarantined entry selected again for its replay (a first copy by now)."""
-        return self._selector.select_again(entry, decode_processed(entry.payload),
-                                           self._clock.now_us())  # fmt: skip
-
-    def _logged_at(self, entry: LogEntry, now_us: int) -> float:
-        """When the entry was logged, on the monotonic clock: a batch waits at most
-        ``batch_max_wait_secs`` from its first event's logging, not from its reading
-        (read late because the previous request was out, it would wait twice). Capped
-        to the wait, so a skewed clock in another process only makes a batch go sooner."""
-        age = (now_us - entry.logged_at_us) / 1e6
-        return self._clock.monotonic() - min(max(age, 0.0), self._settings.batch_max_wait_secs)
 
     def flush(self) -> bool:
         """Send everything buffered now and wait until it is settled and committed. False
@@ -275,7 +226,7 @@ class DeliveryRunner:
         passed = window.take_passed()
         if passed:
             self._commit(passed)
-        self._update_lag()
+        self._progress.update_lag(self._window)
         return True
 
     # -- the window ---------------------------------------------------------------
@@ -362,76 +313,20 @@ class DeliveryRunner:
         positions = next_positions(entries)
         self._consumer.commit(positions)
         self._inflight.committed(positions)
-        self._progress_at = self._clock.monotonic()
+        self._progress.committed()
 
     def _count_delivered(self, count: int) -> None:
         with self._count_lock:
             self.delivered += count
 
-    def _recover(self, partitions: set[int]) -> None:
-        """Settle what a crash left in flight on partitions read from a new place."""
-        count, dropped = self._inflight.recover(
-            self._consumer.committed(),
-            self._clock.now_us(),
-            self._keeper.limits.max_per_destination,
-            partitions,
-        )
-        if count:
-            log.warning("in_flight_dead_lettered", extra={"destination": self.name,
-                                                          "events": count})  # fmt: skip
-        self._keeper.kept_elsewhere(count, dropped)
-
     # -- the thread and health ------------------------------------------------------
-
-    def _update_lag(self) -> None:
-        lag = self._consumer.lag()
-        uncommitted = self._window.uncommitted()
-        self._lag_events = lag.events + len(uncommitted)
-        self._lag_seconds = lag.seconds
-        if uncommitted:
-            oldest = (self._clock.now_us() - uncommitted[0].logged_at_us) / 1e6
-            self._lag_seconds = max(self._lag_seconds, oldest)
-        self._metrics.deliver.lag_events.labels(self.name).set(self._lag_events)
-        self._metrics.deliver.lag_seconds.labels(self.name).set(self._lag_seconds)
 
     def start(self) -> None:
         self._thread.start()
 
     def health(self) -> dict[str, object]:
         """For ``/readyz`` (cheap: no I/O)."""
-        dispatcher = self._dispatcher
-        circuit = dispatcher.circuit()
-        paused = dispatcher.paused
-        detail = dispatcher.pause_reason if paused else None
-        if detail is None and circuit != "closed":
-            detail = f"circuit {circuit}"
-        if self._lag_events == 0:
-            self._progress_at = self._clock.monotonic()  # idle is not stalled
-        idle_secs = self._clock.monotonic() - self._progress_at
-        stalled = self._lag_events > 0 and idle_secs >= self._stall_secs
-        self._metrics.stage_stalled.labels(f"deliver-{self.name}").set(1 if stalled else 0)
-        if stalled:
-            why = detail or dispatcher.last_error or "no error"
-            detail = (
-                f"stalled: nothing committed for {idle_secs:.0f} s with "
-                f"{self._lag_events} events waiting ({why})"
-            )
-        return {
-            "healthy": not paused
-            and circuit == "closed"
-            and dispatcher.last_error is None
-            and not stalled,
-            "detail": detail or dispatcher.last_error or "ok",
-            "stalled": stalled,
-            "paused": paused,
-            "circuit": circuit,
-            "last_error": dispatcher.last_error,
-            "lag_events": self._lag_events,
-            "lag_seconds": round(self._lag_seconds, 3),
-            "buffered_events": self._window.buffered_events(),
-            "requests_in_flight": self._window.running(),
-            "dead_letters": self._keeper.total,
-        }
+        return self._progress.health(self._dispatcher, self._window, self._keeper.total)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -501,10 +396,3 @@ class DeliveryRunner:
         """At a stop: commit the settled batches at the front (none is sent again)."""
         self._window.note_ended()  # a job's error: its batch is not committed, that is all
         self._commit_front()
-
-
-def _first_positions(entries: Sequence[LogEntry]) -> dict[int, int]:
-    positions: dict[int, int] = {}
-    for entry in entries:
-        positions[entry.partition] = min(positions.get(entry.partition, entry.offset), entry.offset)
-    return positions
