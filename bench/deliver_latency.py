@@ -5,7 +5,7 @@
 
 Starts a real ``python -m convtrack serve`` (the embedded default: SQLite log,
 in-process processor and delivery) with three destinations, each pointed at
-a stand-in from ``tests/standins`` running in this process on 127.0.0.1:
+a stand-in from ``src/convtrack/testing/standins`` running in this process on 127.0.0.1:
 
 - ``meta_capi`` → ``MetaStandIn`` (checks every event against the contract);
 - ``tiktok`` → ``TikTokStandIn``;
@@ -52,11 +52,10 @@ import httpx
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).parent)]
 
-from tests.standins.base import Answer, Request, StandIn  # noqa: E402
-from tests.standins.meta import MetaStandIn  # noqa: E402
-from tests.standins.tiktok import TikTokStandIn  # noqa: E402
-
 from benchkit import free_port, percentile  # noqa: E402
+from convtrack.testing.standins.base import Answer, Request, StandIn  # noqa: E402
+from convtrack.testing.standins.meta import MetaStandIn  # noqa: E402
+from convtrack.testing.standins.tiktok import TikTokStandIn  # noqa: E402
 from e2e_latency import probe  # noqa: E402
 
 WRITE = "bench_write_key_0123456789"

@@ -36,9 +36,10 @@ from convtrack.deliver.outbound import EndpointGuard
 from convtrack.deliver.runner import DeliveryRunner
 from convtrack.runtime.embedded import Pipeline
 from convtrack.store.quarantine.base import QuarantineStore
+from convtrack.testing import conversion
+from convtrack.testing.standins.base import Answer, Request, StandIn
 from tests.conftest import WRITE_KEY
 from tests.inprocess import ENV, call, process_all
-from tests.standins.base import Answer, Request, StandIn
 
 TOKEN = "tiny-token"
 START_US = 1_796_000_000_000_000
@@ -171,9 +172,7 @@ def open_pipeline(data_dir: Path, clock: ManualClock, **sections: Any) -> Pipeli
 
 
 def send(pipeline: Pipeline, clock: ManualClock, event_id: str, **kw: Any) -> None:
-    body = {"event_id": event_id, "event_name": "Purchase", "user_id": "u-" + event_id,
-            "value": 1250, "currency": "EUR", "timestamp": clock.now_us() // 1000}  # fmt: skip
-    body.update(kw)
+    body = conversion(event_id, **{"timestamp": clock.now_us() // 1000, **kw})
     response = call(pipeline, "POST", "/v1/track", body, key=WRITE_KEY)
     assert response.status_code == 202, response.text
 

@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from convtrack.cli.main import cli
-from tests.standins.base import Answer
-from tests.standins.ga4 import Ga4StandIn
-from tests.standins.google_ads import GoogleAdsStandIn
+from convtrack.testing.standins.base import Answer
+from convtrack.testing.standins.ga4 import Ga4StandIn
+from convtrack.testing.standins.google_ads import GoogleAdsStandIn
 
 SECRET = "s3cr3t-never-printed"
 

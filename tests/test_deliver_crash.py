@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import base64
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
+from convtrack.testing import wait_for
+from convtrack.testing.standins.base import Answer, Request, Slow, StandIn
 from tests.conftest import ADMIN_KEY, WRITE_KEY, ServerFactory, auth
-from tests.standins.base import Answer, Request, Slow, StandIn
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 
@@ -32,13 +31,6 @@ class Receiver(StandIn):
             self.seen.add(msg_id)
             self.accepted += [e["event_id"] for e in json.loads(request.body)["events"]]
         return Answer(204)
-
-
-def wait_for(what: str, check: Callable[[], bool], deadline_secs: float = 30.0) -> None:
-    end = time.monotonic() + deadline_secs
-    while not check():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_a_kill_mid_delivery_resends_with_the_same_id_and_loses_nothing(

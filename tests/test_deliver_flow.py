@@ -19,6 +19,7 @@ from convtrack.deliver.inflight import unknown_fate_reason
 from convtrack.errors import ConfigError
 from convtrack.runtime.embedded import Pipeline
 from convtrack.store.deadletters.base import REPLAY_LEASE_SECS
+from convtrack.testing.standins.base import Answer, Slow
 from tests.conftest import ADMIN_KEY
 from tests.deliverkit import (
     AlertSink,
@@ -32,7 +33,6 @@ from tests.deliverkit import (
     slack_settings,
 )
 from tests.inprocess import ENV, call
-from tests.standins.base import Answer, Slow
 
 
 class Crash(BaseException):

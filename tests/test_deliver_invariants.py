@@ -11,6 +11,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from convtrack.clock import ManualClock
+from convtrack.testing.standins.base import Answer
 from tests.deliverkit import (
     START_US,
     TinyDestination,
@@ -21,7 +22,6 @@ from tests.deliverkit import (
     runner,
     settings,
 )
-from tests.standins.base import Answer
 
 WHOLE_FAULTS = st.sampled_from(
     [Answer(500), Answer(503, {"Retry-After": "2"}), Answer(429), Answer(400, body=b"bad"),

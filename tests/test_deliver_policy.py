@@ -15,7 +15,7 @@ from convtrack.deliver.base import OutboundRequest
 from convtrack.deliver.outbound import MAX_ANSWER_BYTES, EndpointGuard, Sender, forbidden_address
 from convtrack.deliver.policy import Backoff, Breaker, next_delay
 from convtrack.errors import TransportError, TransportTimeout
-from tests.standins.base import Answer, Request, Slow, StandIn
+from convtrack.testing.standins.base import Answer, Request, Slow, StandIn
 
 
 def test_full_jitter_stays_between_zero_and_the_capped_exponential() -> None:

@@ -11,6 +11,7 @@ from convtrack.deliver.base import Forwarded
 from convtrack.deliver.outbound import EndpointGuard
 from convtrack.runtime.embedded import Pipeline
 from convtrack.store.deadletters.base import Failure
+from convtrack.testing.standins.base import Answer, Hangup, Slow
 from tests.deliverkit import (
     START_US,
     TinyDestination,
@@ -21,7 +22,6 @@ from tests.deliverkit import (
     runner,
     settings,
 )
-from tests.standins.base import Answer, Hangup, Slow
 
 
 def dead(pipeline: Pipeline, name: str = "tiny") -> dict[str, tuple[int | None, str, int]]:

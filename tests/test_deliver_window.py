@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -19,6 +18,8 @@ from convtrack.deliver.destinations.ga4.settings import Ga4Settings
 from convtrack.deliver.inflight import unknown_fate_reason
 from convtrack.deliver.runner import DeliveryRunner
 from convtrack.runtime.embedded import Pipeline
+from convtrack.testing import wait_for
+from convtrack.testing.standins.base import After, Answer, Hangup, Request, Slow
 from tests.deliverkit import (
     AlertSink,
     TinyDestination,
@@ -30,7 +31,6 @@ from tests.deliverkit import (
     settings,
     slack_settings,
 )
-from tests.standins.base import After, Answer, Hangup, Request, Slow
 
 GATE_SECS = 20.0
 
@@ -76,13 +76,6 @@ class GatedPlatform(TinyPlatform):
 def platform() -> Iterator[GatedPlatform]:
     with GatedPlatform() as server:
         yield server  # type: ignore[misc]
-
-
-def wait_for(what: str, check: Callable[[], bool], deadline_secs: float = 20.0) -> None:
-    end = time.monotonic() + deadline_secs
-    while not check():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        threading.Event().wait(0.01)
 
 
 def committed(pipeline: Pipeline, name: str = "tiny") -> dict[int, int]:

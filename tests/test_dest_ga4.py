@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +24,11 @@ from convtrack.errors import ConfigError
 from convtrack.model.event import Envelope
 from convtrack.model.processed import ProcessedEvent
 from convtrack.runtime.embedded import Pipeline
+from convtrack.testing import wait_for
+from convtrack.testing.standins.base import Answer, Slow
+from convtrack.testing.standins.ga4 import Ga4StandIn
 from tests.conftest import ADMIN_KEY, WRITE_KEY, ServerFactory, ServerProcess, auth
 from tests.inprocess import ENV, call, process_all
-from tests.standins.base import Answer, Slow
-from tests.standins.ga4 import Ga4StandIn
 
 SECRET = "s3cr3t"
 MEASUREMENT_ID = "G-ABC123XYZ"
@@ -340,13 +339,6 @@ def test_end_to_end_with_faults(tmp_path: Path, clock: ManualClock, standin: Ga4
 
 
 # -- a crash while a request is out ----------------------------------------------------------
-
-
-def wait_for(what: str, check: Callable[[], bool], deadline_secs: float = 20.0) -> None:
-    end = time.monotonic() + deadline_secs
-    while not check():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        threading.Event().wait(0.05)
 
 
 def dead_letters_of(server: ServerProcess) -> dict[str, Any]:

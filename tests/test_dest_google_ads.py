@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +32,11 @@ from convtrack.model.event import Envelope
 from convtrack.model.pii import hash_user
 from convtrack.model.processed import ProcessedEvent
 from convtrack.runtime.embedded import Pipeline
+from convtrack.testing import wait_for
+from convtrack.testing.standins.base import After, Answer, Hangup, Slow
+from convtrack.testing.standins.google_ads import GoogleAdsStandIn, ads_request_error, dm_error
 from tests.conftest import ADMIN_KEY, WRITE_KEY, ServerFactory, ServerProcess, auth
 from tests.inprocess import ENV, call, process_all
-from tests.standins.base import After, Answer, Hangup, Slow
-from tests.standins.google_ads import GoogleAdsStandIn, ads_request_error, dm_error
 
 TOKEN = "ya29.test-token"
 CUSTOMER = "1234567890"
@@ -564,13 +563,6 @@ def test_data_manager_end_to_end_with_faults(
 
 
 # -- a crash while a request is out ----------------------------------------------------------
-
-
-def wait_for(what: str, check: Callable[[], bool], deadline_secs: float = 20.0) -> None:
-    end = time.monotonic() + deadline_secs
-    while not check():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        threading.Event().wait(0.05)
 
 
 def server_config(path: Path, standin: GoogleAdsStandIn) -> Path:

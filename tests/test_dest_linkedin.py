@@ -33,10 +33,10 @@ from convtrack.model.event import Envelope
 from convtrack.model.pii import hash_user
 from convtrack.model.processed import ProcessedEvent
 from convtrack.runtime.embedded import Pipeline
+from convtrack.testing.standins.base import Answer, Slow
+from convtrack.testing.standins.linkedin import LinkedInStandIn
 from tests.conftest import ADMIN_KEY, WRITE_KEY
 from tests.inprocess import ENV, call, process_all
-from tests.standins.base import Answer, Slow
-from tests.standins.linkedin import LinkedInStandIn
 
 TOKEN = "li-test-token"
 TOKEN_ENV = "LI_TOKEN"

@@ -32,10 +32,10 @@ from convtrack.model.event import Envelope
 from convtrack.model.pii import hash_user
 from convtrack.model.processed import ProcessedEvent
 from convtrack.runtime.embedded import Pipeline
+from convtrack.testing.standins.base import After, Answer, Hangup, Request, Slow
+from convtrack.testing.standins.meta import MetaStandIn, graph_error
 from tests.conftest import ADMIN_KEY
 from tests.inprocess import ENV, call, process_all
-from tests.standins.base import After, Answer, Hangup, Request, Slow
-from tests.standins.meta import MetaStandIn, graph_error
 
 PIXEL = "123456789012345"
 TOKEN = "EAABsecretTokenForTests0123456789"

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +24,11 @@ from convtrack.model.event import Envelope
 from convtrack.model.pii import hash_user
 from convtrack.model.processed import ProcessedEvent
 from convtrack.runtime.embedded import Pipeline
+from convtrack.testing import wait_for
+from convtrack.testing.standins.base import Answer, Slow
+from convtrack.testing.standins.slack import SlackStandIn
 from tests.conftest import ADMIN_KEY, WRITE_KEY, ServerFactory, ServerProcess, auth
 from tests.inprocess import ENV, call, process_all
-from tests.standins.base import Answer, Slow
-from tests.standins.slack import SlackStandIn
 
 URL_ENV = "SLACK_HOOK_URL"
 SECRET_URL = "https://hooks.slack.com/services/T0SECRET/B0SECRET/sEcReTtOkEn42"
@@ -388,7 +387,7 @@ def test_a_revoked_hook_pauses_instead_of_dead_lettering(
 
 def test_a_paused_destination_is_announced_in_slack(tmp_path: Path, clock: ManualClock) -> None:
     """LinkedIn refuses our token: the destination pauses and the Slack hook hears of it."""
-    from tests.standins.linkedin import LinkedInStandIn
+    from convtrack.testing.standins.linkedin import LinkedInStandIn
 
     slack = SlackStandIn(now=clock.monotonic)
     linkedin = LinkedInStandIn(token="the-right-token", now_ms=lambda: clock.now_us() // 1000)
@@ -420,13 +419,6 @@ def test_a_paused_destination_is_announced_in_slack(tmp_path: Path, clock: Manua
 
 
 # -- a real server process: a crash mid-post, and the secret URL --------------------
-
-
-def wait_for(what: str, check: Callable[[], bool], deadline_secs: float = 20.0) -> None:
-    end = time.monotonic() + deadline_secs
-    while not check():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        threading.Event().wait(0.05)
 
 
 def slack_config(path: Path, **fields: Any) -> Path:

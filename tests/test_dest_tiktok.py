@@ -31,10 +31,10 @@ from convtrack.model.event import Envelope
 from convtrack.model.pii import hash_user
 from convtrack.model.processed import ProcessedEvent
 from convtrack.runtime.embedded import Pipeline
+from convtrack.testing.standins.base import After, Answer, Hangup, Request, Slow
+from convtrack.testing.standins.tiktok import TikTokStandIn, envelope
 from tests.conftest import ADMIN_KEY
 from tests.inprocess import ENV, call, process_all
-from tests.standins.base import After, Answer, Hangup, Request, Slow
-from tests.standins.tiktok import TikTokStandIn, envelope
 
 PIXEL = "C4ABCDEF1234567890"
 TOKEN = "3f9eTikTokTokenForTests0123456789"

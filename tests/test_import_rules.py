@@ -4,7 +4,7 @@
 - Stages use ports: only ``runtime/`` (the wiring) imports a concrete backend; a
   backend's own package, and the other backends of ``log/`` or ``store/`` that share
   its client, may too.
-- Only the console entry (``__main__``) imports ``cli/``.
+- Only the console entry (``__main__``) imports ``cli/``; nothing imports ``testing/``.
 - ``collect`` never imports ``deliver``; ``store`` never imports ``process``.
 
 Each failure names the module, the import and the rule, so it says what to change.
@@ -114,6 +114,15 @@ def test_only_the_console_entry_imports_cli() -> None:
         and a != "convtrack.__main__"
     ]  # fmt: skip
     assert not bad, "nothing but the console entry imports cli/:\n" + "\n".join(bad)
+
+
+def test_nothing_in_production_imports_the_test_doubles() -> None:
+    bad = [
+        f"{where}: {a} imports {b}"
+        for a, b, where in edges()
+        if within(b, "convtrack.testing") and not within(a, "convtrack.testing")
+    ]
+    assert not bad, "convtrack.testing is for tests only:\n" + "\n".join(bad)
 
 
 @pytest.mark.parametrize(("importer", "imported"), FORBIDDEN)

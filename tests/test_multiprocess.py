@@ -29,6 +29,7 @@ from convtrack.log.base import LogEntry
 from convtrack.log.published import FirstCopies
 from convtrack.model.processed import decode_processed
 from convtrack.runtime.backends import open_log
+from convtrack.testing import wait_for
 from tests.conftest import WRITE_KEY, ServerFactory, ServerProcess, auth
 from tests.redis_fixtures import start_redis
 from tests.s3_fixtures import S3Target
@@ -38,7 +39,6 @@ from tests.test_roles import (
     conversions_if_available,
     purchase,
     terminate_within,
-    wait_for,
 )
 from tests.test_roles_distributed import cli, distributed_env, lake_event_ids
 

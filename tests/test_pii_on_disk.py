@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pyarrow.parquet as pq
 
+from convtrack.testing.standins.base import Answer, Request, StandIn
 from tests.conftest import ADMIN_KEY, WRITE_KEY, ServerFactory, auth
-from tests.standins.base import Answer, Request, StandIn
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 

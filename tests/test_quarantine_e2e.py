@@ -4,27 +4,16 @@ exits at once without a flood of retries in the log."""
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from convtrack.testing import wait_for
 from tests.conftest import ADMIN_KEY, SERVER_KEY, WRITE_KEY, ServerFactory, auth
 from tests.redis_fixtures import start_redis
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout_secs: float = 20.0) -> None:
-    """Poll a real server's state (not a sleep that makes a race pass): fail naming it."""
-    deadline = time.monotonic() + timeout_secs
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def track(url: str, event_id: str, **kw: Any) -> None:
@@ -49,11 +38,11 @@ def test_serve_quarantines_a_poison_event_and_keeps_counting(
     server.start()
     for event_id in ("ok-1", "bad-1", "ok-2"):
         track(server.url, event_id)
-    wait_for(lambda: counted(server.url) == 2, "the two good events counted")
+    wait_for("the two good events counted", lambda: counted(server.url) == 2)
     listing = httpx.get(f"{server.url}/v1/quarantine", headers=auth(ADMIN_KEY), timeout=10).json()
     assert [(r["stage"], r["event_id"]) for r in listing["items"]] == [("hot_apply", "bad-1")]
     track(server.url, "ok-3")
-    wait_for(lambda: counted(server.url) == 3, "a later event counted")
+    wait_for("a later event counted", lambda: counted(server.url) == 3)
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     assert 'convtrack_quarantined_events_total{stage="hot_apply"} 1.0' in metrics
     assert server.terminate() == 0
@@ -69,7 +58,7 @@ def test_sigterm_while_the_hot_store_is_down_exits_at_once_and_loses_nothing(
     try:
         server.start()
         track(server.url, "before")
-        wait_for(lambda: counted(server.url) == 1, "the first event counted")
+        wait_for("the first event counted", lambda: counted(server.url) == 1)
         redis.stop()
         track(server.url, "while-down")  # the log takes it durably: 202
 
@@ -77,7 +66,7 @@ def test_sigterm_while_the_hot_store_is_down_exits_at_once_and_loses_nothing(
             ready = httpx.get(f"{server.url}/readyz", timeout=10).json()
             return ready.get("processor", {}).get("healthy") is False
 
-        wait_for(processor_failing, "the processor to report its failing batch")
+        wait_for("the processor to report its failing batch", processor_failing)
         assert server.terminate() == 0
         retries = ('"event":"batch_failed"', '"event":"resume_check_failed"')
         lines = [line for line in server.log_path.read_text().splitlines()
@@ -87,7 +76,7 @@ def test_sigterm_while_the_hot_store_is_down_exits_at_once_and_loses_nothing(
         assert all('"transient":false' not in line for line in lines)
         redis.start()
         server.start()
-        wait_for(lambda: counted(server.url) == 2, "the event taken while Redis was down")
+        wait_for("the event taken while Redis was down", lambda: counted(server.url) == 2)
         assert httpx.get(f"{server.url}/v1/quarantine", headers=auth(ADMIN_KEY),
                          timeout=10).json()["total"] == 0  # fmt: skip
         assert server.terminate() == 0

@@ -16,8 +16,8 @@ from convtrack.store.cold.query import connect
 from convtrack.store.cold.runner import ColdStoreRunner
 from convtrack.store.cold.tables import Position, RejectsSource
 from convtrack.store.cold.writer import TableWriter
+from convtrack.testing.standins.base import Answer
 from tests.deliverkit import TinyDestination, TinyPlatform, drain, ingest, runner, settings
-from tests.standins.base import Answer
 
 
 def lake_ids(pipeline: Pipeline) -> list[str]:

@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from convtrack.cli.main import cli
+from convtrack.testing import wait_for
 from tests.conftest import (
     ADMIN_KEY,
     SERVER_KEY,
@@ -104,13 +105,6 @@ def conversions_if_available(url: str, campaign: str) -> int | None:
         return None
     assert answer.status_code == 200, answer.text
     return int(answer.json()["conversions"])
-
-
-def wait_for(what: str, check: Any, timeout_secs: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_secs
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def cli_run(*argv: str) -> subprocess.CompletedProcess[str]:

@@ -12,9 +12,10 @@ from typing import Any
 import httpx
 
 from convtrack.devservices.kafka import KafkaBroker
+from convtrack.testing import wait_for
 from tests.conftest import SERVER_KEY, WRITE_KEY, ServerFactory, auth
 from tests.s3_fixtures import S3Target
-from tests.test_roles import DATE, ENV, conversions, purchase, terminate_within, track, wait_for
+from tests.test_roles import DATE, ENV, conversions, purchase, terminate_within, track
 
 
 def distributed_env(broker: KafkaBroker, redis_url: str, s3: S3Target) -> dict[str, str]:

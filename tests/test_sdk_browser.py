@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from convtrack.model.currency import iso4217_codes, minor_digits
+from convtrack.testing import wait_for
 from tests.conftest import (
     SERVER_KEY,
     WRITE_KEY,
@@ -32,7 +33,6 @@ from tests.sdk_browser_kit import (
     Site,
     build_sdk,
     ensure_chromium,
-    wait_for,
 )
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")

@@ -27,6 +27,7 @@ from convtrack.log.base import LogEntry
 from convtrack.runtime.embedded import Pipeline
 from convtrack.runtime.locks import exclusive_roles
 from convtrack.store.deadletters.base import DeadLetterStore
+from convtrack.testing import wait_for
 from tests.conftest import ADMIN_KEY, WRITE_KEY, ServerFactory, ServerProcess, auth
 from tests.deliverkit import (
     START_US,
@@ -38,7 +39,7 @@ from tests.deliverkit import (
     settings,
 )
 from tests.s3_fixtures import S3Target
-from tests.test_roles import purchase, terminate_within, wait_for
+from tests.test_roles import purchase, terminate_within
 from tests.test_roles_distributed import cli, distributed_env
 from tests.test_webhook import SECRET, SECRET_ENV, Receiver
 

@@ -8,8 +8,7 @@ import os
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,17 +20,11 @@ from convtrack.cli.main import cli
 from convtrack.config import load_settings
 from convtrack.runtime.api_keys import provision_keys
 from convtrack.runtime.listen import port_holder
+from convtrack.testing import wait_for
 from tests.conftest import ServerFactory, ServerProcess, free_port
 
 KEY_ENV = ("CONVTRACK_WRITE_KEY", "CONVTRACK_SERVER_KEY", "CONVTRACK_ADMIN_KEY")
 CONVTRACK = str(Path(sys.executable).parent / "convtrack")
-
-
-def wait_for(what: str, condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def without_keys(server: ServerProcess) -> ServerProcess:

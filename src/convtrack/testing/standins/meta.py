@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-from tests.standins.base import Answer, Request, StandIn
+from convtrack.testing.standins.base import Answer, Request, StandIn
 
 ACTION_SOURCES = frozenset({"website", "app", "email", "phone_call", "chat", "physical_store",
                             "system_generated", "business_messaging", "other"})  # fmt: skip
@@ -117,8 +117,8 @@ class MetaStandIn(StandIn):
     def _read(self, request: Request) -> list[Any]:
         matched = _PATH.fullmatch(request.path)
         if request.method != "POST" or not matched:
-            body = graph_error("Unknown path components", 2500)
-            raise Refused(Answer(400, {"content-type": "application/json"}, body))
+            refusal = graph_error("Unknown path components", 2500)
+            raise Refused(Answer(400, {"content-type": "application/json"}, refusal))
         body = self._body(request)
         token = request.query.get("access_token") or body.get("access_token")
         if not token:

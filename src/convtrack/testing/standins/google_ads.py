@@ -30,7 +30,7 @@ import threading
 import uuid
 from typing import Any
 
-from tests.standins.base import Answer, Request, StandIn
+from convtrack.testing.standins.base import Answer, Request, StandIn
 
 STALL_SECS = 60.0
 
@@ -228,14 +228,14 @@ class GoogleAdsStandIn(StandIn):
             return dm_error(400, reason, "destinations: 1 to 10 are required.")
         references: set[str] = set()
         for index, destination in enumerate(destinations):
-            problem = self._destination_problem(destination)
-            if problem is not None:
+            wrong = self._destination_problem(destination)
+            if wrong is not None:
                 violation = {
                     "field": f"destinations[{index}]",
-                    "reason": problem,
+                    "reason": wrong,
                     "description": "operatingAccount and productDestinationId",
                 }
-                return dm_error(400, problem, f"destinations[{index}] is not valid.", [violation])
+                return dm_error(400, wrong, f"destinations[{index}] is not valid.", [violation])
             if destination.get("reference"):
                 if destination["reference"] in references:
                     return dm_error(400, "DUPLICATE_DESTINATION_REFERENCE", "Two references.")

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.standins.base import Answer, Request, StandIn
+from convtrack.testing.standins.base import Answer, Request, StandIn
 
 EVENT_SOURCES = frozenset({"web", "app", "offline", "crm"})
 HASHED_KEYS = ("email", "phone", "external_id")

@@ -23,7 +23,7 @@ import re
 import threading
 from typing import Any
 
-from tests.standins.base import Answer, Request, StandIn
+from convtrack.testing.standins.base import Answer, Request, StandIn
 
 STALL_SECS = 60.0
 

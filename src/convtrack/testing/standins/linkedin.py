@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.standins.base import Answer, Request, StandIn
+from convtrack.testing.standins.base import Answer, Request, StandIn
 
 PATH = "/rest/conversionEvents"
 MAX_ELEMENTS = 5000
