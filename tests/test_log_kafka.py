@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -19,7 +21,8 @@ from convtrack.devservices.kafka import KafkaBroker
 from convtrack.errors import ConfigError, LogError, LogUnavailable
 from convtrack.log.base import EventLog, LogEntry, LogLag, LogRecord, next_positions
 from convtrack.log.kafka import KafkaLog
-from convtrack.log.kafka_admin import RepeatFilter
+from convtrack.log.kafka_client_log import client_log, install_client_log_filter
+from convtrack.observe.logs import RepeatFilter
 from tests.conftest import free_port
 from tests.contract.log_contract import LogContract, append, drain, rec
 from tests.tcp_forward import TcpForwarder
@@ -447,3 +450,26 @@ def test_librdkafka_repeats_are_passed_once_a_minute() -> None:
     assert not passed(down)
     clock.advance(1.0)
     assert passed(down)
+
+
+def test_the_librdkafka_filter_is_installed_by_the_log_not_by_an_import(
+    kafka_log: KafkaLog,
+) -> None:
+    def installed() -> int:
+        return sum(isinstance(f, RepeatFilter) for f in client_log.filters)
+
+    assert installed() == 1  # put there when kafka_log was built
+    install_client_log_filter()  # a second log in the process adds no second filter
+    assert installed() == 1
+    imported_only = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import convtrack.log.kafka, convtrack.log.kafka_client_log as c;"
+            "print(len(c.client_log.filters))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert imported_only.stdout.strip() == "0"
