@@ -89,7 +89,7 @@ def durability(env: Mapping[str, str]) -> list[str]:
     of the running server, so the report states what ran rather than what was meant.
     """
     from convtrack.config import load_settings
-    from convtrack.log.kafka_admin import min_insync_replicas
+    from convtrack.log.kafka_topic import min_insync_replicas
 
     settings = load_settings(environ=env)
     lines = []

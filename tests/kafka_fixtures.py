@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from convtrack.devservices.kafka import KafkaBroker, KafkaUnavailableError, find_java, kafka_lib
+from convtrack.devservices.kafka import KafkaBroker
+from convtrack.devservices.kafka_install import KafkaUnavailableError, find_java, kafka_lib
 from tests.test_devservices import ENABLE_KAFKA
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from convtrack.devservices.kafka import KafkaBroker, KafkaUnavailableError, find_java, kafka_lib
+from convtrack.devservices.kafka import KafkaBroker
+from convtrack.devservices.kafka_install import KafkaUnavailableError, find_java, kafka_lib
 from convtrack.devservices.manager import _start_time, services_down
 from convtrack.devservices.redis import (
     RedisNotFoundError,
@@ -308,8 +309,8 @@ def test_cli_up_without_java_starts_nothing_unless_told_to_skip(tmp_path: Path) 
 
 
 def test_kafka_cluster_ids_are_never_read_as_options() -> None:
-    from convtrack.devservices.kafka import _cluster_id
+    from convtrack.devservices.kafka_config import new_cluster_id
 
-    ids = [_cluster_id() for _ in range(2000)]  # about 1 in 64 random ids starts with '-'
+    ids = [new_cluster_id() for _ in range(2000)]  # about 1 in 64 random ids starts with '-'
     assert not [c for c in ids if c.startswith("-")]
     assert len(set(ids)) == len(ids)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,9 @@ from convtrack.devservices.kafka import KafkaBroker
 from convtrack.errors import ConfigError, LogError, LogUnavailable
 from convtrack.log.base import EventLog, LogEntry, LogLag, LogRecord, next_positions
 from convtrack.log.kafka import KafkaLog
-from convtrack.log.kafka_admin import RepeatFilter
+from convtrack.log.kafka_client_log import client_log, install_client_log_filter
+from convtrack.observe.logs import RepeatFilter
+from convtrack.testing import wait_for
 from tests.conftest import free_port
 from tests.contract.log_contract import LogContract, append, drain, rec
 from tests.tcp_forward import TcpForwarder
@@ -55,14 +59,6 @@ class TestKafkaLogContract(LogContract):
 
 
 # -- helpers -------------------------------------------------------------------------
-
-
-def wait_until(condition: Callable[[], bool], timeout_secs: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_secs
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_secs}s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -191,16 +187,16 @@ def test_two_members_of_a_group_split_the_partitions(kafka_log: KafkaLog) -> Non
     b = threading.Thread(target=member, args=("b",))
     a.start()
     try:
-        wait_until(lambda: len(handled["a"]) > 0, 30, "the first member to read")
+        wait_for("the first member to read", lambda: len(handled["a"]) > 0, 30)
         b.start()
-        wait_until(
+        wait_for(
+            "the group to split the partitions",
             lambda: owned["a"] and owned["b"] and not owned["a"] & owned["b"],
             30,
-            "the group to split the partitions",
         )
         append(kafka_log, after)
         everything = {r.payload for r in before + after}
-        wait_until(lambda: set(handled["a"]) | set(handled["b"]) >= everything, 30, "every record")
+        wait_for("every record", lambda: set(handled["a"]) | set(handled["b"]) >= everything, 30)
     finally:
         stop.set()
         a.join()
@@ -218,7 +214,7 @@ def test_a_partition_given_back_has_a_new_assignment_number(kafka_log: KafkaLog)
     from one read on, even when it comes back where it left off."""
     first = kafka_log.consumer("epochs")
     try:
-        wait_until(lambda: len(first.assignment_epochs()) == PARTITIONS, 30, "the first owner")
+        wait_for("the first owner", lambda: len(first.assignment_epochs()) == PARTITIONS, 30)
         before = dict(first.assignment_epochs())
         second = kafka_log.consumer("epochs")
         try:
@@ -228,7 +224,7 @@ def test_a_partition_given_back_has_a_new_assignment_number(kafka_log: KafkaLog)
                 second.poll(10, 0.05)
                 return 0 < len(first.assignment_epochs()) < PARTITIONS
 
-            wait_until(split, 30, "the group to split the partitions")
+            wait_for("the group to split the partitions", split, 30)
             lent = set(range(PARTITIONS)) - set(first.assignment_epochs())
         finally:
             second.close()
@@ -237,7 +233,7 @@ def test_a_partition_given_back_has_a_new_assignment_number(kafka_log: KafkaLog)
             first.poll(10, 0.05)
             return set(first.assignment_epochs()) == set(range(PARTITIONS))
 
-        wait_until(all_back, 30, "the partitions to come back")
+        wait_for("the partitions to come back", all_back, 30)
         after = first.assignment_epochs()
         assert lent and all(after[p] > before[p] for p in lent)
     finally:
@@ -294,7 +290,7 @@ def test_lag_in_events_and_seconds(kafka_service: KafkaBroker, prefix: str) -> N
             drained.extend(consumer.poll(100, 0.2))
             return consumer.lag().events == 0
 
-        wait_until(caught_up, 30, "the consumer to catch up")
+        wait_for("the consumer to catch up", caught_up, 30)
         assert len(drained) == 13
         assert consumer.lag() == LogLag(0, 0.0)
         ends = {p: e.offset + 1 for p, e in log.last_entries().items()}
@@ -349,7 +345,7 @@ def test_a_log_opened_before_its_cluster_waits_unwritable_then_opens(
             log.partition_count()
 
         forwarder = TcpForwarder(port, kafka_service.bootstrap)  # the cluster comes up
-        wait_until(lambda: log.status().writable, 30, "the log to open its topic")
+        wait_for("the log to open its topic", lambda: log.status().writable, 30)
         assert log.partition_count() == PARTITIONS
         (offset,) = append(log, [rec(1)])
         entries = drain(log, "late")
@@ -376,7 +372,7 @@ def test_refused_delivery_fails_the_append_and_readiness_says_why(
                 return True
             return False
 
-        wait_until(refused, 30, "the broker to refuse a record over the topic's limit")
+        wait_for("the broker to refuse a record over the topic's limit", refused, 30)
         status = log.status()
         assert not status.writable
         assert "delivery failed" in status.detail
@@ -409,15 +405,15 @@ def test_broker_restart_under_load_loses_nothing(kafka_service: KafkaBroker, pre
     loader = threading.Thread(target=load)
     loader.start()
     try:
-        wait_until(lambda: len(accepted) >= 100, 30, "appends before the outage")
+        wait_for("appends before the outage", lambda: len(accepted) >= 100, 30)
         kafka_service.stop()
-        wait_until(lambda: "unreachable" in log.status().detail, 30, "status to report the outage")
+        wait_for("status to report the outage", lambda: "unreachable" in log.status().detail, 30)
         assert not log.status().writable
-        wait_until(lambda: len(refused) > 0, 30, "an append refused during the outage")
+        wait_for("an append refused during the outage", lambda: len(refused) > 0, 30)
         kafka_service.start()
-        wait_until(lambda: log.status().writable, 60, "status to recover by itself")
+        wait_for("status to recover by itself", lambda: log.status().writable, 60)
         resumed = len(accepted)
-        wait_until(lambda: len(accepted) >= resumed + 100, 30, "appends after the outage")
+        wait_for("appends after the outage", lambda: len(accepted) >= resumed + 100, 30)
     finally:
         stop.set()
         loader.join()
@@ -447,3 +443,26 @@ def test_librdkafka_repeats_are_passed_once_a_minute() -> None:
     assert not passed(down)
     clock.advance(1.0)
     assert passed(down)
+
+
+def test_the_librdkafka_filter_is_installed_by_the_log_not_by_an_import(
+    kafka_log: KafkaLog,
+) -> None:
+    def installed() -> int:
+        return sum(isinstance(f, RepeatFilter) for f in client_log.filters)
+
+    assert installed() == 1  # put there when kafka_log was built
+    install_client_log_filter()  # a second log in the process adds no second filter
+    assert installed() == 1
+    imported_only = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import convtrack.log.kafka, convtrack.log.kafka_client_log as c;"
+            "print(len(c.client_log.filters))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert imported_only.stdout.strip() == "0"

@@ -163,8 +163,11 @@ OPTIONAL_MODULES = {m.module for m in (KAFKA_CLIENT, REDIS_CLIENT, S3_CLIENT)} |
 # botocore in the lake after S3_CLIENT.require().
 GUARDED_IMPORTERS = {
     "log/kafka.py",
+    "log/kafka_client.py",
     "log/kafka_consumer.py",
-    "log/kafka_admin.py",
+    "log/kafka_producer.py",
+    "log/kafka_reader.py",
+    "log/kafka_topic.py",
     "store/cold/s3.py",
 }
 

@@ -225,7 +225,8 @@ def test_a_processed_topic_with_other_partitions_than_the_events_is_refused(
 ) -> None:
     from confluent_kafka.admin import AdminClient
 
-    from convtrack.log.kafka_admin import client_settings, ensure_topic
+    from convtrack.log.kafka_client import client_settings
+    from convtrack.log.kafka_topic import ensure_topic
 
     env = distributed_env(kafka_service, redis_url, s3_bucket)
     prefix = env["CONVTRACK_LOG_KAFKA_TOPIC_PREFIX"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from convtrack.devservices.kafka import KafkaBroker, KafkaUnavailableError
+from convtrack.devservices.kafka import KafkaBroker
+from convtrack.devservices.kafka_install import KafkaUnavailableError
 from convtrack.devservices.redis import RedisNotFoundError, RedisServer
 from convtrack.devservices.seaweed import (
     DevServiceError,

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from convtrack.devservices.kafka import LIB_ENV_VAR, KafkaBroker, KafkaUnavailableError, kafka_lib
+from convtrack.devservices.kafka import KafkaBroker
+from convtrack.devservices.kafka_install import LIB_ENV_VAR, KafkaUnavailableError, kafka_lib
 from convtrack.devservices.redis import RedisServer
 from convtrack.devservices.seaweed import DevServiceError, SeaweedS3, find_weed
 from convtrack.errors import MissingDependency

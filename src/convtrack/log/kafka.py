@@ -1,15 +1,11 @@
 """The distributed event log: one Kafka topic per stream, a consumer group per role.
 
-Durability: the producer is idempotent (``enable.idempotence``) with
-``acks=all``, so a record counts as appended only once every in-sync replica
-has it (topics are created with ``min.insync.replicas`` 2 when replicated 3+
-times), and the producer's own retries never write a record twice. Records
-wait up to ``linger.ms`` to share a request (lz4-compressed). ``append``
-returns only when the broker acknowledged every record of the call; if any
-was refused or timed out it raises ``LogUnavailable`` and none of them counts
-as accepted. Some of those may still be in the log (a timeout can hide a
-write that succeeded): the client retries the same event_id and the
-processor's dedup drops the copy.
+Durability: a record counts as appended once every in-sync replica has it
+(kafka_producer says how). ``append`` returns only when the broker
+acknowledged every record of the call; if any was refused or timed out it
+raises ``LogUnavailable`` and none of them counts as accepted. Some of those
+may still be in the log (a timeout can hide a write that succeeded): the
+client retries the same event_id and the processor's dedup drops the copy.
 
 Records are keyed by ``LogRecord.key`` with Java's murmur2 partitioner, so one
 user's events stay in one partition, in order, whatever client wrote them.
@@ -35,74 +31,37 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from convtrack.clock import Clock
 from convtrack.config import LogSettings
 from convtrack.errors import ConfigError, LogError, LogUnavailable
 from convtrack.log.base import EventLog, LogEntry, LogLag, LogRecord, LogStatus
-from convtrack.log.kafka_admin import (
-    CLIENT_LOG_REPEAT_SECS,
-    TopicReader,
-    client_settings,
-    ensure_topic,
-    partition_leaders,
-)
+from convtrack.log.kafka_client import client_settings
+from convtrack.log.kafka_client_log import CLIENT_LOG_REPEAT_SECS, install_client_log_filter
 from convtrack.log.kafka_consumer import KafkaConsumer
+from convtrack.log.kafka_health import (
+    HEALTH_INTERVAL_SECS,
+    PROBE_TIMEOUT_SECS,
+    Health,
+    write_problem,
+)
 from convtrack.log.kafka_lag import LagTracker
+from convtrack.log.kafka_producer import (
+    PendingAppend,
+    acknowledged_offsets,
+    drop_unsent,
+    new_producer,
+    wake,
+)
+from convtrack.log.kafka_reader import TopicReader
+from convtrack.log.kafka_topic import open_topic, require_leaders
 
 log = logging.getLogger("convtrack.log.kafka")
 
-HEALTH_INTERVAL_SECS: Final = 1.0
-PROBE_TIMEOUT_SECS: Final = 2.0
-# A failed delivery keeps status unwritable until a later one succeeds, or this long
-# once the cluster answers again (readiness must not stay down with no traffic).
-DELIVERY_ERROR_HOLD_SECS: Final = 3.0
 LAST_ENTRY_TIMEOUT_SECS: Final = 10.0
 CLOSE_FLUSH_SECS: Final = 10.0
-
-
-class _Append:
-    """The delivery reports of one ``append`` call, gathered on the poller thread."""
-
-    __slots__ = ("done", "error", "lock", "offsets", "partitions", "remaining", "started")
-
-    def __init__(self, count: int, done: Callable[[_Append], None]) -> None:
-        self.lock = threading.Lock()
-        self.offsets = [-1] * count
-        self.partitions = [-1] * count
-        self.remaining = count
-        self.error: str | None = None
-        self.started = time.perf_counter()
-        self.done = done
-
-    def delivered(self, index: int, error: KafkaError | None, message: Message) -> None:
-        # Usually the poller thread; while a failed producer is replaced, also another.
-        with self.lock:
-            if error is not None:
-                self.error = self.error or error.str()
-            else:
-                self.offsets[index] = message.offset() or 0
-                self.partitions[index] = message.partition() or 0
-            self.remaining -= 1
-            finished = self.remaining == 0
-        if finished:
-            self.done(self)
-
-
-class _Health:
-    __slots__ = ("checked_at", "detail", "reachable")
-
-    def __init__(self, reachable: bool, detail: str, checked_at: float) -> None:
-        self.reachable = reachable
-        self.detail = detail
-        self.checked_at = checked_at
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 class KafkaLog(EventLog):
@@ -121,6 +80,7 @@ class KafkaLog(EventLog):
         max_pending_events: int = 200_000,
         setup_timeout_secs: float = 15.0,
     ) -> None:
+        install_client_log_filter()  # before the first client: it may log at once
         self.topic = topic
         self.group_prefix = group_prefix
         self.clock = clock
@@ -137,7 +97,7 @@ class KafkaLog(EventLog):
         self._fatal: str | None = None
         self._producer = self._new_producer()
         self._delivery_error: tuple[str, float] | None = None
-        self._health = _Health(True, "ok", time.monotonic())
+        self._health = Health(True, "ok", time.monotonic())
         self._lag = LagTracker(self._reader, clock, self.partitions)
         self._topic_open = False
         self._waiting_logged_at = -CLIENT_LOG_REPEAT_SECS
@@ -188,19 +148,13 @@ class KafkaLog(EventLog):
     # -- producing ----------------------------------------------------------------
 
     def _new_producer(self) -> Producer:
-        return Producer(
-            {
-                **client_settings(self._bootstrap, f"{self.group_prefix}-producer"),
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": self._linger_ms,
-                "compression.type": "lz4",
-                "partitioner": "murmur2_random",
-                # Every record gets a report within this time: the append's upper bound.
-                "message.timeout.ms": int(self._delivery_timeout_secs * 1000),
-                "queue.buffering.max.messages": self._max_pending,
-                "error_cb": self._on_client_error,
-            }
+        return new_producer(
+            self._bootstrap,
+            f"{self.group_prefix}-producer",
+            linger_ms=self._linger_ms,
+            delivery_timeout_secs=self._delivery_timeout_secs,
+            max_pending=self._max_pending,
+            on_error=self._on_client_error,
         )
 
     def _on_client_error(self, error: KafkaError) -> None:
@@ -217,16 +171,16 @@ class KafkaLog(EventLog):
         loop = asyncio.get_running_loop()
         acknowledged: asyncio.Future[None] = loop.create_future()
 
-        def wake(_: _Append) -> None:
+        def wake_caller(_: PendingAppend) -> None:
             with contextlib.suppress(RuntimeError):  # the caller's loop is gone
-                loop.call_soon_threadsafe(_wake, acknowledged)
+                loop.call_soon_threadsafe(wake, acknowledged)
 
-        pending = self._produce(records, wake)
+        pending = self._produce(records, wake_caller)
         try:
             await asyncio.wait_for(acknowledged, self._delivery_timeout_secs + 5.0)
         except TimeoutError as exc:
             raise LogUnavailable("the broker did not answer in time") from exc
-        return self._outcome(pending)
+        return acknowledged_offsets(pending)
 
     def append_blocking(self, records: Sequence[LogRecord]) -> list[int]:
         if not records:
@@ -235,9 +189,11 @@ class KafkaLog(EventLog):
         pending = self._produce(records, lambda _: acknowledged.set())
         if not acknowledged.wait(self._delivery_timeout_secs + 5.0):
             raise LogUnavailable("the broker did not answer in time")
-        return self._outcome(pending)
+        return acknowledged_offsets(pending)
 
-    def _produce(self, records: Sequence[LogRecord], wake: Callable[[_Append], None]) -> _Append:
+    def _produce(
+        self, records: Sequence[LogRecord], wake: Callable[[PendingAppend], None]
+    ) -> PendingAppend:
         if not self._accepting:
             raise LogUnavailable("shutting down", retry_after_secs=2)
         if self._fatal is not None:
@@ -249,11 +205,11 @@ class KafkaLog(EventLog):
         if len(producer) + len(records) > self._max_pending:
             raise LogUnavailable("too many pending writes", retry_after_secs=1)
 
-        def finished(pending: _Append) -> None:
+        def finished(pending: PendingAppend) -> None:
             self._record_outcome(pending)
             wake(pending)
 
-        pending = _Append(len(records), finished)
+        pending = PendingAppend(len(records), finished)
         timestamp_ms = self.clock.now_us() // 1000
         try:
             for index, record in enumerate(records):
@@ -270,7 +226,7 @@ class KafkaLog(EventLog):
             raise LogUnavailable(f"cannot produce to {self.topic}: {exc}") from exc
         return pending
 
-    def _record_outcome(self, pending: _Append) -> None:
+    def _record_outcome(self, pending: PendingAppend) -> None:
         if pending.error is not None:
             self._delivery_error = (pending.error, time.monotonic())
             log.warning("kafka_delivery_failed", extra={"error": pending.error})
@@ -282,12 +238,6 @@ class KafkaLog(EventLog):
         self._lag.raise_ends(ends)
         if self._on_commit is not None:
             self._on_commit(len(pending.offsets), time.perf_counter() - pending.started)
-
-    @staticmethod
-    def _outcome(pending: _Append) -> list[int]:
-        if pending.error is not None:
-            raise LogUnavailable(f"the broker did not acknowledge the records: {pending.error}")
-        return pending.offsets
 
     def _serve_deliveries(self) -> None:
         while not self._stopping.is_set():
@@ -303,15 +253,13 @@ class KafkaLog(EventLog):
         opens, unwritable (appends raise LogUnavailable, so the collector answers 503),
         and the watchdog keeps trying: a process may start before its cluster."""
         try:
-            # A quick look first: an unreachable cluster should not hold the start up.
-            partition_leaders(self._admin, self.topic, min(timeout_secs, PROBE_TIMEOUT_SECS))
-            partitions = ensure_topic(
+            partitions = open_topic(
                 self._admin, self.topic, self.partitions, self._replication, timeout_secs
             )
         except LogError as exc:
             detail = f"waiting for the Kafka cluster: {exc}"
             now = time.monotonic()
-            self._health = _Health(False, detail, now)
+            self._health = Health(False, detail, now)
             if now - self._waiting_logged_at >= CLIENT_LOG_REPEAT_SECS:  # once a minute
                 self._waiting_logged_at = now
                 log.warning("kafka_waiting_for_cluster", extra={"topic": self.topic,
@@ -344,16 +292,11 @@ class KafkaLog(EventLog):
     def _probe(self) -> None:
         """Ask the cluster for the topic's metadata; then refresh the lag caches."""
         try:
-            leaders = partition_leaders(self._admin, self.topic, PROBE_TIMEOUT_SECS)
-            if not leaders:
-                raise LogError(f"the topic {self.topic} is missing from the cluster metadata")
-            leaderless = sorted(p for p, leader in leaders.items() if leader < 0)
-            if leaderless:
-                raise LogError(f"partitions {leaderless} of {self.topic} have no leader")
+            require_leaders(self._admin, self.topic, PROBE_TIMEOUT_SECS)
         except LogError as exc:
-            self._health = _Health(False, str(exc), time.monotonic())
+            self._health = Health(False, str(exc), time.monotonic())
             return
-        self._health = _Health(True, "ok", time.monotonic())
+        self._health = Health(True, "ok", time.monotonic())
         try:  # for lag and metrics only: not a reason to refuse writes
             self._lag.refresh()
         except LogError as exc:
@@ -362,25 +305,16 @@ class KafkaLog(EventLog):
     def _replace_producer(self) -> None:
         old, self._producer = self._producer, self._new_producer()
         self._fatal = None
-        # Its unsent records fail their appends (LogUnavailable) instead of hanging.
-        with contextlib.suppress(KafkaException, RuntimeError):
-            old.purge()
-            old.flush(1.0)
+        drop_unsent(old)  # its appends fail (LogUnavailable) instead of hanging
         log.warning("kafka_producer_replaced", extra={"topic": self.topic})
 
     def status(self) -> LogStatus:
-        health = self._health
-        problem: str | None = None
-        if self._closed:
-            problem = "closed"
-        elif self._fatal is not None:
-            problem = f"the Kafka producer failed: {self._fatal}"
-        elif not health.reachable:
-            problem = f"Kafka is unreachable: {health.detail}"
-        elif self._delivery_error is not None:
-            error, at = self._delivery_error
-            if time.monotonic() - at < DELIVERY_ERROR_HOLD_SECS or health.checked_at <= at:
-                problem = f"the last delivery failed: {error}"
+        problem = write_problem(
+            closed=self._closed,
+            fatal=self._fatal,
+            health=self._health,
+            delivery_error=self._delivery_error,
+        )
         return LogStatus(
             writable=problem is None,
             detail=problem or "ok",
@@ -453,10 +387,7 @@ class KafkaLog(EventLog):
         unsent = producer.flush(CLOSE_FLUSH_SECS)
         if unsent:
             log.warning("kafka_close_unsent", extra={"topic": self.topic, "records": unsent})
-            # Their appends fail (LogUnavailable) rather than wait for ever.
-            with contextlib.suppress(KafkaException, RuntimeError):
-                producer.purge()
-                producer.flush(1.0)
+            drop_unsent(producer)
         self._closed = True
         for consumer in list(self._consumers):
             consumer.close()

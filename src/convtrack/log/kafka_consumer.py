@@ -30,7 +30,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from convtrack.errors import LogError
 from convtrack.log.base import LogConsumer, LogEntry, LogLag
-from convtrack.log.kafka_admin import REQUEST_TIMEOUT_SECS, client_settings, entry_of
+from convtrack.log.kafka_client import REQUEST_TIMEOUT_SECS, client_settings, entry_of
 
 log = logging.getLogger("convtrack.log.kafka")
 

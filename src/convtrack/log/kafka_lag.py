@@ -28,7 +28,7 @@ from typing import Final
 from convtrack.clock import Clock
 from convtrack.errors import LogError
 from convtrack.log.base import LogLag
-from convtrack.log.kafka_admin import TopicReader
+from convtrack.log.kafka_reader import TopicReader
 
 log = logging.getLogger("convtrack.log.kafka")
 

@@ -1,36 +1,22 @@
-"""Kafka plumbing the log shares between its producer and its consumers.
-
-Client settings, the topic's creation, and ``TopicReader``: watermarks of the
-topic's partitions and single records read at given offsets (for
-``last_entries`` and the age part of ``lag``), safe to call from any thread.
-The reader's consumer is assigned partitions directly: it never joins a group.
+"""``TopicReader``: watermarks of the log topic's partitions and single records read
+at given offsets (for ``last_entries`` and the age part of ``lag``), safe to call
+from any thread. Its consumer is assigned partitions directly: it never joins a group.
 """
 
 from __future__ import annotations
 
-import logging
-import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Final
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from convtrack.errors import LogError
 from convtrack.log.base import LogEntry
-from convtrack.observe.logs import RepeatFilter
+from convtrack.log.kafka_client import REQUEST_TIMEOUT_SECS, client_settings, entry_of
 
-log = logging.getLogger("convtrack.log.kafka")
-CLIENT_LOG_REPEAT_SECS: Final = 60.0
-_DIGITS = re.compile(r"\d+")
-
-
-client_log = logging.getLogger("convtrack.log.kafka.client")  # librdkafka's own lines
-client_log.addFilter(RepeatFilter(CLIENT_LOG_REPEAT_SECS))
-
-REQUEST_TIMEOUT_SECS: Final = 5.0
 _LEADER_MOVING: Final = frozenset(
     {
         KafkaError.NOT_LEADER_FOR_PARTITION,
@@ -38,93 +24,6 @@ _LEADER_MOVING: Final = frozenset(
         KafkaError.UNKNOWN_TOPIC_OR_PART,
     }
 )
-# Partitions of a topic are created once; growing them later would move keys (and
-# so one user's events) to other partitions, so convtrack never adds partitions.
-
-
-def client_settings(bootstrap: str, client_id: str) -> dict[str, Any]:
-    """What every client of the log shares; librdkafka's own logs go to Python logging."""
-    return {
-        "bootstrap.servers": bootstrap,
-        "client.id": client_id,
-        "logger": client_log,
-        # A missing topic is created by the log with its own partitions and
-        # replication, never implicitly with the broker's defaults.
-        "allow.auto.create.topics": False,
-        # Reconnect within a second of a broker's return (librdkafka's default backs off
-        # to 10 s), so readiness and appends recover by themselves promptly.
-        "reconnect.backoff.max.ms": 1000,
-    }
-
-
-def min_insync_replicas(replication: int) -> int:
-    """acks=all waits for this many replicas: 2 of 3 tolerates one broker down."""
-    return 2 if replication >= 3 else 1
-
-
-def ensure_topic(
-    admin: AdminClient, topic: str, partitions: int, replication: int, timeout_secs: float
-) -> int:
-    """Create ``topic`` when missing; returns its partition count (which may differ)."""
-    new = NewTopic(
-        topic,
-        num_partitions=partitions,
-        replication_factor=replication,
-        config={"min.insync.replicas": str(min_insync_replicas(replication))},
-    )
-    try:
-        futures = admin.create_topics(
-            [new], operation_timeout=timeout_secs, request_timeout=timeout_secs
-        )
-        futures[topic].result(timeout=timeout_secs + 1)
-    except KafkaException as exc:
-        error = exc.args[0] if exc.args else None
-        # Another process (or an earlier start) created it first: that is fine.
-        if not (isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS):
-            raise LogError(f"cannot create the Kafka topic {topic}: {exc}") from exc
-    except TimeoutError as exc:
-        raise LogError(f"creating the Kafka topic {topic} timed out") from exc
-    # Metadata (and the partitions' leaders) of a new topic lag its creation a moment.
-    deadline = time.monotonic() + timeout_secs
-    while True:
-        leaders = partition_leaders(admin, topic, timeout_secs)
-        ready = bool(leaders) and min(leaders.values()) >= 0
-        if ready or time.monotonic() >= deadline:
-            break
-        time.sleep(0.05)
-    if not ready:
-        raise LogError(f"the Kafka topic {topic} has no leader for some partitions: {leaders}")
-    if len(leaders) != partitions:
-        log.warning(
-            "kafka_partitions_differ",
-            extra={"topic": topic, "partitions": len(leaders), "configured": partitions},
-        )
-    return len(leaders)
-
-
-def partition_leaders(admin: AdminClient, topic: str, timeout_secs: float) -> dict[int, int]:
-    """Each partition's leader broker per the cluster metadata (-1: none; {}: no topic)."""
-    try:
-        metadata = admin.list_topics(topic=topic, timeout=timeout_secs)
-    except KafkaException as exc:
-        raise LogError(f"the Kafka cluster metadata is unreachable: {exc}") from exc
-    described = metadata.topics.get(topic)
-    if described is None or described.error is not None:
-        return {}
-    return {int(p): int(meta.leader) for p, meta in described.partitions.items()}
-
-
-def entry_of(message: Message) -> LogEntry:
-    """A consumed Kafka record as a log entry (the record's timestamp is its log time)."""
-    _kind, millis = message.timestamp()
-    key = message.key()
-    return LogEntry(
-        partition=message.partition() or 0,
-        offset=message.offset() or 0,
-        key=key.decode() if key is not None else "",
-        payload=message.value() or b"",
-        logged_at_us=max(millis, 0) * 1000,
-    )
 
 
 class TopicReader:
