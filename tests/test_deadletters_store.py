@@ -17,6 +17,7 @@ from convtrack.deliver.base import Forwarded
 from convtrack.errors import StoreError
 from convtrack.store.deadletters.base import DeadLetterStore, Failure, store_path
 from convtrack.store.deadletters.sqlite import SqliteDeadLetterStore
+from tests.payloads import forwarded
 from tests.redis_fixtures import start_redis
 
 T0 = 1_796_000_000_000_000
@@ -27,8 +28,8 @@ Opener = Callable[[], DeadLetterStore]
 
 
 def event(n: int, partition: int = 0) -> Forwarded:
-    payload = {"event_id": f"e{n}", "value": n, "nested": {"currency": "EUR", "items": [n]}}
-    return Forwarded(f"e{n}", partition, 100 + n, payload)
+    nested = {"nested": {"currency": "EUR", "items": [n]}}
+    return forwarded(f"e{n}", partition, 100 + n, value=n, properties=nested)
 
 
 def prefix_for(path: Path) -> str:
