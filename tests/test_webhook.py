@@ -177,6 +177,17 @@ def test_the_id_is_stable_across_attempts_and_the_timestamp_is_not() -> None:
     assert json.loads(first.body) == {"events": [msgspec.to_builtins(e.payload) for e in events]}
 
 
+def test_the_body_is_the_payloads_with_sorted_keys_as_when_they_were_dicts() -> None:
+    """The typed payload changed no byte: keys sorted at every level, as the dicts were."""
+    events = [forwarded("e1", 0, 4, properties={"b": 1, "a": {"z": 2, "y": 3}}, value=4999,
+                        currency="EUR", amount="49.99", user={"email": "a" * 64}),
+              forwarded("e2", 0, 9, click_ids={"gclid": "g"})]  # fmt: skip
+    request = build_request(destination="hook", endpoint="http://x", secret=b"k", events=events,
+                            now_us=1_000_000_000)  # fmt: skip
+    as_dicts = [msgspec.to_builtins(e.payload) for e in events]
+    assert request.body == msgspec.json.Encoder(order="deterministic").encode({"events": as_dicts})
+
+
 def test_answers_become_outcomes() -> None:
     assert read_response(204, {}, b"") == Delivered()
     throttled = read_response(429, {"retry-after": "7"}, b"")
