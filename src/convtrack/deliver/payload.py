@@ -55,8 +55,9 @@ class Consent(msgspec.Struct, frozen=True):
 class Payload(msgspec.Struct, frozen=True, kw_only=True):
     """The canonical payload (the module docstring has each field's meaning).
 
-    Its JSON (``encode_payload``) has the field names and order of the dict it
-    replaced, so webhooks and the rows stored before it read the same.
+    Stored (``encode_payload``), its JSON has the names and order of the dict it
+    replaced, whose rows ``decode_payload`` still reads; webhooks sort its fields
+    as they sorted the dict's keys.
     """
 
     event_id: str
