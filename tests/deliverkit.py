@@ -103,13 +103,13 @@ class TinyDestination(Destination):
     def skip_reason(self, event: Forwarded, now_us: int) -> str | None:
         if self.window_secs is None:
             return None
-        age = (now_us - event.payload["event_time_us"]) / 1e6
+        age = (now_us - event.payload.event_time_us) / 1e6
         return "too_old" if age > self.window_secs else None
 
     def build(self, events: Sequence[Forwarded], now_us: int) -> OutboundRequest:
         self.built.append([e.event_id for e in events])
-        body = {"events": [{"id": e.event_id, "name": e.payload["event_name"],
-                            "time_us": e.payload["event_time_us"]} for e in events]}  # fmt: skip
+        body = {"events": [{"id": e.event_id, "name": e.payload.event_name,
+                            "time_us": e.payload.event_time_us} for e in events]}  # fmt: skip
         return OutboundRequest(
             method="POST",
             url=self.url,

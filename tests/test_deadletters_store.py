@@ -7,16 +7,22 @@ a crashed one's partition over)."""
 from __future__ import annotations
 
 import hashlib
+import json
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
 from convtrack.deliver.base import Forwarded
+from convtrack.deliver.payload import decode_payload, encode_payload
 from convtrack.errors import StoreError, StoreUnavailable
 from convtrack.store.deadletters.base import DeadLetterStore, Failure, store_path
 from convtrack.store.deadletters.sqlite import SqliteDeadLetterStore
+from tests.payloads import forwarded
 from tests.redis_fixtures import start_redis
 from tests.sqlite_faults import locked, make_unreadable, short_busy_timeout
 
@@ -28,8 +34,8 @@ Opener = Callable[[], DeadLetterStore]
 
 
 def event(n: int, partition: int = 0) -> Forwarded:
-    payload = {"event_id": f"e{n}", "value": n, "nested": {"currency": "EUR", "items": [n]}}
-    return Forwarded(f"e{n}", partition, 100 + n, payload)
+    nested = {"nested": {"currency": "EUR", "items": [n]}}
+    return forwarded(f"e{n}", partition, 100 + n, value=n, properties=nested)
 
 
 def prefix_for(path: Path) -> str:
@@ -208,6 +214,44 @@ def test_in_flight_markers_live_through_a_takeover(opener: Opener) -> None:
     assert taker.in_flight("ga4") == [] and [e.event_id for e, _ in taker.in_flight("slack")] == [
         "e9"
     ]
+
+
+# A payload as the code before the typed ``Payload`` stored it: ``json.dumps`` of a dict
+# (ASCII escapes, ", " and ": " separators), in the shape docs/http-api.md describes.
+OLD_PAYLOAD: dict[str, Any] = {
+    "event_id": "ord_1001", "event_name": "purchase", "source_event_name": "Purchase",
+    "event_time": "2026-11-28T17:00:00.000Z", "event_time_us": 1_796_000_000_000_000,
+    "received_at_us": 1_796_000_000_500_000, "value": 4999, "currency": "EUR",
+    "amount": "49.99", "campaign_id": "spring", "campaign_source": "google",
+    "campaign_medium": None, "device_type": "mobile", "country_code": "DE",
+    "user_id": "user-8842", "session_id": None, "source": "default",
+    "page_url": "https://shop.example/caf\u00e9", "referrer": None,
+    "client_ip": "203.0.113.7", "user_agent": "Mozilla/5.0",
+    "properties": {"order_id": 1001, "contents": [{"id": "sku-1", "price": 49.99}], "note": "é"},
+    "user": {"email": "a" * 64, "country": "DE", "fbp": "fb.1.1796000000000.42"},
+    "click_ids": {"gclid": "Cj0K"},
+    "consent": {"ad_user_data": True, "ad_personalization": False, "analytics": True},
+}  # fmt: skip
+
+
+def test_rows_stored_as_the_old_payload_dict_still_decode(
+    opener: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dead letters and in-flight markers written before the payload was a struct (the
+    ``json.dumps`` of its dict) read back as the struct, with the same JSON."""
+    old_json = json.dumps(OLD_PAYLOAD)
+    expected = decode_payload(old_json)
+    assert msgspec.to_builtins(expected) == OLD_PAYLOAD
+    assert json.loads(encode_payload(expected)) == OLD_PAYLOAD  # the same JSON, key order too
+    assert list(json.loads(encode_payload(expected))) == list(OLD_PAYLOAD)
+    writer, reader = opener(), opener()
+    monkeypatch.setattr(sys.modules[type(writer).__module__], "encode_payload", lambda _: old_json)
+    writer.add("hook", [forwarded("ord_1001", 0, 7)], FAILURE)
+    writer.mark_in_flight("hook", [forwarded("ord_1001", 0, 7)])
+    (row,) = reader.items("hook")
+    assert row.event == Forwarded("ord_1001", 0, 7, expected)
+    assert row.as_json()["event"] == OLD_PAYLOAD
+    assert reader.in_flight("hook") == [(Forwarded("ord_1001", 0, 7, expected), False)]
 
 
 def test_redis_going_away_is_a_store_error_not_a_hang(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import random
 
 from convtrack.clock import ManualClock
 from convtrack.deliver.alerts import Alerts
-from convtrack.deliver.base import Forwarded
 from convtrack.deliver.outbound import EndpointGuard
 from convtrack.runtime.embedded import Pipeline
 from convtrack.store.deadletters.base import Failure
@@ -22,6 +21,7 @@ from tests.deliverkit import (
     runner,
     settings,
 )
+from tests.payloads import forwarded
 
 
 def dead(pipeline: Pipeline, name: str = "tiny") -> dict[str, tuple[int | None, str, int]]:
@@ -192,7 +192,7 @@ def test_the_circuit_opens_waits_trials_and_closes(
         assert delivery.health()["circuit"] == "open"
         assert metric(pipeline, "convtrack_deliver_circuit_open", destination="tiny") == 1
         assert ("circuit_open", "tiny") in alerts.active()
-        replay = Forwarded("r1", 0, 999, {"event_name": "Purchase", "event_time_us": START_US})
+        replay = forwarded("r1", 0, 999, event_name="Purchase", event_time_us=START_US)
         pipeline.deadletters.add("tiny", [replay], FAILURE)
         assert pipeline.deadletters.mark_replay("tiny") == 1
         clock.advance(59)

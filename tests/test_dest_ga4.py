@@ -231,7 +231,7 @@ def test_our_requests_pass_validation(standin: Ga4StandIn) -> None:
         request = debug_request(destination.config, destination.build([event], EVENT_US))
         assert "/debug/mp/collect?" in request.url
         answer = httpx.post(request.url, content=request.body, headers=request.headers)
-        assert answer.json() == {"validationMessages": []}, event.payload["event_name"]
+        assert answer.json() == {"validationMessages": []}, event.payload.event_name
     assert standin.accepted == [] and standin.debug_requests == 3  # debug records nothing
 
 

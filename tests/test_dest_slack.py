@@ -146,7 +146,7 @@ def test_long_batches_are_capped_and_nothing_personal_is_shown() -> None:
     assert len(lines) == 13 and lines[-1] == "_…and 11 more_"
     assert len(result["blocks"]) == 3  # title, the lines, footer
     assert result["text"] == "23 conversions: " + f"EUR {sum(100 + i for i in range(23)) / 100:.2f}"
-    user = events[0].payload["user"]
+    user = events[0].payload.user
     for private in ("user-8842", "203.0.113.7", "jane", "555", "fb.1.", "o1", *user.values()):
         assert private not in text, private
 

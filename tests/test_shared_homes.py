@@ -38,6 +38,7 @@ from tests.deliverkit import (
     open_pipeline,
     settings,
 )
+from tests.payloads import forwarded
 from tests.s3_fixtures import S3Target
 from tests.test_roles import purchase, terminate_within
 from tests.test_roles_distributed import cli, distributed_env
@@ -230,7 +231,7 @@ def test_a_peers_sends_on_other_partitions_are_left_alone(machines: _Machines) -
     """Sharing the markers must not make a starting process dead-letter a live peer's
     sends: it looks only at the partitions it reads."""
     peer_store = machines.store()
-    peer_event = Forwarded("peer-1", 5, 40, {"event_id": "peer-1"})
+    peer_event = forwarded("peer-1", 5, 40)
     peer_store.mark_in_flight("tiny", [peer_event])  # a live peer, partition 5
     with TinyPlatform() as platform:
         ingest(machines.pipeline, machines.clock, "e1")

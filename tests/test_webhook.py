@@ -12,13 +12,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from click.testing import CliRunner
 
 from convtrack.cli.main import cli
 from convtrack.clock import ManualClock
 from convtrack.config import load_settings
-from convtrack.deliver.base import Delivered, Forwarded, Reject, Retry, SetupFault, Throttled
+from convtrack.deliver.base import Delivered, Reject, Retry, SetupFault, Throttled
 from convtrack.deliver.destinations.webhook.config import decode_secret
 from convtrack.deliver.destinations.webhook.request import build_request, sign
 from convtrack.deliver.destinations.webhook.response import read_response
@@ -31,6 +32,7 @@ from convtrack.store.deadletters.base import Failure, store_path
 from convtrack.store.deadletters.sqlite import SqliteDeadLetterStore as DeadLetterStore
 from tests.conftest import ADMIN_KEY, SERVER_KEY, WRITE_KEY
 from tests.inprocess import ENV, call, process_all
+from tests.payloads import forwarded
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 SECRET_ENV = "HOOK_SECRET"
@@ -161,7 +163,7 @@ def test_the_signature_matches_the_worked_vector() -> None:
 
 
 def test_the_id_is_stable_across_attempts_and_the_timestamp_is_not() -> None:
-    events = [Forwarded("e1", 0, 4, {"event_id": "e1"}), Forwarded("e2", 0, 9, {"event_id": "e2"})]
+    events = [forwarded("e1", 0, 4), forwarded("e2", 0, 9)]
     key = decode_secret(SECRET)
     first = build_request(destination="hook", endpoint="http://x", secret=key, events=events,
                           now_us=1_000_000_000)  # fmt: skip
@@ -172,7 +174,18 @@ def test_the_id_is_stable_across_attempts_and_the_timestamp_is_not() -> None:
         "1000",
         "1060",
     )
-    assert json.loads(first.body) == {"events": [{"event_id": "e1"}, {"event_id": "e2"}]}
+    assert json.loads(first.body) == {"events": [msgspec.to_builtins(e.payload) for e in events]}
+
+
+def test_the_body_is_the_payloads_with_sorted_keys_as_when_they_were_dicts() -> None:
+    """The typed payload changed no byte: keys sorted at every level, as the dicts were."""
+    events = [forwarded("e1", 0, 4, properties={"b": 1, "a": {"z": 2, "y": 3}}, value=4999,
+                        currency="EUR", amount="49.99", user={"email": "a" * 64}),
+              forwarded("e2", 0, 9, click_ids={"gclid": "g"})]  # fmt: skip
+    request = build_request(destination="hook", endpoint="http://x", secret=b"k", events=events,
+                            now_us=1_000_000_000)  # fmt: skip
+    as_dicts = [msgspec.to_builtins(e.payload) for e in events]
+    assert request.body == msgspec.json.Encoder(order="deterministic").encode({"events": as_dicts})
 
 
 def test_answers_become_outcomes() -> None:
@@ -408,8 +421,8 @@ def test_the_dlq_commands(tmp_path: Path) -> None:
     failure = Failure(last_status=400, last_answer="HTTP 400: nope", attempts=1,
                       first_attempt_at_us=1_796_000_000_000_000,
                       last_attempt_at_us=1_796_000_000_000_000)  # fmt: skip
-    store.add("hook", [Forwarded("e1", 0, 1, {"event_id": "e1"})], failure)
-    store.add("other", [Forwarded("e2", 0, 2, {"event_id": "e2"})], failure)
+    store.add("hook", [forwarded("e1", 0, 1)], failure)
+    store.add("other", [forwarded("e2", 0, 2)], failure)
     store.close()
     runner = CliRunner()
     args = ["--data-dir", str(tmp_path)]

@@ -197,7 +197,7 @@ def _check_ga4(
     names = settings.event_names or list(settings.event_map) or ["Purchase"]
     for name in dict.fromkeys(names):
         sample = _ga4_sample(settings, name, now_us)
-        mapped = sample.payload["event_name"]
+        mapped = sample.payload.event_name
         skip = destination.skip_reason(sample, now_us)
         if skip is not None:
             report.fail(f"{name} -> {mapped!r}: would be skipped as {skip}")

@@ -6,18 +6,19 @@ inside the platform's lateness window), ``build`` (events → one request) and
 only the runner decides backoff, jitter, pausing, the circuit breaker and
 dead-lettering from them.
 
-Every destination reads the same canonical payload (``Forwarded.payload``,
-built by ``deliver.payload.forward_payload``): contact fields only as their
-SHA-256 hashes, one variant per platform rule.
+Every destination reads the same canonical payload (``Forwarded.payload``, a
+``deliver.payload.Payload`` built by ``forward_payload``): contact fields only
+as their SHA-256 hashes, one variant per platform rule.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
 
 import msgspec
+
+from convtrack.deliver.payload import Payload
 
 
 class Delivered(msgspec.Struct, frozen=True, tag=True):
@@ -79,7 +80,7 @@ class Forwarded(msgspec.Struct, frozen=True):
     event_id: str
     source_partition: int
     source_offset: int
-    payload: dict[str, Any]
+    payload: Payload
 
 
 class OutboundRequest(msgspec.Struct, frozen=True):

@@ -313,9 +313,7 @@ class Dispatcher:
         self._metrics.delivered.labels(self.name).inc(len(events))
         histogram = self._metrics.acceptance_seconds.labels(self.name)
         for event in events:
-            received = event.payload.get("received_at_us")
-            if isinstance(received, int):
-                histogram.observe(max(0.0, (now_us - received) / 1e6))
+            histogram.observe(max(0.0, (now_us - event.payload.received_at_us) / 1e6))
         self.last_error = None
         settle.delivered(events)
 

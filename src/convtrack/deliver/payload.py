@@ -1,6 +1,7 @@
 """The canonical payload every destination reads, built once per event and destination.
 
-Shape (every key always present; ``None`` when unknown)::
+``Payload`` below; every field always present (``None`` when unknown). As JSON
+(webhooks, dead letters, in-flight markers) it has these names, in this order::
 
     event_id            our event id (the platforms' dedup key)
     event_name          the destination's name for it (after ``event_map``)
@@ -33,11 +34,72 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from convtrack.model.currency import major_amount
+from convtrack.model.event import text
 from convtrack.model.processed import ProcessedEvent
 
-CONSENT_KEYS = ("ad_user_data", "ad_personalization", "analytics")
 _USER_PLAIN_MOVED = ("client_ip", "user_agent")
+
+
+class Consent(msgspec.Struct, frozen=True):
+    """The event's consent, every flag resolved (``consent.default_granted`` fills
+    what the event did not say)."""
+
+    ad_user_data: bool
+    ad_personalization: bool
+    analytics: bool
+
+
+class Payload(msgspec.Struct, frozen=True, kw_only=True):
+    """The canonical payload (the module docstring has each field's meaning).
+
+    Stored (``encode_payload``), its JSON has the names and order of the dict it
+    replaced, whose rows ``decode_payload`` still reads; webhooks sort its fields
+    as they sorted the dict's keys.
+    """
+
+    event_id: str
+    event_name: str
+    source_event_name: str
+    event_time: str
+    event_time_us: int
+    received_at_us: int
+    value: int | None
+    currency: str | None
+    amount: str | None
+    campaign_id: str
+    campaign_source: str | None
+    campaign_medium: str | None
+    device_type: str
+    country_code: str
+    user_id: str | None
+    session_id: str | None
+    source: str
+    page_url: str | None
+    referrer: str | None
+    client_ip: str | None
+    user_agent: str | None
+    properties: dict[str, Any]
+    user: dict[str, str]
+    click_ids: dict[str, str]
+    consent: Consent
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Payload)
+
+
+def encode_payload(payload: Payload) -> str:
+    """The payload as JSON text, as dead letters and in-flight markers store it."""
+    return _encoder.encode(payload).decode()
+
+
+def decode_payload(stored: str | bytes) -> Payload:
+    """A stored payload, written by ``encode_payload`` or by the ``json.dumps`` of the
+    dict it replaced (same field names)."""
+    return _decoder.decode(stored)
 
 
 def rfc3339_ms(us: int) -> str:
@@ -45,8 +107,11 @@ def rfc3339_ms(us: int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def resolved_consent(given: dict[str, bool], default_granted: bool) -> dict[str, bool]:
-    return {key: bool(given.get(key, default_granted)) for key in CONSENT_KEYS}
+def resolved_consent(given: dict[str, bool], default_granted: bool) -> Consent:
+    def flag(key: str) -> bool:
+        return bool(given.get(key, default_granted))
+
+    return Consent(flag("ad_user_data"), flag("ad_personalization"), flag("analytics"))
 
 
 def forward_payload(
@@ -54,7 +119,7 @@ def forward_payload(
     *,
     event_map: dict[str, str] | None = None,
     default_granted: bool = True,
-) -> dict[str, Any]:
+) -> Payload:
     event = processed.event
     context = event.context
     user = event.user
@@ -63,34 +128,30 @@ def forward_payload(
     if event.value is not None and event.currency is not None:
         amount = major_amount(event.value, event.currency)
     click_ids = event.click_ids or processed.touch_click_ids
-    return {
-        "event_id": event.event_id,
-        "event_name": (event_map or {}).get(name, name),
-        "source_event_name": name,
-        "event_time": rfc3339_ms(event.event_time_us),
-        "event_time_us": event.event_time_us,
-        "received_at_us": event.received_at_us,
-        "value": event.value,
-        "currency": event.currency,
-        "amount": amount,
-        "campaign_id": processed.campaign_id,
-        "campaign_source": processed.campaign_source,
-        "campaign_medium": processed.campaign_medium,
-        "device_type": processed.device_type,
-        "country_code": processed.country_code,
-        "user_id": event.user_id,
-        "session_id": event.session_id,
-        "source": event.source,
-        "page_url": _text(context.get("page_url")),
-        "referrer": _text(context.get("referrer")),
-        "client_ip": user.get("client_ip") or _text(context.get("ip")),
-        "user_agent": user.get("user_agent") or _text(context.get("user_agent")),
-        "properties": event.properties,
-        "user": {k: v for k, v in user.items() if k not in _USER_PLAIN_MOVED},
-        "click_ids": dict(click_ids),
-        "consent": resolved_consent(event.consent, default_granted),
-    }
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
+    return Payload(
+        event_id=event.event_id,
+        event_name=(event_map or {}).get(name, name),
+        source_event_name=name,
+        event_time=rfc3339_ms(event.event_time_us),
+        event_time_us=event.event_time_us,
+        received_at_us=event.received_at_us,
+        value=event.value,
+        currency=event.currency,
+        amount=amount,
+        campaign_id=processed.campaign_id,
+        campaign_source=processed.campaign_source,
+        campaign_medium=processed.campaign_medium,
+        device_type=processed.device_type,
+        country_code=processed.country_code,
+        user_id=event.user_id,
+        session_id=event.session_id,
+        source=event.source,
+        page_url=text(context.get("page_url")),
+        referrer=text(context.get("referrer")),
+        client_ip=user.get("client_ip") or text(context.get("ip")),
+        user_agent=user.get("user_agent") or text(context.get("user_agent")),
+        properties=event.properties,
+        user={k: v for k, v in user.items() if k not in _USER_PLAIN_MOVED},
+        click_ids=dict(click_ids),
+        consent=resolved_consent(event.consent, default_granted),
+    )

@@ -86,6 +86,6 @@ class Selector:
                 default_granted=self._default_granted,
             ),
         )
-        if self._destination.ad_platform and not event.payload["consent"]["ad_user_data"]:
+        if self._destination.ad_platform and not event.payload.consent.ad_user_data:
             return CONSENT
         return self._destination.skip_reason(event, now_us) or event

@@ -55,3 +55,9 @@ def encode_envelope(envelope: Envelope) -> bytes:
 
 def decode_envelope(payload: bytes) -> Envelope:
     return _decoder.decode(payload)
+
+
+def text(value: object) -> str | None:
+    """A non-empty string as given, else None: for the free-form values of
+    ``context`` and ``properties``, which are not checked on arrival."""
+    return value if isinstance(value, str) and value else None

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from convtrack.model.event import Envelope
+from convtrack.model.event import Envelope, text
 from convtrack.process.base import Enriched
 from convtrack.process.enrich.geo import country_of
 from convtrack.process.enrich.touch import Touch, touch_from
@@ -70,10 +70,6 @@ def enrich_event_date(envelope: Envelope, enriched: Enriched) -> None:
     enriched.event_date = utc_date(envelope.event_time_us)
 
 
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def enrich_device(envelope: Envelope, enriched: Enriched) -> None:
     """Device type and bot flag of the end user: Segment's ``context.userAgent``, else
     ``context.user_agent``, else ``user.user_agent``.
@@ -83,9 +79,9 @@ def enrich_device(envelope: Envelope, enriched: Enriched) -> None:
     which for a Segment library on a backend is the library's, not its user's."""
     context = envelope.context
     user_agent = (
-        _text(context.get("userAgent"))
-        or _text(context.get("user_agent"))
-        or _text(envelope.user.get("user_agent"))
+        text(context.get("userAgent"))
+        or text(context.get("user_agent"))
+        or text(envelope.user.get("user_agent"))
     )
     device = classify(user_agent)
     enriched.device_type = device.device_type
@@ -95,7 +91,7 @@ def enrich_device(envelope: Envelope, enriched: Enriched) -> None:
 def enrich_country(envelope: Envelope, enriched: Enriched) -> None:
     """Country code from ``context.ip``, else ``user.client_ip``."""
     enriched.country_code = country_of(
-        _text(envelope.context.get("ip")) or _text(envelope.user.get("client_ip"))
+        text(envelope.context.get("ip")) or text(envelope.user.get("client_ip"))
     )
 
 

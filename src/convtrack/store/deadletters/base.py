@@ -76,7 +76,7 @@ class DeadLetter(msgspec.Struct, frozen=True):
             "id": self.id,
             "destination": self.destination,
             "event_id": self.event.event_id,
-            "event": self.event.payload,
+            "event": msgspec.to_builtins(self.event.payload),
             "last_status": self.last_status,
             "last_answer": self.last_answer,
             "attempts": self.attempts,

@@ -11,13 +11,13 @@ store/hot/keys.py. Like the hot store, a single Redis (no Cluster).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
 
 from convtrack.deliver.base import Forwarded
+from convtrack.deliver.payload import decode_payload, encode_payload
 from convtrack.store.deadletters.base import (
     REPLAY_LEASE_SECS,
     DeadLetter,
@@ -38,7 +38,7 @@ def _text(value: bytes | None) -> str:
 def _forwarded(event_id: bytes, partition: bytes, offset: bytes, payload: bytes) -> Forwarded:
     return Forwarded(
         event_id=event_id.decode(), source_partition=int(partition), source_offset=int(offset),
-        payload=json.loads(payload),
+        payload=decode_payload(payload),
     )  # fmt: skip
 
 
@@ -85,7 +85,7 @@ class RedisDeadLetterStore(DeadLetterStore):
         for event, failure in rows:
             args += [
                 event.event_id, event.source_partition, event.source_offset,
-                json.dumps(event.payload),
+                encode_payload(event.payload),
                 "" if failure.last_status is None else failure.last_status,
                 failure.last_answer, failure.attempts, failure.first_attempt_at_us,
                 failure.last_attempt_at_us,
@@ -153,7 +153,7 @@ class RedisDeadLetterStore(DeadLetterStore):
             return
         markers: dict[str, bytes] = {}
         for e in events:
-            payload = json.dumps(e.payload)
+            payload = encode_payload(e.payload)
             markers[f"{e.source_partition}:{e.source_offset}"] = _marker_encoder.encode(
                 (e.event_id, payload)
             )
@@ -176,7 +176,7 @@ class RedisDeadLetterStore(DeadLetterStore):
             partition, offset = (int(x) for x in position.split(b":"))
             event_id, payload = _marker_decoder.decode(raw)
             event = Forwarded(event_id=event_id, source_partition=partition,
-                              source_offset=offset, payload=json.loads(payload))  # fmt: skip
+                              source_offset=offset, payload=decode_payload(payload))  # fmt: skip
             found.append((partition, offset, event, int(states.get(position, 0)) != 0))
         found.sort(key=lambda m: (m[0], m[1]))
         return [(event, resolved) for _, _, event, resolved in found]

@@ -9,7 +9,6 @@ or ``StoreError``.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from convtrack.deliver.base import Forwarded
+from convtrack.deliver.payload import decode_payload, encode_payload
 from convtrack.errors import StoreError
 from convtrack.sqlitekit import connect, translated
 from convtrack.store.deadletters.base import (
@@ -74,7 +74,7 @@ def _row(row: tuple[Any, ...]) -> DeadLetter:
         destination=row[1],
         event=Forwarded(
             event_id=row[2], source_partition=row[3], source_offset=row[4],
-            payload=json.loads(row[5]),
+            payload=decode_payload(row[5]),
         ),
         last_status=row[6],
         last_answer=row[7],
@@ -95,7 +95,7 @@ _INSERT = (
 def _values(destination: str, event: Forwarded, failure: Failure) -> tuple[Any, ...]:
     return (
         destination, event.event_id, event.source_partition, event.source_offset,
-        json.dumps(event.payload), failure.last_status, failure.last_answer, failure.attempts,
+        encode_payload(event.payload), failure.last_status, failure.last_answer, failure.attempts,
         failure.first_attempt_at_us, failure.last_attempt_at_us,
     )  # fmt: skip
 
@@ -254,7 +254,7 @@ class SqliteDeadLetterStore(DeadLetterStore):
             "INSERT OR REPLACE INTO in_flight (destination, source_partition, source_offset, "
             "event_id, payload, resolved) VALUES (?,?,?,?,?,0)",
             [(destination, e.source_partition, e.source_offset, e.event_id,
-              json.dumps(e.payload)) for e in events],
+              encode_payload(e.payload)) for e in events],
         )  # fmt: skip
 
     def in_flight(self, destination: str) -> list[tuple[Forwarded, bool]]:
@@ -266,7 +266,7 @@ class SqliteDeadLetterStore(DeadLetterStore):
             ).fetchall()
         return [
             (Forwarded(event_id=r[0], source_partition=r[1], source_offset=r[2],
-                       payload=json.loads(r[3])), bool(r[4]))
+                       payload=decode_payload(r[3])), bool(r[4]))
             for r in rows
         ]  # fmt: skip
 

@@ -39,10 +39,10 @@ class Ga4Destination(Destination):
         payload = event.payload
         if too_old(payload, now_us, self.config.window_hours * HOUR_US):
             return "too_old"
-        if not (payload.get("consent") or {}).get("analytics", True):
+        if not payload.consent.analytics:
             return "no_analytics_consent"
         name = event_name(payload)
-        if is_reserved(str(payload.get("event_name") or "").strip()) or is_reserved(name):
+        if is_reserved(payload.event_name.strip()) or is_reserved(name):
             return "reserved_name"
         if not name:
             return "invalid_name"

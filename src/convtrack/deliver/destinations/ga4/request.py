@@ -25,6 +25,7 @@ import msgspec
 
 from convtrack.deliver.base import Forwarded, OutboundRequest
 from convtrack.deliver.destinations.ga4.config import Ga4Config
+from convtrack.deliver.payload import Payload
 
 MAX_EVENTS = 25  # per request
 MAX_BODY_BYTES = 130_000  # a body must be smaller than 130 kB
@@ -56,10 +57,10 @@ _LEADING_NON_LETTERS = re.compile(r"^[^A-Za-z]+")
 _encoder = msgspec.json.Encoder(order="deterministic")
 
 
-def event_name(payload: dict[str, Any]) -> str:
+def event_name(payload: Payload) -> str:
     """The destination's name for the event (after ``event_map``) under GA4's rules:
     letters, digits and '_', starting with a letter, at most 40 characters."""
-    name = _NOT_NAME_CHARS.sub("_", str(payload.get("event_name") or "").strip())
+    name = _NOT_NAME_CHARS.sub("_", payload.event_name.strip())
     return _LEADING_NON_LETTERS.sub("", name)[:MAX_NAME_CHARS]
 
 
@@ -68,58 +69,56 @@ def is_reserved(name: str) -> bool:
     return lowered in RESERVED_EVENT_NAMES or lowered.startswith(RESERVED_NAME_PREFIXES)
 
 
-def client_id(payload: dict[str, Any]) -> str:
+def client_id(payload: Payload) -> str:
     """The gtag client id when the event carries one, else a stable pseudo id."""
-    properties = payload.get("properties") or {}
     for key in ("ga_client_id", "client_id"):
-        given = properties.get(key)
+        given = payload.properties.get(key)
         if isinstance(given, str) and 0 < len(given.strip()) <= MAX_VALUE_CHARS:
             return given.strip()
-    who = payload.get("user_id") or payload.get("session_id") or payload["event_id"]
-    digest = hashlib.sha256(f"convtrack:{payload.get('source')}:{who}".encode()).hexdigest()
+    who = payload.user_id or payload.session_id or payload.event_id
+    digest = hashlib.sha256(f"convtrack:{payload.source}:{who}".encode()).hexdigest()
     # Shaped like gtag's "<random>.<seconds>" so GA4 tools treat it as a client id.
     return f"{int(digest[:8], 16)}.{int(digest[8:16], 16)}"
 
 
-def app_instance_id(payload: dict[str, Any]) -> str | None:
-    properties = payload.get("properties") or {}
+def app_instance_id(payload: Payload) -> str | None:
     for key in ("app_instance_id", "firebase_app_instance_id"):
-        given = properties.get(key)
+        given = payload.properties.get(key)
         if isinstance(given, str) and given.strip():
             return given.strip()
     return None
 
 
-def event_params(config: Ga4Config, payload: dict[str, Any]) -> dict[str, Any]:
+def event_params(config: Ga4Config, payload: Payload) -> dict[str, Any]:
     params: dict[str, Any] = {"engagement_time_msec": config.engagement_time_msec}
-    if payload.get("amount") is not None:
-        params["value"] = float(Decimal(payload["amount"]))
-        params["currency"] = payload["currency"]
-    if len(payload["event_id"]) <= MAX_VALUE_CHARS:
-        params["transaction_id"] = payload["event_id"]
-    session = payload.get("session_id")
-    if isinstance(session, str) and 0 < len(session) <= MAX_VALUE_CHARS:
+    if payload.amount is not None:
+        params["value"] = float(Decimal(payload.amount))
+        params["currency"] = payload.currency
+    if len(payload.event_id) <= MAX_VALUE_CHARS:
+        params["transaction_id"] = payload.event_id
+    session = payload.session_id
+    if session is not None and 0 < len(session) <= MAX_VALUE_CHARS:
         params["session_id"] = session
     return params
 
 
-def _identity(config: Ga4Config, payload: dict[str, Any]) -> dict[str, Any]:
+def _identity(config: Ga4Config, payload: Payload) -> dict[str, Any]:
     identity: dict[str, Any] = {}
     if config.app_stream:
         identity["app_instance_id"] = app_instance_id(payload)
     else:
         identity["client_id"] = client_id(payload)
-    user_id = payload.get("user_id")
-    if isinstance(user_id, str) and 0 < len(user_id) <= MAX_USER_ID_CHARS:
+    user_id = payload.user_id
+    if user_id is not None and 0 < len(user_id) <= MAX_USER_ID_CHARS:
         identity["user_id"] = user_id
     return identity
 
 
-def _consent(payload: dict[str, Any]) -> dict[str, str]:
-    consent = payload.get("consent") or {}
+def _consent(payload: Payload) -> dict[str, str]:
+    consent = payload.consent
     return {
-        "ad_user_data": "GRANTED" if consent.get("ad_user_data") else "DENIED",
-        "ad_personalization": "GRANTED" if consent.get("ad_personalization") else "DENIED",
+        "ad_user_data": "GRANTED" if consent.ad_user_data else "DENIED",
+        "ad_personalization": "GRANTED" if consent.ad_personalization else "DENIED",
     }
 
 
@@ -141,7 +140,7 @@ def build_request(config: Ga4Config, events: Sequence[Forwarded]) -> OutboundReq
         raise ValueError("a GA4 request is for one client: these events belong to several")
     body: dict[str, Any] = {
         **identity,
-        "timestamp_micros": first["event_time_us"],
+        "timestamp_micros": first.event_time_us,
         "consent": _consent(first),
         "events": [],
     }
@@ -149,7 +148,7 @@ def build_request(config: Ga4Config, events: Sequence[Forwarded]) -> OutboundReq
         item: dict[str, Any] = {"name": event_name(event.payload),
                                 "params": event_params(config, event.payload)}  # fmt: skip
         if len(events) > 1:  # each event keeps its own time
-            item["timestamp_micros"] = event.payload["event_time_us"]
+            item["timestamp_micros"] = event.payload.event_time_us
         body["events"].append(item)
     encoded = _encoder.encode(body)
     if len(encoded) >= MAX_BODY_BYTES:

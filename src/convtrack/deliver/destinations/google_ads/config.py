@@ -29,7 +29,7 @@ class GoogleAdsConfig:
     access_token: str = ""
     developer_token: str = ""
     click_window_days: int = 30
-    # The payload["user"] key of the hashed email to send (the Gmail rule variant).
+    # The payload.user key of the hashed email to send (the Gmail rule variant).
     email_key: str = "email_google"
 
     def action_for(self, source_event_name: str) -> str:

@@ -17,6 +17,7 @@ import msgspec
 
 from convtrack.deliver.base import Forwarded, OutboundRequest
 from convtrack.deliver.destinations.google_ads.config import GoogleAdsConfig
+from convtrack.deliver.payload import Payload
 
 CLICK_ID_KINDS = ("gclid", "gbraid", "wbraid")  # the one sent is the first present
 MAX_UPLOAD_IDENTIFIERS = 5  # uploadClickConversions: at most 5 userIdentifiers
@@ -25,21 +26,20 @@ MAX_CONVERSIONS = 2000  # both APIs: at most 2,000 conversions / events per requ
 _encoder = msgspec.json.Encoder(order="deterministic")
 
 
-def click_id(payload: dict[str, Any]) -> tuple[str, str] | None:
+def click_id(payload: Payload) -> tuple[str, str] | None:
     """The one Google click id to send: gclid, else gbraid, else wbraid (never two)."""
-    click_ids = payload.get("click_ids") or {}
     for kind in CLICK_ID_KINDS:
-        value = click_ids.get(kind)
-        if isinstance(value, str) and value:
+        value = payload.click_ids.get(kind)
+        if value:
             return kind, value
     return None
 
 
-def hashed_contacts(payload: dict[str, Any], email_key: str) -> list[tuple[str, str]]:
+def hashed_contacts(payload: Payload, email_key: str) -> list[tuple[str, str]]:
     """("email" | "phone", SHA-256 hex) pairs, only with ad_user_data consent."""
-    if not (payload.get("consent") or {}).get("ad_user_data", False):
+    if not payload.consent.ad_user_data:
         return []
-    user = payload.get("user") or {}
+    user = payload.user
     found = []
     if user.get(email_key):
         found.append(("email", user[email_key]))
@@ -54,16 +54,16 @@ def conversion_date_time(event_time_us: int) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S+00:00")
 
 
-def _money(payload: dict[str, Any]) -> float | None:
-    amount = payload.get("amount")
+def _money(payload: Payload) -> float | None:
+    amount = payload.amount
     return float(Decimal(amount)) if amount is not None else None
 
 
-def _consent(payload: dict[str, Any], granted: str, denied: str) -> dict[str, str]:
-    consent = payload.get("consent") or {}
+def _consent(payload: Payload, granted: str, denied: str) -> dict[str, str]:
+    consent = payload.consent
     return {
-        "adUserData": granted if consent.get("ad_user_data") else denied,
-        "adPersonalization": granted if consent.get("ad_personalization") else denied,
+        "adUserData": granted if consent.ad_user_data else denied,
+        "adPersonalization": granted if consent.ad_personalization else denied,
     }
 
 
@@ -83,12 +83,12 @@ def _headers(config: GoogleAdsConfig, *, with_google_ads_headers: bool) -> dict[
 # -- uploadClickConversions (destinations.md 2a) ------------------------------------
 
 
-def click_conversion(config: GoogleAdsConfig, payload: dict[str, Any]) -> dict[str, Any]:
-    action = config.action_for(payload.get("source_event_name") or payload["event_name"])
+def click_conversion(config: GoogleAdsConfig, payload: Payload) -> dict[str, Any]:
+    action = config.action_for(payload.source_event_name or payload.event_name)
     row: dict[str, Any] = {
         "conversionAction": f"customers/{config.customer_id}/conversionActions/{action}",
-        "conversionDateTime": conversion_date_time(payload["event_time_us"]),
-        "orderId": payload["event_id"],
+        "conversionDateTime": conversion_date_time(payload.event_time_us),
+        "orderId": payload.event_id,
         "consent": _consent(payload, "GRANTED", "DENIED"),
     }
     found = click_id(payload)
@@ -105,7 +105,7 @@ def click_conversion(config: GoogleAdsConfig, payload: dict[str, Any]) -> dict[s
     value = _money(payload)
     if value is not None:
         row["conversionValue"] = value
-        row["currencyCode"] = payload["currency"]
+        row["currencyCode"] = payload.currency
     return row
 
 
@@ -126,12 +126,12 @@ def build_click_upload(config: GoogleAdsConfig, events: Sequence[Forwarded]) -> 
 # -- Data Manager events:ingest (destinations.md 2b) --------------------------------
 
 
-def ingest_event(config: GoogleAdsConfig, payload: dict[str, Any]) -> dict[str, Any]:
-    action = config.action_for(payload.get("source_event_name") or payload["event_name"])
+def ingest_event(config: GoogleAdsConfig, payload: Payload) -> dict[str, Any]:
+    action = config.action_for(payload.source_event_name or payload.event_name)
     event: dict[str, Any] = {
         "destinationReferences": [action],
-        "transactionId": payload["event_id"],
-        "eventTimestamp": payload["event_time"],
+        "transactionId": payload.event_id,
+        "eventTimestamp": payload.event_time,
         "eventSource": "WEB",
         "consent": _consent(payload, "CONSENT_GRANTED", "CONSENT_DENIED"),
     }
@@ -146,7 +146,7 @@ def ingest_event(config: GoogleAdsConfig, payload: dict[str, Any]) -> dict[str, 
     value = _money(payload)
     if value is not None:
         event["conversionValue"] = value
-        event["currency"] = payload["currency"]
+        event["currency"] = payload.currency
     return event
 
 

@@ -19,6 +19,7 @@ import msgspec
 
 from convtrack.deliver.base import Forwarded, OutboundRequest
 from convtrack.deliver.destinations.linkedin.config import LinkedInConfig
+from convtrack.deliver.payload import Payload
 
 MAX_ELEMENTS = 5000  # [S] Salesforce: 5,000 events per batch
 MAX_EVENT_ID_CHARS = 64  # [S] Salesforce: eventId is at most 64 characters
@@ -36,34 +37,31 @@ def linkedin_event_id(event_id: str) -> str:
     return hashlib.sha256(event_id.encode()).hexdigest()
 
 
-def user_ids(payload: dict[str, Any]) -> list[dict[str, str]]:
+def user_ids(payload: Payload) -> list[dict[str, str]]:
     """The ids LinkedIn matches on: the hashed email (trim + lowercase, as Meta's) and li_fat_id.
 
     The email hash is the stored one; the click id is sent as given, never hashed.
     """
     ids = []
-    email = (payload.get("user") or {}).get("email")
+    email = payload.user.get("email")
     if email:
         ids.append({"idType": SHA256_EMAIL, "idValue": email})
-    li_fat_id = (payload.get("click_ids") or {}).get("li_fat_id")
+    li_fat_id = payload.click_ids.get("li_fat_id")
     if li_fat_id:
         ids.append({"idType": LI_FAT_ID, "idValue": li_fat_id})
     return ids
 
 
-def conversion_element(config: LinkedInConfig, payload: dict[str, Any]) -> dict[str, Any]:
-    rule = config.rule_for(payload.get("source_event_name") or payload["event_name"])
+def conversion_element(config: LinkedInConfig, payload: Payload) -> dict[str, Any]:
+    rule = config.rule_for(payload.source_event_name or payload.event_name)
     element: dict[str, Any] = {
         "conversion": RULE_URN + rule,
-        "conversionHappenedAt": payload["event_time_us"] // 1000,
-        "eventId": linkedin_event_id(payload["event_id"]),
+        "conversionHappenedAt": payload.event_time_us // 1000,
+        "eventId": linkedin_event_id(payload.event_id),
         "user": {"userIds": user_ids(payload)},
     }
-    if payload.get("amount") is not None and payload.get("currency"):
-        element["conversionValue"] = {
-            "currencyCode": payload["currency"],
-            "amount": payload["amount"],
-        }
+    if payload.amount is not None and payload.currency:
+        element["conversionValue"] = {"currencyCode": payload.currency, "amount": payload.amount}
     return element
 
 

@@ -32,13 +32,11 @@ class MetaCapiDestination(Destination):
         if too_old(payload, now_us, self._config.window_us):
             return "too_old"
         if self._config.action_source == "website":
-            if not payload.get("page_url"):
+            if not payload.page_url:
                 return "no_page_url"  # event_source_url is required for website events
-            if not payload.get("user_agent"):
+            if not payload.user_agent:
                 return "no_user_agent"  # client_user_agent is required for website events
-        if payload.get("event_name") == "Purchase" and (
-            payload.get("amount") is None or not payload.get("currency")
-        ):
+        if payload.event_name == "Purchase" and (payload.amount is None or not payload.currency):
             return "no_value"
         if not user_data(payload):
             return "no_user_data"

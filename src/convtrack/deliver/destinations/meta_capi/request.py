@@ -1,6 +1,6 @@
 """Events to a Conversions API request, pure (destinations.md §1 and §7).
 
-Contact fields arrive already hashed (``payload["user"]``); this module only
+Contact fields arrive already hashed (``payload.user``); this module only
 picks Meta's variants: phone as digits without '+', names with punctuation
 dropped, the country hashed from its lower-case ISO code. IP, user agent,
 ``fbc`` and ``fbp`` are sent as they are, never hashed.
@@ -17,6 +17,7 @@ import msgspec
 
 from convtrack.deliver.base import Forwarded, OutboundRequest
 from convtrack.deliver.fields import event_seconds, identifier, ip_address, number, purchase_fields
+from convtrack.deliver.payload import Payload
 
 _encoder = msgspec.json.Encoder(order="deterministic")
 _HEX64 = re.compile(r"^[a-fA-F0-9]{64}$")
@@ -38,29 +39,29 @@ def hashed_country(country: str) -> str | None:
     return hashlib.sha256(code.encode()).hexdigest() if len(code) == 2 else None
 
 
-def click_cookie(payload: dict[str, Any], name: str) -> str | None:
+def click_cookie(payload: Payload, name: str) -> str | None:
     """``fbc`` or ``fbp`` from the user object, else the click ids, when well formed."""
-    for source in (payload.get("user") or {}, payload.get("click_ids") or {}):
+    for source in (payload.user, payload.click_ids):
         value = source.get(name)
-        if isinstance(value, str) and _COOKIE.match(value):
+        if value is not None and _COOKIE.match(value):
             return value
     return None
 
 
-def fbc(payload: dict[str, Any]) -> str | None:
+def fbc(payload: Payload) -> str | None:
     """The ``_fbc`` value, else one built from the fbclid as Meta describes:
     ``fb.1.<ms when the fbclid was seen>.<fbclid>`` (the event's time: stable across retries)."""
     given = click_cookie(payload, "fbc")
     if given:
         return given
-    fbclid = (payload.get("click_ids") or {}).get("fbclid")
-    if isinstance(fbclid, str) and fbclid:
-        return f"fb.1.{int(payload['event_time_us']) // 1000}.{fbclid}"
+    fbclid = payload.click_ids.get("fbclid")
+    if fbclid:
+        return f"fb.1.{payload.event_time_us // 1000}.{fbclid}"
     return None
 
 
-def user_data(payload: dict[str, Any]) -> dict[str, Any]:
-    user: dict[str, Any] = payload.get("user") or {}
+def user_data(payload: Payload) -> dict[str, Any]:
+    user = payload.user
     data: dict[str, Any] = {}
     if user.get("email"):
         data["em"] = [user["email"]]
@@ -70,14 +71,14 @@ def user_data(payload: dict[str, Any]) -> dict[str, Any]:
         if user.get(field):
             data[key] = user[field]
     if user.get("country"):
-        country = hashed_country(str(user["country"]))
+        country = hashed_country(user["country"])
         if country:
             data["country"] = country
-    client_ip = ip_address(payload.get("client_ip"))
+    client_ip = ip_address(payload.client_ip)
     if client_ip:
         data["client_ip_address"] = client_ip
-    if payload.get("user_agent"):
-        data["client_user_agent"] = payload["user_agent"]
+    if payload.user_agent:
+        data["client_user_agent"] = payload.user_agent
     click = fbc(payload)
     if click:
         data["fbc"] = click
@@ -111,32 +112,30 @@ def contents(properties: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def custom_data(payload: dict[str, Any]) -> dict[str, Any]:
-    properties: dict[str, Any] = payload.get("properties") or {}
+def custom_data(payload: Payload) -> dict[str, Any]:
     data = purchase_fields(payload)
-    items = contents(properties)
+    items = contents(payload.properties)
     if items:
         data["contents"] = items
     return data
 
 
-def server_event(payload: dict[str, Any], action_source: str) -> dict[str, Any]:
+def server_event(payload: Payload, action_source: str) -> dict[str, Any]:
     event: dict[str, Any] = {
-        "event_name": payload["event_name"],
+        "event_name": payload.event_name,
         "event_time": event_seconds(payload),
-        "event_id": payload["event_id"],  # Meta's dedup key (48 h) with the Pixel's eventID
+        "event_id": payload.event_id,  # Meta's dedup key (48 h) with the Pixel's eventID
         "action_source": action_source,
         "user_data": user_data(payload),
     }
-    if payload.get("page_url"):
-        event["event_source_url"] = payload["page_url"]
-    if payload.get("referrer"):
-        event["referrer_url"] = payload["referrer"]
+    if payload.page_url:
+        event["event_source_url"] = payload.page_url
+    if payload.referrer:
+        event["referrer_url"] = payload.referrer
     custom = custom_data(payload)
     if custom:
         event["custom_data"] = custom
-    consent = payload.get("consent") or {}
-    if consent.get("ad_personalization") is False:
+    if not payload.consent.ad_personalization:
         event["opt_out"] = True  # Meta: use for attribution only, not ads optimisation
     return event
 

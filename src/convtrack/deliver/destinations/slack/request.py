@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from convtrack.deliver.base import OutboundRequest
+from convtrack.deliver.payload import Payload
 from convtrack.model.currency import format_money
 
 SECTION_CHARS = 3000  # Slack's limit for a section's text
@@ -49,42 +50,42 @@ def utc_time(us: int) -> str:
     return datetime.fromtimestamp(us / 1e6, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def value_text(payload: dict[str, Any]) -> str | None:
-    value, currency = payload.get("value"), payload.get("currency")
-    if not isinstance(value, int) or not isinstance(currency, str) or not currency:
+def value_text(payload: Payload) -> str | None:
+    value, currency = payload.value, payload.currency
+    if value is None or not currency:
         return None
     return field(format_money(value, currency))
 
 
-def conversion_line(payload: dict[str, Any]) -> str:
+def conversion_line(payload: Payload) -> str:
     """``*Purchase* · EUR 12.50 · campaign spring · DE · mobile``"""
-    parts = [f"*{field(payload.get('event_name') or '?')}*"]
+    parts = [f"*{field(payload.event_name or '?')}*"]
     value = value_text(payload)
     if value is not None:
         parts.append(value)
-    campaign = payload.get("campaign_id")
+    campaign = payload.campaign_id
     if campaign and campaign != NO_CAMPAIGN:
         parts.append(f"campaign {field(campaign)}")
-    country = payload.get("country_code")
+    country = payload.country_code
     if country and country != UNKNOWN_COUNTRY:
         parts.append(field(country))
-    if payload.get("device_type"):
-        parts.append(field(payload["device_type"]))
+    if payload.device_type:
+        parts.append(field(payload.device_type))
     return " · ".join(parts)
 
 
-def totals(payloads: Sequence[dict[str, Any]]) -> str:
+def totals(payloads: Sequence[Payload]) -> str:
     """The batch's value per currency in major units: ``EUR 37.50 + USD 10.00``."""
     sums: dict[str, int] = {}
     for payload in payloads:
-        currency, value = payload.get("currency"), payload.get("value")
-        if isinstance(currency, str) and isinstance(value, int):
+        currency, value = payload.currency, payload.value
+        if currency is not None and value is not None:
             sums[currency] = sums.get(currency, 0) + value
     return " + ".join(field(format_money(v, c)) for c, v in sorted(sums.items()))
 
 
-def time_span(payloads: Sequence[dict[str, Any]]) -> str:
-    times = [p["event_time_us"] for p in payloads]
+def time_span(payloads: Sequence[Payload]) -> str:
+    times = [p.event_time_us for p in payloads]
     first, last = utc_time(min(times)), utc_time(max(times))
     return first if first == last else f"{first} to {last}"
 
@@ -97,7 +98,7 @@ def context(text: str) -> dict[str, Any]:
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
 
 
-def conversions_message(payloads: Sequence[dict[str, Any]], max_lines: int) -> dict[str, Any]:
+def conversions_message(payloads: Sequence[Payload], max_lines: int) -> dict[str, Any]:
     if not payloads:
         raise ValueError("a Slack message needs at least one conversion")
     count = len(payloads)

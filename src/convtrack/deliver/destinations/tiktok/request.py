@@ -13,43 +13,36 @@ from typing import Any
 import msgspec
 
 from convtrack.deliver.base import Forwarded, OutboundRequest
-from convtrack.deliver.fields import (
-    event_seconds,
-    identifier,
-    ip_address,
-    number,
-    purchase_fields,
-    text,
-)
+from convtrack.deliver.fields import event_seconds, identifier, ip_address, number, purchase_fields
+from convtrack.deliver.payload import Payload
+from convtrack.model.event import text
 
 _encoder = msgspec.json.Encoder(order="deterministic")
 
 
-def ttp(payload: dict[str, Any]) -> str | None:
+def ttp(payload: Payload) -> str | None:
     """The ``_ttp`` cookie: a click id named ``ttp``, else ``properties._ttp``
     (our click ids have no slot for it yet, so senders pass it as a property)."""
-    click_ids: dict[str, Any] = payload.get("click_ids") or {}
-    properties: dict[str, Any] = payload.get("properties") or {}
-    return text(click_ids.get("ttp")) or text(properties.get("_ttp"))
+    return payload.click_ids.get("ttp") or text(payload.properties.get("_ttp"))
 
 
-def user(payload: dict[str, Any]) -> dict[str, Any]:
-    given: dict[str, Any] = payload.get("user") or {}
+def user(payload: Payload) -> dict[str, Any]:
+    given = payload.user
     out: dict[str, Any] = {}
     for key, field in (("email", "email"), ("phone", "phone_e164"), ("external_id", "external_id")):
         if given.get(field):
             out[key] = [given[field]]
-    ttclid = text((payload.get("click_ids") or {}).get("ttclid"))
+    ttclid = payload.click_ids.get("ttclid")
     if ttclid:
         out["ttclid"] = ttclid
     cookie = ttp(payload)
     if cookie:
         out["ttp"] = cookie
-    client_ip = ip_address(payload.get("client_ip"))
+    client_ip = ip_address(payload.client_ip)
     if client_ip:
         out["ip"] = client_ip
-    if payload.get("user_agent"):
-        out["user_agent"] = payload["user_agent"]
+    if payload.user_agent:
+        out["user_agent"] = payload.user_agent
     return out
 
 
@@ -79,27 +72,26 @@ def contents(items: object) -> list[dict[str, Any]]:
     return out
 
 
-def properties(payload: dict[str, Any]) -> dict[str, Any]:
-    given: dict[str, Any] = payload.get("properties") or {}
+def properties(payload: Payload) -> dict[str, Any]:
     out = purchase_fields(payload)
-    items = contents(given.get("contents"))
+    items = contents(payload.properties.get("contents"))
     if items:
         out["contents"] = items
     return out
 
 
-def track_event(payload: dict[str, Any]) -> dict[str, Any]:
+def track_event(payload: Payload) -> dict[str, Any]:
     event: dict[str, Any] = {
-        "event": payload["event_name"],
+        "event": payload.event_name,
         "event_time": event_seconds(payload),
-        "event_id": payload["event_id"],  # TikTok's dedup key (48 h) with the Pixel's
+        "event_id": payload.event_id,  # TikTok's dedup key (48 h) with the Pixel's
         "user": user(payload),
     }
     page: dict[str, Any] = {}
-    if payload.get("page_url"):
-        page["url"] = payload["page_url"]
-    if payload.get("referrer"):
-        page["referrer"] = payload["referrer"]
+    if payload.page_url:
+        page["url"] = payload.page_url
+    if payload.referrer:
+        page["referrer"] = payload.referrer
     if page:
         event["page"] = page
     props = properties(payload)
