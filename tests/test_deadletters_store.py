@@ -22,7 +22,7 @@ from convtrack.deliver.payload import decode_payload, encode_payload
 from convtrack.errors import StoreError, StoreUnavailable
 from convtrack.store.deadletters.base import DeadLetterStore, Failure, store_path
 from convtrack.store.deadletters.sqlite import SqliteDeadLetterStore
-from tests.payloads import forwarded
+from convtrack.testing.events import forwarded
 from tests.redis_fixtures import start_redis
 from tests.sqlite_faults import locked, make_unreadable, short_busy_timeout
 

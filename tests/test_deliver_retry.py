@@ -10,6 +10,7 @@ from convtrack.deliver.alerts import Alerts
 from convtrack.deliver.outbound import EndpointGuard
 from convtrack.runtime.embedded import Pipeline
 from convtrack.store.deadletters.base import Failure
+from convtrack.testing.events import forwarded
 from convtrack.testing.standins.base import Answer, Hangup, Slow
 from tests.deliverkit import (
     START_US,
@@ -21,7 +22,6 @@ from tests.deliverkit import (
     runner,
     settings,
 )
-from tests.payloads import forwarded
 
 
 def dead(pipeline: Pipeline, name: str = "tiny") -> dict[str, tuple[int | None, str, int]]:

@@ -28,6 +28,7 @@ from convtrack.runtime.embedded import Pipeline
 from convtrack.runtime.locks import exclusive_roles
 from convtrack.store.deadletters.base import DeadLetterStore
 from convtrack.testing import wait_for
+from convtrack.testing.events import forwarded
 from tests.conftest import ADMIN_KEY, WRITE_KEY, ServerFactory, ServerProcess, auth
 from tests.deliverkit import (
     START_US,
@@ -38,7 +39,6 @@ from tests.deliverkit import (
     open_pipeline,
     settings,
 )
-from tests.payloads import forwarded
 from tests.s3_fixtures import S3Target
 from tests.test_roles import purchase, terminate_within
 from tests.test_roles_distributed import cli, distributed_env

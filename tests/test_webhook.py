@@ -30,9 +30,9 @@ from convtrack.model.processed import ProcessedEvent
 from convtrack.runtime.embedded import Pipeline
 from convtrack.store.deadletters.base import Failure, store_path
 from convtrack.store.deadletters.sqlite import SqliteDeadLetterStore as DeadLetterStore
+from convtrack.testing.events import forwarded
 from tests.conftest import ADMIN_KEY, SERVER_KEY, WRITE_KEY
 from tests.inprocess import ENV, call, process_all
-from tests.payloads import forwarded
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 SECRET_ENV = "HOOK_SECRET"

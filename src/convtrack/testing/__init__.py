@@ -8,7 +8,7 @@ production.
 from __future__ import annotations
 
 from convtrack.clock import ManualClock
-from convtrack.testing.events import conversion
+from convtrack.testing.events import conversion, forwarded, payload
 from convtrack.testing.waiting import wait_for
 
-__all__ = ["ManualClock", "conversion", "wait_for"]
+__all__ = ["ManualClock", "conversion", "forwarded", "payload", "wait_for"]
