@@ -19,10 +19,10 @@ import httpx
 import pytest
 
 pytest_plugins = [
-    "tests.s3_fixtures",
-    "tests.kafka_fixtures",
-    "tests.redis_fixtures",
-    "tests.deliver_fixtures",
+    "tests.support.s3_fixtures",
+    "tests.support.kafka_fixtures",
+    "tests.support.redis_fixtures",
+    "tests.support.deliver_fixtures",
 ]
 
 WRITE_KEY = "test_write_key_0123456789"

@@ -79,7 +79,7 @@ class OptionalModule:
             raise missing(self.package, self.extra, self.purpose)
 
 
-# The optional modules convtrack imports (tests/test_optional_deps.py: only behind these).
+# The optional modules convtrack imports (tests/runtime/test_optional_deps.py: only behind these).
 KAFKA_CLIENT = OptionalModule(
     "confluent_kafka", "confluent-kafka", "kafka", "the Kafka log (log.kind = 'kafka')"
 )

@@ -7,7 +7,7 @@ processor). The ``store`` role also copies the rejects to the lake: with
 ``hot.kind = "sqlite"`` they are this data dir's SQLite file, which has one
 copier; with ``hot.kind = "redis"`` they are shared by every machine, and any
 number of store processes may copy them (the lake's conditional manifest
-commit makes each reject land once; tests/test_rejects_store.py). The
+commit makes each reject land once; tests/store/test_rejects_store.py). The
 lock is an ``flock`` on ``DATA_DIR/locks/ROLE.lock``:
 the kernel releases it when the process dies, SIGKILL included, so a restart
 never finds a stale lock.

@@ -11,7 +11,7 @@ view. A path is ``/``-separated and relative to the lake's root
 Two implementations: ``LocalColdStore`` (a directory, ``store/cold/local.py``)
 and ``S3ColdStore`` (a bucket and prefix, ``store/cold/s3.py``). Which one a
 ``cold.uri`` gets is decided in ``runtime/backends.py`` (``open_cold_store``);
-``tests/contract/cold_contract.py`` holds both to this contract.
+``tests/support/contract/cold_contract.py`` holds both to this contract.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The convtrack command (src/convtrack/cli)."""

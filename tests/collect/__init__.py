@@ -1,0 +1,1 @@
+"""Ingest and its HTTP plumbing (src/convtrack/collect)."""

@@ -1,0 +1,1 @@
+"""Delivery and each destination (src/convtrack/deliver)."""

@@ -1,0 +1,1 @@
+"""The local Kafka, Redis and S3 servers (src/convtrack/devservices)."""

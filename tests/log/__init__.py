@@ -1,0 +1,1 @@
+"""The event and processed logs on SQLite and Kafka (src/convtrack/log)."""

@@ -1,0 +1,1 @@
+"""Pure data: validation, identifiers, money, Segment messages, tokens (src/convtrack/model)."""

@@ -1,0 +1,1 @@
+"""The processor and its enrichers (src/convtrack/process)."""

@@ -1,0 +1,1 @@
+"""Wiring, roles and health (src/convtrack/runtime)."""

@@ -1,0 +1,1 @@
+"""The hot store, rejects, quarantine, dead letters and the lake (src/convtrack/store)."""

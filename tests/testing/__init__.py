@@ -1,0 +1,1 @@
+"""The test doubles convtrack ships (src/convtrack/testing)."""
