@@ -28,7 +28,8 @@ from convtrack.testing import wait_for
 from convtrack.testing.standins.base import Answer, Slow
 from convtrack.testing.standins.ga4 import Ga4StandIn
 from tests.conftest import ADMIN_KEY, WRITE_KEY, ServerFactory, ServerProcess, auth
-from tests.support.inprocess import ENV, call, process_all
+from tests.support.deliverkit import deliver_all, destination_pipeline
+from tests.support.inprocess import call
 
 SECRET = "s3cr3t"
 MEASUREMENT_ID = "G-ABC123XYZ"
@@ -276,10 +277,7 @@ def clock() -> ManualClock:
 
 
 def open_pipeline(data_dir: Path, clock: ManualClock, table: dict[str, Any]) -> Pipeline:
-    env = {**ENV, "GA4_SECRET": SECRET}
-    overrides: dict[str, Any] = {"server": {"data_dir": str(data_dir)}, "destinations": [table]}
-    settings = load_settings(environ=env, overrides=overrides)
-    return Pipeline(settings, clock=clock, environ=env, delivery_sleep=clock.advance)
+    return destination_pipeline(data_dir, clock, table, env={"GA4_SECRET": SECRET})
 
 
 def send(pipeline: Pipeline, clock: ManualClock, event_id: str, **kw: Any) -> None:
@@ -288,14 +286,6 @@ def send(pipeline: Pipeline, clock: ManualClock, event_id: str, **kw: Any) -> No
     body.update(kw)
     response = call(pipeline, "POST", "/v1/track", body, key=WRITE_KEY)
     assert response.status_code == 202, response.text
-
-
-def deliver_all(pipeline: Pipeline) -> None:
-    process_all(pipeline)
-    for runner in pipeline.deliveries:
-        while runner.run_once():
-            pass
-        runner.flush()
 
 
 def test_end_to_end_with_faults(tmp_path: Path, clock: ManualClock, standin: Ga4StandIn) -> None:

@@ -36,7 +36,8 @@ from convtrack.testing import wait_for
 from convtrack.testing.standins.base import After, Answer, Hangup, Slow
 from convtrack.testing.standins.google_ads import GoogleAdsStandIn, ads_request_error, dm_error
 from tests.conftest import ADMIN_KEY, WRITE_KEY, ServerFactory, ServerProcess, auth
-from tests.support.inprocess import ENV, call, process_all
+from tests.support.deliverkit import deliver_all, destination_pipeline
+from tests.support.inprocess import call
 
 TOKEN = "ya29.test-token"
 CUSTOMER = "1234567890"
@@ -467,10 +468,7 @@ def clock() -> ManualClock:
 
 
 def open_pipeline(data_dir: Path, clock: ManualClock, table: dict[str, Any]) -> Pipeline:
-    env = {**ENV, "GADS_TOKEN": TOKEN}
-    overrides: dict[str, Any] = {"server": {"data_dir": str(data_dir)}, "destinations": [table]}
-    settings = load_settings(environ=env, overrides=overrides)
-    return Pipeline(settings, clock=clock, environ=env, delivery_sleep=clock.advance)
+    return destination_pipeline(data_dir, clock, table, env={"GADS_TOKEN": TOKEN})
 
 
 def send(pipeline: Pipeline, clock: ManualClock, event_id: str, **kw: Any) -> None:
@@ -480,14 +478,6 @@ def send(pipeline: Pipeline, clock: ManualClock, event_id: str, **kw: Any) -> No
     body.update(kw)
     response = call(pipeline, "POST", "/v1/track", body, key=WRITE_KEY)
     assert response.status_code == 202, response.text
-
-
-def deliver_all(pipeline: Pipeline) -> None:
-    process_all(pipeline)
-    for runner in pipeline.deliveries:
-        while runner.run_once():
-            pass
-        runner.flush()
 
 
 def dead_letters(pipeline: Pipeline) -> dict[str, Any]:

@@ -36,7 +36,8 @@ from convtrack.runtime.embedded import Pipeline
 from convtrack.testing.standins.base import Answer, Slow
 from convtrack.testing.standins.linkedin import LinkedInStandIn
 from tests.conftest import ADMIN_KEY, WRITE_KEY
-from tests.support.inprocess import ENV, call, process_all
+from tests.support.deliverkit import deliver_all, destination_pipeline
+from tests.support.inprocess import call
 
 TOKEN = "li-test-token"
 TOKEN_ENV = "LI_TOKEN"
@@ -307,13 +308,9 @@ def clock() -> ManualClock:
 
 def open_pipeline(data_dir: Path, clock: ManualClock, standin: LinkedInStandIn,
                   **kw: Any) -> Pipeline:  # fmt: skip
-    env = {**ENV, TOKEN_ENV: TOKEN}
     destination = table(endpoint=standin.base_url, batch_max_wait_secs=0, **kw)
-    overrides: dict[str, Any] = {"server": {"data_dir": str(data_dir)},
-                                 "limits": {"max_event_age_secs": 100 * 86_400},
-                                 "destinations": [destination]}  # fmt: skip
-    settings = load_settings(environ=env, overrides=overrides)
-    return Pipeline(settings, clock=clock, environ=env, delivery_sleep=clock.advance)
+    return destination_pipeline(data_dir, clock, destination, env={TOKEN_ENV: TOKEN},
+                                limits={"max_event_age_secs": 100 * 86_400})  # fmt: skip
 
 
 def track(pipeline: Pipeline, clock: ManualClock, event_id: str, **kw: Any) -> None:
@@ -324,14 +321,6 @@ def track(pipeline: Pipeline, clock: ManualClock, event_id: str, **kw: Any) -> N
     body.update(kw)
     response = call(pipeline, "POST", "/v1/track", body, key=WRITE_KEY)
     assert response.status_code == 202, response.text
-
-
-def deliver_all(pipeline: Pipeline) -> None:
-    process_all(pipeline)
-    for runner in pipeline.deliveries:
-        while runner.run_once():
-            pass
-        runner.flush()
 
 
 def dead_letters(pipeline: Pipeline) -> list[dict[str, Any]]:

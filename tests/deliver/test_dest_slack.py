@@ -28,7 +28,8 @@ from convtrack.testing import wait_for
 from convtrack.testing.standins.base import Answer, Slow
 from convtrack.testing.standins.slack import SlackStandIn
 from tests.conftest import ADMIN_KEY, WRITE_KEY, ServerFactory, ServerProcess, auth
-from tests.support.inprocess import ENV, call, process_all
+from tests.support.deliverkit import deliver_all, destination_pipeline
+from tests.support.inprocess import ENV, call
 
 URL_ENV = "SLACK_HOOK_URL"
 SECRET_URL = "https://hooks.slack.com/services/T0SECRET/B0SECRET/sEcReTtOkEn42"
@@ -287,11 +288,7 @@ def test_the_standin_checks_messages_and_its_rate(
 
 
 def open_pipeline(data_dir: Path, clock: ManualClock, url: str, **kw: Any) -> Pipeline:
-    destination = table(endpoint=url, batch_max_wait_secs=0, **kw)
-    overrides: dict[str, Any] = {"server": {"data_dir": str(data_dir)},
-                                 "destinations": [destination]}  # fmt: skip
-    settings = load_settings(environ=ENV, overrides=overrides)
-    return Pipeline(settings, clock=clock, environ=ENV, delivery_sleep=clock.advance)
+    return destination_pipeline(data_dir, clock, table(endpoint=url, batch_max_wait_secs=0, **kw))
 
 
 def track(pipeline: Pipeline, clock: ManualClock, i: int, **kw: Any) -> None:
@@ -302,14 +299,6 @@ def track(pipeline: Pipeline, clock: ManualClock, i: int, **kw: Any) -> None:
     body.update(kw)
     response = call(pipeline, "POST", "/v1/track", body, key=WRITE_KEY)
     assert response.status_code == 202, response.text
-
-
-def deliver_all(pipeline: Pipeline) -> None:
-    process_all(pipeline)
-    for runner in pipeline.deliveries:
-        while runner.run_once():
-            pass
-        runner.flush()
 
 
 def amounts(messages: list[dict[str, Any]]) -> list[str]:

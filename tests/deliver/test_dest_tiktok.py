@@ -34,7 +34,8 @@ from convtrack.runtime.embedded import Pipeline
 from convtrack.testing.standins.base import After, Answer, Hangup, Request, Slow
 from convtrack.testing.standins.tiktok import TikTokStandIn, envelope
 from tests.conftest import ADMIN_KEY
-from tests.support.inprocess import ENV, call, process_all
+from tests.support.deliverkit import deliver_all, destination_pipeline
+from tests.support.inprocess import call, process_all
 
 PIXEL = "C4ABCDEF1234567890"
 TOKEN = "3f9eTikTokTokenForTests0123456789"
@@ -339,10 +340,7 @@ def open_pipeline(
     table = {"kind": "tiktok", "name": "tt", "event_source_id": PIXEL,
              "access_token_env": TOKEN_ENV, "endpoint": standin.base_url,
              "batch_max_wait_secs": 0, "event_map": EVENT_MAP, **kw}  # fmt: skip
-    env = {**ENV, TOKEN_ENV: TOKEN}
-    overrides: dict[str, Any] = {"server": {"data_dir": str(data_dir)}, "destinations": [table]}
-    return Pipeline(load_settings(environ=env, overrides=overrides), clock=clock, environ=env,
-                    delivery_sleep=sleep or clock.advance)  # fmt: skip
+    return destination_pipeline(data_dir, clock, table, env={TOKEN_ENV: TOKEN}, sleep=sleep)
 
 
 def ingest(pipeline: Pipeline, clock: ManualClock, event_id: str, **kw: Any) -> None:
@@ -357,21 +355,6 @@ def ingest(pipeline: Pipeline, clock: ManualClock, event_id: str, **kw: Any) -> 
     body.update(kw)
     response = call(pipeline, "POST", "/v1/track", body)
     assert response.status_code == 202, response.text
-
-
-def deliver_all(pipeline: Pipeline, clock: ManualClock) -> None:
-    """Process, then deliver until nothing is held (moving the clock past an open
-    circuit's cooldown or a setup pause, as time would)."""
-    process_all(pipeline)
-    for runner in pipeline.deliveries:
-        for _ in range(20):
-            while runner.run_once():
-                pass
-            if runner.flush():
-                break
-            clock.advance(301)
-        else:
-            raise AssertionError("delivery is still held")
 
 
 def dead_letters(pipeline: Pipeline) -> dict[str, Any]:

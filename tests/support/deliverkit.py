@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -226,3 +226,39 @@ def drain(delivery: DeliveryRunner) -> None:
 def metric(pipeline: Pipeline, name: str, **labels: str) -> float:
     value = pipeline.metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
+
+
+def destination_pipeline(
+    data_dir: Path,
+    clock: ManualClock,
+    table: dict[str, Any],
+    *,
+    env: dict[str, str] | None = None,
+    sleep: Callable[[float], None] | None = None,
+    **sections: Any,
+) -> Pipeline:
+    """An embedded pipeline delivering to one ``[[destinations]]`` table, its credentials
+    in ``env``, retries sleeping on the manual clock."""
+    environ = {**ENV, **(env or {})}
+    overrides: dict[str, Any] = {"server": {"data_dir": str(data_dir)}, "destinations": [table],
+                                 **sections}  # fmt: skip
+    settings = load_settings(environ=environ, overrides=overrides)
+    return Pipeline(settings, clock=clock, environ=environ, delivery_sleep=sleep or clock.advance)
+
+
+def deliver_all(pipeline: Pipeline, clock: ManualClock | None = None) -> None:
+    """Process, then deliver until caught up. With ``clock``: until nothing is held,
+    moving the clock past an open circuit's cooldown or a setup pause, as time would."""
+    process_all(pipeline)
+    for delivery in pipeline.deliveries:
+        if clock is None:
+            drain(delivery)
+            continue
+        for _ in range(20):
+            while delivery.run_once():
+                pass
+            if delivery.flush():
+                break
+            clock.advance(301)
+        else:
+            raise AssertionError("delivery is still held")
