@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 
 from benchkit import free_port, terminate
-from convtrack.store.cold.lake import Lake
+from convtrack.runtime.backends import open_cold_store
 from convtrack.store.cold.manifest import read_state
 
 WRITE = "bench_write_key_0123456789"
@@ -170,7 +170,7 @@ def main() -> None:
             code = terminate(server, 30)
         if code != 0:
             raise SystemExit(f"serve exited {code}")
-        lake = Lake.open(str(data_dir / "lake"))
+        lake = open_cold_store(str(data_dir / "lake"))
         rows = sum(f.rows for f in read_state(lake, "events").files.values())
         print(
             f"{accepted:,} {args.payload} events accepted, {rows:,} lake rows, default settings;"

@@ -27,9 +27,10 @@ from convtrack.log.sqlite import SqliteLog
 from convtrack.model.event import Envelope
 from convtrack.model.processed import ProcessedEvent, encode_processed
 from convtrack.observe.metrics import Metrics
+from convtrack.runtime.backends import open_cold_store
 from convtrack.store.cold import schema
+from convtrack.store.cold.base import ColdStore
 from convtrack.store.cold.counted import COUNTED
-from convtrack.store.cold.lake import Lake
 from convtrack.store.cold.manifest import DataFile, ManifestEntry, commit_change
 from convtrack.store.cold.query import connect
 from convtrack.store.cold.tables import EventsSource, partition_segment
@@ -93,8 +94,8 @@ def synthetic_table(n: int, day: int, campaign: int, offset: int) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=schema.EVENTS)
 
 
-def build_lake(root: Path, events: int, days: int, campaigns: int) -> Lake:
-    lake = Lake.open(str(root / "lake"))
+def build_lake(root: Path, events: int, days: int, campaigns: int) -> ColdStore:
+    lake = open_cold_store(str(root / "lake"))
     per_file = events // (days * campaigns)
     offset = 0
     adds = []
@@ -138,11 +139,11 @@ def time_cli(data_dir: Path, runs: int) -> list[float]:
     return times
 
 
-def time_duckdb_alone(lake: Lake, runs: int) -> list[float]:
+def time_duckdb_alone(lake: ColdStore, runs: int) -> list[float]:
     import duckdb
 
     con = duckdb.connect()
-    files = ", ".join(f"'{p}'" for p in sorted(str(f) for f in Path(lake.root).rglob("*.parquet")))
+    files = ", ".join(f"'{p}'" for p in sorted(str(f) for f in Path(lake.uri).rglob("*.parquet")))
     sql = REPORT.replace("from events", f"from read_parquet([{files}])")
     times = []
     for _ in range(runs):
@@ -182,7 +183,7 @@ def time_writer(root: Path, events: int) -> float:
         records.append(LogRecord("k", encode_processed(processed)))
     for start in range(0, len(records), 20_000):
         asyncio.run(log.append(records[start : start + 20_000]))
-    lake = Lake.open(str(root / "writer-lake"))
+    lake = open_cold_store(str(root / "writer-lake"))
     writer = TableWriter(
         lake=lake,
         source=EventsSource(log.consumer("cold")),
