@@ -74,6 +74,65 @@ def test_claims_are_leased_removed_or_kept_with_the_new_error(store: QuarantineS
     assert store.total() == 2
 
 
+def test_settled_claims_are_not_claimed_again_until_queued_and_given_back_at_once(
+    store: QuarantineStore,
+) -> None:
+    store.add([event(1, "deliver", "ga4"), event(2, "deliver", "ga4"), event(3, "deliver", "ga4")])
+    assert store.mark_replay("deliver") == 3
+    one, two, three = store.claim(["deliver"], "ga4", 10, NOW, lease_secs=60)
+    # Settled before sending (a destination that cannot deduplicate): unqueued, noted.
+    assert store.settle_claims([one.id, two.id, three.id], "replay in flight") == [
+        one.id, two.id, three.id,
+    ]  # fmt: skip
+    assert store.settle_claims([one.id], "replay in flight") == []  # settled already
+    kept = {r.id: r for r in store.items("deliver")}
+    assert not kept[one.id].replay and kept[one.id].attempts == 1
+    assert (
+        kept[one.id].event.error.startswith("replay in flight")
+        and "boom" in kept[one.id].event.error
+    )
+    # A lapsed lease does not bring them back (the request may have reached the platform).
+    assert store.claim(["deliver"], "ga4", 10, NOW + 3600_000_000) == []
+    # Not sent after all (a pause, a stop): given back, claimable at once, error as before.
+    store.give_back([two.id])
+    (back,) = store.claim(["deliver"], "ga4", 10, NOW + 1)
+    assert back.id == two.id and back.event.error == "boom"
+    # An operator queues the rest again: claimable, the note gone.
+    assert store.mark_replay("deliver") == 2
+    again = store.claim(["deliver"], "ga4", 10, NOW + 2)
+    assert [r.id for r in again] == [one.id, three.id]
+    assert [r.event.error for r in store.items("deliver")] == ["boom"] * 3
+    # Settled, then delivered: removed with its note.
+    assert store.settle_claims([one.id], "replay in flight") == [one.id]
+    store.remove([one.id])
+    assert [r.id for r in store.items("deliver")] == [two.id, three.id]
+    store.failed_again(three.id, "still boom", NOW + 3)
+    assert store.items("deliver")[1].event.error == "still boom"
+
+
+def test_a_quarantine_made_before_notes_gains_the_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE quarantine (id INTEGER PRIMARY KEY, stage TEXT NOT NULL, scope TEXT NOT"
+        " NULL, log TEXT NOT NULL, part INTEGER NOT NULL, off INTEGER NOT NULL, key TEXT NOT"
+        " NULL, payload BLOB NOT NULL, event_id TEXT, error TEXT NOT NULL, at_us INTEGER NOT"
+        " NULL, attempts INTEGER NOT NULL DEFAULT 1, queued INTEGER NOT NULL DEFAULT 0,"
+        " lease_until_us INTEGER, UNIQUE (stage, scope, log, part, off))"
+    )
+    old.commit()
+    old.close()
+    opened = SqliteQuarantineStore(path)
+    try:
+        opened.add([event(1)])
+        (row,) = opened.items()
+        assert row.event == event(1)
+    finally:
+        opened.close()
+
+
 def test_the_stage_names_match_the_processor_steps() -> None:
     assert set(STAGES) < set(QUARANTINE_STAGES)
 

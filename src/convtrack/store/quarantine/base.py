@@ -15,7 +15,11 @@ crashed before moving its position quarantines the same entry again, which
 keeps one row. Replaying queues rows (``mark_replay``); the stage that owns
 them claims them (``claim``: a lease, so two processes never both take a row,
 and a claim whose process died is taken again after the lease), re-submits each
-once and ``remove``s it, or keeps it with the new error (``failed_again``).
+once and ``remove``s it, or keeps it with the new error (``failed_again``). A stage
+whose re-submission is not safe to repeat (a destination that cannot deduplicate)
+ends the claim for good before re-submitting (``settle_claims``: kept, unqueued,
+with a note, so no lapsed lease sends it twice), and gives back what it did not
+send (``give_back``).
 
 The store lives with the rejects and dead letters: SQLite
 (``DATA_DIR/quarantine/quarantine.db``) when ``hot.kind = "sqlite"``, Redis
@@ -100,6 +104,12 @@ def short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
 
 
+def with_note(error: str, note: str | None) -> str:
+    """The error a settled row shows: the note first (why it is not queued any more),
+    the stage's error after it."""
+    return error if not note else f"{note} (quarantined for: {error})"
+
+
 class QuarantineStore(ABC):
     """Thread-safe; each call is atomic. Failures raise ``StoreError``."""
 
@@ -136,6 +146,18 @@ class QuarantineStore(ABC):
     @abstractmethod
     def remove(self, ids: Sequence[int]) -> None:
         """The rows were re-submitted: they leave the quarantine."""
+
+    @abstractmethod
+    def settle_claims(self, ids: Sequence[int], note: str) -> list[int]:
+        """End the claims on ``ids`` for good, before re-submitting them: the rows stay,
+        unqueued (never claimed again until ``mark_replay`` queues them), their error
+        prefixed with ``note`` until then. Returns the ids settled: those still queued
+        (a row another process settled or removed meanwhile is not to be sent)."""
+
+    @abstractmethod
+    def give_back(self, ids: Sequence[int]) -> None:
+        """Settled rows that were not re-submitted after all (a pause, a stop): queued
+        again, claimable at once, with their error as before."""
 
     @abstractmethod
     def failed_again(self, row_id: int, error: str, now_us: int) -> None:

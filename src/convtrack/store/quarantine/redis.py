@@ -21,6 +21,7 @@ from convtrack.store.quarantine.base import (
     Quarantined,
     QuarantineRow,
     QuarantineStore,
+    with_note,
 )
 
 _encoder = msgspec.msgpack.Encoder()
@@ -29,6 +30,11 @@ _decoder = msgspec.msgpack.Decoder(Quarantined)
 
 def _queue(event: Quarantined) -> str:
     return f"{event.stage}\x00{event.scope}"
+
+
+def _noted(event: Quarantined, note: bytes | str) -> Quarantined:
+    text = note.decode() if isinstance(note, bytes) else note
+    return msgspec.structs.replace(event, error=with_note(event.error, text)) if text else event
 
 
 def _position(event: Quarantined) -> str:
@@ -61,9 +67,9 @@ class RedisQuarantineStore(QuarantineStore):
     ) -> list[QuarantineRow]:
         flat = self._call("read", stage or "", after_id, limit)[1:]
         return [
-            QuarantineRow(id=int(flat[i]), event=_decoder.decode(flat[i + 1]),
+            QuarantineRow(id=int(flat[i]), event=_noted(_decoder.decode(flat[i + 1]), flat[i + 4]),
                           attempts=int(flat[i + 2]), replay=int(flat[i + 3]) == 1)
-            for i in range(0, len(flat), 4)
+            for i in range(0, len(flat), 5)
         ]  # fmt: skip
 
     def mark_replay(self, stage: str | None = None) -> int:
@@ -90,6 +96,15 @@ class RedisQuarantineStore(QuarantineStore):
     def remove(self, ids: Sequence[int]) -> None:
         if ids:
             self._call("remove", *ids)
+
+    def settle_claims(self, ids: Sequence[int], note: str) -> list[int]:
+        if not ids:
+            return []
+        return [int(i) for i in self._call("settle", note, *ids)]
+
+    def give_back(self, ids: Sequence[int]) -> None:
+        if ids:
+            self._call("giveback", *ids)
 
     def failed_again(self, row_id: int, error: str, now_us: int) -> None:
         rows = {r.id: r for r in self._claimed_row(row_id)}

@@ -3,6 +3,7 @@
 -- is the prefix "<p>:q:". Layout (store/quarantine/redis.py):
 --   seq string, pos hash (position key -> id), row hash (id -> msgpack event),
 --   att hash (id -> attempts), pk hash (id -> position key), wh hash (id -> queue name),
+--   nt hash (id -> note of a settled claim, while it is not queued again),
 --   ids zset (all ids), st:<stage> zset (ids of a stage),
 --   qd:<stage>\0<scope> zset (queued ids; score 0 free, else the claim's lease end, us)
 local op, p = ARGV[1], ARGV[2]
@@ -40,6 +41,7 @@ if op == 'mark' then
     local queue, score = queued(id)
     if not score then
       redis.call('ZADD', p .. 'qd:' .. queue, 0, id)
+      redis.call('HDEL', p .. 'nt', id)
       n = n + 1
     end
   end
@@ -64,6 +66,35 @@ if op == 'claim' then
   return out
 end
 
+if op == 'settle' then
+  -- ARGV[3] the note, ARGV[4..] claimed ids: unqueued for good (until 'mark'); returns
+  -- the ids that were still queued
+  local out = {}
+  for i = 4, #ARGV do
+    local id = ARGV[i]
+    local queue, score = queued(id)
+    if score then
+      redis.call('ZREM', p .. 'qd:' .. queue, id)
+      redis.call('HSET', p .. 'nt', id, ARGV[3])
+      table.insert(out, id)
+    end
+  end
+  return out
+end
+
+if op == 'giveback' then
+  -- ARGV[3..] settled ids not re-submitted: queued again, free
+  for i = 3, #ARGV do
+    local id = ARGV[i]
+    local queue = redis.call('HGET', p .. 'wh', id)
+    if queue then
+      redis.call('ZADD', p .. 'qd:' .. queue, 0, id)
+      redis.call('HDEL', p .. 'nt', id)
+    end
+  end
+  return 0
+end
+
 if op == 'remove' then
   for i = 3, #ARGV do
     local id = ARGV[i]
@@ -72,7 +103,7 @@ if op == 'remove' then
       local row = redis.call('HGET', p .. 'row', id)
       redis.call('ZREM', p .. 'qd:' .. queue, id)
       redis.call('HDEL', p .. 'pos', redis.call('HGET', p .. 'pk', id))
-      for _, h in ipairs({'row', 'att', 'pk', 'wh'}) do redis.call('HDEL', p .. h, id) end
+      for _, h in ipairs({'row', 'att', 'pk', 'wh', 'nt'}) do redis.call('HDEL', p .. h, id) end
       redis.call('ZREM', p .. 'ids', id)
       local stage = string.match(queue, '^([^%z]*)')
       redis.call('ZREM', p .. 'st:' .. stage, id)
@@ -89,6 +120,7 @@ if op == 'again' then
     redis.call('ZREM', p .. 'qd:' .. queue, id)
     redis.call('HSET', p .. 'row', id, ARGV[4])
     redis.call('HINCRBY', p .. 'att', id, 1)
+    redis.call('HDEL', p .. 'nt', id)
   end
   return 0
 end
@@ -105,6 +137,7 @@ if op == 'read' then
       table.insert(out, redis.call('HGET', p .. 'row', id))
       table.insert(out, redis.call('HGET', p .. 'att', id))
       table.insert(out, score and 1 or 0)
+      table.insert(out, redis.call('HGET', p .. 'nt', id) or '')
     end
   end
   return out

@@ -16,6 +16,7 @@ from convtrack.store.quarantine.base import (
     Quarantined,
     QuarantineRow,
     QuarantineStore,
+    with_note,
 )
 
 _SCHEMA = """
@@ -34,12 +35,13 @@ CREATE TABLE IF NOT EXISTS quarantine (
     attempts INTEGER NOT NULL DEFAULT 1,
     queued INTEGER NOT NULL DEFAULT 0,
     lease_until_us INTEGER,
+    note TEXT,
     UNIQUE (stage, scope, log, part, off)
 );
 CREATE INDEX IF NOT EXISTS quarantine_queued ON quarantine (queued, stage, scope, id);
 """
 _COLUMNS = (
-    "id, stage, scope, log, part, off, key, payload, event_id, error, at_us, attempts, queued"
+    "id, stage, scope, log, part, off, key, payload, event_id, error, at_us, attempts, queued, note"
 )
 
 
@@ -49,6 +51,7 @@ class SqliteQuarantineStore(QuarantineStore):
             # FULL: a row is what lets a stage move past the event (nothing may be lost).
             self._conn = connect(path, "full")
             self._conn.executescript(_SCHEMA)
+            _add_note_column(self._conn)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the quarantine at {path}: {exc}") from exc
         self._lock = threading.Lock()  # one connection, used by the stages and the API
@@ -103,7 +106,10 @@ class SqliteQuarantineStore(QuarantineStore):
 
     def mark_replay(self, stage: str | None = None) -> int:
         with self._tx("mark_replay") as conn:
-            sql = "UPDATE quarantine SET queued = 1, lease_until_us = NULL WHERE queued = 0"
+            sql = (
+                "UPDATE quarantine SET queued = 1, lease_until_us = NULL, note = NULL"
+                " WHERE queued = 0"
+            )
             if stage is None:
                 cur = conn.execute(sql)
             else:
@@ -139,11 +145,35 @@ class SqliteQuarantineStore(QuarantineStore):
             with self._tx("remove") as conn:
                 conn.executemany("DELETE FROM quarantine WHERE id = ?", [(i,) for i in ids])
 
+    def settle_claims(self, ids: Sequence[int], note: str) -> list[int]:
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        with self._tx("settle_claims") as conn:
+            settled = [r[0] for r in conn.execute(
+                f"SELECT id FROM quarantine WHERE queued = 1 AND id IN ({marks}) ORDER BY id",
+                list(ids),
+            )]  # fmt: skip
+            conn.executemany(
+                "UPDATE quarantine SET queued = 0, lease_until_us = NULL, note = ? WHERE id = ?",
+                [(note, i) for i in settled],
+            )
+        return settled
+
+    def give_back(self, ids: Sequence[int]) -> None:
+        if ids:
+            with self._tx("give_back") as conn:
+                conn.executemany(
+                    "UPDATE quarantine SET queued = 1, lease_until_us = NULL, note = NULL"
+                    " WHERE id = ?",
+                    [(i,) for i in ids],
+                )
+
     def failed_again(self, row_id: int, error: str, now_us: int) -> None:
         with self._tx("failed_again") as conn:
             conn.execute(
-                "UPDATE quarantine SET queued = 0, lease_until_us = NULL, error = ?, at_us = ?,"
-                " attempts = attempts + 1 WHERE id = ?",
+                "UPDATE quarantine SET queued = 0, lease_until_us = NULL, note = NULL, error = ?,"
+                " at_us = ?, attempts = attempts + 1 WHERE id = ?",
                 (error, now_us, row_id),
             )
 
@@ -152,9 +182,20 @@ class SqliteQuarantineStore(QuarantineStore):
             self._conn.close()
 
 
+def _add_note_column(conn: sqlite3.Connection) -> None:
+    """A quarantine made before settled claims had no note column."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(quarantine)")}
+    if "note" not in columns:
+        try:
+            conn.execute("ALTER TABLE quarantine ADD COLUMN note TEXT")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another process added it first
+                raise
+
+
 def _row(r: tuple[Any, ...]) -> QuarantineRow:
     event = Quarantined(
         stage=r[1], scope=r[2], log=r[3], partition=r[4], offset=r[5], key=r[6],
-        payload=bytes(r[7]), event_id=r[8], error=r[9], at_us=r[10],
+        payload=bytes(r[7]), event_id=r[8], error=with_note(r[9], r[13]), at_us=r[10],
     )  # fmt: skip
     return QuarantineRow(id=r[0], event=event, attempts=r[11], replay=bool(r[12]))
