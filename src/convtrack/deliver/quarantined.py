@@ -11,7 +11,13 @@ to keep).
 Replay: queued rows of the destination are selected again and sent once
 through the dispatcher, between the runner's own requests (like dead-letter
 replays): delivered, skipped or dead-lettered, each leaves the quarantine;
-one that still cannot be selected stays, with the new error.
+one that still cannot be selected stays, with the new error. For a destination
+that cannot deduplicate on event_id (``claim_replays``), the claim is settled before
+sending (``QuarantineStore.settle_claims``): a replay cut off by a crash after its
+request went out, or still retrying when its lease ends, is then not sent again by
+whichever process claims next; the row stays with the note ``REPLAY_CLAIM_NOTE`` for
+an operator to check. Rows held before their first request (a pause, a stop) are
+given back, queued as before.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from convtrack.clock import Clock
 from convtrack.deliver.base import Forwarded
 from convtrack.deliver.dispatch import Dispatcher, Job, Settle
 from convtrack.deliver.exchange import Stopped
+from convtrack.deliver.keeper import REPLAY_CLAIM_NOTE
 from convtrack.errors import is_transient
 from convtrack.log.base import LogEntry
 from convtrack.model.processed import decode_processed
@@ -40,9 +47,16 @@ Select = Callable[[LogEntry], Forwarded | str | None]
 
 class DeliverQuarantine:
     def __init__(
-        self, name: str, store: QuarantineStore | None, clock: Clock, metrics: Metrics
+        self,
+        name: str,
+        store: QuarantineStore | None,
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        claim_replays: bool,
     ) -> None:
         self.name = name
+        self._claim_replays = claim_replays
         self._store = store
         self._clock = clock
         self._metrics = metrics
@@ -97,15 +111,22 @@ class DeliverQuarantine:
                 by_event[id(chosen)] = row.id
             else:
                 settled.append(row.id)  # skipped (filtered, consent...): nothing to send
+        if events and self._claim_replays:
+            # Settled before the request goes out: a lapsed lease must not send it twice.
+            ours = set(store.settle_claims([by_event[id(e)] for e in events], REPLAY_CLAIM_NOTE))
+            events = [e for e in events if by_event[id(e)] in ours]
         if events:
             job = Job(events=list(events))
             try:
                 done = dispatcher.run(job, settle)
             except Stopped:
                 done = False
-            # Sent, dead-lettered or skipped: settled. Held ones come back after the lease.
+            # Sent, dead-lettered or skipped: settled. Held ones come back after the lease,
+            # or, settled before sending, are given back if no request went out for them.
             left = {id(e) for e in job.events} if not done else set()
             settled += [by_event[id(e)] for e in events if id(e) not in left]
+            if left and self._claim_replays and job.attempts == 0:
+                store.give_back([by_event[id(e)] for e in events if id(e) in left])
         store.remove(settled)
         self._metrics.quarantine_replayed.labels(STAGE).inc(len(settled))
         return len(settled)

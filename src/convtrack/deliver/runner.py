@@ -147,7 +147,10 @@ class DeliveryRunner:
         self._thread = threading.Thread(target=self._run, name=f"deliver-{self.name}", daemon=True)
         self._count_lock = threading.Lock()
         self.delivered = 0
-        self._quarantine = DeliverQuarantine(self.name, quarantine, clock, metrics)
+        self._quarantine = DeliverQuarantine(
+            self.name, quarantine, clock, metrics,
+            claim_replays=not destination.dedupes_on_event_id,
+        )  # fmt: skip
         self._progress = Progress(self.name, consumer, clock, metrics, stall_secs=stall_secs)
         self._repeats = RepeatLimiter(LOG_REPEAT_SECS, clock.monotonic)
         self._reader = LogReader(
