@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -61,7 +62,7 @@ class After:
 Fault = Answer | Slow | Hangup | After
 
 
-class StandIn:
+class StandIn(ABC):
     """Subclass and implement ``check``; use as a context manager or call ``close``."""
 
     def __init__(self) -> None:
@@ -113,9 +114,9 @@ class StandIn:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    @abstractmethod
     def check(self, request: Request) -> Answer:
         """The platform's answer to a request that reached it (records what it accepted)."""
-        raise NotImplementedError
 
     def serve(self, request: Request) -> Answer | None:
         with self.lock:

@@ -56,7 +56,8 @@ class SlackStandIn(StandIn):
         rate_per_sec: float = 1.0,
         burst: int = 3,
         now: Callable[[], float] | None = None,
-        path: str = "/services/T000/B000/XXXX",
+        # Slack's shape: /services/<team>/<bot>/<token>; the token is the secret.
+        path: str = "/services/T0STANDIN/B0STANDIN/standin-webhook-token",
     ) -> None:
         super().__init__()
         self.rate_per_sec = rate_per_sec
