@@ -422,11 +422,15 @@ def main() -> None:
         help="with --backend kafka: processes of `serve --roles process` (default 1)",
     )
     parser.add_argument("--skip-part-two", action="store_true", help="only the latency part")
+    parser.add_argument(
+        "--processor-only", action="store_true", help="only part 2 (the processor's throughput)"
+    )
     args = parser.parse_args()
     if args.backend == "embedded":
         if args.processors != 1:
             parser.error("--processors needs --backend kafka (SQLite allows one processor)")
-        part_one(args.rate, args.seconds)
+        if not args.processor_only:
+            part_one(args.rate, args.seconds)
         if not args.skip_part_two:
             part_two(args.processor_events)
         return
@@ -435,7 +439,8 @@ def main() -> None:
         env = server_env(services.env)
         for line in durability(env):
             print(f"durability: {line}")
-        part_one_distributed(args.rate, args.seconds, args.processors, env)
+        if not args.processor_only:
+            part_one_distributed(args.rate, args.seconds, args.processors, env)
         if not args.skip_part_two:
             part_two_distributed(args.processor_events, args.processors, env)
 

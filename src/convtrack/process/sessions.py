@@ -37,13 +37,9 @@ DIRECT = ("(direct)", "(none)")
 _TOUCH_CACHE = 50_000
 
 
-def _frozen(value: object) -> object:
-    """A hashable form of a small JSON object (or the value itself)."""
-    if isinstance(value, dict):
-        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return tuple(_frozen(v) for v in value)
-    return value
+# The touch cache's key: the facts a touch is made of, as canonical JSON (keys sorted),
+# in one call instead of freezing each nested object in Python.
+_touch_key = msgspec.json.Encoder(order="sorted").encode
 
 
 def session_key(envelope: Envelope) -> str:
@@ -73,19 +69,21 @@ class SessionStep(Step):
         self._group = group
         self._ttl_us = ttl_secs * 1_000_000
         self._lookback_us = lookback_secs * 1_000_000
-        self._touches: dict[tuple[Any, ...], tuple[Touch, dict[str, Any]]] = {}
+        self._touches: dict[bytes, tuple[Touch, dict[str, Any]]] = {}
 
     def _touch(self, envelope: Envelope) -> tuple[Touch, dict[str, Any]]:
         """The event's touch; the same context and click ids give the same touch, so the
         result is kept and only its time changes (fbc keeps the first time seen, which
         is when that click's cookie would have been made)."""
         context = envelope.context
-        key = (
-            context.get("page_url"),
-            context.get("referrer"),
-            _frozen(context.get("campaign")),
-            _frozen(context.get("click_ids")),
-            _frozen(envelope.click_ids),
+        key = _touch_key(
+            (
+                context.get("page_url"),
+                context.get("referrer"),
+                context.get("campaign"),
+                context.get("click_ids"),
+                envelope.click_ids,
+            )
         )
         cached = self._touches.get(key)
         if cached is None:

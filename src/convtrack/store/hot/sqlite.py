@@ -14,8 +14,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from convtrack.errors import StoreError
 from convtrack.sqlitekit import connect, translated
 from convtrack.store.hot import sqlite_excluded
@@ -34,12 +32,8 @@ from convtrack.store.hot.livestats import (
     percentile_ms,
 )
 from convtrack.store.hot.sqlite_apply import apply_batch
-from convtrack.store.hot.sqlite_rows import (
-    SCHEMA,
-    chunks,
-    held,
-    summed,
-)
+from convtrack.store.hot.sqlite_rows import SCHEMA, held, summed
+from convtrack.store.hot.sqlite_states import StateCache, read_sessions, read_touches, write_states
 
 
 class SqliteHotStore(HotStore):
@@ -56,6 +50,8 @@ class SqliteHotStore(HotStore):
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the hot store at {path}: {exc}") from exc
         self._read_lock = threading.Lock()
+        self._sessions: StateCache[SessionState] = StateCache()
+        self._touches: StateCache[UserTouch] = StateCache()
 
     # -- writes (one writer: the processor) -------------------------------------------
 
@@ -73,58 +69,24 @@ class SqliteHotStore(HotStore):
                 self._conn.execute("BEGIN IMMEDIATE")
                 replays = sqlite_excluded.replayed(self._conn, group, effects)
                 result = apply_batch(self._conn, group, effects, positions, now_us, self._window_us)
-                self._write_sessions(sessions, touches)
+                write_states(self._conn, sessions, touches)
                 sqlite_excluded.add_excluded(self._conn, effects, result.counted, replays)
-                return result
         except sqlite3.Error as exc:
             raise StoreError(f"hot store apply failed: {exc}") from exc
-
-    def _write_sessions(
-        self, sessions: Sequence[SessionState], touches: Sequence[UserTouch]
-    ) -> None:
-        encode = msgspec.json.encode
-        self._conn.executemany(
-            "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (s.key, s.opened_at_us, s.last_seen_us, s.expires_at_us,
-                 None if s.first_touch is None else encode(s.first_touch).decode(),
-                 None if s.last_touch is None else encode(s.last_touch).decode())
-                for s in sessions
-            ],
-        )  # fmt: skip
-        self._conn.executemany(
-            "INSERT OR REPLACE INTO user_touches VALUES (?, ?, ?, ?)",
-            [(t.key, encode(t.touch).decode(), t.at_us, t.expires_at_us) for t in touches],
-        )
+        self._sessions.written(sessions)  # committed: the tables hold them now
+        self._touches.written(touches)
+        return result
 
     def sessions(self, keys: Sequence[str]) -> dict[str, SessionState]:
-        found: dict[str, SessionState] = {}
-        for chunk in chunks(list(set(keys))):
-            marks = ",".join("?" * len(chunk))
-            for row in self._writer_read(
-                f"SELECT key, opened_at_us, last_seen_us, expires_at_us, first_touch, last_touch"
-                f" FROM sessions WHERE key IN ({marks})",
-                chunk,
-            ):
-                found[row[0]] = SessionState(
-                    key=row[0], opened_at_us=row[1], last_seen_us=row[2], expires_at_us=row[3],
-                    first_touch=None if row[4] is None else msgspec.json.decode(row[4]),
-                    last_touch=None if row[5] is None else msgspec.json.decode(row[5]),
-                )  # fmt: skip
+        found, missing = self._sessions.split(keys)
+        if missing:
+            found.update(read_sessions(self._writer_read, missing))
         return found
 
     def user_touches(self, keys: Sequence[str]) -> dict[str, UserTouch]:
-        found: dict[str, UserTouch] = {}
-        for chunk in chunks(list(set(keys))):
-            marks = ",".join("?" * len(chunk))
-            for row in self._writer_read(
-                f"SELECT key, touch, at_us, expires_at_us FROM user_touches WHERE key IN ({marks})",
-                chunk,
-            ):
-                found[row[0]] = UserTouch(
-                    key=row[0], touch=msgspec.json.decode(row[1]), at_us=row[2],
-                    expires_at_us=row[3],
-                )  # fmt: skip
+        found, missing = self._touches.split(keys)
+        if missing:
+            found.update(read_touches(self._writer_read, missing))
         return found
 
     def breakdown(self, dimension: str, date: str) -> list[tuple[str, ConversionStats]]:
@@ -166,6 +128,8 @@ class SqliteHotStore(HotStore):
                     self._conn.execute(f"DELETE FROM {table} WHERE minute < ?", (oldest_minute,))
         except sqlite3.Error as exc:
             raise StoreError(f"hot store expiry failed: {exc}") from exc
+        self._sessions.expired(watermark_us)
+        self._touches.expired(watermark_us)
         return removed
 
     # -- reads (any thread) -------------------------------------------------------------
