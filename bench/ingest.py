@@ -35,9 +35,9 @@ that off. Besides requests per wall-clock second, every run reports events per
 CPU-second the server process actually got, the steal time on its CPU and the CPU
 other processes took there: on a shared VM those explain most run-to-run spread.
 
-After each convtrack phase the rows added to ``DATA_DIR/log/events.db`` (table
-``log``) are compared with the events wrk saw answered accepted, and again over
-the whole run after a graceful stop. Rows may exceed answers by the requests in
+After each convtrack phase the entries added to ``DATA_DIR/log/events.db`` (the
+``count`` of its ``frames`` rows, one per group commit) are compared with the events wrk saw answered accepted, and again over
+the whole run after a graceful stop. Entries may exceed answers by the requests in
 flight when wrk stopped (at most connections x events per request).
 
 Needs ``wrk`` on PATH (Debian: ``apt-get install wrk``). Load stays on 127.0.0.1.
@@ -335,7 +335,13 @@ def run_wrk(
 def count_rows(db: Path) -> int:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
-        return int(conn.execute("SELECT COUNT(*) FROM log").fetchone()[0])
+        # Entries: one row per group commit (``frames``), after any rows of the older
+        # one-row-per-entry layout (``log``).
+        return int(
+            conn.execute(
+                "SELECT COALESCE((SELECT SUM(count) FROM frames), 0) + (SELECT COUNT(*) FROM log)"
+            ).fetchone()[0]
+        )
     finally:
         conn.close()
 
@@ -587,7 +593,7 @@ def report(stub: list[LoadResult], conv: list[LoadResult], check: dict[str, Any]
         per_request = 1 if r.mode == "track" else int(r.raw.get("batch_size", 0)) or None
         bound = f"at most {r.connections * per_request:,}" if per_request else "a few"
         print(f"{r.label}: {r.events_accepted:,} events answered accepted, "
-              f"{r.log_rows_added:,} rows added to the log (difference "
+              f"{r.log_rows_added:,} entries added to the log (difference "
               f"{(r.log_rows_added or 0) - r.events_accepted:+,}; the requests in flight when wrk"
               f" stopped, {bound} events, are committed but never counted by wrk)")  # fmt: skip
     if check:

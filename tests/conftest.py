@@ -169,11 +169,18 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}", "User-Agent": BROWSER_UA}
 
 
-def logged_event_ids(data_dir: Path) -> list[str]:
-    """Every event_id in the log, read straight from its SQLite file."""
+def logged_payloads(data_dir: Path) -> list[bytes]:
+    """Every payload in the event log, in order, read straight from its SQLite file
+    (another process may hold it open for writing)."""
+    from convtrack.log.sqlite_frames import FrameReader
+
     conn = sqlite3.connect(f"file:{data_dir / 'log' / 'events.db'}?mode=ro", uri=True)
     try:
-        rows = conn.execute("SELECT payload FROM log ORDER BY offset").fetchall()
+        return [entry.payload for entry in FrameReader().read(conn, 0, 10**9)]
     finally:
         conn.close()
-    return [json.loads(row[0])["event_id"] for row in rows]
+
+
+def logged_event_ids(data_dir: Path) -> list[str]:
+    """Every event_id in the log, read straight from its SQLite file."""
+    return [json.loads(payload)["event_id"] for payload in logged_payloads(data_dir)]

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import gzip
 import json
-import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +19,7 @@ from convtrack.clock import ManualClock
 from convtrack.config import load_settings
 from convtrack.errors import ConfigError
 from convtrack.runtime.embedded import Pipeline
-from tests.conftest import ADMIN_KEY, BROWSER_UA, WRITE_KEY
+from tests.conftest import ADMIN_KEY, BROWSER_UA, WRITE_KEY, logged_payloads
 from tests.support.inprocess import call, conversions, make_pipeline, process_all
 
 START_US = 1_796_000_000_000_000
@@ -70,13 +69,7 @@ def post(
 
 def logged(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
     """event_id -> the envelope in the log."""
-    path = Path(pipeline.settings.data_dir) / "log" / "events.db"
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT payload FROM log ORDER BY offset").fetchall()
-    finally:
-        conn.close()
-    events = [json.loads(row[0]) for row in rows]
+    events = [json.loads(p) for p in logged_payloads(Path(pipeline.settings.data_dir))]
     return {e["event_id"]: e for e in events}
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -26,7 +25,7 @@ import httpx
 import pytest
 
 from convtrack_sdk import ApiError, AsyncClient, Client, InvalidEvent, RetryPolicy
-from tests.conftest import BROWSER_UA, SERVER_KEY, WRITE_KEY, ServerProcess, auth
+from tests.conftest import BROWSER_UA, SERVER_KEY, WRITE_KEY, ServerProcess, auth, logged_payloads
 
 pytestmark = pytest.mark.slow
 
@@ -76,12 +75,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 def logged_events(data_dir: Path, *client_ids: str) -> list[dict[str, Any]]:
     """The events of these clients in the server's log, as the collector wrote them."""
-    conn = sqlite3.connect(f"file:{data_dir / 'log' / 'events.db'}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT payload FROM log ORDER BY offset").fetchall()
-    finally:
-        conn.close()
-    events = [json.loads(row[0]) for row in rows]
+    events = [json.loads(payload) for payload in logged_payloads(data_dir)]
     return [e for e in events if e.get("context", {}).get("client_id") in client_ids]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import sqlite3
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from tests.conftest import (
     ServerProcess,
     auth,
     logged_event_ids,
+    logged_payloads,
 )
 
 pytestmark = pytest.mark.slow
@@ -406,9 +406,5 @@ def test_cors_headers_on_error_answers_and_unknown_preflight_key(server: ServerP
 def test_forwarded_for_is_ignored_unless_from_a_trusted_proxy(server: ServerProcess) -> None:
     spoofed = {"X-Forwarded-For": "203.0.113.9"}
     assert post(server, "/v1/track", purchase(event_id="xff-1"), headers=spoofed).status_code == 202
-    conn = sqlite3.connect(f"file:{server.data_dir / 'log' / 'events.db'}?mode=ro", uri=True)
-    try:
-        (payload,) = conn.execute("SELECT payload FROM log").fetchone()
-    finally:
-        conn.close()
+    (payload,) = logged_payloads(server.data_dir)
     assert json.loads(payload)["context"]["ip"] == "127.0.0.1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from convtrack.errors import LogError, LogUnavailable, is_transient
 from convtrack.log.base import EventLog, LogRecord
 from convtrack.log.sqlite import SqliteConsumer, SqliteLog
-from tests.support.contract.log_contract import LogContract, append
+from tests.support.contract.log_contract import LogContract, append, drain
 from tests.support.sqlite_faults import locked, make_unreadable, short_busy_timeout
 
 
@@ -119,5 +120,79 @@ def test_an_unreadable_log_fails_its_reads_with_a_log_error(tmp_path: Path) -> N
             log.last_entries()
         with pytest.raises(LogError):
             log.lag({0: 0})
+    finally:
+        log.close()
+
+
+def test_one_row_per_group_commit(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    log = SqliteLog(path)
+    append(log, [LogRecord("a", b"1"), LogRecord("b", b"2"), LogRecord("c", b"3")])
+    append(log, [LogRecord("d", b"4")])
+    log.close()
+    conn = sqlite3.connect(path)
+    frames = conn.execute("SELECT first_offset, count FROM frames ORDER BY first_offset").fetchall()
+    conn.close()
+    assert frames == [(0, 3), (3, 1)]
+
+
+def test_reads_across_frames_match_what_was_appended_whatever_the_poll_size(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(11)
+    log = SqliteLog(tmp_path / "events.db")
+    expected: list[tuple[str, bytes]] = []
+    for batch in range(40):
+        records = [
+            LogRecord(f"k{batch}", f"{batch}-{i}".encode()) for i in range(rng.randrange(1, 30))
+        ]
+        expected += [(r.key, r.payload) for r in records]
+        append(log, records)
+    consumer = SqliteConsumer(log, "g")
+    try:
+        for _ in range(200):
+            if rng.random() < 0.2:
+                position = rng.randrange(len(expected) + 1)
+                consumer.seek({0: position})
+            else:
+                position = consumer._position
+            got = consumer.poll(rng.randrange(1, 50), 0.0)
+            assert [e.offset for e in got] == list(range(position, position + len(got)))
+            assert [(e.key, e.payload) for e in got] == expected[position : position + len(got)]
+            assert got or position == len(expected)
+    finally:
+        consumer.close()
+        log.close()
+
+
+def test_a_log_of_the_row_per_entry_layout_is_read_and_appended_after(tmp_path: Path) -> None:
+    """A data dir from before frames: its rows are read as they are, and new appends
+    take the offsets after them."""
+    path = tmp_path / "events.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE log (offset INTEGER PRIMARY KEY, key TEXT NOT NULL,"
+        " logged_at_us INTEGER NOT NULL, payload BLOB NOT NULL);"
+        "CREATE TABLE consumer_offsets (grp TEXT NOT NULL, partition INTEGER NOT NULL,"
+        " next_offset INTEGER NOT NULL, PRIMARY KEY (grp, partition));"
+    )
+    old.executemany(
+        "INSERT INTO log VALUES (?, ?, ?, ?)", [(i, f"old{i}", 1_000 + i, b"old") for i in range(3)]
+    )
+    old.execute("INSERT INTO consumer_offsets VALUES ('g', 0, 1)")
+    old.commit()
+    old.close()
+    log = SqliteLog(path)
+    try:
+        assert log.end_offset() == 3
+        assert log.lag({0: 1}).events == 2
+        assert append(log, [LogRecord("new", b"a"), LogRecord("new", b"b")]) == [3, 4]
+        entries = drain(log, "g")
+        assert [(e.offset, e.key, e.payload) for e in entries] == [
+            (1, "old1", b"old"), (2, "old2", b"old"), (3, "new", b"a"), (4, "new", b"b"),
+        ]  # fmt: skip
+        assert entries[0].logged_at_us == 1_001
+        assert log.last_entries()[0].offset == 4
+        assert log.lag({0: 3}).events == 2
     finally:
         log.close()

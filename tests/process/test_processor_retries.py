@@ -192,14 +192,14 @@ def test_a_log_that_cannot_be_read_is_read_again_and_the_processor_goes_on(
     send(pipeline, clock, "a")
     runner = fresh_runner(pipeline, clock)
     table = sqlite3.connect(pipeline.log.path, isolation_level=None)
-    table.execute("ALTER TABLE log RENAME TO log_away")
+    table.execute("ALTER TABLE frames RENAME TO frames_away")
     runner.start()
     try:
         deadline = time.monotonic() + 30.0
         while "LogError" not in (runner.last_error or "") and time.monotonic() < deadline:
             time.sleep(0.01)
         assert "LogError: reading the event log" in (runner.last_error or "")
-        table.execute("ALTER TABLE log_away RENAME TO log")
+        table.execute("ALTER TABLE frames_away RENAME TO frames")
         while conversions(pipeline, today(clock))["conversions"] < 1:
             assert time.monotonic() < deadline, runner.last_error
             time.sleep(0.05)

@@ -24,23 +24,16 @@ from pathlib import Path
 from convtrack.clock import Clock, SystemClock
 from convtrack.errors import LogError, LogUnavailable
 from convtrack.log.base import EventLog, LogConsumer, LogEntry, LogLag, LogRecord, LogStatus
+from convtrack.log.sqlite_frames import (
+    END_OFFSET,
+    PARTITION,
+    SCHEMA,
+    FrameReader,
+    frame_body,
+    last_entry,
+    logged_at,
+)
 from convtrack.sqlitekit import GroupCommitter, connect, translated
-
-PARTITION = 0
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS log (
-    offset INTEGER PRIMARY KEY,
-    key TEXT NOT NULL,
-    logged_at_us INTEGER NOT NULL,
-    payload BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS consumer_offsets (
-    grp TEXT NOT NULL,
-    partition INTEGER NOT NULL,
-    next_offset INTEGER NOT NULL,
-    PRIMARY KEY (grp, partition)
-);
-"""
 
 
 def _log_error(message: str, exc: sqlite3.Error) -> LogError:
@@ -67,8 +60,8 @@ class SqliteLog(EventLog):
         self.clock: Clock = clock or SystemClock()
         try:
             conn = connect(path, synchronous)
-            conn.executescript(_SCHEMA)
-            row = conn.execute("SELECT COALESCE(MAX(offset) + 1, 0) FROM log").fetchone()
+            conn.executescript(SCHEMA)
+            row = conn.execute(END_OFFSET).fetchone()
             reader = connect(path, synchronous)
         except sqlite3.Error as exc:
             raise LogError(f"cannot open the event log at {path}: {exc}") from exc
@@ -88,19 +81,17 @@ class SqliteLog(EventLog):
     def _write(
         self, conn: sqlite3.Connection, batches: Sequence[Sequence[LogRecord]]
     ) -> list[list[int]]:
-        now = self.clock.now_us()
         # Read under the write lock: another process may have appended since our last commit.
-        offset = conn.execute("SELECT COALESCE(MAX(offset) + 1, 0) FROM log").fetchone()[0]
-        rows = []
+        first = conn.execute(END_OFFSET).fetchone()[0]
+        body, count = frame_body(batches)
+        conn.execute(
+            "INSERT INTO frames VALUES (?, ?, ?, ?)", (first, count, self.clock.now_us(), body)
+        )
         results: list[list[int]] = []
+        offset = first
         for records in batches:
-            offsets = []
-            for record in records:
-                rows.append((offset, record.key, now, record.payload))
-                offsets.append(offset)
-                offset += 1
-            results.append(offsets)
-        conn.executemany("INSERT INTO log VALUES (?, ?, ?, ?)", rows)
+            results.append(list(range(offset, offset + len(records))))
+            offset += len(records)
         # These offsets exist only once COMMIT returns (see _committed); after a failed
         # commit the next batch reuses the same numbers.
         self._pending_next = offset
@@ -119,12 +110,8 @@ class SqliteLog(EventLog):
 
     def last_entries(self) -> dict[int, LogEntry]:
         with self._reader_lock, translated("reading the event log failed", _log_error):
-            row = self._reader.execute(
-                "SELECT offset, key, payload, logged_at_us FROM log ORDER BY offset DESC LIMIT 1"
-            ).fetchone()
-        return (
-            {} if row is None else {PARTITION: LogEntry(PARTITION, row[0], row[1], row[2], row[3])}
-        )
+            entry = last_entry(self._reader)
+        return {} if entry is None else {PARTITION: entry}
 
     def _committed(self, count: int, secs: float) -> None:
         self._next_offset = self._pending_next
@@ -140,7 +127,7 @@ class SqliteLog(EventLog):
     def end_offset(self) -> int:
         """The next offset, as the file has it (appends of other processes included)."""
         with self._reader_lock, translated("reading the event log failed", _log_error):
-            row = self._reader.execute("SELECT COALESCE(MAX(offset) + 1, 0) FROM log").fetchone()
+            row = self._reader.execute(END_OFFSET).fetchone()
         self._next_offset = max(self._next_offset, int(row[0]))
         return self._next_offset
 
@@ -154,11 +141,8 @@ class SqliteLog(EventLog):
         if events == 0:
             return LogLag(0, 0.0)
         with self._reader_lock, translated("reading the event log failed", _log_error):
-            row = self._reader.execute(
-                "SELECT logged_at_us FROM log WHERE offset >= ? ORDER BY offset LIMIT 1",
-                (position,),
-            ).fetchone()
-        seconds = 0.0 if row is None else max(0.0, (self.clock.now_us() - row[0]) / 1e6)
+            at = logged_at(self._reader, position)
+        seconds = 0.0 if at is None else max(0.0, (self.clock.now_us() - at) / 1e6)
         return LogLag(events, seconds)
 
     def status(self) -> LogStatus:
@@ -189,6 +173,7 @@ class SqliteConsumer(LogConsumer):
         self._group = group
         with translated(f"cannot open the event log at {log.path}", _log_error):
             self._conn = connect(log.path, log.synchronous)
+        self._frames = FrameReader()
         committed = self.committed()
         self._position = committed.get(PARTITION, 0)
 
@@ -196,14 +181,10 @@ class SqliteConsumer(LogConsumer):
         deadline = time.monotonic() + timeout_secs
         while True:
             with translated(f"reading the event log for {self._group} failed", _log_error):
-                rows = self._conn.execute(
-                    "SELECT offset, key, payload, logged_at_us FROM log"
-                    " WHERE offset >= ? ORDER BY offset LIMIT ?",
-                    (self._position, max_records),
-                ).fetchall()
-            if rows:
-                self._position = rows[-1][0] + 1
-                return [LogEntry(PARTITION, r[0], r[1], r[2], r[3]) for r in rows]
+                entries = self._frames.read(self._conn, self._position, max_records)
+            if entries:
+                self._position = entries[-1].offset + 1
+                return entries
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
