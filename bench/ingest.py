@@ -36,8 +36,9 @@ CPU-second the server process actually got, the steal time on its CPU and the CP
 other processes took there: on a shared VM those explain most run-to-run spread.
 
 After each convtrack phase the entries added to ``DATA_DIR/log/events.db`` (the
-``count`` of its ``frames`` rows, one per group commit) are compared with the events wrk saw answered accepted, and again over
-the whole run after a graceful stop. Entries may exceed answers by the requests in
+``count`` of its ``frames`` rows, one per group commit) are compared with the
+events wrk saw answered accepted, and again over the whole run after a
+graceful stop. Entries may exceed answers by the requests in
 flight when wrk stopped (at most connections x events per request).
 
 Needs ``wrk`` on PATH (Debian: ``apt-get install wrk``). Load stays on 127.0.0.1.
@@ -336,11 +337,13 @@ def count_rows(db: Path) -> int:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
         # Entries: one row per group commit (``frames``), after any rows of the older
-        # one-row-per-entry layout (``log``).
+        # one-row-per-entry layout (``log``, all there is before frames: --commit REV).
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        framed = "SELECT SUM(count) FROM frames" if "frames" in tables else "SELECT 0"
         return int(
-            conn.execute(
-                "SELECT COALESCE((SELECT SUM(count) FROM frames), 0) + (SELECT COUNT(*) FROM log)"
-            ).fetchone()[0]
+            conn.execute(f"SELECT COALESCE(({framed}), 0) + (SELECT COUNT(*) FROM log)").fetchone()[
+                0
+            ]
         )
     finally:
         conn.close()
