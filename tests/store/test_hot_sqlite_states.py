@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from convtrack.errors import StoreError
-from convtrack.store.hot.base import SessionState, UserTouch
+from convtrack.store.hot.base import Effect, SessionState, UserTouch
 from convtrack.store.hot.sqlite import SqliteHotStore
 from convtrack.store.hot.sqlite_states import StateCache
 from tests.support.contract.hot_contract import T0, effect
@@ -68,7 +68,7 @@ def test_a_rolled_back_batch_leaves_no_state_behind(tmp_path: Path) -> None:
         hot.apply("g", [effect("a", offset=0)], {0: 1}, T0, [session("s", T0)], [touch("t", T0)])
         fault = sqlite3.connect(path)
         fault.execute(
-            "CREATE TRIGGER injected BEFORE UPDATE ON user_touches"
+            "CREATE TRIGGER injected BEFORE INSERT ON staged_rows WHEN NEW.tbl = 'user_touches'"
             " BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
         )
         fault.commit()
@@ -119,3 +119,94 @@ def test_states_past_the_cache_are_read_from_the_tables(tmp_path: Path) -> None:
         assert hot.sessions(list("abcde")) == {s.key: s for s in states}
     finally:
         hot.close()
+
+
+def random_batches(seed: int, n: int) -> list[tuple[list[Effect], list[SessionState]]]:
+    """Batches of effects with repeated ids (some past the window) and their sessions."""
+    rng = random.Random(seed)
+    batches = []
+    offset = 0
+    for b in range(n):
+        now = T0 + b * 600 * SECOND
+        effects = []
+        for _ in range(rng.randrange(1, 12)):
+            effects.append(effect(f"e{rng.randrange(60)}", at=now, offset=offset))
+            offset += 1
+        states = [session(f"s{rng.randrange(15)}", now) for _ in range(rng.randrange(0, 4))]
+        batches.append((effects, states))
+    return batches
+
+
+def test_verdicts_and_reads_do_not_depend_on_when_staged_rows_merge(tmp_path: Path) -> None:
+    """The same batches through a store that merges after every few rows, one that never
+    merges, and one reopened between batches (its staged rows read back from the file)."""
+    small = SqliteHotStore(tmp_path / "small.db", dedup_window_secs=3600, merge_rows=3)
+    never = SqliteHotStore(tmp_path / "never.db", dedup_window_secs=3600, merge_rows=10**9)
+    path = tmp_path / "reopened.db"
+    answers: dict[str, list[object]] = {"small": [], "never": [], "reopened": []}
+    try:
+        for index, (effects, states) in enumerate(random_batches(5, 60)):
+            positions = {0: effects[-1].offset + 1}
+            now = effects[0].received_at_us
+            reopened = SqliteHotStore(path, dedup_window_secs=3600, merge_rows=10**9)
+            try:
+                for name, store in (("small", small), ("never", never), ("reopened", reopened)):
+                    result = store.apply("g", effects, positions, now, states, [])
+                    if index % 20 == 19:
+                        store.expire(now - 3600 * SECOND, max_rows=1000)
+                    keys = [f"s{i}" for i in range(15)]
+                    answers[name].append((result, store.sessions(keys), store.remembered()))
+            finally:
+                reopened.close()
+        assert answers["small"] == answers["never"] == answers["reopened"]
+        assert sum(r.duplicates for r, _s, _n in answers["small"]) > 0  # the ids did repeat
+    finally:
+        small.close()
+        never.close()
+
+
+def test_a_failed_merge_keeps_the_staged_rows(tmp_path: Path) -> None:
+    path = tmp_path / "hot.db"
+    hot = SqliteHotStore(path, merge_rows=2)
+    try:
+        hot.apply("g", [effect("a", offset=0), effect("b", offset=1)], {0: 2}, T0)
+        fault = sqlite3.connect(path)
+        fault.execute(
+            "CREATE TRIGGER injected BEFORE INSERT ON dedup"
+            " BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+        )
+        fault.commit()
+        with pytest.raises(StoreError, match="injected fault"):
+            hot.apply("g", [effect("a", offset=2)], {0: 3}, T0 + SECOND)  # merges first
+        fault.execute("DROP TRIGGER injected")
+        fault.commit()
+        fault.close()
+        assert hot.remembered() == 2
+        again = hot.apply("g", [effect("a", offset=2), effect("c", offset=3)], {0: 4}, T0 + SECOND)
+        assert again.counted == [False, True]
+        merged = sqlite3.connect(path)
+        stored = merged.execute("SELECT k FROM dedup ORDER BY k").fetchall()
+        staged = merged.execute("SELECT COUNT(*) FROM staged_rows").fetchone()[0]
+        merged.close()
+        assert [k for (k,) in stored] == ["default\x00a", "default\x00b"]
+        assert staged == 1  # the last batch's dedup rows, staged after the merge
+        assert hot.remembered() == 3
+    finally:
+        hot.close()
+
+
+def test_two_writers_on_one_file_see_each_others_staged_rows(tmp_path: Path) -> None:
+    """Only a zombie processor makes a second writer, but dedup stays exact then too."""
+    path = tmp_path / "hot.db"
+    first = SqliteHotStore(path, merge_rows=10**9)
+    second = SqliteHotStore(path, merge_rows=1)
+    try:
+        assert first.apply("g", [effect("a", offset=0)], {0: 1}, T0).counted == [True]
+        assert second.apply("g", [effect("a", offset=1)], {0: 2}, T0).counted == [False]
+        assert second.apply("g", [effect("b", offset=2)], {0: 3}, T0).counted == [True]  # merged
+        later = [effect("b", offset=3), effect("c", offset=4)]
+        assert first.apply("g", later, {0: 5}, T0).counted == [False, True]
+        assert first.remembered() == second.remembered() == 3
+    finally:
+        first.close()
+        second.close()

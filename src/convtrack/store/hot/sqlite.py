@@ -1,5 +1,9 @@
 """The embedded hot store: one SQLite database, one transaction per applied batch.
 
+Dedup entries, sessions and touches are staged per batch and merged into
+their tables in key order now and then (sqlite_staged.py): their keys are
+spread over the tables, and writing them in place cost a page per row.
+
 ``synchronous=NORMAL`` is enough here: the positions live in the same
 transaction as the effects, so losing the last commits to a power cut only
 rewinds both together, and the (fsynced) log replays them.
@@ -31,27 +35,67 @@ from convtrack.store.hot.livestats import (
     minute_rows,
     percentile_ms,
 )
-from convtrack.store.hot.sqlite_apply import apply_batch
+from convtrack.store.hot.sqlite_apply import apply_batch, dedup_table
 from convtrack.store.hot.sqlite_rows import SCHEMA, held, summed
-from convtrack.store.hot.sqlite_states import StateCache, read_sessions, read_touches, write_states
+from convtrack.store.hot.sqlite_staged import MERGE_PENDING_ROWS, STAGED_SCHEMA
+from convtrack.store.hot.sqlite_states import (
+    StateCache,
+    session_of,
+    session_row,
+    sessions_table,
+    touch_of,
+    touch_row,
+    touches_table,
+)
 
 
 class SqliteHotStore(HotStore):
     def __init__(
-        self, path: Path, *, dedup_window_secs: int = 86_400, minute_retention: int = 1440
+        self,
+        path: Path,
+        *,
+        dedup_window_secs: int = 86_400,
+        minute_retention: int = 1440,
+        merge_rows: int = MERGE_PENDING_ROWS,
     ) -> None:
+        """``merge_rows``: staged rows (sqlite_staged.py) that make the next batch merge them."""
         self._window_us = dedup_window_secs * 1_000_000
+        self._merge_rows = merge_rows
         self._minute_retention = minute_retention
         try:
             self._conn = connect(path, "normal")
             self._conn.executescript(SCHEMA)
             self._reader = connect(path, "normal")
             self._conn.executescript(sqlite_excluded.EXCLUDED_SCHEMA)
+            self._conn.executescript(STAGED_SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the hot store at {path}: {exc}") from exc
         self._read_lock = threading.Lock()
         self._sessions: StateCache[SessionState] = StateCache()
         self._touches: StateCache[UserTouch] = StateCache()
+        self._staged_dedup = dedup_table()
+        self._staged_sessions = sessions_table()
+        self._staged_touches = touches_table()
+        self._staged = (self._staged_dedup, self._staged_sessions, self._staged_touches)
+        try:
+            self._data_version = self._load_staged()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the hot store's staged rows at {path}: {exc}") from exc
+
+    def _load_staged(self) -> int:
+        """Read the journal; the file's ``data_version`` it was read at."""
+        for table in self._staged:
+            table.load(self._conn)
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def _catch_up(self) -> None:
+        """Inside a write transaction: if another connection wrote since this one last did
+        (a second processor on the file, which only a zombie or a test makes), what this
+        store holds in memory may be stale: read the journal again and drop the caches."""
+        if int(self._conn.execute("PRAGMA data_version").fetchone()[0]) != self._data_version:
+            self._data_version = self._load_staged()
+            self._sessions.clear()
+            self._touches.clear()
 
     # -- writes (one writer: the processor) -------------------------------------------
 
@@ -64,29 +108,58 @@ class SqliteHotStore(HotStore):
         sessions: Sequence[SessionState] = (),
         touches: Sequence[UserTouch] = (),
     ) -> ApplyResult:
+        session_rows = [session_row(state) for state in sessions]
+        touch_rows = [touch_row(touch) for touch in touches]
+        merging = sum(len(table) for table in self._staged) >= self._merge_rows
         try:
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
+                self._catch_up()
+                if merging:  # first: the journal then holds only this batch's rows
+                    self._merge()
                 replays = sqlite_excluded.replayed(self._conn, group, effects)
-                result = apply_batch(self._conn, group, effects, positions, now_us, self._window_us)
-                write_states(self._conn, sessions, touches)
+                applied = apply_batch(
+                    self._conn, group, effects, positions, now_us, self._window_us,
+                    self._staged_dedup,
+                )  # fmt: skip
+                self._staged_sessions.stage(self._conn, session_rows, len(session_rows))
+                self._staged_touches.stage(self._conn, touch_rows, len(touch_rows))
+                result = applied.result
                 sqlite_excluded.add_excluded(self._conn, effects, result.counted, replays)
         except sqlite3.Error as exc:
             raise StoreError(f"hot store apply failed: {exc}") from exc
-        self._sessions.written(sessions)  # committed: the tables hold them now
+        if merging:
+            self._merged()
+        # Committed: from now on these answer (the journal holds them).
+        self._staged_dedup.staged(applied.dedup_rows)
+        self._staged_sessions.staged(session_rows)
+        self._staged_touches.staged(touch_rows)
+        self._sessions.written(sessions)
         self._touches.written(touches)
         return result
+
+    def _merge(self) -> None:
+        for table in self._staged:
+            table.merge(self._conn)
+
+    def _merged(self) -> None:
+        for table in self._staged:
+            table.merged()
 
     def sessions(self, keys: Sequence[str]) -> dict[str, SessionState]:
         found, missing = self._sessions.split(keys)
         if missing:
-            found.update(read_sessions(self._writer_read, missing))
+            with translated("hot store read failed"):
+                rows = self._staged_sessions.rows(self._conn, missing)
+            found.update((key, session_of(row)) for key, row in rows.items())
         return found
 
     def user_touches(self, keys: Sequence[str]) -> dict[str, UserTouch]:
         found, missing = self._touches.split(keys)
         if missing:
-            found.update(read_touches(self._writer_read, missing))
+            with translated("hot store read failed"):
+                rows = self._staged_touches.rows(self._conn, missing)
+            found.update((key, touch_of(row)) for key, row in rows.items())
         return found
 
     def breakdown(self, dimension: str, date: str) -> list[tuple[str, ConversionStats]]:
@@ -108,6 +181,8 @@ class SqliteHotStore(HotStore):
         try:
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
+                self._catch_up()
+                self._merge()  # staged rows expire as stored ones do
                 for table, column in (
                     ("dedup", "k"),
                     ("tokens", "token_id"),
@@ -128,6 +203,7 @@ class SqliteHotStore(HotStore):
                     self._conn.execute(f"DELETE FROM {table} WHERE minute < ?", (oldest_minute,))
         except sqlite3.Error as exc:
             raise StoreError(f"hot store expiry failed: {exc}") from exc
+        self._merged()
         self._sessions.expired(watermark_us)
         self._touches.expired(watermark_us)
         return removed
@@ -137,11 +213,6 @@ class SqliteHotStore(HotStore):
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self._read_lock, translated("hot store read failed"):
             return self._reader.execute(sql, args).fetchall()
-
-    def _writer_read(self, sql: str, args: Sequence[object]) -> list[tuple[Any, ...]]:
-        """A read on the writer's connection (the processor's thread: it sees its own writes)."""
-        with translated("hot store read failed"):
-            return self._conn.execute(sql, args).fetchall()
 
     def positions(self, group: str) -> dict[int, int]:
         rows = self._read("SELECT partition, next_offset FROM positions WHERE grp = ?", (group,))
@@ -232,7 +303,10 @@ class SqliteHotStore(HotStore):
         return sqlite_excluded.excluded_totals(self._read(query, args))
 
     def remembered(self) -> int:
-        rows = self._read("SELECT (SELECT COUNT(*) FROM dedup) + (SELECT COUNT(*) FROM tokens)")
+        rows = self._read(
+            "SELECT (SELECT COUNT(*) FROM dedup) + (SELECT COUNT(*) FROM tokens)"
+            " + (SELECT COALESCE(SUM(n), 0) FROM staged_rows WHERE tbl = 'dedup')"
+        )
         return int(str(rows[0][0]))
 
     def close(self) -> None:

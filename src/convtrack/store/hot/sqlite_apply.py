@@ -29,10 +29,11 @@ from convtrack.store.hot.sqlite_rows import (
     remembered_rows,
     write_blobs,
 )
+from convtrack.store.hot.sqlite_staged import Row, StagedTable
 
 NOT_REMEMBERED: Remembered = (0, -1, -1)
 _UPSERT = (
-    " ON CONFLICT DO UPDATE SET expires_at_us = excluded.expires_at_us,"
+    "ON CONFLICT DO UPDATE SET expires_at_us = excluded.expires_at_us,"
     " part = excluded.part, off = excluded.off"
 )
 
@@ -74,12 +75,17 @@ class Met:
 
     @classmethod
     def read(
-        cls, conn: sqlite3.Connection, group: str, effects: Sequence[Effect], keys: list[str]
+        cls,
+        conn: sqlite3.Connection,
+        group: str,
+        effects: Sequence[Effect],
+        keys: list[str],
+        dedup: StagedTable,
     ) -> Met:
         applied = dict(
             conn.execute("SELECT partition, next_offset FROM positions WHERE grp = ?", (group,))
         )
-        ids = remembered_rows(conn, "dedup", "k", list(set(keys)))
+        ids = {k: (row[1], row[2], row[3]) for k, row in dedup.rows(conn, keys).items()}
         token_ids = list({e.token_id for e in effects if e.token_id is not None})
         tokens = remembered_rows(conn, "tokens", "token_id", token_ids) if token_ids else {}
         replayed = [
@@ -188,6 +194,19 @@ class Tally:
         minute.value += value
 
 
+def dedup_table() -> StagedTable:
+    return StagedTable("dedup", ("k", "expires_at_us", "part", "off"), _UPSERT)
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """One judged and written batch: its result, and the dedup rows it staged (they
+    answer lookups once the transaction commits: ``StagedTable.staged``)."""
+
+    result: ApplyResult
+    dedup_rows: list[Row]
+
+
 def apply_batch(
     conn: sqlite3.Connection,
     group: str,
@@ -195,28 +214,28 @@ def apply_batch(
     positions: Mapping[int, int],
     now_us: int,
     window_us: int,
-) -> ApplyResult:
+    dedup: StagedTable,
+) -> Applied:
     """Judge and write one batch, in the caller's transaction."""
     keys = [f"{e.source}\x00{e.event_id}" for e in effects]
-    tally = Tally(Met.read(conn, group, effects, keys), window_us, now_us)
+    tally = Tally(Met.read(conn, group, effects, keys, dedup), window_us, now_us)
     for index, (key, effect) in enumerate(zip(keys, effects, strict=True)):
         tally.judge(index, key, effect)
+    rows = [(k, *v) for k, v in tally.new_ids.items()]
+    dedup.stage(conn, rows, new=sum(1 for k in tally.new_ids if k not in tally.met.ids))
     overflows = _write(conn, group, tally, positions)
-    return ApplyResult(
+    result = ApplyResult(
         counted=tally.counted,
         duplicates=tally.duplicates,
         latency_anomalies=tally.anomalies,
         value_overflows=overflows,
         recorded=tally.handed_back,
     )
+    return Applied(result, rows)
 
 
 def _write(conn: sqlite3.Connection, group: str, tally: Tally, positions: Mapping[int, int]) -> int:
-    """Everything the tally adds; how many counter cells were capped."""
-    conn.executemany(
-        "INSERT INTO dedup VALUES (?, ?, ?, ?)" + _UPSERT,
-        [(k, *v) for k, v in tally.new_ids.items()],
-    )
+    """Everything the tally adds but its dedup rows; how many counter cells were capped."""
     write_blobs(conn, group, tally.met.firsts, tally.new_blobs)
     conn.executemany(
         "INSERT OR REPLACE INTO earlier_copies VALUES (?, ?, ?, ?)",
@@ -224,7 +243,7 @@ def _write(conn: sqlite3.Connection, group: str, tally: Tally, positions: Mappin
     )
     if tally.new_tokens:
         conn.executemany(
-            "INSERT INTO tokens VALUES (?, ?, ?, ?)" + _UPSERT,
+            "INSERT INTO tokens VALUES (?, ?, ?, ?) " + _UPSERT,
             [(k, *v) for k, v in tally.new_tokens.items()],
         )
     sums = ("conversions", "value")
