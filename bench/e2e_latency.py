@@ -9,9 +9,10 @@ and meanwhile a probe sends one event per 100 ms on its own campaign and polls
 the hot read until it counts; the figures are the probe's 202 → visible times.
 The reference in the same run is the probe's own 202 round trip.
 
-Part 2 measures the processor in-process: N events are put in the log first,
-then the processor drains them (decode, sessions, enrichment, dedup, counters,
-publish, commit). Reference: the same log read and envelope decode without
+Part 2 measures the processor in-process: N events (random UUID ids, 2 %
+sent twice, from --processor-users users drawn at random) are put in the log
+first, then the processor drains them (decode, sessions, enrichment, dedup,
+counters, publish, commit). Reference: the same log read and envelope decode without
 the steps.
 
     .venv/bin/python bench/e2e_latency.py --backend kafka --processors 2 --seconds 15
@@ -259,17 +260,25 @@ def part_one_distributed(rate: int, seconds: float, processors: int, env: dict[s
         shutil.rmtree(work, ignore_errors=True)
 
 
-def backlog_records(events: int, campaign_of: Callable[[int], str]) -> tuple[list[LogRecord], int]:
-    """``events`` Purchase envelopes (2 % duplicates; event i in campaign
-    ``campaign_of(i)``) and the number of distinct ids."""
+def backlog_records(
+    events: int, campaign_of: Callable[[int], str], users: int
+) -> tuple[list[LogRecord], int]:
+    """``events`` Purchase envelopes as traffic has them: random (UUID) event ids, 2 %
+    sent twice, each event from a user drawn at random among ``users`` (event i in
+    campaign ``campaign_of(i)``); and the number of distinct ids. Seeded: every run
+    gets the same events. Sequential ids and users would flatter the hot store, whose
+    B-trees then take each batch's keys on a few neighbouring pages."""
     from convtrack.log.base import LogRecord
     from convtrack.model.event import Envelope, encode_envelope
 
+    rng = random.Random(20261204)
     now = time.time_ns() // 1000
     records = []
-    ids = set()
+    ids: set[str] = set()
+    event_id = ""
     for i in range(events):
-        event_id = f"e{i if i % 50 else i - 1}"  # 2 % duplicates
+        if i % 50 or not event_id:  # else the previous event once more: 2 % duplicates
+            event_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         ids.add(event_id)
         envelope = Envelope(
             event_id=event_id,
@@ -277,7 +286,7 @@ def backlog_records(events: int, campaign_of: Callable[[int], str]) -> tuple[lis
             event_name="Purchase",
             event_time_us=now,
             received_at_us=now,
-            user_id=f"u{i % 20_000}",
+            user_id=f"u{rng.randrange(users)}",
             value=1999,
             currency="USD",
             campaign_id=campaign_of(i),
@@ -291,7 +300,7 @@ def backlog_records(events: int, campaign_of: Callable[[int], str]) -> tuple[lis
     return records, len(ids)
 
 
-def part_two_distributed(events: int, processors: int, env: dict[str, str]) -> None:
+def part_two_distributed(events: int, processors: int, env: dict[str, str], users: int) -> None:
     """Processor throughput on Kafka + Redis: ``processors`` processes, already in
     their consumer group, drain ``events`` put in a fresh topic in one go.
 
@@ -311,7 +320,7 @@ def part_two_distributed(events: int, processors: int, env: dict[str, str]) -> N
     }
     settings = load_settings(environ=env)
     campaign = f"backlog-{tag}"
-    records, distinct = backlog_records(events, lambda _: campaign)
+    records, distinct = backlog_records(events, lambda _: campaign, users)
     work = Path(tempfile.mkdtemp(prefix="convtrack-bench-drain-"))
     roles: list[RoleProcess] = []
     log = open_log(settings, "events", SystemClock())
@@ -357,11 +366,12 @@ def part_two_distributed(events: int, processors: int, env: dict[str, str]) -> N
         shutil.rmtree(work, ignore_errors=True)
 
 
-def part_two(events: int) -> None:
+def part_two(events: int, users: int) -> None:
     from convtrack.clock import SystemClock
     from convtrack.config import load_settings
     from convtrack.model.event import decode_envelope
     from convtrack.runtime.embedded import Pipeline
+    from convtrack.runtime.serve import settle_heap
 
     with tempfile.TemporaryDirectory() as data_dir:
         env = {
@@ -372,10 +382,11 @@ def part_two(events: int) -> None:
         settings = load_settings(environ=env, overrides={"server": {"data_dir": data_dir}})
         pipeline = Pipeline(settings, SystemClock(), environ=env)
         now = time.time_ns() // 1000  # the events' day, for the counters read below
-        records, _ = backlog_records(events, lambda i: f"c{i % 50}")
+        records, _ = backlog_records(events, lambda i: f"c{i % 50}", users)
         for start in range(0, events, 10_000):
             pipeline.log.append_blocking(records[start : start + 10_000])
 
+        settle_heap()  # as `convtrack serve` does once it has started
         consumer = pipeline.log.consumer("bench-reference")
         started = time.perf_counter()
         while batch := consumer.poll(2000, 0.0):
@@ -394,8 +405,9 @@ def part_two(events: int) -> None:
         total = sum(c.conversions for c in counted)
         pipeline.close()
         print(
-            f"processor: {rate:,.0f} events/s with exact dedup ({events:,} events,"
-            f" {total:,} counted); both CPUs {busy_pct(ticks_before, ticks):.0f} % busy,"
+            f"processor: {rate:,.0f} events/s with exact dedup ({events:,} events from"
+            f" {users:,} users, random ids, {total:,} counted); both CPUs"
+            f" {busy_pct(ticks_before, ticks):.0f} % busy,"
             f" steal {steal_pct(ticks_before, ticks):.1f} %"
         )
         print(f"  reference, reading and decoding the same log only: {reference:,.0f} events/s")
@@ -408,6 +420,12 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--processor-events", type=int, default=200_000)
+    parser.add_argument(
+        "--processor-users",
+        type=int,
+        default=100_000,
+        help="part 2: the users the events come from, drawn at random (default 100,000)",
+    )
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -432,7 +450,7 @@ def main() -> None:
         if not args.processor_only:
             part_one(args.rate, args.seconds)
         if not args.skip_part_two:
-            part_two(args.processor_events)
+            part_two(args.processor_events, args.processor_users)
         return
     raise_on_sigterm()
     with dev_services() as services:
@@ -442,7 +460,7 @@ def main() -> None:
         if not args.processor_only:
             part_one_distributed(args.rate, args.seconds, args.processors, env)
         if not args.skip_part_two:
-            part_two_distributed(args.processor_events, args.processors, env)
+            part_two_distributed(args.processor_events, args.processors, env, args.processor_users)
 
 
 if __name__ == "__main__":
