@@ -1,8 +1,8 @@
 """The embedded hot store: one SQLite database, one transaction per applied batch.
 
 Dedup entries, sessions and touches are staged per batch and merged into
-their tables in key order now and then (sqlite_staged.py): their keys are
-spread over the tables, and writing them in place cost a page per row.
+their tables in key order, a stretch per batch (sqlite_staged.py): their keys
+are spread over the tables, and writing them in place cost a page per row.
 
 ``synchronous=NORMAL`` is enough here: the positions live in the same
 transaction as the effects, so losing the last commits to a power cut only
@@ -37,7 +37,7 @@ from convtrack.store.hot.livestats import (
 )
 from convtrack.store.hot.sqlite_apply import apply_batch, dedup_table
 from convtrack.store.hot.sqlite_rows import SCHEMA, held, summed
-from convtrack.store.hot.sqlite_staged import MERGE_PENDING_ROWS, STAGED_SCHEMA
+from convtrack.store.hot.sqlite_staged import CYCLE_ROWS, MIN_STRETCH, STAGED_SCHEMA
 from convtrack.store.hot.sqlite_states import (
     StateCache,
     session_of,
@@ -56,11 +56,12 @@ class SqliteHotStore(HotStore):
         *,
         dedup_window_secs: int = 86_400,
         minute_retention: int = 1440,
-        merge_rows: int = MERGE_PENDING_ROWS,
+        cycle_rows: int = CYCLE_ROWS,
+        min_stretch: int = MIN_STRETCH,
     ) -> None:
-        """``merge_rows``: staged rows (sqlite_staged.py) that make the next batch merge them."""
+        """``cycle_rows``, ``min_stretch``: when staged rows merge, and how many a batch
+        merges at least (sqlite_staged.py)."""
         self._window_us = dedup_window_secs * 1_000_000
-        self._merge_rows = merge_rows
         self._minute_retention = minute_retention
         try:
             self._conn = connect(path, "normal")
@@ -73,9 +74,10 @@ class SqliteHotStore(HotStore):
         self._read_lock = threading.Lock()
         self._sessions: StateCache[SessionState] = StateCache()
         self._touches: StateCache[UserTouch] = StateCache()
-        self._staged_dedup = dedup_table()
-        self._staged_sessions = sessions_table()
-        self._staged_touches = touches_table()
+        cycles = {"cycle_rows": cycle_rows, "min_stretch": min_stretch}
+        self._staged_dedup = dedup_table(**cycles)
+        self._staged_sessions = sessions_table(**cycles)
+        self._staged_touches = touches_table(**cycles)
         self._staged = (self._staged_dedup, self._staged_sessions, self._staged_touches)
         try:
             self._data_version = self._load_staged()
@@ -110,41 +112,36 @@ class SqliteHotStore(HotStore):
     ) -> ApplyResult:
         session_rows = [session_row(state) for state in sessions]
         touch_rows = [touch_row(touch) for touch in touches]
-        merging = sum(len(table) for table in self._staged) >= self._merge_rows
         try:
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
                 self._catch_up()
-                if merging:  # first: the journal then holds only this batch's rows
-                    self._merge()
                 replays = sqlite_excluded.replayed(self._conn, group, effects)
                 applied = apply_batch(
                     self._conn, group, effects, positions, now_us, self._window_us,
                     self._staged_dedup,
                 )  # fmt: skip
-                self._staged_sessions.stage(self._conn, session_rows, len(session_rows))
-                self._staged_touches.stage(self._conn, touch_rows, len(touch_rows))
+                session_seq = self._staged_sessions.stage(self._conn, session_rows)
+                touch_seq = self._staged_touches.stage(self._conn, touch_rows)
                 result = applied.result
                 sqlite_excluded.add_excluded(self._conn, effects, result.counted, replays)
+                staged = (len(applied.dedup_rows), len(session_rows), len(touch_rows))
+                stretches = [
+                    table.merge_stretch(self._conn, 2 * n)
+                    for table, n in zip(self._staged, staged, strict=True)
+                ]
         except sqlite3.Error as exc:
             raise StoreError(f"hot store apply failed: {exc}") from exc
-        if merging:
-            self._merged()
-        # Committed: from now on these answer (the journal holds them).
-        self._staged_dedup.staged(applied.dedup_rows)
-        self._staged_sessions.staged(session_rows)
-        self._staged_touches.staged(touch_rows)
+        # Committed: the staged rows answer from now on, the merged ones from the tables
+        # (in this order: a key merged and staged again by this batch is in both places).
+        self._staged_dedup.staged(applied.dedup_rows, applied.dedup_seq)
+        self._staged_sessions.staged(session_rows, session_seq)
+        self._staged_touches.staged(touch_rows, touch_seq)
+        for table, stretch in zip(self._staged, stretches, strict=True):
+            table.merged(stretch)
         self._sessions.written(sessions)
         self._touches.written(touches)
         return result
-
-    def _merge(self) -> None:
-        for table in self._staged:
-            table.merge(self._conn)
-
-    def _merged(self) -> None:
-        for table in self._staged:
-            table.merged()
 
     def sessions(self, keys: Sequence[str]) -> dict[str, SessionState]:
         found, missing = self._sessions.split(keys)
@@ -182,18 +179,23 @@ class SqliteHotStore(HotStore):
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
                 self._catch_up()
-                self._merge()  # staged rows expire as stored ones do
+                removed += sum(staged.expire(self._conn, watermark_us) for staged in self._staged)
+                deleted: dict[str, list[str]] = {}
                 for table, column in (
                     ("dedup", "k"),
                     ("tokens", "token_id"),
                     ("sessions", "key"),
                     ("user_touches", "key"),
                 ):
-                    removed += self._conn.execute(
-                        f"DELETE FROM {table} WHERE {column} IN (SELECT {column} FROM {table}"
-                        " WHERE expires_at_us <= ? LIMIT ?)",
-                        (watermark_us, max_rows),
-                    ).rowcount
+                    keys = deleted[table] = [
+                        key
+                        for (key,) in self._conn.execute(
+                            f"DELETE FROM {table} WHERE {column} IN (SELECT {column} FROM"
+                            f" {table} WHERE expires_at_us <= ? LIMIT ?) RETURNING {column}",
+                            (watermark_us, max_rows),
+                        )
+                    ]
+                    removed += len(keys)
                 self._conn.execute(
                     "DELETE FROM earlier_copies WHERE (part, off) IN (SELECT part, off"
                     " FROM earlier_copies WHERE expires_at_us <= ? LIMIT ?)",
@@ -203,7 +205,8 @@ class SqliteHotStore(HotStore):
                     self._conn.execute(f"DELETE FROM {table} WHERE minute < ?", (oldest_minute,))
         except sqlite3.Error as exc:
             raise StoreError(f"hot store expiry failed: {exc}") from exc
-        self._merged()
+        for staged in self._staged:
+            staged.ended(watermark_us, deleted[staged.table])
         self._sessions.expired(watermark_us)
         self._touches.expired(watermark_us)
         return removed
@@ -303,11 +306,9 @@ class SqliteHotStore(HotStore):
         return sqlite_excluded.excluded_totals(self._read(query, args))
 
     def remembered(self) -> int:
-        rows = self._read(
-            "SELECT (SELECT COUNT(*) FROM dedup) + (SELECT COUNT(*) FROM tokens)"
-            " + (SELECT COALESCE(SUM(n), 0) FROM staged_rows WHERE tbl = 'dedup')"
-        )
-        return int(str(rows[0][0]))
+        rows = self._read("SELECT (SELECT COUNT(*) FROM dedup) + (SELECT COUNT(*) FROM tokens)")
+        # The staged ids are this writer's to count (the journal may hold merged ones still).
+        return int(str(rows[0][0])) + self._staged_dedup.unstored
 
     def close(self) -> None:
         self._conn.close()

@@ -194,8 +194,9 @@ class Tally:
         minute.value += value
 
 
-def dedup_table() -> StagedTable:
-    return StagedTable("dedup", ("k", "expires_at_us", "part", "off"), _UPSERT)
+def dedup_table(**cycles: int) -> StagedTable:
+    """``cycles``: ``StagedTable``'s ``cycle_rows`` and ``min_stretch``."""
+    return StagedTable("dedup", ("k", "expires_at_us", "part", "off"), _UPSERT, **cycles)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +206,7 @@ class Applied:
 
     result: ApplyResult
     dedup_rows: list[Row]
+    dedup_seq: int  # their journal row
 
 
 def apply_batch(
@@ -222,7 +224,7 @@ def apply_batch(
     for index, (key, effect) in enumerate(zip(keys, effects, strict=True)):
         tally.judge(index, key, effect)
     rows = [(k, *v) for k, v in tally.new_ids.items()]
-    dedup.stage(conn, rows, new=sum(1 for k in tally.new_ids if k not in tally.met.ids))
+    seq = dedup.stage(conn, rows)
     overflows = _write(conn, group, tally, positions)
     result = ApplyResult(
         counted=tally.counted,
@@ -231,7 +233,7 @@ def apply_batch(
         value_overflows=overflows,
         recorded=tally.handed_back,
     )
-    return Applied(result, rows)
+    return Applied(result, rows, seq)
 
 
 def _write(conn: sqlite3.Connection, group: str, tally: Tally, positions: Mapping[int, int]) -> int:

@@ -73,22 +73,24 @@ class StateCache(Generic[State]):
         self._states.clear()
 
 
-def sessions_table() -> StagedTable:
+def sessions_table(**cycles: int) -> StagedTable:
     return StagedTable(
         "sessions",
         ("key", "opened_at_us", "last_seen_us", "expires_at_us", "first_touch", "last_touch"),
         "ON CONFLICT DO UPDATE SET opened_at_us = excluded.opened_at_us,"
         " last_seen_us = excluded.last_seen_us, expires_at_us = excluded.expires_at_us,"
         " first_touch = excluded.first_touch, last_touch = excluded.last_touch",
+        **cycles,
     )
 
 
-def touches_table() -> StagedTable:
+def touches_table(**cycles: int) -> StagedTable:
     return StagedTable(
         "user_touches",
         ("key", "touch", "at_us", "expires_at_us"),
         "ON CONFLICT DO UPDATE SET touch = excluded.touch, at_us = excluded.at_us,"
         " expires_at_us = excluded.expires_at_us",
+        **cycles,
     )
 
 
