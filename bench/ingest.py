@@ -260,6 +260,11 @@ class LoadResult:
     foreign_pct: float = 0.0
     log_rows_added: int | None = None
     other_sample: str = ""
+    # The processor's lag (events, seconds) as wrk stopped, and LAG_SETTLE_SECS later;
+    # the server's resident memory then (peak so far, and now), in MB.
+    lag_at_end: tuple[float, float] | None = None
+    lag_after: tuple[float, float] | None = None
+    rss_mb: tuple[float, float] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -362,6 +367,34 @@ def settled_rows(rows: Callable[[], int], timeout_secs: float = 10.0) -> int:
     return last
 
 
+LAG_SETTLE_SECS = 5.0
+
+
+def processor_lag(port: int) -> tuple[float, float] | None:
+    """``convtrack_processor_lag_events`` and ``_seconds`` from /metrics (None: absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("convtrack_processor_lag_events", "convtrack_processor_lag_seconds"):
+            found[name] = float(value)
+    if len(found) < 2:
+        return None
+    return found["convtrack_processor_lag_events"], found["convtrack_processor_lag_seconds"]
+
+
+def resident_mb(pid: int) -> tuple[float, float] | None:
+    """(peak, current) resident memory of a process, MB (VmHWM, VmRSS)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    kb = {k: float(v.split()[0]) for k, _, v in (x.partition(":") for x in status.splitlines())
+          if k in ("VmHWM", "VmRSS")}  # fmt: skip
+    return kb["VmHWM"] / 1024, kb["VmRSS"] / 1024
+
+
 def commit_stats(port: int) -> dict[str, float]:
     """Group-commit figures from /metrics: commits, events per commit, seconds per commit."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
@@ -380,7 +413,7 @@ def commit_stats(port: int) -> dict[str, float]:
     }
 
 
-def processor_lag(port: int) -> str:
+def worker_lag(port: int) -> str:
     """The split-off processor's lag, from its /readyz (how far it trails the collector)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
@@ -439,6 +472,11 @@ def bench_target(
         result = run_wrk(label=f"{name} {mode}", prefix=f"{run_id}-{name}-{mode}",
                          duration=args.duration, **common)  # fmt: skip
         seen_accepted += result.events_accepted
+        if rows is not None:  # convtrack: did the processor keep up, and in what memory
+            result.rss_mb = resident_mb(server.proc.pid)
+            result.lag_at_end = processor_lag(port)
+            time.sleep(LAG_SETTLE_SECS)
+            result.lag_after = processor_lag(port)
         if profiler is not None:
             profiler.wait(60)
         if rows is not None:
@@ -453,6 +491,14 @@ def bench_target(
               flush=True)  # fmt: skip
         if result.other_sample:
             print(f"    first non-2xx answer: {result.other_sample}", flush=True)
+        if result.lag_at_end is not None and result.lag_after is not None:
+            (end_n, end_s), (after_n, after_s) = result.lag_at_end, result.lag_after
+            print(f"    processor lag as wrk stopped: {end_n:,.0f} events, {end_s:.2f} s;"
+                  f" {LAG_SETTLE_SECS:.0f} s later: {after_n:,.0f} events, {after_s:.2f} s",
+                  flush=True)  # fmt: skip
+        if result.rss_mb is not None:
+            print(f"    server resident memory: peak {result.rss_mb[0]:.0f} MB, at the end"
+                  f" {result.rss_mb[1]:.0f} MB", flush=True)  # fmt: skip
     return results, seen_accepted
 
 
@@ -524,7 +570,7 @@ def run_convtrack(
         results, seen_accepted = bench_target("convtrack", server, port, args, pin, rows, run_id)
         stats = commit_stats(port)
         if worker is not None:
-            print(f"worker processor lag when the load stopped: {processor_lag(worker_port)}",
+            print(f"worker processor lag when the load stopped: {worker_lag(worker_port)}",
                   flush=True)  # fmt: skip
     finally:
         code = server.stop()
