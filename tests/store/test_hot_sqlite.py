@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from convtrack.errors import StoreError
 from convtrack.store.hot.base import HotStore
 from convtrack.store.hot.sqlite import SqliteHotStore
 from tests.support.contract.hot_contract import MINUTE, T0, HotContract, effect
-from tests.support.sqlite_faults import make_unreadable
+from tests.support.sqlite_faults import injected_fault, make_unreadable
 
 
 class TestSqliteHotContract(HotContract):
@@ -26,18 +25,12 @@ def test_a_failed_apply_changes_nothing(tmp_path: Path) -> None:
     hot = SqliteHotStore(path)
     try:
         hot.apply("g", [effect("a", offset=0, recorded=b"A")], {0: 1}, T0)
-        fault = sqlite3.connect(path)
-        fault.execute(
-            "CREATE TRIGGER injected BEFORE UPDATE ON positions"
-            " BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
-        )
-        fault.commit()
         batch = [effect("b", offset=1, value=2**63 - 1, recorded=b"B"), effect("a", offset=2)]
-        with pytest.raises(StoreError, match="injected fault"):
+        with (
+            injected_fault(path, "BEFORE UPDATE ON positions"),
+            pytest.raises(StoreError, match="injected fault"),
+        ):
             hot.apply("g", batch, {0: 3}, T0 + MINUTE)
-        fault.execute("DROP TRIGGER injected")
-        fault.commit()
-        fault.close()
         stats = hot.conversions("spring", "2026-11-29")
         assert (stats.conversions, stats.value) == (1, {"USD": 100})
         live = hot.live(T0 + MINUTE, window_minutes=60, latency_minutes=60)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from convtrack.store.hot.base import Effect, SessionState, UserTouch
 from convtrack.store.hot.sqlite import SqliteHotStore
 from convtrack.store.hot.sqlite_states import StateCache
 from tests.support.contract.hot_contract import T0, effect
+from tests.support.sqlite_faults import injected_fault
 
 SECOND = 1_000_000
 
@@ -28,6 +30,13 @@ def session(key: str, at_us: int, ttl_us: int = 1800 * SECOND) -> SessionState:
 def touch(key: str, at_us: int) -> UserTouch:
     facts = {"source": "meta", "medium": "paid", "at_us": at_us}
     return UserTouch(key=key, touch=facts, at_us=at_us, expires_at_us=at_us + 3600 * SECOND)
+
+
+@pytest.fixture
+def hot(tmp_path: Path) -> Iterator[SqliteHotStore]:
+    store = SqliteHotStore(tmp_path / "hot.db")
+    yield store
+    store.close()
 
 
 def table_view(path: Path, keys: list[str]) -> tuple[dict[str, SessionState], dict[str, UserTouch]]:
@@ -61,41 +70,27 @@ def test_reads_match_the_tables_through_random_batches(tmp_path: Path) -> None:
         hot.close()
 
 
-def test_a_rolled_back_batch_leaves_no_state_behind(tmp_path: Path) -> None:
+def test_a_rolled_back_batch_leaves_no_state_behind(hot: SqliteHotStore, tmp_path: Path) -> None:
     path = tmp_path / "hot.db"
-    hot = SqliteHotStore(path)
-    try:
-        hot.apply("g", [effect("a", offset=0)], {0: 1}, T0, [session("s", T0)], [touch("t", T0)])
-        fault = sqlite3.connect(path)
-        fault.execute(
-            "CREATE TRIGGER injected BEFORE INSERT ON staged_rows WHEN NEW.tbl = 'user_touches'"
-            " BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
-        )
-        fault.commit()
-        later = T0 + 60 * SECOND
-        with pytest.raises(StoreError, match="injected fault"):
-            hot.apply(
-                "g", [effect("b", offset=1)], {0: 2}, later,
-                [session("s", later), session("new", later)], [touch("t", later)],
-            )  # fmt: skip
-        fault.close()
-        assert hot.sessions(["s", "new"]) == {"s": session("s", T0)}
-        assert hot.user_touches(["t"]) == {"t": touch("t", T0)}
-    finally:
-        hot.close()
+    hot.apply("g", [effect("a", offset=0)], {0: 1}, T0, [session("s", T0)], [touch("t", T0)])
+    later = T0 + 60 * SECOND
+    last_write = "BEFORE INSERT ON staged_rows WHEN NEW.tbl = 'user_touches'"
+    with injected_fault(path, last_write), pytest.raises(StoreError, match="injected fault"):
+        hot.apply(
+            "g", [effect("b", offset=1)], {0: 2}, later,
+            [session("s", later), session("new", later)], [touch("t", later)],
+        )  # fmt: skip
+    assert hot.sessions(["s", "new"]) == {"s": session("s", T0)}
+    assert hot.user_touches(["t"]) == {"t": touch("t", T0)}
 
 
-def test_expiry_forgets_cached_states_with_the_rows(tmp_path: Path) -> None:
+def test_expiry_forgets_cached_states_with_the_rows(hot: SqliteHotStore, tmp_path: Path) -> None:
     path = tmp_path / "hot.db"
-    hot = SqliteHotStore(path)
-    try:
-        short = session("short", T0, ttl_us=10 * SECOND)
-        hot.apply("g", [effect("a", offset=0)], {0: 1}, T0, [short, session("long", T0)], [])
-        hot.expire(T0 + 20 * SECOND, max_rows=1000)
-        assert set(hot.sessions(["short", "long"])) == {"long"}
-        assert table_view(path, ["short", "long"])[0].keys() == {"long"}
-    finally:
-        hot.close()
+    short = session("short", T0, ttl_us=10 * SECOND)
+    hot.apply("g", [effect("a", offset=0)], {0: 1}, T0, [short, session("long", T0)], [])
+    hot.expire(T0 + 20 * SECOND, max_rows=1000)
+    assert set(hot.sessions(["short", "long"])) == {"long"}
+    assert table_view(path, ["short", "long"])[0].keys() == {"long"}
 
 
 def test_the_cache_keeps_the_newest_writes_up_to_its_limit() -> None:
@@ -109,16 +104,11 @@ def test_the_cache_keeps_the_newest_writes_up_to_its_limit() -> None:
     assert found["b"].last_seen_us == T0 + SECOND
 
 
-def test_states_past_the_cache_are_read_from_the_tables(tmp_path: Path) -> None:
-    path = tmp_path / "hot.db"
-    hot = SqliteHotStore(path)
-    try:
-        hot._sessions = StateCache(limit=2)  # a small cache, to see past it
-        states = [session(k, T0) for k in "abcde"]
-        hot.apply("g", [effect("a", offset=0)], {0: 1}, T0, states, [])
-        assert hot.sessions(list("abcde")) == {s.key: s for s in states}
-    finally:
-        hot.close()
+def test_states_past_the_cache_are_read_from_the_tables(hot: SqliteHotStore) -> None:
+    hot._sessions = StateCache(limit=2)  # a small cache, to see past it
+    states = [session(k, T0) for k in "abcde"]
+    hot.apply("g", [effect("a", offset=0)], {0: 1}, T0, states, [])
+    assert hot.sessions(list("abcde")) == {s.key: s for s in states}
 
 
 def random_batches(seed: int, n: int) -> list[tuple[list[Effect], list[SessionState]]]:
@@ -183,17 +173,11 @@ def test_a_failed_merge_keeps_the_staged_rows(tmp_path: Path) -> None:
     hot = SqliteHotStore(path, cycle_rows=2)
     try:
         hot.apply("g", [effect("a", offset=0), effect("b", offset=1)], {0: 2}, T0)
-        fault = sqlite3.connect(path)
-        fault.execute(
-            "CREATE TRIGGER injected BEFORE INSERT ON dedup"
-            " BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
-        )
-        fault.commit()
-        with pytest.raises(StoreError, match="injected fault"):
+        with (
+            injected_fault(path, "BEFORE INSERT ON dedup"),
+            pytest.raises(StoreError, match="injected fault"),
+        ):
             hot.apply("g", [effect("a", offset=2)], {0: 3}, T0 + SECOND)  # merges first
-        fault.execute("DROP TRIGGER injected")
-        fault.commit()
-        fault.close()
         assert hot.remembered() == 2
         again = hot.apply("g", [effect("a", offset=2), effect("c", offset=3)], {0: 4}, T0 + SECOND)
         assert again.counted == [False, True]

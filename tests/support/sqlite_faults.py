@@ -39,3 +39,20 @@ def make_unreadable(path: Path) -> None:
 def short_busy_timeout(conn: sqlite3.Connection) -> None:
     """Give up on a held lock after 50 ms (the adapters wait 10 s)."""
     conn.execute("PRAGMA busy_timeout=50")
+
+
+@contextmanager
+def injected_fault(path: Path, when: str) -> Iterator[None]:
+    """Within ``with``, every write ``when`` names (``BEFORE INSERT ON t``, with an optional
+    ``WHEN`` clause) aborts with "injected fault": a real SQLite error mid-transaction."""
+    fault = sqlite3.connect(path)
+    try:
+        fault.execute(
+            f"CREATE TRIGGER injected {when} BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+        )
+        fault.commit()
+        yield
+        fault.execute("DROP TRIGGER injected")
+        fault.commit()
+    finally:
+        fault.close()

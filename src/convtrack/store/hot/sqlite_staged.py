@@ -27,9 +27,9 @@ processor), so its memory and the files agree.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -46,6 +46,24 @@ CYCLE_ROWS = 30_000
 MIN_STRETCH = 2_000  # rows a batch merges at least while a cycle runs
 
 Row = tuple[Any, ...]  # the table's columns, key first
+
+Value = TypeVar("Value")
+
+
+def split_found(
+    held: Mapping[str, Value], keys: Iterable[str]
+) -> tuple[dict[str, Value], list[str]]:
+    """The values ``held`` has among ``keys`` (once each), and the keys it lacks."""
+    found: dict[str, Value] = {}
+    missing: list[str] = []
+    for key in set(keys):
+        value = held.get(key)
+        if value is None:
+            missing.append(key)
+        else:
+            found[key] = value
+    return found, missing
+
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(list[tuple[Any, ...]]).decode
@@ -124,14 +142,7 @@ class StagedTable:
 
     def rows(self, conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, Row]:
         """The current rows of ``keys``: staged ones first, then the table's."""
-        found: dict[str, Row] = {}
-        missing: list[str] = []
-        for key in set(keys):
-            row = self._pending.get(key)
-            if row is None:
-                missing.append(key)
-            else:
-                found[key] = row
+        found, missing = split_found(self._pending, keys)
         stored: dict[str, Row] = {}
         for chunk in chunks(missing):
             marks = ",".join("?" * len(chunk))

@@ -20,7 +20,7 @@ from typing import Generic, TypeVar
 import msgspec
 
 from convtrack.store.hot.base import SessionState, UserTouch
-from convtrack.store.hot.sqlite_staged import Row, StagedTable
+from convtrack.store.hot.sqlite_staged import Row, StagedTable, split_found
 
 # Per kind; about 0.6 kB each (a state and its touch facts), so both kinds fill ~25 MB.
 CACHED_STATES = 20_000
@@ -45,15 +45,7 @@ class StateCache(Generic[State]):
 
     def split(self, keys: Iterable[str]) -> tuple[dict[str, State], list[str]]:
         """The cached states among ``keys``, and the keys to read from the table."""
-        found: dict[str, State] = {}
-        missing: list[str] = []
-        for key in set(keys):
-            state = self._states.get(key)
-            if state is None:
-                missing.append(key)
-            else:
-                found[key] = state
-        return found, missing
+        return split_found(self._states, keys)
 
     def written(self, states: Iterable[State]) -> None:
         cache = self._states
