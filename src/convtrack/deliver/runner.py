@@ -11,13 +11,12 @@ platforms that deduplicate on our ids drop the copy, and for those that cannot,
 in-flight markers (``deliver.inflight``) turn the interrupted batch into dead
 letters instead. Dead letters marked for replay are sent before new events.
 
-Up to ``max_in_flight`` requests may be out at once (``deliver.window``): GA4
-takes one event per request, so one at a time would cap it at a few events a
-second. Batches are still committed in log order, each once it and every batch
-before it is settled; pacing (Slack) keeps one request at a time, and while
-paused or while the circuit is not closed only one trial request goes out. A
-destination with events waiting that commits nothing for ``stall_secs`` is
-unhealthy (``deliver.progress``); repeated errors are logged once a minute.
+Up to ``max_in_flight`` requests may be out at once (``deliver.window``; GA4
+takes one event per request). Batches are still committed in log order, each
+once it and every batch before it is settled; pacing (Slack) keeps one request
+at a time, and while paused or while the circuit is not closed only one trial
+request goes out. A destination with events waiting that commits nothing for
+``stall_secs`` is unhealthy (``deliver.progress``); a repeated error is logged once a minute.
 """
 
 from __future__ import annotations
