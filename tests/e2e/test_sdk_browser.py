@@ -119,6 +119,16 @@ def sent_with(proxy: CountingProxy, **match: Any) -> list[tuple[Seen, dict[str, 
     ]
 
 
+def arrived(proxy: CountingProxy, campaign_id: str) -> dict[str, dict[str, Any]]:
+    """The campaign's events that reached the proxy, by event_id; a copy sent again must be
+    the same event (the collector's dedup keeps one)."""
+    events: dict[str, dict[str, Any]] = {}
+    for _, event in sent_with(proxy, campaign_id=campaign_id):
+        first = events.setdefault(event["event_id"], event)
+        assert first["properties"] == event["properties"], "a copy differs from its event"
+    return events
+
+
 def today() -> str:
     return datetime.now(tz=UTC).strftime("%Y-%m-%d")
 
@@ -228,34 +238,35 @@ def test_offline_then_online_queued_events_arrive_once(
     wait_for("three queued", lambda: page.evaluate("convtrack.status().queued") == 3)
     stored = json.loads(page.evaluate("localStorage.getItem('_ct_queue')"))
     assert [item["e"]["properties"]["n"] for item in stored] == [0, 1, 2]
-    # The visitor leaves offline (no beacon can land there), then comes back online.
     page.evaluate(f"convtrack.track('Lead', {{campaign_id: '{name}', n: 3}})")
+    assert sent_with(proxy, campaign_id=name) == []
+    # The visitor leaves offline, then comes back online. The SDK sends no beacon while
+    # offline, but Chrome may still let the closing page's last `visibilitychange` beacon
+    # out once its context is online again (DevTools' offline emulation, not a real
+    # outage: seen once in CI). Either way each event gets there, with its one event_id.
     page.goto("about:blank")
     page.close()
     context.set_offline(False)
-    assert sent_with(proxy, campaign_id=name) == []
     again = context.new_page()
     again.goto(site.url + "/offline.html")
-    wait_for("the queue sent on load", lambda: len(sent_with(proxy, campaign_id=name)) == 4)
+    wait_for("the queue sent on load", lambda: len(arrived(proxy, name)) == 4)
     wait_for("its answer seen", lambda: again.evaluate("convtrack.status().queued") == 0)
     # Offline and online again within one page: the `online` event sends the queue.
     context.set_offline(True)
     again.evaluate(f"convtrack.track('Lead', {{campaign_id: '{name}', n: 4}})")
     wait_for("one queued", lambda: again.evaluate("convtrack.status().queued") == 1)
     context.set_offline(False)
-    wait_for("sent when back online", lambda: len(sent_with(proxy, campaign_id=name)) == 5)
+    wait_for("sent when back online", lambda: len(arrived(proxy, name)) == 5)
     wait_for("nothing left", lambda: again.evaluate("convtrack.status().queued") == 0)
-    sent = sent_with(proxy, campaign_id=name)
-    ids = [event["event_id"] for _, event in sent]
-    assert len(set(ids)) == 5, "each queued event arrived exactly once"
-    assert sorted(event["properties"]["n"] for _, event in sent) == [0, 1, 2, 3, 4]
+    events = arrived(proxy, name)
+    assert sorted(event["properties"]["n"] for event in events.values()) == [0, 1, 2, 3, 4]
     # The late ones say when they happened; per-page sequence numbers have no holes.
     seqs: dict[str, list[int]] = {}
-    for _, event in sent:
+    for event in events.values():
         seqs.setdefault(event["context"]["client_id"], []).append(event["context"]["client_seq"])
     assert sorted(sorted(s) for s in seqs.values()) == [[1], [1, 2, 3, 4]]
-    counted = settled_stats(collector, name, set(ids))
-    assert counted["conversions"] == 5
+    counted = settled_stats(collector, name, set(events))
+    assert counted["conversions"] == 5, "each queued event counted exactly once"
 
 
 def test_a_reload_of_the_thank_you_page_counts_once(
