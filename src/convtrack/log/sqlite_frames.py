@@ -79,15 +79,22 @@ class FrameReader:
         self._first = -1
         self._logged_at_us = 0
         self._records: list[_Framed] = []
+        # Where the older layout's rows end: nothing appends to them any more, so it is
+        # read once, and a poll past it does not ask the ``log`` table again.
+        self._legacy_end: int | None = None
 
     def read(self, conn: sqlite3.Connection, position: int, limit: int) -> list[LogEntry]:
         """Up to ``limit`` entries from ``position`` on (fewer at the end of the log)."""
-        legacy = conn.execute(
-            "SELECT offset, key, payload, logged_at_us FROM log"
-            " WHERE offset >= ? ORDER BY offset LIMIT ?",
-            (position, limit),
-        ).fetchall()
-        if legacy:
+        if self._legacy_end is None:
+            self._legacy_end = int(
+                conn.execute("SELECT COALESCE(MAX(offset) + 1, 0) FROM log").fetchone()[0]
+            )
+        if position < self._legacy_end:
+            legacy = conn.execute(
+                "SELECT offset, key, payload, logged_at_us FROM log"
+                " WHERE offset >= ? ORDER BY offset LIMIT ?",
+                (position, limit),
+            ).fetchall()
             return [LogEntry(PARTITION, r[0], r[1], r[2], r[3]) for r in legacy]
         entries: list[LogEntry] = []
         cursor: sqlite3.Cursor | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -86,21 +86,24 @@ def chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[start : start + _CHUNK]
 
 
+def rows_where_in(
+    conn: sqlite3.Connection, select: str, column: str, keys: Sequence[str]
+) -> Iterator[tuple[Any, ...]]:
+    """``select`` (``SELECT … FROM t``) of the rows whose ``column`` is one of ``keys``,
+    a few hundred keys per query (SQLite bounds a statement's parameters)."""
+    for chunk in chunks(keys):
+        marks = ",".join("?" * len(chunk))
+        yield from conn.execute(f"{select} WHERE {column} IN ({marks})", chunk)
+
+
 Remembered = tuple[int, int, int]  # expires_at_us, partition, offset of the counted copy
 
 
 def remembered_rows(
     conn: sqlite3.Connection, table: str, column: str, keys: list[str]
 ) -> dict[str, Remembered]:
-    found: dict[str, Remembered] = {}
-    for chunk in chunks(keys):
-        marks = ",".join("?" * len(chunk))
-        rows = conn.execute(
-            f"SELECT {column}, expires_at_us, part, off FROM {table} WHERE {column} IN ({marks})",
-            chunk,
-        )
-        found.update((row[0], (row[1], row[2], row[3])) for row in rows)
-    return found
+    select = f"SELECT {column}, expires_at_us, part, off FROM {table}"
+    return {row[0]: (row[1], row[2], row[3]) for row in rows_where_in(conn, select, column, keys)}
 
 
 COUNTER_KEYS = ("campaign_id", "event_date", "currency")
@@ -202,9 +205,5 @@ def recorded_blobs(
 
 def earlier_copies(conn: sqlite3.Connection, keys: list[str]) -> set[tuple[int, int]]:
     """The positions of the displaced counted copies of ``keys`` (table earlier_copies)."""
-    found: set[tuple[int, int]] = set()
-    for chunk in chunks(list(set(keys))):
-        marks = ",".join("?" * len(chunk))
-        rows = conn.execute(f"SELECT part, off FROM earlier_copies WHERE k IN ({marks})", chunk)
-        found.update((int(p), int(o)) for p, o in rows)
-    return found
+    rows = rows_where_in(conn, "SELECT part, off FROM earlier_copies", "k", list(set(keys)))
+    return {(int(p), int(o)) for p, o in rows}

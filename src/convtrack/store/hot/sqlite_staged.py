@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from convtrack.store.hot.sqlite_rows import chunks
+from convtrack.store.hot.sqlite_rows import rows_where_in
 
 STAGED_SCHEMA = """
 CREATE TABLE IF NOT EXISTS staged_rows (
@@ -133,21 +133,16 @@ class StagedTable:
             else:
                 self._pending.update((row[0], row) for row in _decode(body))
             self._seq = seq
-        self._stored = set()
-        pending = list(self._pending)
-        for chunk in chunks(pending):
-            marks = ",".join("?" * len(chunk))
-            query = f"SELECT {self._key} FROM {self.table} WHERE {self._key} IN ({marks})"
-            self._stored.update(key for (key,) in conn.execute(query, chunk))
+        select = f"SELECT {self._key} FROM {self.table}"
+        self._stored = {
+            key for (key,) in rows_where_in(conn, select, self._key, list(self._pending))
+        }
 
     def rows(self, conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, Row]:
         """The current rows of ``keys``: staged ones first, then the table's."""
         found, missing = split_found(self._pending, keys)
-        stored: dict[str, Row] = {}
-        for chunk in chunks(missing):
-            marks = ",".join("?" * len(chunk))
-            query = f"SELECT {self._columns} FROM {self.table} WHERE {self._key} IN ({marks})"
-            stored.update((row[0], row) for row in conn.execute(query, chunk))
+        select = f"SELECT {self._columns} FROM {self.table}"
+        stored = {row[0]: row for row in rows_where_in(conn, select, self._key, missing)}
         self._read_stored = set(stored)
         found.update(stored)
         return found
