@@ -45,6 +45,12 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     # SO_REUSEPORT: several collector processes listen on one port (the kernel spreads
     # the connections), for more ingest than one interpreter can do on one machine.
     reuse_port: bool = False
+    # On the embedded default (serve with every role), the roles that run in child
+    # processes of their own, one child per entry ("store+deliver": both in one child);
+    # the collect role stays in the serving process. Each process has its own interpreter
+    # and so its own core: the processor is not slowed by the collector's requests.
+    # [] runs every role in the one serving process.
+    child_roles: list[str] = msgspec.field(default_factory=lambda: ["process", "store+deliver"])
     # Guards of every connection (collect/protocol.py): the request line and headers of one
     # request at most this many bytes (431 past it), complete within this time of the
     # connection or of the request's first byte (408 past it), and at most this many open

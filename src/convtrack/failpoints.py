@@ -3,8 +3,9 @@
 Two kinds, both inert unless a test arms them:
 
 - ``CONVTRACK_FAILPOINTS=cold.after_manifest`` (comma-separated names) makes
-  ``hit("cold.after_manifest")`` SIGKILL the process right there, so crash
-  tests can stop a real process between two side effects.
+  ``hit("cold.after_manifest")`` SIGKILL the process right there (and, in a
+  child process of ``serve``, the serving process: the whole server), so crash
+  tests can stop a real server between two side effects.
 - ``CONVTRACK_POISON=hot_apply=order-7,cold=order-9`` (comma-separated
   ``stage=event_id``), or ``with poison("hot_apply", "order-7"):`` in a test of
   this process, makes that event raise ``InjectedFault`` at that stage every
@@ -30,6 +31,11 @@ _ARMED = frozenset(
 
 def hit(name: str) -> None:
     if name in _ARMED:
+        # A failpoint stands for the machine failing: in a child process of serve, the
+        # whole server dies (runtime/children.py names the serving process).
+        supervisor = os.environ.get("CONVTRACK_SUPERVISOR_PID", "")
+        if supervisor.isdigit():
+            os.kill(int(supervisor), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -178,6 +178,17 @@ def test_an_empty_answer_says_what_the_lake_holds(pipeline: Pipeline) -> None:
     )
     assert lines[1] == "convtrack: no processed event is waiting for a flush"
 
+    send(pipeline, purchase("c", timestamp=NOW_US // 1000))  # accepted, not processed
+    send(pipeline, purchase("d", timestamp=NOW_US // 1000))
+    on_its_way = runner.invoke(
+        cli, ["query", "--data-dir", data_dir, "select * from events where value < 0"]
+    )
+    assert on_its_way.stderr.splitlines()[1] == (
+        "convtrack: up to 2 accepted event(s) are not processed yet (the processor takes"
+        " them within moments); `convtrack flush` writes them now"
+    )
+    process_all(pipeline)
+
     none = runner.invoke(cli, ["attribution", "--model", "linear", "--from", "2026-11-01",
                                "--to", "2026-11-02", "--data-dir", data_dir])  # fmt: skip
     assert none.exit_code == 0, none.output

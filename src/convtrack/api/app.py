@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 from convtrack.api import landing
 from convtrack.api.attribution import AttributionApi
@@ -25,6 +26,7 @@ from convtrack.collect.ingest import Collector
 from convtrack.errors import LogError, LogUnavailable, StoreError
 from convtrack.log.base import EventLog
 from convtrack.model import codes
+from convtrack.observe.merge import merge_expositions
 from convtrack.observe.metrics import Metrics
 from convtrack.store.rejects.base import RejectStore
 
@@ -37,6 +39,18 @@ SEGMENT_SINGLE_ROUTES = ("/v1/t", "/v1/identify", "/v1/i", "/v1/page", "/v1/p", 
 INGEST_ROUTES = frozenset(
     {"/v1/track", "/track/conversion", "/v1/batch", "/v1/b", *SEGMENT_SINGLE_ROUTES}
 )
+
+
+class OtherProcesses(Protocol):
+    """The server's roles that run in processes of their own (runtime/children.py)."""
+
+    def components(self) -> dict[str, dict[str, Any]]:
+        """Their readiness components, by name, as of their last answer (never blocks)."""
+        ...
+
+    def metrics(self) -> list[bytes]:
+        """Each process's /metrics text now (blocking: a local request to each)."""
+        ...
 
 
 class App:
@@ -68,6 +82,7 @@ class App:
         self.draining = False
         self.components = dict(components or {})
         self.lake_flush = FlushApi()  # the runtime gives it the work when it runs the store role
+        self.elsewhere: OtherProcesses | None = None  # the roles in child processes, if any
         # (method, path) -> (role needed, handler)
         self.routes: dict[tuple[str, str], tuple[str, Handler]] = {
             ("POST", "/v1/track"): ("write", collector.track),
@@ -229,6 +244,13 @@ class App:
             body[name] = report
             if report.get("healthy") is False:
                 degraded.append(name)
+        if self.elsewhere is not None:
+            for name, report in self.elsewhere.components().items():
+                if name in body:
+                    continue  # the log, the hot store: as this process sees them
+                body[name] = report
+                if report.get("healthy") is False:
+                    degraded.append(name)
         body["degraded"] = degraded
         return ready, body
 
@@ -236,9 +258,11 @@ class App:
         status = self.log.status()
         self.metrics.log_end_offset.set(sum(status.end_offsets.values()))
         self.metrics.log_pending_events.set(status.pending_events)
-        return Response(
-            200, self.metrics.render(), [(b"content-type", b"text/plain; version=0.0.4")]
-        )
+        text = self.metrics.render()
+        if self.elsewhere is not None:
+            others = await asyncio.to_thread(self.elsewhere.metrics)
+            text = merge_expositions([text, *others])
+        return Response(200, text, [(b"content-type", b"text/plain; version=0.0.4")])
 
     async def openapi(self, request: Request) -> Response:
         spec = resources.files("convtrack.api").joinpath("openapi.json").read_bytes()

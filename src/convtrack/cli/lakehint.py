@@ -4,10 +4,10 @@ The lake is written by the running server's cold store every
 ``cold.flush_interval_secs`` (5 minutes by default) and at a stop, so for a
 while after the first events a query answers nothing. An empty answer alone
 does not say whether the question was wrong or the data is not there yet:
-these lines say which dates the lake holds, when it was last flushed, and how
-many processed events wait for the next flush (read from the embedded
-processed log; with Kafka the running server is the one to ask, by
-``convtrack flush``).
+these lines say which dates the lake holds, when it was last flushed, how
+many processed events wait for the next flush, and how many accepted ones
+the processor has not published yet (read from the embedded logs; with
+Kafka the running server is the one to ask, by ``convtrack flush``).
 """
 
 from __future__ import annotations
@@ -50,9 +50,18 @@ def summary_lines(summary: LakeSummary, uri: str, now_us: int) -> list[str]:
     return [f"the lake ({uri}) holds {summary.rows} event(s) dated {span}; {when}"]
 
 
-def waiting_line(waiting: LogLag | None, interval_secs: float) -> str:
-    """The processed events not yet in the lake (None: not known from here)."""
-    flush_now = "`convtrack flush` writes them now"
+FLUSH_NOW = "`convtrack flush` writes them now"
+
+
+def waiting_line(waiting: LogLag | None, interval_secs: float, unprocessed: int = 0) -> str:
+    """The processed events not yet in the lake (None: not known from here), and then the
+    accepted ones the processor has not published yet."""
+    flush_now = FLUSH_NOW
+    if waiting is not None and waiting.events == 0 and unprocessed:
+        return (
+            f"up to {unprocessed} accepted event(s) are not processed yet (the processor"
+            f" takes them within moments); {flush_now}"
+        )
     if waiting is None:
         return (
             "events processed since the last flush are not in it yet (the server writes"
@@ -82,11 +91,36 @@ def waiting_for_flush(settings: Settings, flushed_through: dict[int, int]) -> Lo
         processed.close()
 
 
+def waiting_for_processing(settings: Settings) -> int:
+    """Accepted events after the last one the processor published (an upper bound: a run
+    of duplicates at the end of the log publishes nothing), from the embedded logs."""
+    from convtrack.process.runner import published_through
+
+    log_dir = settings.data_dir / "log"
+    if settings.log.kind != "sqlite" or not (log_dir / "events.db").is_file():
+        return 0
+    events = open_log(settings, "events", SystemClock(), written_elsewhere=True)
+    try:
+        ends = {p: entry.offset + 1 for p, entry in events.last_entries().items()}
+    finally:
+        events.close()
+    published: dict[int, int] = {}
+    if (log_dir / "processed.db").is_file():
+        processed = open_log(settings, "processed", SystemClock(), written_elsewhere=True)
+        try:
+            published = published_through(processed)
+        finally:
+            processed.close()
+    return sum(max(0, end - published.get(p, 0)) for p, end in ends.items())
+
+
 def lake_hint(settings: Settings, lake: ColdStore, clock: Clock | None = None) -> list[str]:
     """Lines saying what the lake holds and what is on its way to it."""
     clock = clock or SystemClock()
     state = read_state(lake, "events")
     lines = summary_lines(LakeSummary.of(state), lake.uri, clock.now_us())
     waiting = waiting_for_flush(settings, dict(state.flushed_through))
-    lines.append(waiting_line(waiting, settings.cold.flush_interval_secs))
+    caught_up = waiting is not None and waiting.events == 0
+    unprocessed = waiting_for_processing(settings) if caught_up else 0
+    lines.append(waiting_line(waiting, settings.cold.flush_interval_secs, unprocessed))
     return lines

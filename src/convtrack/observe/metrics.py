@@ -136,6 +136,12 @@ class Metrics:
             registry=r,
         )  # fmt: skip
 
+        self.child_restarts = Counter(
+            "convtrack_child_restarts",
+            "Child processes of serve started again after they exited, by their roles",
+            ["roles"], registry=r,
+        )  # fmt: skip
+
         self.deliver = DeliveryMetrics(r)
 
     def route_counters(self, route: str) -> RouteCounters:

@@ -9,12 +9,16 @@ delays the start (the first round runs on that thread too).
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from convtrack.api.flush import FlushNow, FlushRefused
 from convtrack.collect.http import Receive, Request, Response, Scope, Send, json_response
+from convtrack.model import codes
 from convtrack.observe.metrics import Metrics
 
 log = logging.getLogger("convtrack.health")
@@ -23,6 +27,10 @@ Report = dict[str, Any]  # always has "healthy" (bool) and "detail" (str)
 Check = Callable[[], Report]
 CHECK_INTERVAL_SECS = 1.0
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# A child process of serve (runtime/children.py) flushes its lake when the serving
+# process asks, with the token only the two of them know.
+CHILD_FLUSH_PATH = "/internal/flush"
+CHILD_TOKEN_HEADER = "x-convtrack-child-token"
 
 
 def failed(exc: BaseException) -> Report:
@@ -134,12 +142,17 @@ class ProbeApp:
         self.metrics = metrics
         self.components = dict(components)
         self.draining = False
+        self.flush_now: FlushNow | None = None  # set when it runs the store role
+        self.child_token: str | None = None  # set in a child process of serve
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         request = Request(scope, receive)
-        response = self.dispatch(request)
+        if request.path == CHILD_FLUSH_PATH and self.child_token is not None:
+            response = await self._child_flush(request)
+        else:
+            response = self.dispatch(request)
         route = request.path if request.path in PROBE_PATHS else "other"
         self.metrics.count_request(route, response.status)
         await response.send(send)
@@ -155,6 +168,20 @@ class ProbeApp:
             "degraded": degraded,
             **body,
         }
+
+    async def _child_flush(self, request: Request) -> Response:
+        token = request.headers.get(CHILD_TOKEN_HEADER, "").encode()
+        expected = (self.child_token or "").encode()
+        if request.method != "POST" or not hmac.compare_digest(token, expected):
+            return json_response(404, {"error": "not_found"})
+        if self.flush_now is None:
+            message = "this process does not run the store role"
+            return json_response(409, {"error": codes.ERR_NO_STORE_ROLE, "message": message})
+        try:
+            body = await asyncio.to_thread(self.flush_now)
+        except FlushRefused as exc:
+            return json_response(exc.status, {"error": exc.code, "message": exc.message})
+        return json_response(200, body)
 
     def dispatch(self, request: Request) -> Response:
         if request.path in PROBE_PATHS and request.method != "GET":

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,6 +40,29 @@ def exclusive_roles(settings: Settings, roles: Iterable[str]) -> list[Role]:
     return [role for role in Roles(roles) if needs[role]]
 
 
+HANDOVER_SECS = 5.0
+HANDOVER_POLL_SECS = 0.02
+
+
+def _alive(pid_text: str) -> bool:
+    """Whether the process that wrote the lock file lives (a zombie does not)."""
+    if not pid_text.isdigit():
+        return True  # unknown: do not wait for it
+    try:
+        with open(f"/proc/{pid_text}/stat", encoding="ascii") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
 class RoleLock:
     """Held for the life of the process; ``release`` on a clean stop."""
 
@@ -51,10 +75,18 @@ class RoleLock:
         path = data_dir / "locks" / f"{role}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        handover = time.monotonic() + HANDOVER_SECS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                # A serve that died leaves its children (which inherit its locks) a moment
+                # to die with it: wait for them rather than refuse a restart.
+                if not _alive(holder) and time.monotonic() < handover:
+                    time.sleep(HANDOVER_POLL_SECS)
+                    continue
             os.close(fd)
             raise ConfigError(
                 f"another process (pid {holder}) already runs the {role} role on {data_dir};"
@@ -64,6 +96,12 @@ class RoleLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return cls(path, fd)
+
+    @property
+    def fd(self) -> int:
+        """The locked file (a child of serve inherits it, and the lock with it)."""
+        assert self._fd is not None
+        return self._fd
 
     def release(self) -> None:
         if self._fd is not None:

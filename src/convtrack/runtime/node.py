@@ -9,7 +9,7 @@ cold store flushes, the deliveries stop, and the backends close.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from convtrack.api.app import App
@@ -20,6 +20,7 @@ from convtrack.observe.metrics import Metrics
 from convtrack.process.base import GROUP as PROCESSOR_GROUP
 from convtrack.runtime.api_keys import ProvisionedKeys, store_generated
 from convtrack.runtime.backends import Backends
+from convtrack.runtime.children import Children
 from convtrack.runtime.flush import LakeFlush
 from convtrack.runtime.guarded import ReadGuardedHotStore
 from convtrack.runtime.health import HealthMonitor, ProbeApp, Report, failed, waiting_for
@@ -39,6 +40,10 @@ if TYPE_CHECKING:  # built (and imported) only by the processes that run those r
     from convtrack.store.cold.runner import ColdStoreRunner
 
 
+# Children drain within this of the collector's stop; serve exits at its own deadline.
+CHILD_STOP_SECS = 8.0
+
+
 class Node:
     """The roles this process runs. ``exclusive`` takes the per-role locks (``serve`` does)."""
 
@@ -52,16 +57,26 @@ class Node:
         exclusive: bool = False,
         *,
         store_keys: bool = True,
+        child_roles: Sequence[Roles] = (),
     ) -> None:
         """``roles``: names or ``Role``s, in any order (an unknown name is a ``ConfigError``);
-        ``store_keys=False``: new keys stay in memory until ``store_generated_keys``."""
+        ``store_keys=False``: new keys stay in memory until ``store_generated_keys``;
+        ``child_roles``: those of ``roles`` that run in child processes, one per entry
+        (runtime/children.py), started and stopped with this one."""
         self._store_keys = store_keys
         self.clock: Clock = clock or SystemClock()
         self.settings = settings
-        self.roles = Roles(roles)
+        elsewhere = Roles(role for group in child_roles for role in group)
+        self.roles = Roles(role for role in Roles(roles) if role not in elsewhere)
         self.metrics = Metrics()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self._locks: list[RoleLock] = acquire_role_locks(settings, self.roles) if exclusive else []
+        every_role = Roles([*self.roles, *elsewhere])
+        self._locks: list[RoleLock] = acquire_role_locks(settings, every_role) if exclusive else []
+        self.children = (
+            Children(settings, list(child_roles), [lock.fd for lock in self._locks], self.metrics)
+            if child_roles
+            else None
+        )
         self.backends = Backends(
             settings, self.clock, self.metrics, environ, split=not self.roles.full
         )
@@ -109,8 +124,14 @@ class Node:
             self.app.components.update(components)
             if self._store is not None:
                 self.app.lake_flush.flush_now = self._lake_flush()
+            if self.children is not None:
+                self.app.elsewhere = self.children
+                if self.children.roles.stores:
+                    self.app.lake_flush.flush_now = self.children.flush
         else:
             self.app = ProbeApp(roles, metrics, components)
+            if self._store is not None:
+                self.app.flush_now = self._lake_flush()
 
     def _lake_flush(self) -> LakeFlush:
         store = self._store
@@ -136,7 +157,8 @@ class Node:
         backends, roles = self.backends, self.roles
         if roles.collects or roles.processes:
             checks["hot"] = self._check_hot
-        if roles.collects and not roles.processes:
+        in_child = self.children is not None and self.children.roles.processes
+        if roles.collects and not roles.processes and not in_child:  # a child reports its own
             checks["processor"] = self._check_remote_processor
         if roles.processes or roles.stores or roles.delivers:
             checks["processed_log"] = lambda: _log_report(backends.processed.status())
@@ -189,6 +211,12 @@ class Node:
         }
 
     @property
+    def serves_all_roles(self) -> bool:
+        """Every role runs in this process or in its children (the embedded default)."""
+        elsewhere = self.children.roles if self.children is not None else ()
+        return Roles([*self.roles, *elsewhere]).full
+
+    @property
     def keys(self) -> ProvisionedKeys | None:
         return self.collect.keys if self.collect is not None else None
 
@@ -217,7 +245,8 @@ class Node:
             store_generated(self.settings, self.collect.keys)
 
     def start(self) -> None:
-        """Start the background stages of this process's roles."""
+        """Start the background stages of this process's roles (``children.start()`` starts
+        the child processes: serve does once it listens)."""
         self.monitor.start()
         for stage in self._stages:
             stage.start()
@@ -225,6 +254,8 @@ class Node:
     def close(self) -> None:
         """Finish pending appends, let the processor catch up, then close the stores."""
         self.backends.stop_event_writes()
+        if self.children is not None:  # after the last appends: they drain what was accepted
+            self.children.stop(CHILD_STOP_SECS)
         for stage in self._stages:  # the processor drains, the cold store flushes...
             stage.stop()
         self.monitor.stop()

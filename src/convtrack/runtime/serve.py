@@ -20,6 +20,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Coroutine
 from types import FrameType
 from typing import Any
 
@@ -30,10 +31,13 @@ from convtrack.collect.protocol import ConnectionLimits, guarded_protocol
 from convtrack.config import Settings
 from convtrack.observe.logs import configure_logging
 from convtrack.runtime.api_keys import ENV_BY_ROLE, ProvisionedKeys
+from convtrack.runtime.children import ChildSpec, child_groups
 from convtrack.runtime.embedded import Pipeline
+from convtrack.runtime.health import ProbeApp
 from convtrack.runtime.listen import BACKLOG, listen
 from convtrack.runtime.node import Node
 from convtrack.runtime.roles import ROLES, Roles
+from convtrack.runtime.stop_signals import remember_stop_signals, stop_asked
 
 log = logging.getLogger("convtrack.serve")
 
@@ -77,7 +81,7 @@ def _banner(node: Node, base: str, waits: list[str]) -> str:
     """What this process is and where; ``waits``: what keeps /readyz from 200 yet."""
     settings = node.settings
     state = f"listening on {base}; waiting for {', '.join(waits)}" if waits else f"ready on {base}"
-    if node.roles.full:
+    if node.serves_all_roles:
         lines = [f"convtrack {__version__} {state} (data dir: {settings.data_dir})"]
     else:
         where = f"data dir: {settings.data_dir}; log: {settings.log.kind},"
@@ -87,7 +91,7 @@ def _banner(node: Node, base: str, waits: list[str]) -> str:
         lines.append(f"Probes only: {base}/healthz  {base}/readyz  {base}/metrics")
         return "\n".join(lines)
     lines.append(f"Send events:  POST {base}/v1/track   (Authorization: Bearer <write key>)")
-    if node.roles.full:
+    if node.serves_all_roles:
         lines.append(
             f"Batches:      POST {base}/v1/batch   Health: {base}/healthz   Metrics: {base}/metrics"
         )
@@ -96,7 +100,7 @@ def _banner(node: Node, base: str, waits: list[str]) -> str:
 
 
 def _ready_line(node: Node, base: str) -> str:
-    roles = "" if node.roles.full else f" roles {node.roles}"
+    roles = "" if node.serves_all_roles else f" roles {node.roles}"
     return f"convtrack {__version__}{roles} ready on {base}"
 
 
@@ -120,8 +124,16 @@ def _keys_show(settings: Settings) -> str:
     return f"convtrack keys show{where}"
 
 
-def _build(settings: Settings, roles: Roles) -> Node:
+def _build(settings: Settings, roles: Roles, child: ChildSpec | None) -> Node:
+    if child is not None:  # its parent holds the locks, and it inherits them
+        node = Node(settings, roles, store_keys=False)
+        assert isinstance(node.app, ProbeApp)
+        node.app.child_token = child.token
+        return node
     if roles.full:
+        groups = child_groups(settings)
+        if groups:
+            return Node(settings, roles, exclusive=True, store_keys=False, child_roles=groups)
         return Pipeline(settings, exclusive=True, store_keys=False)
     return Node(settings, roles, exclusive=True, store_keys=False)
 
@@ -139,14 +151,22 @@ READY_POLL_SECS = 0.2
 FIRST_CHECK_WAIT_SECS = 1.0  # how long the banner waits for the backends' first answers
 
 
-async def _announce(server: uvicorn.Server, node: Node, settings: Settings) -> None:
+async def _announce(
+    server: uvicorn.Server, node: Node, settings: Settings, child: ChildSpec | None
+) -> None:
     """The banner once listening; while /readyz's condition does not hold, what it waits
-    for, then a ``ready`` line once it does."""
+    for, then a ``ready`` line once it does. A child tells its parent its port instead."""
     while not server.started and not server.should_exit:
         await asyncio.sleep(0.01)
     if not server.started:
         return
+    if stop_asked.is_set():  # while starting, before uvicorn listened for it: stop now
+        server.handle_exit(signal.SIGTERM, None)
     host, port = _bound_address(server, settings)
+    if child is not None:
+        os.write(child.ready_fd, f"{port}\n".encode())
+        os.close(child.ready_fd)
+        return
     base = f"http://{host}:{port}"
     # Backends that answer at once make no "waiting for … (not checked yet)" line; one
     # that hangs is named as waited for after a second.
@@ -155,6 +175,8 @@ async def _announce(server: uvicorn.Server, node: Node, settings: Settings) -> N
         await asyncio.sleep(0.01)
     waits = node.waiting_for()
     print(_banner(node, base, waits), flush=True)
+    if node.children is not None and not server.should_exit:
+        node.children.start()  # after the banner: theirs are not the first lines a user reads
     if waits:
         log.info("listening", extra={"host": host, "port": port, "waiting_for": waits})
     while waits and not server.should_exit:
@@ -166,11 +188,11 @@ async def _announce(server: uvicorn.Server, node: Node, settings: Settings) -> N
         log.info("ready", extra={"host": host, "port": port})
 
 
-async def _serve(settings: Settings, roles: Roles) -> None:
+async def _serve(settings: Settings, roles: Roles, child: ChildSpec | None = None) -> None:
     # Bound first: an address that is taken fails the start before any key or role exists.
     sockets = listen(settings)
     try:
-        pipeline = _build(settings, roles)
+        pipeline = _build(settings, roles, child)
     except BaseException:
         for sock in sockets:
             sock.close()
@@ -207,7 +229,7 @@ async def _serve(settings: Settings, roles: Roles) -> None:
         timeout_graceful_shutdown=max(1, int(settings.server.shutdown_timeout_secs) - 1),
     )
     server = _Server(config, pipeline)
-    announcer = asyncio.create_task(_announce(server, pipeline, settings))
+    announcer = asyncio.create_task(_announce(server, pipeline, settings, child))
     try:
         await server.serve(sockets=sockets)
     finally:
@@ -218,15 +240,21 @@ async def _serve(settings: Settings, roles: Roles) -> None:
 
 
 def serve(settings: Settings, roles: Roles = ROLES) -> int:
+    return _run(_serve(settings, roles), settings)
+
+
+def serve_child(spec: ChildSpec) -> int:
+    """A child process of ``serve`` (runtime/child.py): its roles on a loopback port."""
+    return _run(_serve(spec.settings, Roles(spec.roles), spec), spec.settings)
+
+
+def _run(main: Coroutine[Any, Any, None], settings: Settings) -> int:
     configure_logging(settings.server.log_level)
-    # uvicorn re-raises the signal it caught once it has shut down; a no-op handler
-    # here makes that re-raise harmless so we exit 0 after draining.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
+    remember_stop_signals()
     try:
         import uvloop
     except ImportError:
-        asyncio.run(_serve(settings, roles))
+        asyncio.run(main)
     else:
-        uvloop.run(_serve(settings, roles))
+        uvloop.run(main)
     return 0
