@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -218,3 +220,21 @@ def test_no_child_roles_runs_every_role_in_one_process(server_factory: ServerFac
     campaign = uuid.uuid4().hex[:8]
     sent = send(server, campaign, 10)
     wait_for("the events counted", lambda: counted(server, campaign) == len(sent))
+
+
+def test_a_wrong_destination_fails_the_start_though_deliveries_run_in_a_child(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "convtrack.toml"
+    config.write_text(
+        '[[destinations]]\nkind = "webhook"\nname = "crm"\n'
+        'endpoint = "https://crm.example/hook"\nsecret_env = "CRM_HOOK_SECRET"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CRM_HOOK_SECRET"}
+    started = subprocess.run(
+        [sys.executable, "-m", "convtrack", "serve", "--port", "0", "--config", str(config),
+         "--data-dir", str(tmp_path / "data")],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert started.returncode == 2, started.stdout + started.stderr
+    assert "CRM_HOOK_SECRET" in started.stderr

@@ -53,10 +53,15 @@ def main() -> int:
     from convtrack.runtime.children import ChildSpec
     from convtrack.runtime.serve import serve_child
 
+    from convtrack.errors import ConfigError
+
     spec = msgspec.json.decode(sys.stdin.buffer.read(), type=ChildSpec)
     die_with_parent(spec.parent_pid)
-
-    return serve_child(spec)
+    try:
+        return serve_child(spec)
+    except ConfigError as exc:  # one line, as serve says it; the serving process restarts it
+        print(f"convtrack ({' '.join(sys.argv[1:])}): {exc}", file=sys.stderr, flush=True)
+        return 2
 
 
 if __name__ == "__main__":

@@ -56,6 +56,14 @@ def build_deliveries(
     ]
 
 
+def check_destinations(settings: Settings, environ: Mapping[str, str]) -> None:
+    """What ``build_deliveries`` checks first, alone: ``serve`` fails its start on a wrong
+    destination even when the deliveries run in a child process (runtime/children.py)."""
+    for destination in settings.destinations:
+        create_destination(destination, environ)
+        check_endpoint(destination)
+
+
 def check_endpoint(settings: DestinationSettings) -> EndpointGuard:
     """The destination's guard, after refusing a configured endpoint it would refuse."""
     guard = EndpointGuard(allow_private_network=settings.allow_private_network)

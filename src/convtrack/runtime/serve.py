@@ -133,6 +133,10 @@ def _build(settings: Settings, roles: Roles, child: ChildSpec | None) -> Node:
     if roles.full:
         groups = child_groups(settings)
         if groups:
+            if any(group.delivers for group in groups):
+                from convtrack.runtime.deliveries import check_destinations
+
+                check_destinations(settings, os.environ)
             return Node(settings, roles, exclusive=True, store_keys=False, child_roles=groups)
         return Pipeline(settings, exclusive=True, store_keys=False)
     return Node(settings, roles, exclusive=True, store_keys=False)
