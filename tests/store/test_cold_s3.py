@@ -132,6 +132,11 @@ def test_s3_outage_keeps_ingesting_and_catches_up(
     server = server_factory(env)
     server.start()
     query_env = {**server.env}
+    deadline = time.monotonic() + 15
+    # The lake writer (a child process of serve) creates the bucket as it starts.
+    while not httpx.get(f"{server.url}/readyz").json()["cold"]["healthy"]:
+        assert time.monotonic() < deadline, "the lake writer never started"
+        time.sleep(0.1)
     before = [f"before-{i}" for i in range(10)]
     send(server.url, before)
     deadline = time.monotonic() + 15
