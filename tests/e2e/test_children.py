@@ -238,3 +238,26 @@ def test_a_wrong_destination_fails_the_start_though_deliveries_run_in_a_child(
     )  # fmt: skip
     assert started.returncode == 2, started.stdout + started.stderr
     assert "CRM_HOOK_SECRET" in started.stderr
+
+
+def test_a_child_that_stops_answering_shows_in_readyz_until_it_answers_again(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(NO_LIMIT)
+    server.start()
+    pid = running_children(server)["process"]
+    os.kill(pid, signal.SIGSTOP)  # alive, holding its locks, answering nothing
+    try:
+
+        def silent() -> bool:
+            body = httpx.get(f"{server.url}/readyz", timeout=5).json()
+            state = {c["roles"]: c["state"] for c in body["processes"]["children"]}
+            return state["process"] == "not answering" and "processor" in body["degraded"]
+
+        wait_for("the silent child reported", silent)
+        answer = httpx.get(f"{server.url}/readyz", timeout=5)
+        assert answer.status_code == 200  # the log still takes events: ready
+        assert "has not answered /readyz" in answer.json()["processor"]["detail"]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert running_children(server)["process"] == pid  # the same process, not a restart

@@ -50,10 +50,9 @@ def main() -> int:
     remember_stop_signals()  # a stop while it imports and builds its roles waits for them
     import msgspec
 
+    from convtrack.errors import ConfigError
     from convtrack.runtime.children import ChildSpec
     from convtrack.runtime.serve import serve_child
-
-    from convtrack.errors import ConfigError
 
     spec = msgspec.json.decode(sys.stdin.buffer.read(), type=ChildSpec)
     die_with_parent(spec.parent_pid)

@@ -51,6 +51,7 @@ RESTART_MAX_SECS = 30.0
 STEADY_SECS = 60.0  # a child up this long that exits is restarted after the first delay again
 POLL_SECS = 1.0  # how often a child's /readyz is read
 REQUEST_SECS = 2.0  # a child's /readyz or /metrics
+SILENT_SECS = 5.0  # a running child whose /readyz has not answered for this long is down
 FLUSH_REQUEST_SECS = 40.0  # longer than the child's own flush waits (runtime/flush.py)
 _META = frozenset({"status", "roles", "draining", "degraded"})  # /readyz keys that are not parts
 
@@ -120,6 +121,7 @@ class ChildProcess:
         starting = {"healthy": False, "detail": "its process is starting"}
         # Its /readyz components, last answer
         self._parts: dict[str, Report] = dict.fromkeys(component_names(settings, roles), starting)
+        self._answered_at = 0.0  # monotonic: its last /readyz answer, or when it listened
         self.restarts = 0
         self._thread = threading.Thread(target=self._run, name=f"child-{self.name}", daemon=True)
 
@@ -197,6 +199,7 @@ class ChildProcess:
             os.close(read_fd)
         if said.strip().isdigit():
             self._port, self._state = int(said), "running"
+            self._answered_at = time.monotonic()
             self._read_readiness()
         while True:
             try:
@@ -211,7 +214,8 @@ class ChildProcess:
             status, body = self._request("GET", "/readyz", REQUEST_SECS)
             parts = json.loads(body)
         except (OSError, http.client.HTTPException, ValueError):
-            return  # busy or stopping: the last answer stands
+            return  # busy or stopping: the last answer stands, for a while (SILENT_SECS)
+        self._answered_at = time.monotonic()
         if status in (200, 503) and isinstance(parts, dict):
             self._parts = {k: v for k, v in parts.items() if k not in _META and isinstance(v, dict)}
 
@@ -232,18 +236,23 @@ class ChildProcess:
     def components(self) -> dict[str, Report]:
         """Its components as it last reported them; while it is not running, each unhealthy."""
         proc = self._proc
-        if self._state == "running":
-            return dict(self._parts)
         pid = "" if proc is None else f" (pid {proc.pid})"
-        down = {"healthy": False, "detail": f"its process{pid} {self._state}"}
+        silent = time.monotonic() - self._answered_at
+        if self._state == "running" and silent < SILENT_SECS:
+            return dict(self._parts)
+        state = self._state
+        if state == "running":  # alive, but stopped, hung or starved: say so, keep waiting
+            state = f"has not answered /readyz for {silent:.0f} s"
+        down = {"healthy": False, "detail": f"its process{pid} {state}"}
         return {name: dict(down) for name in self._parts}
 
     def status(self) -> dict[str, Any]:
         proc = self._proc
+        answering = time.monotonic() - self._answered_at < SILENT_SECS
         return {
             "roles": self.name,
             "pid": None if proc is None else proc.pid,
-            "state": self._state,
+            "state": self._state if answering or self._state != "running" else "not answering",
             "restarts": self.restarts,
         }
 
